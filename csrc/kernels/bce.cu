@@ -1,0 +1,146 @@
+// Sigmoid + binary cross-entropy from logits: forward with its reduction, backward in one kernel.
+//   loss_i = w_i * [ (1 - t_i) * x_i + (1 + (p_i - 1) * t_i) * softplus(-x_i) ]
+//   dloss_i/dx_i = w_i * [ (1 + (p_i - 1) * t_i) * sigmoid(x_i) - p_i * t_i ]
+// softplus(-x) = max(-x, 0) + log1p(exp(-|x|)) is finite for every finite x (|x| = 1e4 included).
+// Reductions are two-stage with a fixed block count and order: the same bits on every run.
+#include "common.cuh"
+
+namespace fastgan {
+namespace FG_NS {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kItemsPerThread = 4;
+
+template <typename M>
+FG_HD M softplus_neg(M x) {  // softplus(-x)
+  const M ax = x < M(0) ? -x : x;
+  return (x < M(0) ? -x : M(0)) + fg_log1p(fg_exp(-ax));
+}
+
+template <typename T>
+struct BceElem {
+  using M = typename OpMath<T>::type;
+  const T* logits;
+  const T* target;
+  const T* weight;
+  const T* pos_weight;
+  M label;
+
+  FG_HD M t(int64_t i) const { return target ? load(target, i) : label; }
+  FG_HD M loss(int64_t i) const {
+    const M x = load(logits, i), tt = t(i);
+    const M p = pos_weight ? load(pos_weight, i) : M(1);
+    M l = (M(1) - tt) * x + (M(1) + (p - M(1)) * tt) * softplus_neg(x);
+    return weight ? l * load(weight, i) : l;
+  }
+  FG_HD M dloss(int64_t i) const {
+    const M x = load(logits, i), tt = t(i);
+    const M p = pos_weight ? load(pos_weight, i) : M(1);
+    M d = (M(1) + (p - M(1)) * tt) * ActSigmoid::f<M>(x, M(0)) - p * tt;
+    return weight ? d * load(weight, i) : d;
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bce_none_kernel(BceElem<T> e, T* __restrict__ out, int64_t numel) {
+  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) store(out, i, e.loss(i));
+}
+
+// Stage 1: block b sums a grid-stride share of the elements into partial[b].
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bce_partial_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int64_t numel) {
+  using M = typename OpMath<T>::type;
+  __shared__ M red[kThreads];
+  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
+  M acc = M(0);
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) acc += e.loss(i);
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = red[0];
+}
+
+// Stage 2: one block combines the partials in a fixed order; mean divides by numel (0/0 = NaN as in torch).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bce_finalize_kernel(const typename OpMath<T>::type* __restrict__ partial, int nparts, T* __restrict__ out,
+                    int64_t numel, int mean) {
+  using M = typename OpMath<T>::type;
+  __shared__ M red[kThreads];
+  M acc = M(0);
+  for (int k = threadIdx.x; k < nparts; k += blockDim.x) acc += partial[k];
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) store(out, 0, mean ? red[0] / M(numel) : red[0]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bce_bwd_kernel(BceElem<T> e, const T* __restrict__ grad, T* __restrict__ dlogits, int64_t numel, int reduction) {
+  using M = typename OpMath<T>::type;
+  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
+  M scale = M(1);
+  if (reduction != 0) scale = load(grad, 0) / (reduction == 1 ? M(numel) : M(1));
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) {
+    const M g = reduction == 0 ? load(grad, i) : scale;
+    store(dlogits, i, g * e.dloss(i));
+  }
+}
+
+int64_t elementwise_grid(int64_t numel) {
+  const int64_t blocks = ceil_div(numel, kThreads);
+  return blocks < 65536 ? blocks : 65536;
+}
+
+template <typename T, typename P>
+BceElem<T> elem(const P& p) {
+  return BceElem<T>{static_cast<const T*>(p.logits), static_cast<const T*>(p.target),
+                    static_cast<const T*>(p.weight), static_cast<const T*>(p.pos_weight),
+                    static_cast<typename OpMath<T>::type>(p.label)};
+}
+
+void bce_fwd(const BceParams& p, void* stream) {
+  dispatch_dtype(p.dtype, "sigmoid_bce", [&](auto tag) {
+    using T = decltype(tag);
+    using M = typename OpMath<T>::type;
+    if (p.reduction == 0) {
+      launch("bce_none", bce_none_kernel<T>, dim3((unsigned)elementwise_grid(p.numel)), dim3(kThreads), 0, stream,
+             elem<T>(p), static_cast<T*>(p.out), p.numel);
+      return;
+    }
+    int64_t blocks = ceil_div(p.numel, (int64_t)kThreads * kItemsPerThread);
+    blocks = blocks < 1 ? 1 : (blocks > kBceMaxBlocks ? kBceMaxBlocks : blocks);
+    launch("bce_partial", bce_partial_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, elem<T>(p),
+           static_cast<M*>(p.workspace), p.numel);
+    launch("bce_finalize", bce_finalize_kernel<T>, dim3(1), dim3(kThreads), 0, stream,
+           static_cast<const M*>(p.workspace), (int)blocks, static_cast<T*>(p.out), p.numel, p.reduction == 1 ? 1 : 0);
+  });
+}
+
+void bce_bwd(const BceBwdParams& p, void* stream) {
+  dispatch_dtype(p.dtype, "sigmoid_bce_backward", [&](auto tag) {
+    using T = decltype(tag);
+    launch("bce_bwd", bce_bwd_kernel<T>, dim3((unsigned)elementwise_grid(p.numel)), dim3(kThreads), 0, stream,
+           elem<T>(p), static_cast<const T*>(p.grad), static_cast<T*>(p.dlogits), p.numel, p.reduction);
+  });
+}
+
+}  // namespace
+
+void register_bce(KernelTable& t) {
+  t.bce_fwd = bce_fwd;
+  t.bce_bwd = bce_bwd;
+}
+
+}  // namespace FG_NS
+}  // namespace fastgan

@@ -1,0 +1,104 @@
+// fastgan kernel layer: shared definitions for every .cu file.
+//
+// Rules for code under csrc/kernels/ (see GUIDE §1):
+//   * raw pointers, sizes, strides and a stream only -- no torch headers;
+//   * the same source compiles with nvcc (namespace fastgan::cuda) and with the host compiler under the CPU
+//     emulation (-DFG_EMU, namespace fastgan::emu, csrc/emu/cuda_emu.h);
+//   * no #ifdef FG_EMU inside kernels: the only backend switch lives in this header (launch helper, types).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#ifdef FG_EMU
+#include "../emu/cuda_emu.h"
+#define FG_NS emu
+#else
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#define FG_NS cuda
+#endif
+
+#define FG_HD __host__ __device__ __forceinline__
+
+#include "launchers.h"
+#include "activation.cuh"
+
+namespace fastgan {
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::f64: return "float64";
+    case DType::f16: return "float16";
+    case DType::bf16: return "bfloat16";
+  }
+  return "?";
+}
+
+namespace FG_NS {
+
+// Arithmetic type: half types compute in float32, float64 stays float64.
+template <typename T> struct OpMath { using type = float; };
+template <> struct OpMath<double> { using type = double; };
+
+template <typename T> FG_HD typename OpMath<T>::type load(const T* p, int64_t i) { return p[i]; }
+template <> FG_HD float load<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+template <> FG_HD float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+
+template <typename T> FG_HD void store(T* p, int64_t i, typename OpMath<T>::type v) { p[i] = static_cast<T>(v); }
+template <> FG_HD void store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+template <> FG_HD void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+// Calls f.template operator()<T>() with the C++ type of `dt`.
+template <typename F> void dispatch_dtype(DType dt, const char* what, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); return;
+    case DType::f64: f(double{}); return;
+    case DType::f16: f(__half{}); return;
+    case DType::bf16: f(__nv_bfloat16{}); return;
+  }
+  throw std::invalid_argument(std::string(what) + ": unsupported dtype");
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The one launch path of every kernel. Under nvcc: <<<>>> on the given stream (the glue passes the current
+// torch stream), then the launch is checked. Under emulation: the CPU runtime executes the grid with CUDA's
+// semantics and reports faults with the kernel's name. Empty grids are not launched (CUDA rejects them).
+template <typename... KArgs, typename... Args>
+void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, void* stream,
+            Args... args) {
+  if ((int64_t)grid.x * grid.y * grid.z == 0) return;
+#ifdef FG_EMU
+  (void)stream;
+  ::fgemu::launch(name, kernel, grid, block, smem, static_cast<KArgs>(args)...);
+#else
+  kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>(static_cast<KArgs>(args)...);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("fastgan: launch of CUDA kernel '") + name + "' failed: " +
+                             cudaGetErrorString(err) + " (grid " + std::to_string(grid.x) + "x" +
+                             std::to_string(grid.y) + "x" + std::to_string(grid.z) + ", block " +
+                             std::to_string(block.x) + "x" + std::to_string(block.y) + "x" +
+                             std::to_string(block.z) + ", dynamic smem " + std::to_string(smem) + " B)");
+  }
+#endif
+}
+
+// Raise a kernel's dynamic shared-memory limit above 48 KB (sm_90: up to 227 KB).
+template <typename... KArgs>
+void allow_dynamic_smem(const char* name, void (*kernel)(KArgs...), size_t bytes) {
+  cudaError_t err =
+      cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes));
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("fastgan: cannot give kernel '") + name + "' " + std::to_string(bytes) +
+                             " B of dynamic shared memory: " + cudaGetErrorString(err));
+}
+
+}  // namespace FG_NS
+}  // namespace fastgan

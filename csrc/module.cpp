@@ -1,0 +1,50 @@
+// The Python module fastgan._C: loading it registers the ops (registration.cpp); it also reports how it was
+// built, so fastgan can detect a torch mismatch and `fastgan doctor` can print the build.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "kernels/activation.cuh"
+
+#ifndef FASTGAN_TORCH_VERSION
+#error "setup.py / CMakeLists.txt define FASTGAN_TORCH_VERSION"
+#endif
+#ifndef FASTGAN_CUDA_VERSION
+#define FASTGAN_CUDA_VERSION ""
+#endif
+#ifndef FASTGAN_CUDA_ARCHS
+#define FASTGAN_CUDA_ARCHS ""
+#endif
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastgan compiled ops (registered as torch.ops.fastgan.* and torch.ops.fastgan_emu.*)";
+  m.def("build_info", [] {
+    pybind11::dict d;
+    d["torch_version"] = FASTGAN_TORCH_VERSION;
+#ifdef FASTGAN_WITH_CUDA
+    d["with_cuda"] = true;
+#else
+    d["with_cuda"] = false;
+#endif
+#ifdef FASTGAN_WITH_EMU
+    d["with_emu"] = true;
+#else
+    d["with_emu"] = false;
+#endif
+    d["cuda_version"] = FASTGAN_CUDA_VERSION;
+    d["cuda_archs"] = FASTGAN_CUDA_ARCHS;
+#if defined(__clang__)
+    d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    d["compiler"] = std::string("gcc ") + __VERSION__;
+#endif
+    return d;
+  });
+  m.def("activations", [] {
+    pybind11::dict d;
+#define FG_ACT_PY(code, name, F) d[#name] = code;
+    FG_ACTIVATIONS(FG_ACT_PY)
+#undef FG_ACT_PY
+    return d;
+  });
+}

@@ -1,0 +1,93 @@
+#include "glue.h"
+
+#include <ATen/ops/empty_like.h>
+
+#include <cmath>
+
+#include "../kernels/activation.cuh"
+
+namespace fastgan {
+
+Exec exec_for(const at::Tensor& t, bool emu, const char* op) {
+  if (emu) {
+#ifdef FASTGAN_WITH_EMU
+    TORCH_CHECK(t.device().is_cpu(), op, ": the emulated CUDA kernels take CPU tensors, got a tensor on ", t.device());
+    return Exec{Backend::EMU, &emu::kernel_table(), nullptr};
+#else
+    TORCH_CHECK(false, op, ": fastgan._C was built without the CUDA emulation (FASTGAN_EMU=0)");
+#endif
+  }
+  if (t.device().is_cpu()) return Exec{Backend::CPU, nullptr, nullptr};
+#ifdef FASTGAN_WITH_CUDA
+  if (t.device().is_cuda()) return Exec{Backend::CUDA, &cuda::kernel_table(), current_cuda_stream(t)};
+#endif
+  TORCH_CHECK(false, op, ": no fastgan kernels for device ", t.device());
+}
+
+DType to_dtype(const at::Tensor& t, const char* op, const char* arg) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::f32;
+    case at::kDouble: return DType::f64;
+    case at::kHalf: return DType::f16;
+    case at::kBFloat16: return DType::bf16;
+    default: break;
+  }
+  TORCH_CHECK_TYPE(false, op, ": ", arg, ": expected a floating-point tensor (float32, float64, float16 or bfloat16), got ",
+                   t.scalar_type());
+}
+
+void check_float(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, ": expected a tensor, got None");
+  to_dtype(t, op, arg);
+}
+
+void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* arg, const char* ref_arg) {
+  check_float(t, op, arg);
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", arg, ": expected a tensor on ", ref.device(), " like ", ref_arg,
+              ", got one on ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), op, ": ", arg, ": expected dtype ", ref.scalar_type(),
+                   " like ", ref_arg, ", got ", t.scalar_type());
+}
+
+int act_code(c10::string_view act, const char* op) {
+#define FG_ACT_NAME(code, name, F) \
+  if (act == #name) return code;
+  FG_ACTIVATIONS(FG_ACT_NAME)
+#undef FG_ACT_NAME
+  std::string names;
+#define FG_ACT_LIST(code, name, F) names += std::string(names.empty() ? "" : ", ") + #name;
+  FG_ACTIVATIONS(FG_ACT_LIST)
+#undef FG_ACT_LIST
+  TORCH_CHECK_VALUE(false, op, ": act: unknown activation '", std::string(act), "'; expected one of ", names);
+}
+
+void check_act_args(const char* op, double alpha, double gain, double clamp) {
+  TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha >= 0, op, ": alpha: expected a finite number >= 0, got ", alpha);
+  TORCH_CHECK_VALUE(std::isfinite(gain) && gain > 0, op, ": gain: expected a finite number > 0, got ", gain);
+  TORCH_CHECK_VALUE(!std::isnan(clamp) && !std::isinf(clamp), op,
+                    ": clamp: expected a finite number (negative = no clamp), got ", clamp);
+}
+
+at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {
+  if (t.strides() == like.strides()) return t;
+  at::Tensor out = at::empty_like(like);
+  out.copy_(t);
+  return out;
+}
+
+void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C, int64_t* inner) {
+  const int64_t n = t.numel();
+  if (!has_bias || t.dim() == 0 || t.size(dim) <= 1) {
+    *C = 1;
+    *inner = n > 0 ? n : 1;
+    return;
+  }
+  *C = t.size(dim);
+  *inner = t.stride(dim);  // dense tensor: the dims that are faster in memory multiply to stride(dim)
+}
+
+#if !defined(FASTGAN_WITH_CUDA)
+void* current_cuda_stream(const at::Tensor&) { return nullptr; }
+#endif
+
+}  // namespace fastgan

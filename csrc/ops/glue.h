@@ -1,0 +1,50 @@
+// Shared glue between ATen and the kernel layer: backend choice, dtype mapping, argument checks with
+// messages that name the argument, current-stream lookup.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceGuard.h>
+
+#include <string>
+
+#include "../kernels/launchers.h"
+
+namespace fastgan {
+
+// Where an op runs. CPU: C++ loops + ATen GEMM/conv. CUDA: the CUDA kernels on the current stream.
+// EMU: the CUDA kernels executed on CPU tensors by the emulator -- the same glue, another KernelTable.
+enum class Backend { CPU, CUDA, EMU };
+
+struct Exec {
+  Backend backend;
+  const KernelTable* kernels;  // nullptr for CPU
+  void* stream;                // cudaStream_t for CUDA, nullptr otherwise
+};
+
+// For the `fastgan` library: the device of `t` decides (CPU or CUDA). For `fastgan_emu`: EMU (CPU tensors).
+Exec exec_for(const at::Tensor& t, bool emu, const char* op);
+
+DType to_dtype(const at::Tensor& t, const char* op, const char* arg);
+
+// Checks shared by every op; each message names the op and the argument.
+void check_float(const at::Tensor& t, const char* op, const char* arg);
+void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* arg, const char* ref_arg);
+int act_code(c10::string_view act, const char* op);
+void check_act_args(const char* op, double alpha, double gain, double clamp);
+
+// `t` itself if its strides equal `like`'s, else a copy with `like`'s strides (kernels walk memory order).
+at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like);
+
+// Bias-activation epilogue over a dense tensor, in place allowed (y may be x). Used by bias_act, dense, conv2d.
+void bias_act_into(const Exec& ex, const at::Tensor& x, const c10::optional<at::Tensor>& b, const at::Tensor& y,
+                   int64_t dim, int act, double alpha, double gain, double clamp);
+// dz (and db when defined) from dy and the saved output y (both dense with identical strides).
+void bias_act_backward_into(const Exec& ex, const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dz,
+                            const at::Tensor& db, int64_t dim, int act, double alpha, double gain, double clamp);
+
+// Channel count C and inner size of `dim` in the memory order of a dense tensor.
+void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C, int64_t* inner);
+
+void* current_cuda_stream(const at::Tensor& t);  // defined in cuda_stream.cpp (CUDA builds) or below (stub)
+
+}  // namespace fastgan

@@ -1,0 +1,89 @@
+"""The one table of activations.
+
+Every implementation (pure-PyTorch reference, C++ CPU kernels, CUDA kernels and their emulation) reads its
+activation list from here on the Python side and from the ``FG_ACTIVATIONS`` X-macro in
+``csrc/kernels/activation.cuh`` on the C++ side; ``tests/test_activations.py`` checks that the two agree.
+
+Adding an activation means: one row here, one ``__host__ __device__`` functor plus one X-macro line in C++.
+
+Columns
+-------
+code       integer id shared with C++ (``fastgan::Act``)
+alpha      default ``alpha`` (only lrelu uses it)
+gain       default ``gain`` of :func:`fastgan.functional.bias_act` (StyleGAN convention: sqrt(2) for the
+           rectifiers, so activations keep unit variance); the torch-compatible API
+           (``linear``/``conv2d``/``leaky_relu``/``fastgan.nn``) always defaults to gain 1.
+ref        the activation in pure PyTorch, ``ref(x, alpha)``
+dy_from_y  derivative of ``act`` expressed through its own output ``a = act(x)`` (so ``y`` is saved, not ``x``)
+d2         ``d(act'(x))/d a`` written through ``a`` — non-zero only for smooth activations; ``None`` when the
+           derivative is piecewise constant in ``a``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    code: int
+    alpha: float
+    gain: float
+    ref: Callable[[torch.Tensor, float], torch.Tensor]
+    dy_from_y: Callable[[torch.Tensor, float], torch.Tensor]
+    d2: Optional[Callable[[torch.Tensor, float], torch.Tensor]]
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in [
+        Activation("linear", 0, 0.0, 1.0,
+                   lambda x, al: x,
+                   lambda a, al: torch.ones_like(a),
+                   None),
+        Activation("relu", 1, 0.0, math.sqrt(2),
+                   lambda x, al: torch.relu(x),
+                   lambda a, al: (a > 0).to(a.dtype),
+                   None),
+        Activation("lrelu", 2, 0.2, math.sqrt(2),
+                   lambda x, al: torch.where(x > 0, x, x * al),
+                   lambda a, al: torch.where(a > 0, torch.ones_like(a), torch.full_like(a, al)),
+                   None),
+        Activation("sigmoid", 3, 0.0, 1.0,
+                   lambda x, al: torch.sigmoid(x),
+                   lambda a, al: a * (1 - a),
+                   lambda a, al: 1 - 2 * a),
+        Activation("tanh", 4, 0.0, 1.0,
+                   lambda x, al: torch.tanh(x),
+                   lambda a, al: 1 - a * a,
+                   lambda a, al: -2 * a),
+    ]
+}
+
+
+def get(name: str) -> Activation:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"act: unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Optional[float]):
+    """Validate and fill defaults; returns (Activation, alpha, gain, clamp_or_-1)."""
+    spec = get(act)
+    alpha = spec.alpha if alpha is None else float(alpha)
+    gain = spec.gain if gain is None else float(gain)
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha: expected a finite number >= 0, got {alpha}")
+    if not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"gain: expected a finite number > 0, got {gain}")
+    if clamp is None:
+        clamp = -1.0
+    else:
+        clamp = float(clamp)
+        if not (clamp >= 0) or math.isinf(clamp):
+            raise ValueError(f"clamp: expected None or a finite number >= 0, got {clamp}")
+    return spec, alpha, gain, clamp

@@ -1,0 +1,70 @@
+"""Loading of the compiled extension ``fastgan._C``.
+
+Importing fastgan never compiles anything. If ``_C`` is missing, fails to load, or was built against another
+torch than the one running, fastgan warns once (naming the cause and the fix) and every op runs on the
+pure-PyTorch reference path. ``fastgan doctor`` prints the same diagnosis.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Optional
+
+import torch
+
+_FIX = ("rebuild it against the torch you are running: "
+        "`pip install --no-build-isolation --force-reinstall --no-deps .` in the fastgan source tree")
+
+C = None  # the loaded module, or None
+load_error: Optional[str] = None  # why it is not loaded
+_warned = False
+
+
+def _torch_base(v: str) -> str:
+    return v.split("+")[0]
+
+
+def _load() -> None:
+    global C, load_error
+    try:
+        mod = importlib.import_module("fastgan._C")
+    except ImportError as e:  # missing, or undefined symbols after a torch upgrade
+        msg = str(e)
+        if "No module named" in msg and "fastgan._C" in msg:
+            load_error = ("fastgan._C is not built (pure-Python install or source checkout without a build); "
+                          "install with `pip install --no-build-isolation .`")
+        else:
+            load_error = f"fastgan._C failed to load ({msg.splitlines()[0]}); probably built against another torch: {_FIX}"
+        return
+    except Exception as e:  # pragma: no cover - any other loader failure
+        load_error = f"fastgan._C failed to load ({type(e).__name__}: {e}); {_FIX}"
+        return
+    info = mod.build_info()
+    built, running = info["torch_version"], torch.__version__
+    if _torch_base(built) != _torch_base(running):
+        load_error = f"fastgan._C was built against torch {built} but torch {running} is running; {_FIX}"
+        return
+    C = mod
+
+
+def warn_once() -> None:
+    global _warned
+    if load_error and not _warned:
+        _warned = True
+        warnings.warn(f"fastgan: using the pure-PyTorch reference path (slower): {load_error}", RuntimeWarning,
+                      stacklevel=3)
+
+
+def build_info() -> dict:
+    return dict(C.build_info()) if C is not None else {}
+
+
+def has_cuda() -> bool:
+    return C is not None and bool(C.build_info()["with_cuda"])
+
+
+def has_emu() -> bool:
+    return C is not None and bool(C.build_info()["with_emu"])
+
+
+_load()

@@ -1,0 +1,109 @@
+"""Choice of implementation: ``auto`` | ``native`` | ``emu`` | ``torch``.
+
+* ``torch``  — the pure-PyTorch reference (:mod:`fastgan.reference`); always available.
+* ``native`` — the compiled kernels: C++ on CPU tensors, CUDA on CUDA tensors.
+* ``emu``    — the CUDA kernel sources executed on the CPU by the emulator (CPU tensors only); for testing.
+* ``auto``   — ``native`` where it is built for the tensor's device, else ``torch`` (with a one-time warning).
+
+Select with :func:`use_impl` (a context manager that also works as a plain setter) or the ``FASTGAN_IMPL``
+environment variable.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import torch
+
+from . import _ext
+
+NAMES = ("auto", "native", "emu", "torch")
+_current = None  # set by use_impl; None -> environment / auto
+
+
+def _check(name: str) -> str:
+    if name not in NAMES:
+        raise ValueError(f"impl: unknown implementation {name!r}; expected one of {list(NAMES)}")
+    if name not in available_impls():
+        raise RuntimeError(f"impl: implementation {name!r} is not available in this build: {unavailable_reason(name)}")
+    return name
+
+
+def unavailable_reason(name: str) -> str:
+    if name in ("native", "emu") and _ext.C is None:
+        return _ext.load_error or "fastgan._C not loaded"
+    if name == "emu" and not _ext.has_emu():
+        return "fastgan._C was built without the CUDA emulation (FASTGAN_EMU=0)"
+    return ""
+
+
+def available_impls() -> list:
+    out = ["auto", "torch"]
+    if _ext.C is not None:
+        out.insert(1, "native")
+        if _ext.has_emu():
+            out.insert(2, "emu")
+    return out
+
+
+def current() -> str:
+    if _current is not None:
+        return _current
+    env = os.environ.get("FASTGAN_IMPL", "").strip()
+    if env:
+        try:
+            return _check(env)
+        except (ValueError, RuntimeError) as e:
+            raise RuntimeError(f"FASTGAN_IMPL={env!r}: {e}") from None
+    return "auto"
+
+
+class use_impl(contextlib.ContextDecorator):
+    """Select the implementation: ``with fastgan.use_impl("torch"): ...`` or ``fastgan.use_impl("native")``."""
+
+    def __init__(self, name: str):
+        global _current
+        self._prev = _current
+        _current = _check(name)
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _current
+        _current = self._prev
+        return False
+
+
+_cuda_fallback_warned = False
+
+
+def resolve(device: torch.device) -> str:
+    """The concrete implementation ('native' | 'emu' | 'torch') for a tensor on ``device``."""
+    global _cuda_fallback_warned
+    name = current()
+    if name == "torch":
+        return "torch"
+    if name == "emu":
+        if device.type != "cpu":
+            raise RuntimeError(f"impl 'emu' runs the CUDA kernels on the CPU and takes CPU tensors; got a tensor on {device}")
+        return "emu"
+    if _ext.C is None:
+        if name == "native":
+            raise RuntimeError(f"impl 'native' is not available: {_ext.load_error}")
+        _ext.warn_once()
+        return "torch"
+    if device.type == "cpu":
+        return "native"
+    if device.type == "cuda" and _ext.has_cuda():
+        return "native"
+    if name == "native":
+        raise RuntimeError(f"impl 'native': fastgan._C has no kernels for device type {device.type!r} "
+                           f"(built with CUDA: {_ext.has_cuda()})")
+    if not _cuda_fallback_warned:
+        _cuda_fallback_warned = True
+        warnings.warn(f"fastgan: no compiled kernels for {device.type} tensors in this build; using the "
+                      "pure-PyTorch reference path", RuntimeWarning, stacklevel=4)
+    return "torch"

@@ -1,0 +1,210 @@
+"""The dispatcher ops ``torch.ops.fastgan.*`` (compiled kernels) and ``torch.ops.fastgan_emu.*`` (the CUDA
+kernels under CPU emulation): fake (meta) kernels and autograd formulas, registered on both namespaces.
+
+Every backward is written with ops that are themselves differentiable — ``bias_act_backward`` and
+``sigmoid_bce_backward`` are dispatcher ops with their own autograd, the GEMM/convolution gradients use ATen
+ops with derivative formulas — so double backward (R1 / WGAN-GP penalties) works through every op.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _activations, _ext
+
+_NAMESPACES = {"native": "fastgan", "emu": "fastgan_emu"}
+
+
+def ns(impl: str):
+    return getattr(torch.ops, _NAMESPACES[impl])
+
+
+def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
+    shape = [1] * ndim
+    shape[dim] = -1
+    return v.reshape(shape)
+
+
+def _register(name: str) -> None:
+    lib = getattr(torch.ops, name)
+    q = lambda op: f"{name}::{op}"  # noqa: E731
+
+    # ---------------------------------------------------------------- fake kernels
+    @torch.library.register_fake(q("bias_act"))
+    def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):
+        return torch.empty_like(x)
+
+    @torch.library.register_fake(q("bias_act_backward"))
+    def _bias_act_backward_fake(dy, y, bias_grad, dim, act, alpha, gain, clamp):
+        n = (y.shape[dim] if y.ndim else 1) if bias_grad else 0
+        return torch.empty_like(y), y.new_empty((n,))
+
+    @torch.library.register_fake(q("dense"))
+    def _dense_fake(x, w, b, act, alpha, gain, clamp):
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    @torch.library.register_fake(q("conv2d"))
+    def _conv2d_fake(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp):
+        return torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0, 0], groups)
+
+    @torch.library.register_fake(q("sigmoid_bce"))
+    def _bce_fake(logits, target, label, weight, pos_weight, reduction):
+        if reduction == 0:
+            return torch.empty_like(logits, memory_format=torch.contiguous_format)
+        return logits.new_empty(())
+
+    @torch.library.register_fake(q("sigmoid_bce_backward"))
+    def _bce_backward_fake(grad, logits, target, label, weight, pos_weight, reduction):
+        return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    # ---------------------------------------------------------------- bias_act
+    def bias_act_setup(ctx, inputs, output):
+        x, b, dim, act, alpha, gain, clamp = inputs
+        ctx.has_b = b is not None
+        ctx.params = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(output)
+
+    def bias_act_bwd(ctx, gy):
+        (y,) = ctx.saved_tensors
+        dim, act, alpha, gain, clamp = ctx.params
+        want_db = ctx.has_b and ctx.needs_input_grad[1]
+        dz, db = lib.bias_act_backward(gy, y, want_db, dim, act, alpha, gain, clamp)
+        return dz, (db if want_db else None), None, None, None, None, None
+
+    torch.library.register_autograd(q("bias_act"), bias_act_bwd, setup_context=bias_act_setup)
+
+    def bias_act_backward_setup(ctx, inputs, output):
+        dy, y, bias_grad, dim, act, alpha, gain, clamp = inputs
+        ctx.params = (bias_grad, dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(dy, y)
+
+    def bias_act_backward_bwd(ctx, gdz, gdb):
+        dy, y = ctx.saved_tensors
+        bias_grad, dim, act, alpha, gain, clamp = ctx.params
+        g = gdz if gdz is not None else torch.zeros_like(y)
+        if bias_grad and gdb is not None and y.ndim:
+            g = g + _bcast_along(gdb, y.ndim, dim)
+        gdy = gy = None
+        if ctx.needs_input_grad[0]:  # dz is linear in dy: the same op applies the same mask
+            gdy = lib.bias_act_backward(g, y, False, dim, act, alpha, gain, clamp)[0]
+        spec = _activations.get(act)
+        if ctx.needs_input_grad[1] and spec.d2 is not None:  # dz depends on y through act'(y / gain)
+            gy = g * dy * spec.d2(y / gain, alpha)
+            if clamp >= 0:
+                gy = gy * (y.abs() < clamp).to(gy.dtype)
+        return gdy, gy, None, None, None, None, None, None
+
+    torch.library.register_autograd(q("bias_act_backward"), bias_act_backward_bwd,
+                                    setup_context=bias_act_backward_setup)
+
+    # ---------------------------------------------------------------- dense
+    def dense_setup(ctx, inputs, output):
+        x, w, b, act, alpha, gain, clamp = inputs
+        ctx.has_b = b is not None
+        ctx.params = (act, alpha, gain, clamp)
+        ctx.save_for_backward(x, w, output)
+
+    def dense_bwd(ctx, gy):
+        x, w, y = ctx.saved_tensors
+        act, alpha, gain, clamp = ctx.params
+        want_db = ctx.has_b and ctx.needs_input_grad[2]
+        dz, db = lib.bias_act_backward(gy, y, want_db, y.ndim - 1, act, alpha, gain, clamp)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = dz.matmul(w)
+        if ctx.needs_input_grad[1]:
+            dw = dz.reshape(-1, w.shape[0]).t().mm(x.reshape(-1, w.shape[1]))
+        return dx, dw, (db if want_db else None), None, None, None, None
+
+    torch.library.register_autograd(q("dense"), dense_bwd, setup_context=dense_setup)
+
+    # ---------------------------------------------------------------- conv2d
+    def conv2d_setup(ctx, inputs, output):
+        x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp = inputs
+        ctx.has_b = b is not None
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.params = (act, alpha, gain, clamp)
+        ctx.save_for_backward(x, w, output)
+
+    def conv2d_bwd(ctx, gy):
+        x, w, y = ctx.saved_tensors
+        act, alpha, gain, clamp = ctx.params
+        stride, padding, dilation, groups = ctx.conv
+        want_db = ctx.has_b and ctx.needs_input_grad[2]
+        dz, db = lib.bias_act_backward(gy, y, want_db, 1, act, alpha, gain, clamp)
+        dx = dw = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            dx, dw, _ = torch.ops.aten.convolution_backward(
+                dz, x, w, None, stride, padding, dilation, False, [0, 0], groups,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        return dx, dw, (db if want_db else None), None, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(q("conv2d"), conv2d_bwd, setup_context=conv2d_setup)
+
+    # ---------------------------------------------------------------- sigmoid + BCE
+    def bce_setup(ctx, inputs, output):
+        logits, target, label, weight, pos_weight, reduction = inputs
+        ctx.label, ctx.reduction = label, reduction
+        ctx.save_for_backward(logits, target, weight, pos_weight)
+
+    def bce_bwd(ctx, g):
+        logits, target, weight, pos_weight = ctx.saved_tensors
+        label, reduction = ctx.label, ctx.reduction
+        dx = dt = dw = dp = None
+        if ctx.needs_input_grad[0]:
+            dx = lib.sigmoid_bce_backward(g, logits, target, label, weight, pos_weight, reduction)
+        if any(ctx.needs_input_grad[i] for i in (1, 3, 4)):  # rare: plain torch formulas
+            G = g if reduction == 0 else (g / logits.numel() if reduction == 1 else g)
+            t = target if target is not None else label
+            p = pos_weight if pos_weight is not None else 1.0
+            w = weight if weight is not None else 1.0
+            sp = F.softplus(-logits)
+            if ctx.needs_input_grad[1]:
+                dt = G * w * (-logits + (p - 1) * sp)
+            if ctx.needs_input_grad[3]:
+                dw = (G * ((1 - t) * logits + (1 + (p - 1) * t) * sp)).sum_to_size(weight.shape)
+            if ctx.needs_input_grad[4]:
+                dp = (G * w * t * sp).sum_to_size(pos_weight.shape)
+        return dx, dt, None, dw, dp, None
+
+    torch.library.register_autograd(q("sigmoid_bce"), bce_bwd, setup_context=bce_setup)
+
+    def bce_backward_setup(ctx, inputs, output):
+        grad, logits, target, label, weight, pos_weight, reduction = inputs
+        ctx.label, ctx.reduction = label, reduction
+        ctx.save_for_backward(grad, logits, target, weight, pos_weight)
+
+    def bce_backward_bwd(ctx, gg):
+        grad, x, target, weight, pos_weight = ctx.saved_tensors
+        label, reduction = ctx.label, ctx.reduction
+        n = x.numel()
+        G = grad if reduction == 0 else (grad / n if reduction == 1 else grad)
+        T = target if target is not None else label
+        P = pos_weight if pos_weight is not None else 1.0
+        W = weight if weight is not None else 1.0
+        s = torch.sigmoid(x)
+        q1 = 1 + (P - 1) * T
+        out = [None] * 7
+        if ctx.needs_input_grad[0]:
+            d = W * (q1 * s - P * T)
+            if reduction == 0:
+                out[0] = gg * d
+            else:
+                out[0] = ((gg * d).sum() / (n if reduction == 1 else 1)).reshape(grad.shape)
+        if ctx.needs_input_grad[1]:
+            out[1] = gg * G * W * q1 * s * (1 - s)
+        if ctx.needs_input_grad[2]:
+            out[2] = gg * G * W * ((P - 1) * s - P)
+        if ctx.needs_input_grad[4]:
+            out[4] = (gg * G * (q1 * s - P * T)).sum_to_size(weight.shape)
+        if ctx.needs_input_grad[5]:
+            out[5] = (gg * G * W * (T * s - T)).sum_to_size(pos_weight.shape)
+        return tuple(out)
+
+    torch.library.register_autograd(q("sigmoid_bce_backward"), bce_backward_bwd, setup_context=bce_backward_setup)
+
+
+if _ext.C is not None:
+    _register("fastgan")
+    if _ext.has_emu():
+        _register("fastgan_emu")

@@ -1,0 +1,219 @@
+"""Fused ops, functional form.
+
+``linear``, ``conv2d``, ``leaky_relu`` and ``binary_cross_entropy_with_logits`` take the same arguments as
+their ``torch.nn.functional`` namesakes (same defaults); ``linear`` and ``conv2d`` add keyword-only ``act``,
+``alpha``, ``gain`` and ``clamp`` that are applied in the same pass as the bias. A combination the fused path
+does not support (``padding="same"`` with an asymmetric split, a negative leaky-ReLU slope, ``inplace=True``)
+falls back to the stock torch computation, never to a different result.
+
+Every argument is validated here, once, for all implementations, so errors name the argument and what was
+expected whichever implementation runs.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from . import _activations, _impl, _ops, reference
+
+__all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "binary_cross_entropy_with_logits"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: str = "input") -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating-point tensor (float32, float64, float16 or bfloat16), "
+                        f"got {t.dtype}")
+    if like is not None:
+        if t.device != like.device:
+            raise ValueError(f"{name}: expected a tensor on {like.device} like {like_name}, got one on {t.device}")
+        if t.dtype != like.dtype:
+            raise TypeError(f"{name}: expected dtype {like.dtype} like {like_name}, got {t.dtype}")
+
+
+def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
+    if bias is None:
+        return
+    _check_tensor(bias, "bias", x)
+    if bias.ndim != 1 or bias.shape[0] != n:
+        raise ValueError(f"bias: expected a 1-D tensor of length {n} ({what}), got shape {tuple(bias.shape)}")
+
+
+def _pair(v, name: str, allow_zero: bool) -> tuple:
+    if isinstance(v, numbers.Integral):
+        v = (int(v), int(v))
+    try:
+        v = tuple(int(i) for i in v)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+    if len(v) == 1:
+        v = v * 2
+    lo = 0 if allow_zero else 1
+    if len(v) != 2 or any(i < lo for i in v):
+        raise ValueError(f"{name}: expected an int or a pair of ints >= {lo}, got {v!r}")
+    return v
+
+
+def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
+             alpha: Optional[float] = None, gain: Optional[float] = None,
+             clamp: Optional[float] = None) -> torch.Tensor:
+    """``y = clamp(act(x + bias) * gain, -clamp, clamp)``, bias broadcast along ``dim``.
+
+    ``alpha``/``gain`` default per activation (:data:`fastgan._activations.ACTIVATIONS`; StyleGAN's
+    convention: gain sqrt(2) for relu and lrelu). ``clamp=None`` means no clamping.
+    """
+    _check_tensor(x, "x")
+    spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    if bias is not None:
+        if x.ndim == 0:
+            raise ValueError("x: a bias needs at least a 1-D input to broadcast along")
+        if not -x.ndim <= dim < x.ndim:
+            raise ValueError(f"dim: expected an int in [{-x.ndim}, {x.ndim - 1}] for a {x.ndim}-D input, got {dim}")
+        dim = dim % x.ndim
+        _check_bias(bias, x.shape[dim], x, f"x.shape[{dim}]")
+    else:
+        dim = dim % x.ndim if x.ndim else 0
+    impl = _impl.resolve(x.device)
+    if impl == "torch":
+        return reference.bias_act(x, bias, dim, spec.name, alpha, gain, clamp)
+    return _ops.ns(impl).bias_act(x, bias, dim, spec.name, alpha, gain, clamp)
+
+
+def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01, inplace: bool = False) -> torch.Tensor:
+    """Same as :func:`torch.nn.functional.leaky_relu` (negative slopes and ``inplace`` use the stock op)."""
+    if inplace or not isinstance(input, torch.Tensor) or input.dtype not in _FLOAT_DTYPES or negative_slope < 0:
+        return F.leaky_relu(input, negative_slope, inplace)
+    return bias_act(input, None, 1, "lrelu", negative_slope, 1.0, None)
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+           act: str = "linear", alpha: Optional[float] = None, gain: float = 1.0,
+           clamp: Optional[float] = None) -> torch.Tensor:
+    """``act(input @ weight.T + bias) * gain`` in one pass over the output; any number of leading dims."""
+    _check_tensor(input, "input")
+    spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    _check_tensor(weight, "weight", input)
+    if weight.ndim != 2:
+        raise ValueError(f"weight: expected a 2-D tensor (out_features, in_features), got shape {tuple(weight.shape)}")
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input: expected last dimension {weight.shape[1]} (weight's in_features), "
+                         f"got shape {tuple(input.shape)}")
+    _check_bias(bias, weight.shape[0], input, "weight's out_features")
+    impl = _impl.resolve(input.device)
+    if impl == "torch":
+        return reference.dense(input, weight, bias, spec.name, alpha, gain, clamp)
+    return _ops.ns(impl).dense(input, weight, bias, spec.name, alpha, gain, clamp)
+
+
+def _same_padding(weight: torch.Tensor, stride, dilation):
+    """Symmetric padding equal to padding='same', or None when the split is asymmetric / stride != 1."""
+    if stride != (1, 1):
+        raise ValueError("padding: padding='same' is not supported for strided convolutions (as in torch)")
+    pads = []
+    for k, d in zip(weight.shape[2:], dilation):
+        total = d * (k - 1)
+        if total % 2:
+            return None
+        pads.append(total // 2)
+    return tuple(pads)
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
+           dilation: Union[int, Sequence[int]] = 1, groups: int = 1, *, act: str = "linear",
+           alpha: Optional[float] = None, gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+    """``act(conv2d(input, weight, stride, padding, dilation, groups) + bias) * gain``; 4-D or unbatched 3-D."""
+    _check_tensor(input, "input")
+    spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    _check_tensor(weight, "weight", input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
+                         f"got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"weight: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    if not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
+    cin = input.shape[-3]
+    if cin != weight.shape[1] * groups:
+        raise ValueError(f"input: expected {weight.shape[1] * groups} channels (weight.shape[1] * groups), got {cin}")
+    if weight.shape[0] % groups:
+        raise ValueError(f"weight: out_channels {weight.shape[0]} is not divisible by groups={groups}")
+    _check_bias(bias, weight.shape[0], input, "weight's out_channels")
+    stride = _pair(stride, "stride", allow_zero=False)
+    dilation = _pair(dilation, "dilation", allow_zero=False)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            padding = _same_padding(weight, stride, dilation)
+            if padding is None:  # asymmetric split: stock computation
+                y = F.conv2d(input, weight, bias, stride, "same", dilation, groups)
+                return bias_act(y, None, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
+        else:
+            raise ValueError(f"padding: expected 'valid', 'same', an int or a pair of ints, got {padding!r}")
+    else:
+        padding = _pair(padding, "padding", allow_zero=True)
+    h, w = input.shape[-2:]
+    for i, (size, k) in enumerate(zip((h, w), weight.shape[2:])):
+        if size + 2 * padding[i] < dilation[i] * (k - 1) + 1:
+            raise ValueError(f"input: spatial size {(h, w)} (padded {(h + 2 * padding[0], w + 2 * padding[1])}) is "
+                             f"smaller than the dilated kernel {tuple(weight.shape[2:])}")
+    unbatched = input.ndim == 3
+    x = input.unsqueeze(0) if unbatched else input
+    impl = _impl.resolve(input.device)
+    if impl == "torch":
+        y = reference.conv2d(x, weight, bias, stride, padding, dilation, groups, spec.name, alpha, gain, clamp)
+    else:
+        y = _ops.ns(impl).conv2d(x, weight, bias, list(stride), list(padding), list(dilation), int(groups),
+                                 spec.name, alpha, gain, clamp)
+    return y.squeeze(0) if unbatched else y
+
+
+def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Tensor, float],
+                                     weight: Optional[torch.Tensor] = None, size_average=None, reduce=None,
+                                     reduction: str = "mean",
+                                     pos_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Numerically stable sigmoid + binary cross-entropy in one pass.
+
+    As :func:`torch.nn.functional.binary_cross_entropy_with_logits`, and ``target`` may also be a Python
+    number (the GAN case: every target equals that label and no target tensor is read or allocated).
+    """
+    if size_average is not None or reduce is not None:
+        from torch.nn import _reduction
+        reduction = _reduction.legacy_get_string(size_average, reduce)
+    _check_tensor(input, "input")
+    if reduction not in _REDUCTION_CODE:
+        raise ValueError(f"reduction: expected one of {list(_REDUCTION_CODE)}, got {reduction!r}")
+    if isinstance(target, torch.Tensor):
+        _check_tensor(target, "target", input)
+        if target.shape != input.shape:
+            raise ValueError(f"target: expected the input's shape {tuple(input.shape)}, got {tuple(target.shape)}")
+        label = 0.0
+    elif isinstance(target, numbers.Real):
+        label = float(target)
+        target = None
+    else:
+        raise TypeError(f"target: expected a tensor or a number, got {type(target).__name__}")
+    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
+        if t is None:
+            continue
+        _check_tensor(t, name, input)
+        try:
+            shape = torch.broadcast_shapes(t.shape, input.shape)
+        except RuntimeError:
+            shape = None
+        if shape != input.shape:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} does not broadcast to the input's shape "
+                             f"{tuple(input.shape)}")
+    impl = _impl.resolve(input.device)
+    if impl == "torch":
+        return reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
+    return _ops.ns(impl).sigmoid_bce(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
