@@ -6,6 +6,10 @@
 
 #include "kernels/activation.cuh"
 
+namespace fastgan {
+void set_poison(bool on);
+}
+
 #ifndef FASTGAN_TORCH_VERSION
 #error "setup.py / CMakeLists.txt define FASTGAN_TORCH_VERSION"
 #endif
@@ -40,6 +44,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
     return d;
   });
+  m.def("set_poison", &fastgan::set_poison, "Fill outputs with NaN before kernels run (tests)");
   m.def("activations", [] {
     pybind11::dict d;
 #define FG_ACT_PY(code, name, F) d[#name] = code;

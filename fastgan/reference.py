@@ -49,7 +49,18 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: 
 
 def sigmoid_bce(logits: torch.Tensor, target: Optional[torch.Tensor], label: float,
                 weight: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
-    if target is None:
-        target = torch.full_like(logits, label)
-    return F.binary_cross_entropy_with_logits(logits, target, weight=weight, pos_weight=pos_weight,
-                                              reduction=reduction)
+    """Same value as ``F.binary_cross_entropy_with_logits`` (the stable formula it uses), written out so it is
+    also differentiable with respect to ``weight`` and ``pos_weight`` (torch's op is not)."""
+    t = label if target is None else target
+    sp = F.softplus(-logits)  # log(1 + exp(-x)), stable for any finite x
+    if pos_weight is None:
+        loss = (1 - t) * logits + sp
+    else:
+        loss = (1 - t) * logits + (1 + (pos_weight - 1) * t) * sp
+    if weight is not None:
+        loss = loss * weight
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

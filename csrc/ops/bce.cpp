@@ -93,6 +93,7 @@ at::Tensor sigmoid_bce(bool emu, const at::Tensor& logits, const c10::optional<a
   c10::OptionalDeviceGuard guard(logits.device());
   const int64_t n = a.logits.numel();
   at::Tensor out = reduction == 0 ? at::empty_like(a.logits) : at::empty({}, logits.options());
+  poisoned(out);
   if (ex.backend == Backend::CPU) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "sigmoid_bce", [&] {
       using M = at::opmath_type<scalar_t>;
@@ -155,6 +156,7 @@ at::Tensor sigmoid_bce_backward(bool emu, const at::Tensor& grad, const at::Tens
   const at::Tensor g = grad.contiguous();
   const int64_t n = a.logits.numel();
   at::Tensor dl = at::empty_like(a.logits);
+  poisoned(dl);
   if (ex.backend == Backend::CPU) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "sigmoid_bce_backward", [&] {
       using M = at::opmath_type<scalar_t>;

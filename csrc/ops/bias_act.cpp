@@ -187,6 +187,7 @@ at::Tensor bias_act(bool emu, const at::Tensor& x, const c10::optional<at::Tenso
   c10::OptionalDeviceGuard guard(x.device());
   at::Tensor y = at::empty_like(x);
   at::Tensor xd = with_strides_of(x, y);
+  poisoned(y);
   bias_act_into(ex, xd, b, y, dim, a, alpha, gain, clamp);
   return y;
 }
@@ -207,6 +208,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(bool emu, const at::Tensor&
   at::Tensor yd = with_strides_of(y, dz);
   at::Tensor dyd = with_strides_of(dy, dz);
   at::Tensor db = bias_grad ? at::empty({y.dim() ? y.size(dim) : 1}, y.options()) : at::empty({0}, y.options());
+  poisoned(dz);
+  poisoned(db);
   bias_act_backward_into(ex, dyd, yd, dz, bias_grad ? db : at::Tensor(), dim, a, alpha, gain, clamp);
   return {dz, db};
 }

@@ -2,6 +2,9 @@
 
 #include <ATen/ops/empty_like.h>
 
+#include <atomic>
+#include <limits>
+
 #include <cmath>
 
 #include "../kernels/activation.cuh"
@@ -84,6 +87,14 @@ void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C,
   }
   *C = t.size(dim);
   *inner = t.stride(dim);  // dense tensor: the dims that are faster in memory multiply to stride(dim)
+}
+
+static std::atomic<bool> g_poison{false};
+void set_poison(bool on) { g_poison = on; }
+bool poison_enabled() { return g_poison; }
+const at::Tensor& poisoned(const at::Tensor& t) {
+  if (g_poison && t.numel() > 0) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
 }
 
 #if !defined(FASTGAN_WITH_CUDA)

@@ -45,6 +45,11 @@ void bias_act_backward_into(const Exec& ex, const at::Tensor& dy, const at::Tens
 // Channel count C and inner size of `dim` in the memory order of a dense tensor.
 void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C, int64_t* inner);
 
+// Debug aid used by the tests: fill freshly allocated outputs with NaN so an unwritten element shows up.
+void set_poison(bool on);
+bool poison_enabled();
+const at::Tensor& poisoned(const at::Tensor& t);  // fills t when poisoning is on; returns t
+
 void* current_cuda_stream(const at::Tensor& t);  // defined in cuda_stream.cpp (CUDA builds) or below (stub)
 
 }  // namespace fastgan

@@ -1,0 +1,99 @@
+"""``fastgan doctor``: what is installed, what _C was built against, and which implementation every op uses."""
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+
+import torch
+
+from . import __version__, _ext, _impl
+
+OPS = ["bias_act", "dense", "conv2d", "sigmoid_bce"]
+
+
+def _nvcc_version() -> str:
+    nvcc = shutil.which("nvcc")
+    if not nvcc:
+        return "not found on PATH"
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{nvcc}: failed to run ({e})"
+    m = re.search(r"release ([\d.]+)", out)
+    return f"{m.group(1) if m else 'unknown'} ({nvcc})"
+
+
+def _arch_covered(cap: tuple, archs: str) -> bool:
+    """True when the build has SASS for this capability or PTX it can JIT from (an older or equal arch)."""
+    major, minor = cap
+    for a in archs.replace(",", ";").split(";"):
+        a = a.strip()
+        if not a:
+            continue
+        ptx = a.endswith("+PTX")
+        m = re.match(r"(\d+)\.(\d+)", a)
+        if not m:
+            continue
+        am, an = int(m.group(1)), int(m.group(2))
+        if (am, an) == (major, minor) or (am == major and an <= minor) or (ptx and (am, an) <= (major, minor)):
+            return True
+    return False
+
+
+def report() -> list:
+    lines = [f"fastgan {__version__}", f"python {platform.python_version()} ({platform.machine()})",
+             f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})",
+             f"nvcc {_nvcc_version()}"]
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            cap = torch.cuda.get_device_capability(i)
+            lines.append(f"cuda:{i} {torch.cuda.get_device_name(i)} (sm_{cap[0]}{cap[1]})")
+        devices.append("cuda")
+    else:
+        lines.append("CUDA device: none visible")
+    if _ext.C is None:
+        lines.append(f"fastgan._C: NOT LOADED — {_ext.load_error}")
+    else:
+        info = _ext.build_info()
+        lines.append(f"fastgan._C: loaded from {_ext.C.__file__}")
+        lines.append(f"  built against torch {info['torch_version']} with {info.get('compiler', '?')}")
+        if info["with_cuda"]:
+            lines.append(f"  CUDA kernels: yes (CUDA {info['cuda_version']}, archs {info['cuda_archs']})")
+            if torch.cuda.is_available():
+                for i in range(torch.cuda.device_count()):
+                    cap = torch.cuda.get_device_capability(i)
+                    if not _arch_covered(cap, info["cuda_archs"]):
+                        lines.append(f"  WARNING: cuda:{i} is sm_{cap[0]}{cap[1]}, which this build has no kernel "
+                                     f"image for; rebuild with TORCH_CUDA_ARCH_LIST=\"{cap[0]}.{cap[1]}\"")
+        else:
+            lines.append("  CUDA kernels: no (CPU-only build: FASTGAN_CUDA=0, CPU-only torch or no toolkit)")
+        lines.append(f"  CUDA emulation (impl 'emu'): {'yes' if info['with_emu'] else 'no (FASTGAN_EMU=0)'}")
+    lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "
+                 f"selected: {_impl.current()}")
+    lines.append("implementation per op and device:")
+    for dev in devices:
+        try:
+            impl = _impl.resolve(torch.device(dev))
+        except RuntimeError as e:
+            impl = f"error: {e}"
+        detail = {"native": "C++ kernels" if dev == "cpu" else "CUDA kernels", "emu": "CUDA kernels emulated on CPU",
+                  "torch": "pure-PyTorch reference"}.get(impl, impl)
+        for op in OPS:
+            lines.append(f"  {op:<12} {dev:<5} {impl} ({detail})")
+    return lines
+
+
+def main(args=None) -> int:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # doctor prints the reason itself
+        print("\n".join(report()))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="show the build, the torch/CUDA versions and which implementation each op uses")
+    p.set_defaults(func=main)

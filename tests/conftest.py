@@ -1,0 +1,45 @@
+"""Shared fixtures: the implementation matrix every op test runs over.
+
+``impl`` is one of ``torch`` (the pure-PyTorch reference itself, checked against float64), ``native`` on CPU
+tensors (C++), ``emu`` (the CUDA kernel sources under CPU emulation) and ``native`` on CUDA tensors (skipped
+without a GPU). Unavailable ones are skipped with the reason, never silently dropped.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastgan
+from fastgan import _ext, _impl
+
+IMPLS = [("torch", "cpu"), ("native", "cpu"), ("emu", "cpu"), ("native", "cuda")]
+
+
+def impl_id(p):
+    name, dev = p
+    return f"{name}-{dev}" if name == "native" else name
+
+
+@pytest.fixture(params=IMPLS, ids=impl_id)
+def impl(request):
+    name, dev = request.param
+    if name not in fastgan.available_impls():
+        pytest.skip(f"impl {name!r} unavailable: {_impl.unavailable_reason(name)}")
+    if dev == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if dev == "cuda" and not _ext.has_cuda():
+        pytest.skip("fastgan._C built without CUDA kernels")
+    with fastgan.use_impl(name):
+        yield name, torch.device(dev)
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs():
+    """Outputs allocated by the compiled ops are filled with NaN before the kernels run, so an element a
+    kernel forgets to write fails the comparison."""
+    if _ext.C is not None:
+        _ext.C.set_poison(True)
+        yield
+        _ext.C.set_poison(False)
+    else:
+        yield

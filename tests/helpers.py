@@ -1,0 +1,37 @@
+"""Test helpers shared by the op suite and the benchmarks (which import their baselines from here)."""
+from __future__ import annotations
+
+import torch
+
+import fastgan
+
+# Relative error allowed against a float64 reference, per dtype (GUIDE §3).
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / max |ref| in float64; NaN or inf anywhere in ``out`` gives inf (never passes)."""
+    out = out.detach().to(torch.float64).cpu()
+    ref = ref.detach().to(torch.float64).cpu()
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    if out.numel() == 0:
+        return 0.0
+    if not torch.isfinite(out).all() and not torch.equal(torch.isfinite(out), torch.isfinite(ref)):
+        return float("inf")
+    fin = torch.isfinite(ref)
+    if not torch.equal(out[~fin], ref[~fin]):
+        return float("inf")
+    diff = (out[fin] - ref[fin]).abs().max().item() if fin.any() else 0.0
+    scale = ref[fin].abs().max().item() if fin.any() else 0.0
+    return diff / max(scale, 1e-30)
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str = "", factor: float = 1.0):
+    err = rel_err(out, ref)
+    assert err <= TOL[dtype] * factor, f"{what}: relative error {err:.3g} > {TOL[dtype] * factor:.3g} ({dtype})"
+
+
+def reference(fn, *args, **kwargs):
+    """Run ``fn`` on the pure-PyTorch reference path."""
+    with fastgan.use_impl("torch"):
+        return fn(*args, **kwargs)

@@ -1,0 +1,213 @@
+"""API contract: bad inputs give errors naming the argument, implementation selection, the extension's
+build information, the activation table shared by Python and C++, and the dispatcher ops' registrations."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastgan
+import fastgan.functional as FF
+from fastgan import _activations, _ext, _impl
+
+needs_C = pytest.mark.skipif(_ext.C is None, reason=f"fastgan._C not loaded: {_ext.load_error}")
+
+x4 = torch.randn(2, 3, 4, 4)
+w4 = torch.randn(5, 3, 3, 3)
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda: FF.bias_act(torch.ones(2, 3, dtype=torch.int64)), TypeError, ["x", "floating-point"]),
+    (lambda: FF.bias_act(x4, torch.ones(4)), ValueError, ["bias", "length 3"]),
+    (lambda: FF.bias_act(x4, torch.ones(3, dtype=torch.float64)), TypeError, ["bias", "dtype"]),
+    (lambda: FF.bias_act(x4, torch.ones(3, 1)), ValueError, ["bias", "1-D"]),
+    (lambda: FF.bias_act(x4, torch.ones(3), dim=4), ValueError, ["dim"]),
+    (lambda: FF.bias_act(x4, act="swish"), ValueError, ["act", "swish", "lrelu"]),
+    (lambda: FF.bias_act(x4, act="lrelu", alpha=-1), ValueError, ["alpha"]),
+    (lambda: FF.bias_act(x4, gain=0), ValueError, ["gain"]),
+    (lambda: FF.bias_act(x4, clamp=-2), ValueError, ["clamp"]),
+    (lambda: FF.bias_act("not a tensor"), TypeError, ["x", "Tensor"]),
+    (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 5)), ValueError, ["input", "last dimension 5"]),
+    (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4, 1)), ValueError, ["weight", "2-D"]),
+    (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4), torch.randn(4)), ValueError, ["bias", "length 3"]),
+    (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4).double()), TypeError, ["weight", "dtype"]),
+    (lambda: FF.linear(torch.randint(0, 3, (2, 4)), torch.randn(3, 4)), TypeError, ["input", "floating-point"]),
+    (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4), act="gelu"), ValueError, ["act", "gelu"]),
+    (lambda: FF.conv2d(torch.randn(3, 4), w4), ValueError, ["input", "4-D"]),
+    (lambda: FF.conv2d(x4, torch.randn(5, 3, 3)), ValueError, ["weight", "4-D"]),
+    (lambda: FF.conv2d(x4, torch.randn(5, 2, 3, 3)), ValueError, ["input", "channels"]),
+    (lambda: FF.conv2d(x4, w4, torch.randn(4)), ValueError, ["bias", "length 5"]),
+    (lambda: FF.conv2d(x4, w4, stride=0), ValueError, ["stride"]),
+    (lambda: FF.conv2d(x4, w4, padding=-1), ValueError, ["padding"]),
+    (lambda: FF.conv2d(x4, w4, padding="full"), ValueError, ["padding", "full"]),
+    (lambda: FF.conv2d(x4, w4, padding="same", stride=2), ValueError, ["padding", "strided"]),
+    (lambda: FF.conv2d(x4, w4, groups=0), ValueError, ["groups"]),
+    (lambda: FF.conv2d(x4, torch.randn(5, 3, 7, 7)), ValueError, ["input", "smaller than the dilated kernel"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), torch.rand(5)), ValueError, ["target", "shape"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), "1"), TypeError, ["target"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), 1.0, reduction="avg"), ValueError,
+     ["reduction", "avg"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4, 3), 1.0, weight=torch.rand(2)), ValueError,
+     ["weight", "broadcast"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4, 3), 1.0, pos_weight=torch.rand(3).double()),
+     TypeError, ["pos_weight", "dtype"]),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randint(0, 2, (4,)), 1.0), TypeError,
+     ["input", "floating-point"]),
+])
+def test_bad_inputs_name_the_argument(impl, call, exc, words):
+    with pytest.raises(exc) as e:
+        call()
+    for w in words:
+        assert w in str(e.value), f"{w!r} not in {e.value}"
+
+
+@needs_C
+@pytest.mark.parametrize("call, words", [
+    (lambda ns: ns.bias_act(torch.ones(3, dtype=torch.int32), None, 0, "linear", 0.0, 1.0, -1.0), ["x", "floating"]),
+    (lambda ns: ns.bias_act(torch.ones(3), torch.ones(2), 0, "linear", 0.0, 1.0, -1.0), ["b", "length 3"]),
+    (lambda ns: ns.bias_act(torch.ones(3), None, 0, "mish", 0.0, 1.0, -1.0), ["act", "mish", "sigmoid"]),
+    (lambda ns: ns.bias_act(torch.ones(3), None, 5, "linear", 0.0, 1.0, -1.0), ["dim"]),
+    (lambda ns: ns.bias_act(torch.ones(3), None, 0, "linear", 0.0, -1.0, -1.0), ["gain"]),
+    (lambda ns: ns.dense(torch.ones(2, 3), torch.ones(4, 2), None, "linear", 0.0, 1.0, -1.0), ["x", "last dimension"]),
+    (lambda ns: ns.dense(torch.ones(2, 3), torch.ones(4, 3).double(), None, "linear", 0.0, 1.0, -1.0), ["w", "dtype"]),
+    (lambda ns: ns.conv2d(torch.ones(1, 2, 5, 5), torch.ones(3, 3, 3, 3), None, [1, 1], [0, 0], [1, 1], 1, "linear",
+                          0.0, 1.0, -1.0), ["channels"]),
+    (lambda ns: ns.sigmoid_bce(torch.ones(3), torch.ones(4), 0.0, None, None, 1), ["target", "shape"]),
+    (lambda ns: ns.sigmoid_bce(torch.ones(3), None, 0.0, None, None, 7), ["reduction"]),
+])
+def test_ops_check_arguments_in_cpp(call, words):
+    """Direct callers of torch.ops.fastgan.* get the same kind of messages from the C++ glue."""
+    with pytest.raises((RuntimeError, ValueError, TypeError, IndexError)) as e:
+        call(torch.ops.fastgan)
+    for w in words:
+        assert w in str(e.value), f"{w!r} not in {e.value}"
+
+
+def test_device_mismatch_is_reported():
+    meta = torch.randn(3, 4, device="meta")
+    with pytest.raises(ValueError, match="weight: expected a tensor on cpu"):
+        FF.linear(torch.randn(2, 4), meta)
+
+
+def test_use_impl_and_available_impls():
+    names = fastgan.available_impls()
+    assert names[0] == "auto" and "torch" in names
+    with fastgan.use_impl("torch"):
+        assert _impl.current() == "torch"
+        with fastgan.use_impl("auto"):
+            assert _impl.current() == "auto"
+        assert _impl.current() == "torch"
+    with pytest.raises(ValueError, match="impl: unknown implementation 'fast'"):
+        fastgan.use_impl("fast")
+
+
+def test_unavailable_impl_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(_ext, "C", None)
+    monkeypatch.setattr(_ext, "load_error", "fastgan._C is not built (test)")
+    with pytest.raises(RuntimeError, match="implementation 'native' is not available.*not built"):
+        fastgan.use_impl("native")
+
+
+def test_env_var_selects_impl(monkeypatch):
+    monkeypatch.setenv("FASTGAN_IMPL", "torch")
+    assert _impl.current() == "torch"
+    monkeypatch.setenv("FASTGAN_IMPL", "bogus")
+    with pytest.raises(RuntimeError, match="FASTGAN_IMPL='bogus'"):
+        _impl.current()
+
+
+def test_activation_table_matches_cpp():
+    if _ext.C is None:
+        pytest.skip("fastgan._C not loaded")
+    assert dict(_ext.C.activations()) == {n: a.code for n, a in _activations.ACTIVATIONS.items()}
+
+
+@needs_C
+def test_build_info():
+    info = _ext.build_info()
+    assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
+    if info["with_cuda"]:
+        assert "9.0" in info["cuda_archs"] and "8.0" in info["cuda_archs"]
+
+
+def _run_py(code: str, **env) -> subprocess.CompletedProcess:
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
+
+
+def test_version_mismatch_warns_and_falls_back():
+    """A _C built against another torch: one warning naming both versions and the fix, reference path used."""
+    code = (
+        "import warnings, torch, importlib\n"
+        "import fastgan._ext as e\n"
+        "class Fake:\n"
+        "    @staticmethod\n"
+        "    def build_info(): return {'torch_version': '1.0.0', 'with_cuda': False, 'with_emu': False}\n"
+        "import sys; sys.modules['fastgan._C'] = Fake\n"
+        "e.C = None; e._load()\n"
+        "assert e.C is None, 'mismatched _C accepted'\n"
+        "from fastgan import functional as F\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    y = F.bias_act(torch.ones(2, 3), act='relu'); F.bias_act(torch.ones(2, 3))\n"
+        "msgs = [str(x.message) for x in w]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "print(msgs[0])\n")
+    r = _run_py(code)
+    assert r.returncode == 0, r.stderr
+    assert "built against torch 1.0.0" in r.stdout and "--no-build-isolation" in r.stdout
+
+
+def test_import_never_compiles_and_works_without_C():
+    code = ("import sys, builtins\n"
+            "real = builtins.__import__\n"
+            "def fake(name, *a, **k):\n"
+            "    if name == 'fastgan._C' or (name == '_C' and a and a[0] and a[0].get('__name__','').startswith('fastgan')):\n"
+            "        raise ImportError('No module named fastgan._C')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = fake\n"
+            "import importlib\n"
+            "orig = importlib.import_module\n"
+            "def im(n, *a):\n"
+            "    if n == 'fastgan._C': raise ImportError('No module named fastgan._C')\n"
+            "    return orig(n, *a)\n"
+            "importlib.import_module = im\n"
+            "import torch, fastgan, fastgan.functional as F\n"
+            "assert fastgan.available_impls() == ['auto', 'torch'], fastgan.available_impls()\n"
+            "print(F.linear(torch.ones(2, 3), torch.ones(4, 3), act='relu').sum().item())\n"
+            "assert 'torch.utils.cpp_extension' not in sys.modules\n")
+    r = _run_py(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "24.0"
+    assert "not built" in r.stderr and "--no-build-isolation" in r.stderr
+
+
+@needs_C
+@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_emu"])
+def test_opcheck(namespace):
+    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch."""
+    if namespace == "fastgan_emu" and not _ext.has_emu():
+        pytest.skip("built without emulation")
+    ns = getattr(torch.ops, namespace)
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    w = torch.randn(6, 5, requires_grad=True)
+    xc = torch.randn(2, 3, 8, 8, requires_grad=True)
+    wc = torch.randn(4, 3, 3, 3, requires_grad=True)
+    bc = torch.randn(4, requires_grad=True)
+    lg = torch.randn(7, 2, requires_grad=True)
+    cases = [
+        (ns.bias_act, (x, b, 1, "lrelu", 0.2, 1.4, -1.0)),
+        (ns.bias_act, (x, None, 1, "sigmoid", 0.0, 1.0, 0.5)),
+        (ns.bias_act_backward, (torch.randn(3, 4, 5), torch.rand(3, 4, 5), True, 1, "tanh", 0.0, 1.0, -1.0)),
+        (ns.dense, (x, w, torch.randn(6, requires_grad=True), "relu", 0.0, 1.0, -1.0)),
+        (ns.conv2d, (xc, wc, bc, [2, 2], [1, 1], [1, 1], 1, "lrelu", 0.2, 1.0, -1.0)),
+        (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
+        (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
+        (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)

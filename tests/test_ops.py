@@ -1,0 +1,393 @@
+"""The op suite: every op x every available implementation against a float64 reference.
+
+Forward and backward are compared by relative error (helpers.TOL); gradcheck / gradgradcheck run in float64;
+every argument of every op is exercised so an implementation that ignores one fails.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fastgan
+import fastgan.functional as FF
+from helpers import TOL, assert_close, reference
+
+ACTS = ["linear", "relu", "lrelu", "sigmoid", "tanh"]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+def rnd(*shape, dtype=torch.float32, device="cpu", scale=1.0, requires_grad=False):
+    t = (torch.randn(*shape, dtype=torch.float64) * scale).to(dtype).to(device)
+    return t.requires_grad_(requires_grad)
+
+
+def check_fwd_bwd(fn, inputs, dtype, what, factor=1.0, grad_factor=None):
+    """fn(*inputs) on the current impl vs the float64 reference: output and the gradients of every input."""
+    ins = [t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in inputs]
+    out = fn(*ins)
+    ref_ins = [t.detach().cpu().double().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+               for t in inputs]
+    ref = reference(fn, *ref_ins)
+    assert out.dtype == dtype and out.shape == ref.shape and out.device == inputs[0].device
+    assert_close(out, ref, dtype, f"{what} forward", factor)
+    diff_ins = [(a, b) for a, b in zip(ins, ref_ins) if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not diff_ins or out.numel() == 0:
+        return
+    g = torch.randn(out.shape, dtype=torch.float64)
+    grads = torch.autograd.grad(out, [a for a, _ in diff_ins], g.to(dtype).to(out.device))
+    ref_grads = torch.autograd.grad(ref, [b for _, b in diff_ins], g.to(dtype).double())
+    for i, (gr, rg) in enumerate(zip(grads, ref_grads)):
+        assert_close(gr, rg, dtype, f"{what} grad of input {i}", grad_factor or factor * 2)
+
+
+# ----------------------------------------------------------------------------------------------------- bias_act
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bias_act_matches_reference(impl, act, dtype):
+    _, dev = impl
+    x = rnd(3, 5, 4, 2, dtype=dtype, device=dev, requires_grad=True)
+    b = rnd(5, dtype=dtype, device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, b: FF.bias_act(x, b, act=act), [x, b], dtype, f"bias_act[{act}]")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(dim=0), dict(dim=2), dict(dim=-1), dict(act="lrelu", alpha=0.0), dict(act="lrelu", alpha=0.37),
+    dict(act="lrelu", gain=0.5), dict(act="sigmoid", gain=3.0), dict(act="tanh", clamp=0.4),
+    dict(act="lrelu", clamp=0.3, gain=2.0), dict(act="relu", clamp=0.0), dict(act="linear", gain=1.7, clamp=1.0),
+], ids=lambda k: ",".join(f"{a}={v}" for a, v in k.items()))
+def test_bias_act_every_argument(impl, kwargs):
+    _, dev = impl
+    x = rnd(4, 3, 5, dtype=torch.float32, device=dev, scale=2.0, requires_grad=True)
+    dim = kwargs.get("dim", 1)
+    b = rnd(x.shape[dim], dtype=torch.float32, device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, b: FF.bias_act(x, b, **kwargs), [x, b], torch.float32, f"bias_act{kwargs}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "sliced", "no_bias", "1d",
+                                    "batch1", "empty", "one_channel", "large"])
+def test_bias_act_layouts(impl, layout):
+    _, dev = impl
+    x = rnd(2, 3, 4, 5, device=dev)
+    b = rnd(3, device=dev)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = rnd(2, 4, 3, 5, device=dev).transpose(1, 2)
+    elif layout == "sliced":
+        x = rnd(2, 6, 4, 9, device=dev)[:, ::2, :, 1:6]
+    elif layout == "no_bias":
+        b = None
+    elif layout == "1d":
+        x, b = rnd(7, device=dev), rnd(7, device=dev)
+        check_fwd_bwd(lambda x, b: FF.bias_act(x, b, dim=0, act="lrelu"), [x.requires_grad_(), b.requires_grad_()],
+                      torch.float32, layout)
+        return
+    elif layout == "batch1":
+        x = rnd(1, 3, 4, 5, device=dev)
+    elif layout == "empty":
+        x = rnd(0, 3, 4, 5, device=dev)
+    elif layout == "one_channel":
+        x, b = rnd(2, 1, 4, 5, device=dev), rnd(1, device=dev)
+    elif layout == "large":
+        x, b = rnd(3, 37, 65, 33, device=dev), rnd(37, device=dev)  # > grid-stride / odd sizes
+    x.requires_grad_()
+    if b is not None:
+        b.requires_grad_()
+    inputs = [x, b] if b is not None else [x]
+    fn = (lambda x, b: FF.bias_act(x, b, act="lrelu", gain=math.sqrt(2))) if b is not None else \
+        (lambda x: FF.bias_act(x, None, act="lrelu", gain=math.sqrt(2)))
+    check_fwd_bwd(fn, inputs, torch.float32, layout)
+    if layout == "empty" and b is not None:  # the bias gradient of an empty batch is zero, not garbage
+        y = FF.bias_act(x, b, act="lrelu")
+        (gb,) = torch.autograd.grad(y.sum(), [b])
+        assert torch.equal(gb, torch.zeros_like(gb))
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_bias_act_gradcheck(impl, act):
+    _, dev = impl
+    x = rnd(2, 3, 4, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(3, dtype=torch.float64, device=dev, requires_grad=True)
+    x.data[x.data.abs() < 1e-3] = 0.5  # keep away from the kink of relu/lrelu for finite differences
+    fn = lambda x, b: FF.bias_act(x, b, act=act, gain=1.3)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_bias_act_clamp_gradgradcheck(impl):
+    _, dev = impl
+    x = rnd(3, 4, dtype=torch.float64, device=dev, scale=2, requires_grad=True)
+    b = rnd(4, dtype=torch.float64, device=dev, requires_grad=True)
+    fn = lambda x, b: FF.bias_act(x, b, act="tanh", gain=2.0, clamp=1.5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_leaky_relu_matches_torch(impl):
+    _, dev = impl
+    x = rnd(4, 6, device=dev, requires_grad=True)
+    for slope in (0.01, 0.2, 0.0):
+        y = FF.leaky_relu(x, slope)
+        assert_close(y, torch.nn.functional.leaky_relu(x.double(), slope), torch.float32, f"leaky_relu({slope})")
+    # negative slopes and inplace take the stock op (same result as torch, never a different one)
+    assert torch.equal(FF.leaky_relu(x, -0.5), torch.nn.functional.leaky_relu(x, -0.5))
+    z = x.detach().clone()
+    FF.leaky_relu(z, 0.1, inplace=True)
+    assert torch.equal(z, torch.nn.functional.leaky_relu(x.detach(), 0.1))
+
+
+# ------------------------------------------------------------------------------------------------------- dense
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_linear_matches_reference(impl, act, dtype):
+    _, dev = impl
+    x = rnd(6, 33, dtype=dtype, device=dev, requires_grad=True)
+    w = rnd(17, 33, dtype=dtype, device=dev, scale=0.2, requires_grad=True)
+    b = rnd(17, dtype=dtype, device=dev, requires_grad=True)
+    factor = 1.0 if dtype in (torch.float32, torch.float64) else 2.0
+    check_fwd_bwd(lambda x, w, b: FF.linear(x, w, b, act=act), [x, w, b], dtype, f"linear[{act}]", factor)
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 1), (1, 8, 4), (0, 8, 4), (7, 1, 3), (2, 3, 4, 8, 6), (8, 16, 128)],
+                         ids=["out_features=1", "batch1", "empty", "K=1", "leading_dims", "wide"])
+def test_linear_shapes(impl, shape):
+    _, dev = impl
+    *lead, k, n = shape
+    x = rnd(*lead, k, device=dev, requires_grad=True)
+    w = rnd(n, k, device=dev, requires_grad=True)
+    b = rnd(n, device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, w, b: FF.linear(x, w, b, act="lrelu", alpha=0.2), [x, w, b], torch.float32, str(shape))
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(act="lrelu", alpha=0.1, gain=2.0), dict(act="tanh", clamp=0.5),
+                                    dict(act="sigmoid", bias=False)], ids=str)
+def test_linear_every_argument(impl, kwargs):
+    _, dev = impl
+    kwargs = dict(kwargs)
+    has_b = kwargs.pop("bias", True)
+    x = rnd(3, 4, 10, device=dev, requires_grad=True).transpose(0, 1)  # non-contiguous
+    w = rnd(6, 10, device=dev, requires_grad=True)
+    if has_b:
+        b = rnd(6, device=dev, requires_grad=True)
+        check_fwd_bwd(lambda x, w, b: FF.linear(x, w, b, **kwargs), [x, w, b], torch.float32, str(kwargs))
+    else:
+        check_fwd_bwd(lambda x, w: FF.linear(x, w, None, **kwargs), [x, w], torch.float32, str(kwargs))
+
+
+def test_linear_gradcheck(impl):
+    _, dev = impl
+    x = rnd(3, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(4, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(4, dtype=torch.float64, device=dev, requires_grad=True)
+    for act in ("sigmoid", "tanh", "linear"):
+        fn = lambda x, w, b: FF.linear(x, w, b, act=act, gain=1.5)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+# ------------------------------------------------------------------------------------------------------ conv2d
+CONV_CASES = {
+    "seed_gan": dict(x=(4, 1, 28, 28), w=(32, 1, 3, 3), stride=2, padding=1),
+    "stride1_pad0": dict(x=(2, 3, 9, 7), w=(5, 3, 3, 3)),
+    "dilation": dict(x=(2, 4, 11, 10), w=(6, 4, 3, 2), dilation=(2, 1), padding=(2, 1)),
+    "groups": dict(x=(2, 6, 8, 8), w=(9, 2, 3, 3), groups=3, padding=1),
+    "depthwise": dict(x=(2, 5, 7, 7), w=(5, 1, 3, 3), groups=5, padding=1),
+    "odd_channels": dict(x=(3, 7, 6, 5), w=(13, 7, 1, 1)),
+    "batch1": dict(x=(1, 3, 8, 8), w=(4, 3, 3, 3), stride=(2, 1), padding=(1, 0)),
+    "empty_batch": dict(x=(0, 3, 8, 8), w=(4, 3, 3, 3), padding=1),
+    "same": dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), padding="same"),
+    "same_asymmetric": dict(x=(2, 3, 8, 8), w=(4, 3, 4, 4), padding="same"),
+    "valid": dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), padding="valid"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv2d_cases(impl, case):
+    _, dev = impl
+    c = dict(CONV_CASES[case])
+    x = rnd(*c.pop("x"), device=dev, requires_grad=True)
+    w = rnd(*c.pop("w"), device=dev, scale=0.3, requires_grad=True)
+    b = rnd(w.shape[0], device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b, **c, act="lrelu", alpha=0.2), [x, w, b], torch.float32, case)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv2d_matches_reference(impl, act, dtype):
+    _, dev = impl
+    x = rnd(2, 3, 10, 10, dtype=dtype, device=dev, requires_grad=True)
+    w = rnd(8, 3, 3, 3, dtype=dtype, device=dev, scale=0.3, requires_grad=True)
+    b = rnd(8, dtype=dtype, device=dev, requires_grad=True)
+    factor = 1.0 if dtype in (torch.float32, torch.float64) else 2.0
+    check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act=act, gain=1.2), [x, w, b], dtype,
+                  f"conv2d[{act}]", factor)
+
+
+@pytest.mark.parametrize("variant", ["channels_last", "unbatched", "no_bias", "clamp", "noncontiguous"])
+def test_conv2d_variants(impl, variant):
+    _, dev = impl
+    x = rnd(2, 4, 9, 9, device=dev)
+    w = rnd(6, 4, 3, 3, device=dev, scale=0.3)
+    b = rnd(6, device=dev)
+    kw = dict(padding=1, act="lrelu")
+    if variant == "channels_last":
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    elif variant == "unbatched":
+        x = x[0]
+    elif variant == "no_bias":
+        b = None
+    elif variant == "clamp":
+        kw.update(act="tanh", gain=2.0, clamp=0.8)
+    elif variant == "noncontiguous":
+        x = rnd(2, 9, 4, 9, device=dev).transpose(1, 2)
+    x.requires_grad_()
+    w.requires_grad_()
+    if b is None:
+        check_fwd_bwd(lambda x, w: FF.conv2d(x, w, None, **kw), [x, w], torch.float32, variant)
+    else:
+        check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b.requires_grad_(), **kw), [x, w, b], torch.float32, variant)
+    if variant == "channels_last":
+        y = FF.conv2d(x, w, b, **kw)
+        assert y.is_contiguous(memory_format=torch.channels_last), "channels_last in, channels_last out"
+
+
+def test_conv2d_gradcheck(impl):
+    _, dev = impl
+    x = rnd(2, 2, 5, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(3, 2, 3, 3, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(3, dtype=torch.float64, device=dev, requires_grad=True)
+    for act in ("sigmoid", "lrelu"):
+        fn = lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act=act)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+# --------------------------------------------------------------------------------------------- sigmoid + BCE
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bce_matches_reference(impl, reduction, dtype):
+    _, dev = impl
+    x = rnd(37, 3, dtype=dtype, device=dev, scale=3, requires_grad=True)
+    t = torch.rand(37, 3).to(dtype).to(dev)
+    check_fwd_bwd(lambda x, t: FF.binary_cross_entropy_with_logits(x, t, reduction=reduction), [x, t], dtype,
+                  f"bce[{reduction}]")
+
+
+@pytest.mark.parametrize("variant", ["label1", "label0", "label_smooth", "weight", "pos_weight", "both",
+                                     "target_grad", "empty_sum", "large"])
+def test_bce_variants(impl, variant):
+    _, dev = impl
+    x = rnd(16, 5, device=dev, scale=4, requires_grad=True)
+    t = torch.rand(16, 5, device=dev)
+    kw = {}
+    if variant.startswith("label"):
+        label = {"label1": 1.0, "label0": 0.0, "label_smooth": 0.9}[variant]
+        for red in ("none", "mean", "sum"):
+            check_fwd_bwd(lambda x: FF.binary_cross_entropy_with_logits(x, label, reduction=red), [x],
+                          torch.float32, f"{variant}/{red}")
+        return
+    if variant in ("weight", "both"):
+        kw["weight"] = (torch.rand(5, device=dev) + 0.5).requires_grad_()
+    if variant in ("pos_weight", "both"):
+        kw["pos_weight"] = (torch.rand(5, device=dev) + 0.5).requires_grad_()
+    if variant == "target_grad":
+        t.requires_grad_()
+    if variant == "empty_sum":
+        x = rnd(0, 5, device=dev, requires_grad=True)
+        t = torch.rand(0, 5, device=dev)
+        kw["reduction"] = "sum"
+    if variant == "large":
+        x = rnd(70000, device=dev, scale=3, requires_grad=True)  # several reduction blocks
+        t = torch.rand(70000, device=dev)
+    names = sorted(kw)
+    tens = [kw[k] for k in names if isinstance(kw[k], torch.Tensor)]
+    fixed = {k: v for k, v in kw.items() if not isinstance(v, torch.Tensor)}
+
+    def fn(x, t, *ws):
+        return FF.binary_cross_entropy_with_logits(x, t, **dict(zip([k for k in names if k not in fixed], ws)),
+                                                   **fixed)
+    check_fwd_bwd(fn, [x, t, *tens], torch.float32, variant)
+
+
+def test_bce_extreme_logits_finite(impl):
+    _, dev = impl
+    x = torch.tensor([1e4, -1e4, 50.0, -50.0, 0.0], device=dev, requires_grad=True)
+    for target in (1.0, 0.0, torch.tensor([0.0, 1.0, 0.3, 0.7, 0.5], device=dev)):
+        loss = FF.binary_cross_entropy_with_logits(x, target, reduction="none")
+        (g,) = torch.autograd.grad(loss.sum(), [x])
+        assert torch.isfinite(loss).all() and torch.isfinite(g).all()
+        ref = torch.nn.functional.binary_cross_entropy_with_logits(
+            x.detach().double().cpu(), target.double().cpu() if isinstance(target, torch.Tensor)
+            else torch.full((5,), target, dtype=torch.float64), reduction="none")
+        assert_close(loss, ref, torch.float32, "extreme logits")
+
+
+def test_bce_gradcheck(impl):
+    _, dev = impl
+    x = rnd(6, dtype=torch.float64, device=dev, requires_grad=True)
+    t = torch.rand(6, dtype=torch.float64, device=dev, requires_grad=True)
+    w = (torch.rand(6, dtype=torch.float64, device=dev) + 0.5).requires_grad_()
+    p = (torch.rand(6, dtype=torch.float64, device=dev) + 0.5).requires_grad_()
+    for red in ("none", "mean", "sum"):
+        fn = lambda x, t, w, p: FF.binary_cross_entropy_with_logits(x, t, w, reduction=red, pos_weight=p)  # noqa
+        assert torch.autograd.gradcheck(fn, (x, t, w, p))
+        assert torch.autograd.gradgradcheck(fn, (x, t, w, p))
+        fn1 = lambda x: FF.binary_cross_entropy_with_logits(x, 1.0, reduction=red)  # noqa: E731
+        assert torch.autograd.gradgradcheck(fn1, (x,))
+
+
+def test_bce_deterministic(impl):
+    _, dev = impl
+    x = rnd(50001, device=dev, scale=3)
+    a = FF.binary_cross_entropy_with_logits(x, 1.0)
+    b = FF.binary_cross_entropy_with_logits(x, 1.0)
+    assert torch.equal(a, b)
+
+
+def test_bce_legacy_reduction_args(impl):
+    _, dev = impl
+    x, t = rnd(4, 3, device=dev), torch.rand(4, 3, device=dev)
+    out = FF.binary_cross_entropy_with_logits(x, t, size_average=False)
+    assert_close(out, torch.nn.functional.binary_cross_entropy_with_logits(x.double(), t.double(), reduction="sum"),
+                 torch.float32, "size_average=False")
+
+
+# --------------------------------------------------------------------------------------- R1 through the layers
+def test_r1_penalty_through_fused_model(impl):
+    """Gradient penalty (double backward) through conv, dense and BCE equals the reference's."""
+    _, dev = impl
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(
+        fastgan.nn.FusedConv2d(1, 4, 3, 2, 1, act="lrelu"),
+        fastgan.nn.FusedConv2d(4, 8, 3, 2, 1, act="lrelu"),
+        torch.nn.Flatten(),
+        fastgan.nn.FusedLinear(8 * 4 * 4, 1),
+    ).double().to(dev)
+    x = torch.rand(3, 1, 14, 14, dtype=torch.float64, device=dev)
+
+    def penalty():
+        xr = x.clone().requires_grad_()
+        loss = FF.binary_cross_entropy_with_logits(D(xr), 1.0)
+        (g,) = torch.autograd.grad(loss, [xr], create_graph=True)
+        r1 = g.square().sum()
+        return torch.autograd.grad(r1, list(D.parameters()))
+
+    got = penalty()
+    ref = reference(penalty)
+    for i, (a, b) in enumerate(zip(got, ref)):
+        assert_close(a, b, torch.float64, f"R1 grad of parameter {i}")
+        assert b.abs().sum() > 0
+
+
+def test_bce_reference_equals_torch():
+    """The oracle itself: fastgan.reference.sigmoid_bce equals torch's op for every argument combination."""
+    from fastgan import reference
+    x, t = rnd(9, 4, dtype=torch.float64, scale=5), torch.rand(9, 4, dtype=torch.float64)
+    w, p = torch.rand(4, dtype=torch.float64) + 0.5, torch.rand(4, dtype=torch.float64) + 0.5
+    for red in ("none", "mean", "sum"):
+        for kw in ({}, {"weight": w}, {"pos_weight": p}, {"weight": w, "pos_weight": p}):
+            ref = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction=red, **kw)
+            got = reference.sigmoid_bce(x, t, 0.0, kw.get("weight"), kw.get("pos_weight"), red)
+            assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)

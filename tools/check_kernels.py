@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Compile every CUDA kernel source for sm_80 and sm_90 with warnings as errors and print the ptxas resource
+report (registers, shared memory, spills) per kernel. Fails on any warning or spill.
+
+Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log.
+    python tools/check_kernels.py [--arch 80 --arch 90] [--nvcc PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_nvcc(explicit=None):
+    if explicit:
+        return explicit
+    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
+            return os.path.join(home, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def demangle(names):
+    cxxfilt = shutil.which("c++filt")
+    if not cxxfilt or not names:
+        return names
+    out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    return out if len(out) == len(names) else names
+
+
+def short(name: str) -> str:
+    name = re.sub(r"fastgan::cuda::\(anonymous namespace\)::", "", name)
+    name = re.sub(r"fastgan::", "", name)
+    return name.split("(")[0] if len(name) > 110 else name
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--arch", action="append", default=None)
+    ap.add_argument("--nvcc")
+    args = ap.parse_args()
+    archs = args.arch or ["80", "90"]
+    nvcc = find_nvcc(args.nvcc)
+    if not nvcc:
+        print("check_kernels: nvcc not found (set CUDA_HOME)", file=sys.stderr)
+        return 2
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cu")))
+    failed = False
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sources:
+            gencode = sum((["-gencode", f"arch=compute_{a},code=sm_{a}"] for a in archs), [])
+            cmd = [nvcc, "-c", src, "-o", os.path.join(tmp, "k.o"), "-std=c++17", "-O3", "-I",
+                   os.path.join(ROOT, "csrc"), *gencode, "-Xptxas", "-v", "--Werror", "all-warnings",
+                   "-Xcompiler", "-Wall,-Wextra,-Werror"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            log = r.stdout + r.stderr
+            rel = os.path.relpath(src, ROOT)
+            if r.returncode != 0:
+                failed = True
+                print(f"FAILED: {rel}\n{log}", file=sys.stderr)
+                continue
+            current = None
+            entries = []
+            for line in log.splitlines():
+                m = re.search(r"Compiling entry function '(\S+)' for '(sm_\d+)'", line)
+                if m:
+                    current = [m.group(1), m.group(2), 0, 0, 0, 0, 0]
+                    entries.append(current)
+                    continue
+                if current is None:
+                    continue
+                m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+                if m:
+                    current[5], current[6] = int(m.group(1)), int(m.group(2))
+                m = re.search(r"Used (\d+) registers", line)
+                if m:
+                    current[2] = int(m.group(1))
+                    s = re.search(r"(\d+) bytes smem", line)
+                    current[3] = int(s.group(1)) if s else 0
+                m = re.search(r"(\d+) bytes stack frame", line)
+                if m:
+                    current[4] = int(m.group(1))
+            names = demangle([e[0] for e in entries])
+            for e, n in zip(entries, names):
+                rows.append((rel, e[1], short(n), *e[2:]))
+                if e[5] or e[6]:
+                    failed = True
+    print(f"{'source':<26} {'arch':<6} {'regs':>4} {'smem':>6} {'stack':>5} {'spill st/ld':>11}  kernel")
+    for rel, arch, name, regs, smem, stack, sst, sld in rows:
+        flag = "  <-- SPILLS" if (sst or sld) else ""
+        print(f"{rel:<26} {arch:<6} {regs:>4} {smem:>6} {stack:>5} {f'{sst}/{sld}':>11}  {name}{flag}")
+    print(f"check_kernels: {len(sources)} sources, {len(rows)} kernel builds, archs {','.join(archs)}: "
+          f"{'FAILED' if failed else 'ok (no warnings, no spills)'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
