@@ -12,11 +12,15 @@ import torch.nn.functional as F
 
 from . import _activations, _ext
 
+import types
+
 _NAMESPACES = {"native": "fastgan", "emu": "fastgan_emu"}
+_FUNCS: dict = {}  # namespace -> SimpleNamespace of autograd.Function.apply per op
 
 
 def ns(impl: str):
-    return getattr(torch.ops, _NAMESPACES[impl])
+    """The differentiable entry points for an implementation: ``ns("native").bias_act(...)`` etc."""
+    return _FUNCS[_NAMESPACES[impl]]
 
 
 def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -26,8 +30,29 @@ def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
 
 
 def _register(name: str) -> None:
-    lib = getattr(torch.ops, name)
+    """Fake kernels + autograd for every op of library ``name``.
+
+    The formulas are registered twice from one definition: on the dispatcher ops themselves
+    (``torch.library.register_autograd``, so direct callers of ``torch.ops.fastgan.*`` get gradients) and as
+    ``torch.autograd.Function`` classes (setup_context style, used by :mod:`fastgan.functional`), which also
+    work under ``torch.func`` transforms (``grad``, ``vmap``). Backward formulas call the Function versions of
+    the backward ops, so every order of derivative stays on the same path.
+    """
+    raw = getattr(torch.ops, name)
+    fn = types.SimpleNamespace()  # filled below: differentiable apply() per op
+    lib = fn
     q = lambda op: f"{name}::{op}"  # noqa: E731
+
+    def register(op: str, backward, setup_context) -> None:
+        torch.library.register_autograd(q(op), backward, setup_context=setup_context)
+        raw_op = getattr(raw, op)
+        cls = type(f"{name}_{op}", (torch.autograd.Function,), {
+            "forward": staticmethod(lambda *args: raw_op(*args)),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward),
+            "generate_vmap_rule": True,
+        })
+        setattr(fn, op, cls.apply)
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))
@@ -71,7 +96,7 @@ def _register(name: str) -> None:
         dz, db = lib.bias_act_backward(gy, y, want_db, dim, act, alpha, gain, clamp)
         return dz, (db if want_db else None), None, None, None, None, None
 
-    torch.library.register_autograd(q("bias_act"), bias_act_bwd, setup_context=bias_act_setup)
+    register("bias_act", bias_act_bwd, bias_act_setup)
 
     def bias_act_backward_setup(ctx, inputs, output):
         dy, y, bias_grad, dim, act, alpha, gain, clamp = inputs
@@ -94,8 +119,7 @@ def _register(name: str) -> None:
                 gy = gy * (y.abs() < clamp).to(gy.dtype)
         return gdy, gy, None, None, None, None, None, None
 
-    torch.library.register_autograd(q("bias_act_backward"), bias_act_backward_bwd,
-                                    setup_context=bias_act_backward_setup)
+    register("bias_act_backward", bias_act_backward_bwd, bias_act_backward_setup)
 
     # ---------------------------------------------------------------- dense
     def dense_setup(ctx, inputs, output):
@@ -116,7 +140,7 @@ def _register(name: str) -> None:
             dw = dz.reshape(-1, w.shape[0]).t().mm(x.reshape(-1, w.shape[1]))
         return dx, dw, (db if want_db else None), None, None, None, None
 
-    torch.library.register_autograd(q("dense"), dense_bwd, setup_context=dense_setup)
+    register("dense", dense_bwd, dense_setup)
 
     # ---------------------------------------------------------------- conv2d
     def conv2d_setup(ctx, inputs, output):
@@ -139,7 +163,7 @@ def _register(name: str) -> None:
                 [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         return dx, dw, (db if want_db else None), None, None, None, None, None, None, None, None
 
-    torch.library.register_autograd(q("conv2d"), conv2d_bwd, setup_context=conv2d_setup)
+    register("conv2d", conv2d_bwd, conv2d_setup)
 
     # ---------------------------------------------------------------- sigmoid + BCE
     def bce_setup(ctx, inputs, output):
@@ -167,7 +191,7 @@ def _register(name: str) -> None:
                 dp = (G * w * t * sp).sum_to_size(pos_weight.shape)
         return dx, dt, None, dw, dp, None
 
-    torch.library.register_autograd(q("sigmoid_bce"), bce_bwd, setup_context=bce_setup)
+    register("sigmoid_bce", bce_bwd, bce_setup)
 
     def bce_backward_setup(ctx, inputs, output):
         grad, logits, target, label, weight, pos_weight, reduction = inputs
@@ -201,7 +225,10 @@ def _register(name: str) -> None:
             out[5] = (gg * G * W * (T * s - T)).sum_to_size(pos_weight.shape)
         return tuple(out)
 
-    torch.library.register_autograd(q("sigmoid_bce_backward"), bce_backward_bwd, setup_context=bce_backward_setup)
+    register("sigmoid_bce_backward", bce_backward_bwd, bce_backward_setup)
+
+
+    _FUNCS[name] = fn
 
 
 if _ext.C is not None:
