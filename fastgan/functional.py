@@ -38,6 +38,19 @@ def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: 
             raise TypeError(f"{name}: expected dtype {like.dtype} like {like_name}, got {t.dtype}")
 
 
+def _autocast_dtype(t: torch.Tensor) -> Optional[torch.dtype]:
+    """The autocast dtype for ``t``'s device when autocast is on there, else None. The fused layers follow
+    autocast's policy: GEMM/conv in the low-precision dtype, the loss in float32."""
+    dev = t.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _cast(t, dtype):
+    return t if t is None or not isinstance(t, torch.Tensor) or t.dtype == dtype else t.to(dtype)
+
+
 def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
     if bias is None:
         return
@@ -71,6 +84,8 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1,
     """
     _check_tensor(x, "x")
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    if bias is not None and _autocast_dtype(x) is not None:
+        bias = _cast(bias, x.dtype)  # an fp32 bias parameter after an autocast layer
     if bias is not None:
         if x.ndim == 0:
             raise ValueError("x: a bias needs at least a 1-D input to broadcast along")
@@ -99,6 +114,9 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     """``act(input @ weight.T + bias) * gain`` in one pass over the output; any number of leading dims."""
     _check_tensor(input, "input")
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    ac = _autocast_dtype(input)
+    if ac is not None:
+        input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
     _check_tensor(weight, "weight", input)
     if weight.ndim != 2:
         raise ValueError(f"weight: expected a 2-D tensor (out_features, in_features), got shape {tuple(weight.shape)}")
@@ -132,6 +150,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     """``act(conv2d(input, weight, stride, padding, dilation, groups) + bias) * gain``; 4-D or unbatched 3-D."""
     _check_tensor(input, "input")
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    ac = _autocast_dtype(input)
+    if ac is not None:
+        input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
     _check_tensor(weight, "weight", input)
     if input.ndim not in (3, 4):
         raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
@@ -190,6 +211,11 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
         from torch.nn import _reduction
         reduction = _reduction.legacy_get_string(size_average, reduce)
     _check_tensor(input, "input")
+    if _autocast_dtype(input) is not None:  # autocast runs this loss in float32
+        input, weight, pos_weight = _cast(input, torch.float32), _cast(weight, torch.float32), \
+            _cast(pos_weight, torch.float32)
+        if isinstance(target, torch.Tensor):
+            target = _cast(target, torch.float32)
     if reduction not in _REDUCTION_CODE:
         raise ValueError(f"reduction: expected one of {list(_REDUCTION_CODE)}, got {reduction!r}")
     if isinstance(target, torch.Tensor):
