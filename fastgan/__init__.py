@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 
 from ._impl import available_impls, use_impl  # noqa: E402
 from . import functional, nn  # noqa: E402
+from .convert import fuse, unfuse  # noqa: E402
 
-__all__ = ["__version__", "available_impls", "use_impl", "functional", "nn"]
+__all__ = ["__version__", "available_impls", "use_impl", "functional", "nn", "fuse", "unfuse"]

@@ -12,15 +12,29 @@ import torch.nn.functional as F
 
 from . import _activations, _ext
 
-import types
-
 _NAMESPACES = {"native": "fastgan", "emu": "fastgan_emu"}
-_FUNCS: dict = {}  # namespace -> SimpleNamespace of autograd.Function.apply per op
+_FUNCS: dict = {}  # namespace -> _OpSet of autograd.Function.apply per op
+
+
+class _OpSet:
+    """Differentiable entry points of one library: attribute per op (a Function's apply)."""
 
 
 def ns(impl: str):
-    """The differentiable entry points for an implementation: ``ns("native").bias_act(...)`` etc."""
-    return _FUNCS[_NAMESPACES[impl]]
+    """The differentiable entry points for an implementation: ``ns("native").bias_act(...)`` etc.
+
+    Eager: the autograd.Function classes (they also work under torch.func). Under torch.compile: the
+    dispatcher ops themselves, whose registered autograd uses the same formulas and which Dynamo traces
+    without graph breaks.
+    """
+    name = _NAMESPACES[impl]
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops, name)
+    return _FUNCS[name]
+
+
+def _entry(name: str):
+    return getattr(torch.ops, name) if torch.compiler.is_compiling() else _FUNCS[name]
 
 
 def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -39,8 +53,7 @@ def _register(name: str) -> None:
     the backward ops, so every order of derivative stays on the same path.
     """
     raw = getattr(torch.ops, name)
-    fn = types.SimpleNamespace()  # filled below: differentiable apply() per op
-    lib = fn
+    fn = _OpSet()  # filled below: differentiable apply() per op
     q = lambda op: f"{name}::{op}"  # noqa: E731
 
     def register(op: str, backward, setup_context) -> None:
@@ -53,6 +66,8 @@ def _register(name: str) -> None:
             "generate_vmap_rule": True,
         })
         setattr(fn, op, cls.apply)
+
+    _FUNCS[name] = fn  # backward formulas look the Functions up here (a global: torch.compile can trace it)
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))
@@ -93,7 +108,7 @@ def _register(name: str) -> None:
         (y,) = ctx.saved_tensors
         dim, act, alpha, gain, clamp = ctx.params
         want_db = ctx.has_b and ctx.needs_input_grad[1]
-        dz, db = lib.bias_act_backward(gy, y, want_db, dim, act, alpha, gain, clamp)
+        dz, db = _entry(name).bias_act_backward(gy, y, want_db, dim, act, alpha, gain, clamp)
         return dz, (db if want_db else None), None, None, None, None, None
 
     register("bias_act", bias_act_bwd, bias_act_setup)
@@ -111,7 +126,7 @@ def _register(name: str) -> None:
             g = g + _bcast_along(gdb, y.ndim, dim)
         gdy = gy = None
         if ctx.needs_input_grad[0]:  # dz is linear in dy: the same op applies the same mask
-            gdy = lib.bias_act_backward(g, y, False, dim, act, alpha, gain, clamp)[0]
+            gdy = _entry(name).bias_act_backward(g, y, False, dim, act, alpha, gain, clamp)[0]
         spec = _activations.get(act)
         if ctx.needs_input_grad[1] and spec.d2 is not None:  # dz depends on y through act'(y / gain)
             gy = g * dy * spec.d2(y / gain, alpha)
@@ -132,7 +147,7 @@ def _register(name: str) -> None:
         x, w, y = ctx.saved_tensors
         act, alpha, gain, clamp = ctx.params
         want_db = ctx.has_b and ctx.needs_input_grad[2]
-        dz, db = lib.bias_act_backward(gy, y, want_db, y.ndim - 1, act, alpha, gain, clamp)
+        dz, db = _entry(name).bias_act_backward(gy, y, want_db, y.ndim - 1, act, alpha, gain, clamp)
         dx = dw = None
         if ctx.needs_input_grad[0]:
             dx = dz.matmul(w)
@@ -155,7 +170,7 @@ def _register(name: str) -> None:
         act, alpha, gain, clamp = ctx.params
         stride, padding, dilation, groups = ctx.conv
         want_db = ctx.has_b and ctx.needs_input_grad[2]
-        dz, db = lib.bias_act_backward(gy, y, want_db, 1, act, alpha, gain, clamp)
+        dz, db = _entry(name).bias_act_backward(gy, y, want_db, 1, act, alpha, gain, clamp)
         dx = dw = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             dx, dw, _ = torch.ops.aten.convolution_backward(
@@ -176,7 +191,7 @@ def _register(name: str) -> None:
         label, reduction = ctx.label, ctx.reduction
         dx = dt = dw = dp = None
         if ctx.needs_input_grad[0]:
-            dx = lib.sigmoid_bce_backward(g, logits, target, label, weight, pos_weight, reduction)
+            dx = _entry(name).sigmoid_bce_backward(g, logits, target, label, weight, pos_weight, reduction)
         if any(ctx.needs_input_grad[i] for i in (1, 3, 4)):  # rare: plain torch formulas
             G = g if reduction == 0 else (g / logits.numel() if reduction == 1 else g)
             t = target if target is not None else label
@@ -228,7 +243,6 @@ def _register(name: str) -> None:
     register("sigmoid_bce_backward", bce_backward_bwd, bce_backward_setup)
 
 
-    _FUNCS[name] = fn
 
 
 if _ext.C is not None:

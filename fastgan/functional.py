@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import _activations, _impl, _ops, reference
 
-__all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "binary_cross_entropy_with_logits"]
+__all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
@@ -196,6 +196,35 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
         y = _ops.ns(impl).conv2d(x, weight, bias, list(stride), list(padding), list(dilation), int(groups),
                                  spec.name, alpha, gain, clamp)
     return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+                     output_padding: Union[int, Sequence[int]] = 0, groups: int = 1,
+                     dilation: Union[int, Sequence[int]] = 1, *, act: str = "linear", alpha: Optional[float] = None,
+                     gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
+    """``act(conv_transpose2d(input, weight, ...) + bias) * gain`` (DCGAN-style generators).
+
+    The transposed convolution runs in ATen (it is the data gradient of a convolution); bias, activation,
+    gain and clamp are one fused pass over its output.
+    """
+    _check_tensor(input, "input")
+    spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    ac = _autocast_dtype(input)
+    if ac is not None:
+        input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
+    _check_tensor(weight, "weight", input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
+                         f"got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"weight: expected a 4-D tensor (in_channels, out_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    if input.shape[-3] != weight.shape[0]:
+        raise ValueError(f"input: expected {weight.shape[0]} channels (weight.shape[0]), got {input.shape[-3]}")
+    _check_bias(bias, weight.shape[1] * groups, input, "weight.shape[1] * groups")
+    y = F.conv_transpose2d(input, weight, None, stride, padding, output_padding, groups, dilation)
+    return bias_act(y, bias, 1 if y.ndim == 4 else 0, spec.name, alpha, gain, None if clamp < 0 else clamp)
 
 
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Tensor, float],

@@ -15,7 +15,8 @@ from torch import nn
 from . import _activations
 from . import functional as FF
 
-__all__ = ["FusedLeakyReLU", "FusedBiasAct", "FusedLinear", "FusedConv2d", "BCEWithLogitsLoss"]
+__all__ = ["FusedLeakyReLU", "FusedBiasAct", "FusedLinear", "FusedConv2d", "FusedConvTranspose2d", "LeakyReLU",
+           "BCEWithLogitsLoss"]
 
 
 def _act_repr(act: str, alpha, gain, clamp) -> str:
@@ -111,6 +112,37 @@ class FusedConv2d(_ActMixin, nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {_act_repr(self.act, self.alpha, self.gain, self.clamp)}"
+
+
+class FusedConvTranspose2d(_ActMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with bias + activation fused into one pass over its output."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros", device=None,
+                 dtype=None, *, act: str = "linear", alpha: Optional[float] = None, gain: float = 1.0,
+                 clamp: Optional[float] = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype)
+        self._set_act(act, alpha, gain, clamp)
+
+    def forward(self, input: torch.Tensor, output_size=None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        return FF.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                   self.groups, self.dilation, act=self.act, alpha=self.alpha, gain=self.gain,
+                                   clamp=self.clamp)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {_act_repr(self.act, self.alpha, self.gain, self.clamp)}"
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """``nn.LeakyReLU`` computed by the fused bias-activation kernel (no bias)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return FF.leaky_relu(input, self.negative_slope, self.inplace)
 
 
 class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):

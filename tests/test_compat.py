@@ -1,0 +1,287 @@
+"""Fused layers in other models: drop-in modules, fastgan.fuse / unfuse, and the rest of PyTorch
+(torch.compile, autocast, channels_last, DDP, save/load, deepcopy, torch.func, create_graph)."""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fastgan
+import fastgan.functional as FF
+from helpers import assert_close, reference
+
+
+def stock_classifier():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, 2, 1), nn.LeakyReLU(0.2),
+        nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU()),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 32), nn.Tanh(), nn.Linear(32, 10), nn.Sigmoid())
+
+
+# ------------------------------------------------------------------------------------------- drop-in modules
+@pytest.mark.parametrize("stock_cls, fused_cls, args, kwargs", [
+    (nn.Linear, fastgan.nn.FusedLinear, (7, 5), {}),
+    (nn.Linear, fastgan.nn.FusedLinear, (7, 1), {"bias": False}),
+    (nn.Conv2d, fastgan.nn.FusedConv2d, (3, 6, 3), {"stride": 2, "padding": 1, "groups": 3}),
+    (nn.Conv2d, fastgan.nn.FusedConv2d, (3, 4, (3, 5)), {"padding_mode": "reflect", "padding": (1, 2)}),
+    (nn.ConvTranspose2d, fastgan.nn.FusedConvTranspose2d, (4, 3, 4), {"stride": 2, "padding": 1}),
+    (nn.ConvTranspose2d, fastgan.nn.FusedConvTranspose2d, (4, 6, 3), {"stride": 2, "output_padding": 1,
+                                                                      "groups": 2, "dilation": 2}),
+])
+def test_drop_in_same_init_keys_and_output(impl, stock_cls, fused_cls, args, kwargs):
+    _, dev = impl
+    torch.manual_seed(3)
+    stock = stock_cls(*args, **kwargs).to(dev)
+    torch.manual_seed(3)
+    fused = fused_cls(*args, **kwargs).to(dev)
+    assert list(stock.state_dict()) == list(fused.state_dict())
+    for k, v in stock.state_dict().items():
+        assert torch.equal(v, fused.state_dict()[k]), f"default initialisation differs for {k}"
+    fused.load_state_dict(stock.state_dict())  # both ways
+    stock.load_state_dict(fused.state_dict())
+    assert repr(fused).startswith(fused_cls.__name__) and "act='linear'" in repr(fused)
+    if stock_cls is nn.Linear:
+        x = torch.randn(4, args[0], device=dev)
+    else:
+        x = torch.randn(2, args[0], 9, 9, device=dev)
+    assert_close(fused(x), stock.double()(x.double()), torch.float32, "drop-in output")
+
+
+def test_fused_leaky_relu_and_leaky_relu_module(impl):
+    _, dev = impl
+    m = fastgan.nn.FusedLeakyReLU(5, negative_slope=0.1).to(dev)
+    with torch.no_grad():
+        m.bias.normal_()
+    x = torch.randn(3, 5, 4, device=dev)
+    assert_close(m(x), nn.functional.leaky_relu(x.double() + m.bias.double()[:, None], 0.1), torch.float32, "fused")
+    assert "lrelu" in repr(m) and m.negative_slope == 0.1
+    lr = fastgan.nn.LeakyReLU(0.3)
+    assert torch.equal(lr(x), nn.LeakyReLU(0.3)(x)) or torch.allclose(lr(x), nn.LeakyReLU(0.3)(x))
+
+
+def test_bce_module_matches_stock(impl):
+    _, dev = impl
+    x, t = torch.randn(6, 3, device=dev), torch.rand(6, 3, device=dev)
+    pw = torch.rand(3, device=dev) + 0.5
+    for red in ("mean", "sum", "none"):
+        ours = fastgan.nn.BCEWithLogitsLoss(reduction=red, pos_weight=pw)
+        ref = nn.BCEWithLogitsLoss(reduction=red, pos_weight=pw.double())
+        assert_close(ours(x, t), ref(x.double(), t.double()), torch.float32, red)
+        assert_close(ours(x, 1.0), ref(x.double(), torch.ones_like(t).double()), torch.float32, red + " label")
+
+
+# ----------------------------------------------------------------------------------------------- fuse/unfuse
+def test_fuse_sequential_same_outputs_grads_and_keys(impl):
+    _, dev = impl
+    torch.manual_seed(0)
+    model = stock_classifier().to(dev)
+    fused, report = fastgan.fuse(model, return_report=True)
+    assert len(report) == 4, report
+    assert isinstance(fused[0], fastgan.nn.FusedConv2d) and fused[0].act == "lrelu" and fused[0].alpha == 0.2
+    assert isinstance(fused[2][0], fastgan.nn.FusedConv2d) and fused[2][0].act == "relu"
+    assert isinstance(fused[4], fastgan.nn.FusedLinear) and fused[6].act == "sigmoid"
+    assert isinstance(model[0], nn.Conv2d) and not isinstance(model[0], fastgan.nn.FusedConv2d), "not in place"
+    assert list(fused.state_dict()) == list(model.state_dict())
+    x = torch.randn(5, 1, 28, 28, device=dev)
+    y0, y1 = model(x), fused(x)
+    assert_close(y1, y0.double(), torch.float32, "fused output", factor=5)
+    g0 = torch.autograd.grad(y0.square().sum(), list(model.parameters()))
+    g1 = torch.autograd.grad(y1.square().sum(), list(fused.parameters()))
+    for a, b in zip(g1, g0):
+        assert_close(a, b.double(), torch.float32, "fused grads", factor=20)
+    back = fastgan.unfuse(fused)
+    assert [type(m) for m in back.modules()] == [type(m) for m in model.modules()]
+    assert torch.equal(back(x), model(x))
+
+
+def test_fuse_training_continues_identically():
+    torch.manual_seed(1)
+    model = stock_classifier().double()
+    fused = fastgan.fuse(model)
+    x, t = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.rand(16, 10, dtype=torch.float64)
+    opts = [torch.optim.Adam(m.parameters(), 1e-3) for m in (model, fused)]
+    for _ in range(3):
+        for m, o in zip((model, fused), opts):
+            o.zero_grad()
+            nn.functional.mse_loss(m(x), t).backward()
+            o.step()
+    for (k, a), (_, b) in zip(model.state_dict().items(), fused.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11), k
+
+
+def test_fuse_fx_traceable_module_and_untraceable():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3)
+            self.act = nn.Tanh()
+
+        def forward(self, x):
+            h = nn.functional.leaky_relu(self.fc1(x), 0.1)
+            h = self.act(self.fc2(h))
+            return torch.sigmoid(self.fc3(h)) + self.fc3(h)  # fc3 used twice: not fusable
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(6, 4), nn.ReLU())
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                return self.body(x)
+            return -self.body(x)
+
+    net = Net()
+    fused, report = fastgan.fuse(net, return_report=True)
+    assert len(report) == 2, report
+    x = torch.randn(7, 6)
+    assert torch.allclose(fused(x), net(x), atol=1e-6)
+    u = Untraceable()
+    fu, rep = fastgan.fuse(u, return_report=True)
+    assert type(fu) is Untraceable and isinstance(fu.body[0], fastgan.nn.FusedLinear) and len(rep) == 1
+    assert torch.allclose(fu(x), u(x), atol=1e-6)
+
+
+def test_fuse_leaves_other_modules_and_converts_loss():
+    m = nn.ModuleDict({"bn": nn.BatchNorm1d(4), "lrelu": nn.LeakyReLU(0.3), "loss": nn.BCEWithLogitsLoss(),
+                       "neg": nn.LeakyReLU(-0.1)})
+    f, rep = fastgan.fuse(m, return_report=True)
+    assert type(f["bn"]) is nn.BatchNorm1d and type(f["neg"]) is nn.LeakyReLU
+    assert type(f["lrelu"]) is fastgan.nn.LeakyReLU and type(f["loss"]) is fastgan.nn.BCEWithLogitsLoss
+    assert len(rep) == 2
+    assert type(fastgan.unfuse(f)["loss"]) is nn.BCEWithLogitsLoss
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        fastgan.fuse("model")
+
+
+def test_unfuse_directly_built_layer():
+    layer = fastgan.nn.FusedLinear(3, 2, act="lrelu", alpha=0.1)
+    stock = fastgan.unfuse(layer)
+    x = torch.randn(4, 3)
+    assert isinstance(stock[0], nn.Linear) and isinstance(stock[1], nn.LeakyReLU)
+    assert torch.allclose(stock(x), layer(x), atol=1e-6)
+    with pytest.raises(ValueError, match="gain"):
+        fastgan.unfuse(fastgan.nn.FusedLinear(3, 2, gain=2.0))
+
+
+# ------------------------------------------------------------------------------------- the rest of PyTorch
+def test_save_load_and_deepcopy(tmp_path):
+    torch.manual_seed(0)
+    model = fastgan.fuse(stock_classifier())
+    x = torch.randn(2, 1, 28, 28)
+    path = tmp_path / "m.pt"
+    torch.save(model, path)
+    loaded = torch.load(path, weights_only=False)
+    assert torch.equal(loaded(x), model(x))
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    stock = stock_classifier()
+    stock.load_state_dict(torch.load(buf))  # a fused model's checkpoint loads into the stock model
+    assert torch.allclose(stock(x), model(x), atol=1e-6)
+    dup = copy.deepcopy(model)
+    assert torch.equal(dup(x), model(x)) and dup[0].weight is not model[0].weight
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch.manual_seed(0)
+    model = fastgan.fuse(stock_classifier())
+    x = torch.randn(3, 1, 28, 28, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True)
+
+    def step(m):
+        out = m(x)
+        loss = FF.binary_cross_entropy_with_logits(out, 1.0)
+        return out, torch.autograd.grad(loss, [x] + list(model.parameters()))
+    (y0, g0), (y1, g1) = step(model), step(compiled)
+    assert torch.allclose(y0, y1, atol=1e-5)
+    for a, b in zip(g0, g1):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast(impl, dtype):
+    _, dev = impl
+    if dev.type == "cpu" and dtype == torch.float16 and not hasattr(torch, "get_autocast_dtype"):
+        pytest.skip("old torch")
+    torch.manual_seed(0)
+    stock = stock_classifier()[:-1].to(dev)  # ends with a Linear: logits
+    fused = fastgan.fuse(stock)
+    x = torch.randn(4, 1, 28, 28, device=dev)
+    with torch.autocast(dev.type, dtype=dtype):
+        y_s = stock(x)
+        y_f = fused(x)
+        l_s = nn.functional.binary_cross_entropy_with_logits(y_s, torch.ones_like(y_s))
+        l_f = FF.binary_cross_entropy_with_logits(y_f, 1.0)
+    assert y_f.dtype == y_s.dtype == dtype
+    assert l_f.dtype == l_s.dtype == torch.float32, "the loss stays in float32 under autocast"
+    assert_close(y_f, y_s.double(), torch.bfloat16, "autocast logits", factor=2)
+    l_f.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters())
+
+
+def test_channels_last_model(impl):
+    _, dev = impl
+    torch.manual_seed(0)
+    model = fastgan.fuse(stock_classifier()).to(dev).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 28, 28, device=dev).to(memory_format=torch.channels_last)
+    assert model[0](x).is_contiguous(memory_format=torch.channels_last)
+    ref = reference(lambda: model(x))
+    assert_close(model(x), ref.double(), torch.float32, "channels_last model")
+
+
+def test_torch_func_grad_and_vmap_bias_act(impl):
+    _, dev = impl
+    from torch.func import grad, vmap
+    x, b = torch.randn(3, 4, device=dev), torch.randn(4, device=dev)
+    g = grad(lambda x: FF.bias_act(x, b, act="sigmoid", gain=2.0).sum())(x)
+    assert torch.allclose(g, 2 * torch.sigmoid(x + b) * (1 - torch.sigmoid(x + b)), atol=1e-6)
+    gg = grad(lambda x: grad(lambda x: FF.bias_act(x, b, act="tanh").sum())(x).sum())(x)
+    t = torch.tanh(x + b)
+    assert torch.allclose(gg, -2 * t * (1 - t * t), atol=1e-5)
+    y = vmap(lambda row: FF.bias_act(row, b, dim=0, act="lrelu", gain=1.0))(x)
+    assert torch.allclose(y, nn.functional.leaky_relu(x + b, 0.2), atol=1e-6)
+
+
+def _ddp_worker(rank, world, port, results):
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(fastgan.fuse(stock_classifier()[:-1]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 1, 28, 28, generator=gen)
+    for _ in range(2):
+        opt.zero_grad()
+        FF.binary_cross_entropy_with_logits(model(x[rank * 4:(rank + 1) * 4]), 1.0).backward()
+        opt.step()
+    results[rank] = [p.detach().clone() for p in model.module.parameters()]
+    dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes():
+    """DDP over fused layers: both ranks end with identical parameters equal to one process on the full batch."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, results), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = fastgan.fuse(stock_classifier()[:-1])
+    opt = torch.optim.SGD(single.parameters(), lr=0.1)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    for _ in range(2):
+        opt.zero_grad()
+        FF.binary_cross_entropy_with_logits(single(x), 1.0).backward()
+        opt.step()
+    for a, b, c in zip(results[0], results[1], single.parameters()):
+        assert torch.equal(a, b)
+        assert torch.allclose(a, c.detach(), atol=1e-6)
