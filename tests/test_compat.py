@@ -285,3 +285,11 @@ def test_ddp_two_gloo_processes():
     for a, b, c in zip(results[0], results[1], single.parameters()):
         assert torch.equal(a, b)
         assert torch.allclose(a, c.detach(), atol=1e-6)
+
+
+def test_forward_mode_ad_is_a_clear_error():
+    if fastgan.functional._impl.resolve(torch.device("cpu")) == "torch":
+        pytest.skip("the reference path supports forward mode")
+    x = torch.randn(3)
+    with pytest.raises(NotImplementedError, match="jvp"):
+        torch.func.jvp(lambda x: FF.bias_act(x, act="relu"), (x,), (x,))
