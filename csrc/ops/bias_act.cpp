@@ -21,7 +21,7 @@ void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, i
   using M = at::opmath_type<scalar_t>;
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
   if (inner == 1) {  // channels are the fastest dimension (dense layers, channels_last): vectorise over C
-    at::parallel_for(0, outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t o0, int64_t o1) {
+    at::parallel_for(0, outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t o0, int64_t o1) {
       for (int64_t o = o0; o < o1; ++o) {
         const scalar_t* xr = x + o * C;
         scalar_t* yr = y + o * C;
@@ -34,7 +34,7 @@ void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, i
     return;
   }
   const int64_t rows = outer * C;  // each row: `inner` elements of one channel
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [=](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const M bb = b ? M(b[r % C]) : M(0);
       const scalar_t* xr = x + r * inner;
@@ -51,7 +51,7 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
   const int64_t numel = outer * C * inner;
   if (db == nullptr) {
-    at::parallel_for(0, numel, kGrain, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, numel, kGrain, [=](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) dz[i] = act_backward<A, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
     });
     return;
@@ -61,7 +61,7 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
   const int64_t cblock = inner == 1 ? 64 : 1;
   const int64_t nblocks = (C + cblock - 1) / cblock;
   const int64_t per_block = std::max<int64_t>(1, outer * inner * cblock);
-  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / per_block), [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / per_block), [=](int64_t k0, int64_t k1) {
     M acc[64];
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t c0 = k * cblock, c1 = std::min(C, c0 + cblock);
@@ -69,12 +69,24 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
       for (int64_t o = 0; o < outer; ++o) {
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t base = (o * C + c) * inner;
-          M s = M(0);
-          for (int64_t i = 0; i < inner; ++i) {
+          // kLanes independent partial sums: the loop vectorises, and the order is fixed (deterministic).
+          constexpr int kLanes = 16;
+          M part[kLanes] = {};
+          int64_t i = 0;
+          for (; i + kLanes <= inner; i += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
+              dz[base + i + l] = g;
+              part[l] += g;
+            }
+          }
+          for (; i < inner; ++i) {
             const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
             dz[base + i] = g;
-            s += g;
+            part[0] += g;
           }
+          M s = M(0);
+          for (int l = 0; l < kLanes; ++l) s += part[l];
           acc[c - c0] += s;
         }
       }
