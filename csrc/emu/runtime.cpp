@@ -1,0 +1,1725 @@
+// fgemu runtime: executes kernel grids on the CPU with CUDA semantics (see cuda_emu.h and README.md).
+//
+// Execution model
+//   * Blocks run one after another on the launching host thread (launches are serialised by a process-wide mutex).
+//   * Every CUDA thread of a block is a cooperative fiber. A thread runs until it reaches a synchronisation point
+//     (__syncthreads*, a warp intrinsic, __nanosleep) or exits; then the next runnable thread is switched in.
+//   * Fibers are started lazily and a finished thread hands its stack to the next unstarted thread, so a block that never
+//     synchronises runs all its threads as plain calls on one stack, without any context switch.
+//   * Stacks (FGEMU_STACK_KB, default 256 KB each, guard page below) are allocated on demand and reused for ever.
+//   * Shared memory is thread_local storage (see cuda_emu.h): the kernel module's TLS block of the launching thread is
+//     saved, filled with 0xFF at each block start, and restored after the launch.
+// No thread_local state of this module may be touched between save and restore except the dynamic shared memory.
+#include "cuda_emu.h"
+
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
+
+#if !defined(__x86_64__) || defined(FGEMU_USE_UCONTEXT)
+#define FGEMU_UCONTEXT 1
+#include <ucontext.h>
+#endif
+
+extern "C" void* __tls_get_addr(void*);
+
+// AddressSanitizer builds (CMake -DFASTGAN_SANITIZE=address): tell ASan about every stack switch, and clear the
+// shadow of a stack before reusing it (an abandoned fiber leaves its frames' redzones poisoned).
+#if defined(__SANITIZE_ADDRESS__)
+#define FGEMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FGEMU_ASAN 1
+#endif
+#endif
+#ifdef FGEMU_ASAN
+extern "C" {
+void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
+}
+#endif
+
+namespace fgemu {
+BuiltinVars g_builtin{};
+bool g_racecheck = false;
+}
+
+// =================================================================================================================
+// Context switching.
+// =================================================================================================================
+#ifndef FGEMU_UCONTEXT
+// fgemu_ctx_switch(save, to): push the callee-saved registers, store rsp in *save, load rsp = to, pop, return.
+// fgemu_ctx_trampoline: first "return" target of a new fiber; r12 = argument, r13 = entry function.
+asm(R"(
+  .text
+  .p2align 4
+  .globl fgemu_ctx_switch
+  .hidden fgemu_ctx_switch
+  .type fgemu_ctx_switch, @function
+fgemu_ctx_switch:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  pushq %rbx
+  .cfi_adjust_cfa_offset 8
+  pushq %r12
+  .cfi_adjust_cfa_offset 8
+  pushq %r13
+  .cfi_adjust_cfa_offset 8
+  pushq %r14
+  .cfi_adjust_cfa_offset 8
+  pushq %r15
+  .cfi_adjust_cfa_offset 8
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .cfi_endproc
+  .size fgemu_ctx_switch, .-fgemu_ctx_switch
+
+  .p2align 4
+  .globl fgemu_ctx_trampoline
+  .hidden fgemu_ctx_trampoline
+  .type fgemu_ctx_trampoline, @function
+fgemu_ctx_trampoline:
+  .cfi_startproc
+  .cfi_undefined rip
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .cfi_endproc
+  .size fgemu_ctx_trampoline, .-fgemu_ctx_trampoline
+)");
+extern "C" void fgemu_ctx_switch(void** save, void* to);
+extern "C" void fgemu_ctx_trampoline();
+#endif
+
+namespace fgemu {
+namespace rt {
+namespace {
+
+constexpr int kMaxThreads = 1024;
+constexpr size_t kStaticSmemLimit = 48 * 1024;     // without opt-in (static + dynamic)
+constexpr size_t kDynamicSmemOptinLimit = 232448;  // sm_90: 227 KB per block with cudaFuncSetAttribute
+
+enum { kScheduleForward = 0, kScheduleReverse = 1, kScheduleRandom = 2 };
+int g_schedule = kScheduleForward;
+unsigned g_schedule_seed = 0;
+bool g_env_read = false;
+
+void read_env_once() {
+  if (g_env_read) return;
+  g_env_read = true;
+  if (const char* s = getenv("FGEMU_SCHEDULE")) {
+    std::string v = s;
+    if (v == "reverse") g_schedule = kScheduleReverse;
+    if (v.compare(0, 6, "random") == 0) {
+      g_schedule = kScheduleRandom;
+      if (v.size() > 7) g_schedule_seed = (unsigned)strtoul(v.c_str() + 7, nullptr, 10);
+    }
+  }
+  if (const char* s = getenv("FGEMU_RACECHECK")) ::fgemu::g_racecheck = *s && *s != '0';
+}
+
+struct Ctx {
+#ifdef FGEMU_UCONTEXT
+  ucontext_t uc;
+#else
+  void* sp = nullptr;
+#endif
+};
+
+typedef void (*EntryFn)(void*);
+
+#ifdef FGEMU_UCONTEXT
+EntryFn g_uc_entry = nullptr;
+void uc_trampoline(unsigned hi, unsigned lo) {
+  void* arg = reinterpret_cast<void*>(((uintptr_t)hi << 32) | (uintptr_t)lo);
+  g_uc_entry(arg);
+  abort();
+}
+void ctx_init(Ctx* c, char* lo, size_t size, EntryFn fn, void* arg) {
+  g_uc_entry = fn;
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = lo;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  uintptr_t a = reinterpret_cast<uintptr_t>(arg);
+  makecontext(&c->uc, reinterpret_cast<void (*)()>(uc_trampoline), 2, (unsigned)(a >> 32), (unsigned)(a & 0xFFFFFFFFu));
+}
+inline void ctx_switch(Ctx* from, Ctx* to) { swapcontext(&from->uc, &to->uc); }
+#else
+void ctx_init(Ctx* c, char* lo, size_t size, EntryFn fn, void* arg) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(lo) + size) & ~(uintptr_t)15;
+  void** sp = reinterpret_cast<void**>(top - 72);  // sp + 56 (after 6 pops and ret) is 16-byte aligned
+  sp[0] = nullptr;                                  // r15
+  sp[1] = nullptr;                                  // r14
+  sp[2] = reinterpret_cast<void*>(fn);              // r13
+  sp[3] = arg;                                      // r12
+  sp[4] = nullptr;                                  // rbx
+  sp[5] = nullptr;                                  // rbp
+  sp[6] = reinterpret_cast<void*>(&fgemu_ctx_trampoline);
+  sp[7] = nullptr;
+  sp[8] = nullptr;
+  c->sp = sp;
+}
+inline void ctx_switch(Ctx* from, Ctx* to) { fgemu_ctx_switch(&from->sp, to->sp); }
+#endif
+
+// =================================================================================================================
+// Engine state (one launch at a time, guarded by g_launch_mutex).
+// =================================================================================================================
+enum ThreadState : uint8_t { kUnstarted, kReady, kRunning, kAtBar, kAtWarp, kAtActive, kExited };
+
+struct Fiber;
+
+struct Thread {
+  Fiber* fiber;
+  uint3 tid;
+  int linear, warp, lane;
+  ThreadState state;
+  // block barrier
+  const char* bar_file;
+  int bar_line, bar_kind, bar_pred;
+  // warp collective
+  int w_kind, w_size, w_param, w_width;
+  unsigned w_mask;
+  uint64_t w_value;
+  const char* w_file;
+  int w_line;
+  WarpResult w_result;
+};
+
+struct WarpState {
+  unsigned existing;  // lanes that exist (partial last warp)
+  unsigned exited;
+  unsigned at_bar;
+  unsigned at_op;      // waiting at a mask-based collective
+  unsigned at_active;  // waiting at __activemask
+};
+
+struct Fiber {
+  Ctx ctx;
+  char* stack_lo;  // usable stack [stack_lo, stack_lo + stack_size)
+  size_t color;    // start offset below the top: stack tops would otherwise all map to the same cache sets
+  void* asan_fake = nullptr;
+  char* map_base;
+  size_t map_size;
+  Thread* thread;
+};
+
+struct Engine {
+  const LaunchDesc* d = nullptr;
+  int nthreads = 0, nwarps = 0;
+  std::vector<Thread> threads;
+  std::vector<WarpState> warps;
+  // ready queue (each thread at most once)
+  std::vector<Thread*> ready;
+  int rhead = 0, rcount = 0;
+  int next_unstarted = 0;
+  std::vector<int> order;  // thread start / release order (FGEMU_SCHEDULE)
+  size_t fibers_used = 0;            // pool entries used by this block
+  std::vector<Fiber*> free_fibers;   // stacks of finished threads, reusable within the block
+  int n_exited = 0, n_at_bar = 0;
+  // current barrier episode
+  const char* bar_file = nullptr;
+  int bar_line = 0, bar_kind = 0, bar_true = 0;
+  bool bar_mismatch = false;
+  int bar_result = 0;
+  // failure
+  bool failed = false;
+  std::string error;
+  // contexts
+  Ctx main_ctx;
+  void* main_asan_fake = nullptr;
+  const void* main_stack_lo = nullptr;  // the launching thread's stack (for ASan's fiber annotations)
+  size_t main_stack_size = 0;
+  Fiber* cur_fiber = nullptr;
+  Thread* cur = nullptr;
+  bool active = false;
+};
+
+Engine E;
+std::vector<Fiber*>& g_fibers = *new std::vector<Fiber*>();  // pool, grows on demand, never freed (not even at exit)
+size_t g_stack_size = 0;
+std::mutex g_launch_mutex;
+std::atomic<unsigned long> g_launch_thread{0};  // host thread running a launch (0: none)
+
+size_t page_size() {
+  static const size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+  return ps;
+}
+
+size_t stack_size() {
+  if (!g_stack_size) {
+    size_t kb = 256;
+    if (const char* s = getenv("FGEMU_STACK_KB")) {
+      long v = atol(s);
+      if (v >= 16) kb = (size_t)v;
+    }
+    g_stack_size = (kb * 1024 + page_size() - 1) & ~(page_size() - 1);
+  }
+  return g_stack_size;
+}
+
+Fiber* fiber_at(size_t i) {
+  while (g_fibers.size() <= i) {
+    size_t ss = stack_size(), guard = page_size();
+    size_t total = ss + guard;
+    void* m = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) throw std::runtime_error("fgemu: cannot allocate a fiber stack");
+    mprotect(m, guard, PROT_NONE);  // stack grows down into the guard page
+    Fiber* f = new Fiber();
+    f->map_base = static_cast<char*>(m);
+    f->map_size = total;
+    f->stack_lo = static_cast<char*>(m) + guard;
+    f->thread = nullptr;
+    f->color = (g_fibers.size() * 832) % 4096;
+    g_fibers.push_back(f);
+  }
+  return g_fibers[i];
+}
+
+// ---- messages --------------------------------------------------------------------------------------------------
+std::string fmt_dim(dim3 v) {
+  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+}
+std::string fmt_site(const char* file, int line) {
+  const char* f = file ? file : "?";
+  return std::string(f) + ":" + std::to_string(line);
+}
+const char* bar_name(int kind) {
+  switch (kind) {
+    case kBarCount: return "__syncthreads_count()";
+    case kBarAnd: return "__syncthreads_and()";
+    case kBarOr: return "__syncthreads_or()";
+  }
+  return "__syncthreads()";
+}
+const char* warp_name(int kind) {
+  static const char* names[kNumWarpKinds] = {
+      "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__ballot_sync", "__any_sync",
+      "__all_sync", "__uni_sync", "__syncwarp", "__match_any_sync", "__match_all_sync", "__reduce_add_sync",
+      "__reduce_add_sync", "__reduce_min_sync", "__reduce_min_sync", "__reduce_max_sync", "__reduce_max_sync",
+      "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+  return (kind >= 0 && kind < kNumWarpKinds) ? names[kind] : "warp intrinsic";
+}
+std::string fmt_mask(unsigned m) {
+  char b[16];
+  snprintf(b, sizeof b, "0x%08x", m);
+  return b;
+}
+std::string fmt_lanes(unsigned m) {
+  std::string s;
+  int i = 0;
+  while (i < 32) {
+    if (!((m >> i) & 1u)) { ++i; continue; }
+    int j = i;
+    while (j + 1 < 32 && ((m >> (j + 1)) & 1u)) ++j;
+    if (!s.empty()) s += ",";
+    s += std::to_string(i);
+    if (j > i) s += "-" + std::to_string(j);
+    i = j + 1;
+  }
+  return s.empty() ? "none" : s;
+}
+std::string launch_prefix() {
+  const LaunchDesc& d = *E.d;
+  return std::string("fgemu: kernel '") + (d.name ? d.name : "?") + "' (grid " + fmt_dim(d.grid) + ", block " +
+         fmt_dim(d.block) + ", dynamic smem " + std::to_string(d.smem) + " B)";
+}
+std::string where_block() { return "block " + fmt_dim(dim3(g_builtin.block_idx)); }
+std::string where_thread(const Thread* t) {
+  return where_block() + ", thread " + fmt_dim(dim3(t->tid)) + " (warp " + std::to_string(t->warp) + ", lane " +
+         std::to_string(t->lane) + ")";
+}
+
+// ---- race check (FGEMU_RACECHECK=1) -----------------------------------------------------------------------------
+// Between two block barriers every thread sees the shared memory as it was at the last barrier plus its own writes;
+// bytes that other threads wrote in the meantime read as 0xFF (NaN). A read that needs a barrier therefore gives
+// garbage instead of silently working because the emulator happened to run the writer first. Writes are found by
+// comparing the shared memory with a shadow of what was installed when the thread was switched in: two threads
+// writing different values to the same byte, or a plain store to a byte that other threads update with atomics, is
+// reported as a race. __syncwarp() publishes its lanes' writes; atomics (which call note_atomic) act on the committed
+// value and stay visible to everybody.
+//
+// Cost per thread switch: the bytes owned by the two threads involved, plus a comparison of the "scanned pages":
+// the dynamic shared memory and the 64-byte pages of the thread-local block this kernel was seen writing. All pages
+// are compared in the first block a kernel runs under the check; later, a write to a new page is noticed (and its
+// page added) at the next barrier, unchecked that one time.
+struct RaceRange {
+  unsigned char* p;
+  size_t len, off;  // off: index of p[0] in the shadow arrays (a multiple of kPage)
+  bool dynamic;
+};
+constexpr uint32_t kPage = 64;
+constexpr uint32_t kOwnerMask = 0xFFFFu, kAtomicBit = 1u << 16, kMultiAtomicBit = 1u << 17;
+struct RaceState {
+  bool on = false;
+  std::vector<RaceRange> ranges;
+  size_t total = 0;
+  std::vector<unsigned char> committed;  // the values every thread sees after the next barrier
+  std::vector<unsigned char> shadow;     // what memory held when the current view was installed
+  std::vector<uint32_t> owner;           // 0: untouched since the barrier; else thread+1 | atomic flags
+  std::vector<uint32_t> dirty;           // indices with owner != 0
+  std::vector<std::vector<uint32_t>> owned;  // per thread: indices it wrote (plain) since the barrier
+  std::vector<uint32_t> owners;              // threads with a non-empty `owned`
+  uint32_t view = 0;                         // thread (linear+1) whose view is installed; 0: nobody's
+  const char* since_file = nullptr;
+  int since_line = 0;
+  std::vector<uint32_t> scan_pages;
+  std::vector<uint8_t>* learned = nullptr;  // per kernel: page -> 1
+  bool full_scan = false;
+};
+std::unordered_map<const void*, std::vector<uint8_t>> g_rc_learned;
+RaceState R;
+
+inline unsigned char* rc_addr(uint32_t i) {
+  for (const RaceRange& r : R.ranges)
+    if (i >= r.off && i < r.off + r.len) return r.p + (i - r.off);
+  return nullptr;
+}
+inline uint32_t rc_index(const void* a, bool* found) {
+  const unsigned char* p = static_cast<const unsigned char*>(a);
+  for (const RaceRange& r : R.ranges)
+    if (p >= r.p && p < r.p + r.len) {
+      *found = true;
+      return (uint32_t)(r.off + (size_t)(p - r.p));
+    }
+  *found = false;
+  return 0;
+}
+inline void rc_set(uint32_t i, unsigned char v) {
+  *rc_addr(i) = v;
+  R.shadow[i] = v;
+}
+
+std::string rc_where(uint32_t i) {
+  for (const RaceRange& r : R.ranges)
+    if (i >= r.off && i < r.off + r.len) {
+      if (r.dynamic) return "byte " + std::to_string(i - r.off) + " of dynamic shared memory";
+      return "static shared memory (byte " + std::to_string((size_t)(r.p - R.ranges[0].p) + (i - r.off)) +
+             " of the kernel module's thread-local block)";
+    }
+  return "shared memory";
+}
+std::string rc_thread(uint32_t id) { return "thread " + fmt_dim(dim3(E.threads[id - 1].tid)); }
+void rc_fail(const std::string& what) {
+  if (E.failed) return;
+  E.failed = true;
+  E.error = launch_prefix() + ": shared memory race in " + where_block() + ": " + what + " between " +
+            (R.since_file ? "the barrier at " + fmt_site(R.since_file, R.since_line) : std::string("the block start")) +
+            " and the next barrier";
+}
+
+void rc_mark_page(uint32_t i) {
+  uint32_t pg = i / kPage;
+  if (!(*R.learned)[pg]) {
+    (*R.learned)[pg] = 1;
+    R.scan_pages.push_back(pg);
+  }
+}
+
+void rc_clear_interval() {
+  for (uint32_t th : R.owners) R.owned[th].clear();
+  R.owners.clear();
+  R.dirty.clear();
+}
+
+void rc_setup_block() {
+  if (!R.on) return;
+  R.committed.resize(R.total);
+  R.shadow.resize(R.total);
+  R.owner.assign(R.total, 0);
+  R.owned.resize((size_t)E.nthreads + 1);
+  rc_clear_interval();
+  for (const RaceRange& r : R.ranges) {
+    memcpy(R.committed.data() + r.off, r.p, r.len);
+    memcpy(R.shadow.data() + r.off, r.p, r.len);
+  }
+  R.view = 0;
+  R.since_file = nullptr;
+  R.since_line = 0;
+}
+
+// Installs thread t's view: hide the bytes the previous view's thread wrote, show t's own.
+inline void rc_begin(Thread* t) {
+  if (!R.on) return;
+  const uint32_t me = (uint32_t)t->linear + 1;
+  if (R.view == me) return;
+  if (R.view)
+    for (uint32_t i : R.owned[R.view])
+      if (!(R.owner[i] & kAtomicBit)) rc_set(i, 0xFF);
+  for (uint32_t i : R.owned[me]) rc_set(i, R.committed[i]);
+  R.view = me;
+}
+
+void rc_write(uint32_t i, uint32_t me, unsigned char v) {
+  uint32_t& o = R.owner[i];
+  R.shadow[i] = v;
+  if (o == 0) {
+    o = me;
+    R.dirty.push_back(i);
+    if (R.owned[me].empty()) R.owners.push_back(me);
+    R.owned[me].push_back(i);
+  } else if ((o & kOwnerMask) != me || (o & kMultiAtomicBit)) {
+    uint32_t other = o & kOwnerMask;
+    if (!(o & kAtomicBit) && R.committed[i] == v) return;  // same value written twice: benign, not reported
+    if (o & kAtomicBit)
+      rc_fail(rc_where(i) + " is written by " + rc_thread(me) + " and updated atomically by " + rc_thread(other) +
+              ((o & kMultiAtomicBit) ? " and others" : ""));
+    else
+      rc_fail(rc_where(i) + " is written by " + rc_thread(other) + " and by " + rc_thread(me));
+    return;
+  }
+  R.committed[i] = v;
+}
+
+// The bytes of [m, m + len) (index i0 on) that changed since the view was installed.
+inline void rc_scan(const unsigned char* m, uint32_t i0, size_t len, uint32_t me) {
+  const unsigned char* sh = R.shadow.data() + i0;
+  size_t j = 0;
+  for (;;) {
+    // fast part: whole 8-byte words that did not change
+    for (; j + 8 <= len; j += 8) {
+      uint64_t a, b;
+      memcpy(&a, m + j, 8);
+      memcpy(&b, sh + j, 8);
+      if (a != b) break;
+    }
+    if (j >= len) return;
+    size_t end = std::min(j + 8, len);
+    for (size_t q = j; q < end; ++q)
+      if (m[q] != sh[q]) {
+        if (R.full_scan) rc_mark_page((uint32_t)(i0 + q));
+        rc_write((uint32_t)(i0 + q), me, m[q]);
+      }
+    j = end;
+  }
+}
+
+// Thread t stops running: record (and check) what it wrote.
+void rc_end(Thread* t) {
+  if (!R.on || E.failed) return;
+  const uint32_t me = (uint32_t)t->linear + 1;
+  if (R.full_scan) {
+    for (const RaceRange& r : R.ranges) rc_scan(r.p, (uint32_t)r.off, r.len, me);
+    return;
+  }
+  for (uint32_t pg : R.scan_pages) {
+    const uint32_t i0 = pg * kPage;
+    for (const RaceRange& r : R.ranges)
+      if (i0 >= r.off && i0 < r.off + r.len) {
+        rc_scan(r.p + (i0 - r.off), i0, std::min<size_t>(kPage, r.off + r.len - i0), me);
+        break;
+      }
+  }
+}
+
+// At barriers and block end: writes outside the scanned pages are committed unattributed; their pages are scanned
+// from now on.
+void rc_learn() {
+  for (const RaceRange& r : R.ranges) {
+    const unsigned char* m = r.p;
+    unsigned char* sh = R.shadow.data() + r.off;
+    for (size_t j = 0; j < r.len; j += 8) {
+      uint64_t a = 0, b = 0;
+      size_t w = std::min<size_t>(8, r.len - j);
+      memcpy(&a, m + j, w);
+      memcpy(&b, sh + j, w);
+      if (a == b) continue;
+      for (size_t q = j; q < j + w; ++q) {
+        if (m[q] == sh[q]) continue;
+        uint32_t i = (uint32_t)(r.off + q);
+        sh[q] = m[q];
+        R.committed[i] = m[q];
+        rc_mark_page(i);
+      }
+    }
+  }
+}
+
+// Barrier: everything written becomes visible to everybody.
+void rc_commit_all(const char* file, int line) {
+  if (!R.on) return;
+  rc_learn();
+  for (uint32_t i : R.dirty) {
+    rc_set(i, R.committed[i]);
+    R.owner[i] = 0;
+  }
+  rc_clear_interval();
+  R.view = 0;
+  R.since_file = file;
+  R.since_line = line;
+}
+
+// __syncwarp: the plain writes of the group's lanes become visible to everybody.
+void rc_commit_lanes(int w, unsigned group) {
+  if (!R.on) return;
+  bool any = false;
+  for (unsigned m = group; m; m &= m - 1) {
+    uint32_t th = (uint32_t)(w * 32 + __builtin_ctz(m)) + 1;
+    for (uint32_t i : R.owned[th]) {
+      if (!(R.owner[i] & kAtomicBit)) R.owner[i] = 0;
+      rc_set(i, R.committed[i]);
+      any = true;
+    }
+    R.owned[th].clear();
+  }
+  if (!any) return;
+  size_t keep = 0;
+  for (uint32_t i : R.dirty)
+    if (R.owner[i]) R.dirty[keep++] = i;
+  R.dirty.resize(keep);
+  keep = 0;
+  for (uint32_t th : R.owners)
+    if (!R.owned[th].empty()) R.owners[keep++] = th;
+  R.owners.resize(keep);
+}
+
+// ---- switching -------------------------------------------------------------------------------------------------
+inline void set_current(Thread* t) {
+  E.cur = t;
+  g_builtin.thread_idx = t->tid;
+}
+
+void fiber_entry(void* arg);
+
+// `dying`: the fiber we leave will never be resumed (ASan may drop its fake stack).
+inline void asan_before_switch(bool dying, const void* to_lo, size_t to_size) {
+#ifdef FGEMU_ASAN
+  void** save = E.cur_fiber ? &E.cur_fiber->asan_fake : &E.main_asan_fake;
+  __sanitizer_start_switch_fiber(dying ? nullptr : save, to_lo, to_size);
+#else
+  (void)dying, (void)to_lo, (void)to_size;
+#endif
+}
+inline void asan_after_switch() {
+#ifdef FGEMU_ASAN
+  __sanitizer_finish_switch_fiber(E.cur_fiber ? E.cur_fiber->asan_fake : E.main_asan_fake, nullptr, nullptr);
+#endif
+}
+
+inline void switch_to(Thread* t, bool dying = false) {
+  Ctx* from = E.cur_fiber ? &E.cur_fiber->ctx : &E.main_ctx;
+  rc_begin(t);
+  asan_before_switch(dying, t->fiber->stack_lo, stack_size() - t->fiber->color);
+  set_current(t);
+  t->state = kRunning;
+  E.cur_fiber = t->fiber;
+  ctx_switch(from, &t->fiber->ctx);
+  asan_after_switch();
+}
+
+inline void switch_to_main(bool dying = false) {
+  Ctx* from = &E.cur_fiber->ctx;
+  asan_before_switch(dying, E.main_stack_lo, E.main_stack_size);
+  E.cur_fiber = nullptr;
+  E.cur = nullptr;
+  ctx_switch(from, &E.main_ctx);
+  asan_after_switch();
+}
+
+// A fault detected while a fiber runs: record it (first one wins), then abandon the fiber (its stack is simply
+// reused later). Two separate statements at every call site, so that no temporary is alive on the abandoned stack.
+void record_failure(const std::string& msg) {
+  if (!E.failed) {
+    E.failed = true;
+    E.error = msg;
+  }
+}
+[[noreturn]] void abandon_fiber() {
+  switch_to_main(true);
+  abort();  // never resumed
+}
+
+inline void push_ready(Thread* t) {
+  t->state = kReady;
+  int idx = E.rhead + E.rcount;
+  if (idx >= E.nthreads) idx -= E.nthreads;
+  E.ready[idx] = t;
+  ++E.rcount;
+}
+inline Thread* pop_ready() {
+  if (!E.rcount) return nullptr;
+  Thread* t = E.ready[E.rhead];
+  if (++E.rhead == E.nthreads) E.rhead = 0;
+  --E.rcount;
+  return t;
+}
+
+// Starts the next unstarted thread on a fresh fiber (used when the current thread blocks).
+Thread* start_on_new_fiber() {
+  Thread* t = &E.threads[(size_t)E.order[(size_t)E.next_unstarted++]];
+  Fiber* f;
+  if (!E.free_fibers.empty()) {
+    f = E.free_fibers.back();
+    E.free_fibers.pop_back();
+  } else {
+    f = fiber_at(E.fibers_used++);
+  }
+  f->thread = t;
+  t->fiber = f;
+#ifdef FGEMU_ASAN
+  __asan_unpoison_memory_region(f->stack_lo, stack_size());
+#endif
+  ctx_init(&f->ctx, f->stack_lo, stack_size() - f->color, &fiber_entry, f);
+  return t;
+}
+
+// The current thread has recorded why it waits; run somebody else until it is made ready and resumed.
+void block_current() {
+  Thread* n = pop_ready();
+  if (!n && E.next_unstarted < E.nthreads) n = start_on_new_fiber();
+  if (n)
+    switch_to(n);
+  else
+    switch_to_main();
+  // resumed by whoever made us ready; E.cur == this thread again
+}
+
+Thread* current_or_throw(const char* what) {
+  if (!E.active || !E.cur) throw std::logic_error(std::string("fgemu: ") + what + " called outside a running kernel");
+  return E.cur;
+}
+
+// ---- warp collectives ------------------------------------------------------------------------------------------
+bool is_shfl(int k) { return k == kShflIdx || k == kShflUp || k == kShflDown || k == kShflXor; }
+
+uint64_t size_mask(int size) { return size >= 8 ? ~0ull : ((1ull << (8 * size)) - 1ull); }
+
+void release_lanes(WarpState& ws, int w, unsigned lanes) {
+  Thread* base = &E.threads[(size_t)w * 32];
+  for (int k = 0; k < 32; ++k) {
+    int lane = g_schedule == kScheduleReverse ? 31 - k : k;
+    if (!((lanes >> lane) & 1u)) continue;
+    Thread* t = base + lane;
+    if (t == E.cur)
+      t->state = kRunning;
+    else
+      push_ready(t);
+  }
+  (void)ws;
+}
+
+// Executes the collective for the lanes `group` (all waiting with the same kind and mask).
+void complete_group(int w, unsigned group) {
+  Thread* base = &E.threads[(size_t)w * 32];
+  Thread* first = base + __builtin_ctz(group);
+  const int kind = first->w_kind;
+  const int size = first->w_size;
+  const uint64_t poison = size_mask(size);  // value read from a lane that does not take part: all ones (NaN)
+  switch (kind) {
+    case kShflIdx:
+    case kShflUp:
+    case kShflDown:
+    case kShflXor: {
+      for (unsigned m = group; m; m &= m - 1) {
+        int lane = __builtin_ctz(m);
+        Thread* t = base + lane;
+        // PTX shfl.sync semantics with c = ((32 - width) << 8) | clamp, as CUDA's __shfl*_sync build it.
+        int width = t->w_width;
+        unsigned segmask = (unsigned)(32 - width) & 31u;
+        unsigned b = (unsigned)t->w_param & 31u;
+        unsigned cval = (kind == kShflUp) ? 0u : 31u;
+        int max_lane = (int)(((unsigned)lane & segmask) | (cval & ~segmask));
+        int min_lane = (int)((unsigned)lane & segmask);
+        int j = lane;
+        bool pval = true;
+        switch (kind) {
+          case kShflUp: j = lane - (int)b; pval = j >= max_lane; break;
+          case kShflDown: j = lane + (int)b; pval = j <= max_lane; break;
+          case kShflXor: j = lane ^ (int)b; pval = j <= max_lane; break;
+          default: j = min_lane | (int)(b & ~segmask); pval = j <= max_lane; break;
+        }
+        if (!pval) j = lane;
+        uint64_t v = ((group >> j) & 1u) ? base[j].w_value : poison;
+        t->w_result.value = v;
+        t->w_result.pred = 0;
+      }
+      break;
+    }
+    case kBallot:
+    case kAny:
+    case kAll:
+    case kUni: {
+      unsigned ballot = 0;
+      for (unsigned m = group; m; m &= m - 1) {
+        int lane = __builtin_ctz(m);
+        if (base[lane].w_value) ballot |= 1u << lane;
+      }
+      uint64_t r = 0;
+      if (kind == kBallot) r = ballot;
+      if (kind == kAny) r = ballot != 0;
+      if (kind == kAll) r = ballot == group;
+      if (kind == kUni) r = ballot == 0 || ballot == group;
+      for (unsigned m = group; m; m &= m - 1) base[__builtin_ctz(m)].w_result = WarpResult{r, 0};
+      break;
+    }
+    case kSyncwarp:
+      for (unsigned m = group; m; m &= m - 1) base[__builtin_ctz(m)].w_result = WarpResult{0, 0};
+      rc_commit_lanes(w, group);
+      break;
+    case kMatchAny:
+    case kMatchAll: {
+      bool all_equal = true;
+      for (unsigned m = group; m; m &= m - 1) {
+        int lane = __builtin_ctz(m);
+        unsigned same = 0;
+        for (unsigned k = group; k; k &= k - 1) {
+          int o = __builtin_ctz(k);
+          if (base[o].w_value == base[lane].w_value) same |= 1u << o;
+        }
+        if (same != group) all_equal = false;
+        base[lane].w_result = WarpResult{same, 0};
+      }
+      if (kind == kMatchAll)
+        for (unsigned m = group; m; m &= m - 1)
+          base[__builtin_ctz(m)].w_result = WarpResult{all_equal ? group : 0u, all_equal ? 1 : 0};
+      break;
+    }
+    default: {  // __reduce_*_sync
+      uint64_t acc = 0;
+      bool firstv = true;
+      for (unsigned m = group; m; m &= m - 1) {
+        uint32_t u = (uint32_t)base[__builtin_ctz(m)].w_value;
+        int32_t i = (int32_t)u;
+        if (firstv) { acc = u; firstv = false; continue; }
+        uint32_t a = (uint32_t)acc;
+        switch (kind) {
+          case kReduceAddU:
+          case kReduceAddI: a = a + u; break;
+          case kReduceMinU: a = u < a ? u : a; break;
+          case kReduceMinI: a = (uint32_t)(i < (int32_t)a ? i : (int32_t)a); break;
+          case kReduceMaxU: a = u > a ? u : a; break;
+          case kReduceMaxI: a = (uint32_t)(i > (int32_t)a ? i : (int32_t)a); break;
+          case kReduceAnd: a &= u; break;
+          case kReduceOr: a |= u; break;
+          case kReduceXor: a ^= u; break;
+        }
+        acc = a;
+      }
+      for (unsigned m = group; m; m &= m - 1) base[__builtin_ctz(m)].w_result = WarpResult{acc, 0};
+      break;
+    }
+  }
+  WarpState& ws = E.warps[w];
+  ws.at_op &= ~group;
+  release_lanes(ws, w, group);
+}
+
+// Tries to complete the collective of the lanes waiting with mask `mask`. Returns false when it must keep waiting.
+// A lane needed by the mask that waits at a different collective is a fault (CUDA: undefined behaviour / hang).
+void try_group(int w, unsigned mask) {
+  WarpState& ws = E.warps[w];
+  unsigned need = mask & ws.existing & ~ws.exited;
+  if (!need || (ws.at_op & need) != need) return;
+  Thread* base = &E.threads[(size_t)w * 32];
+  Thread* ref = nullptr;
+  for (unsigned m = need; m; m &= m - 1) {
+    Thread* t = base + __builtin_ctz(m);
+    if (t->w_mask == mask) { ref = t; break; }
+  }
+  if (!ref) return;
+  for (unsigned m = need; m; m &= m - 1) {
+    Thread* t = base + __builtin_ctz(m);
+    bool same_kind = t->w_kind == ref->w_kind || (t->w_kind == kSyncwarp && ref->w_kind == kSyncwarp);
+    if (t->w_mask != mask || !same_kind || (!is_shfl(t->w_kind) && t->w_size != ref->w_size && ref->w_kind >= kMatchAny &&
+                                             ref->w_kind <= kMatchAll)) {
+      std::string msg = launch_prefix() + ": warp collectives do not match in " + where_block() + ", warp " +
+                        std::to_string(w) + ": lane " + std::to_string(ref->lane) + " waits at " +
+                        warp_name(ref->w_kind) + " (" + fmt_site(ref->w_file, ref->w_line) + ") with mask " +
+                        fmt_mask(ref->w_mask) + ", lane " + std::to_string(t->lane) + " at " + warp_name(t->w_kind) +
+                        " (" + fmt_site(t->w_file, t->w_line) + ") with mask " + fmt_mask(t->w_mask) +
+                        "; every non-exited lane named in a mask must execute the same intrinsic with the same mask";
+      E.failed = true;
+      E.error = msg;
+      return;
+    }
+  }
+  complete_group(w, need);
+}
+
+// __activemask groups form when no lane of the warp can still arrive: every existing lane has exited or waits.
+void try_active(int w) {
+  WarpState& ws = E.warps[w];
+  if (!ws.at_active) return;
+  unsigned blocked = ws.exited | ws.at_bar | ws.at_op | ws.at_active;
+  if ((blocked & ws.existing) != ws.existing) return;
+  Thread* base = &E.threads[(size_t)w * 32];
+  unsigned left = ws.at_active;
+  while (left) {
+    Thread* ref = base + __builtin_ctz(left);
+    unsigned group = 0;
+    for (unsigned m = left; m; m &= m - 1) {
+      Thread* t = base + __builtin_ctz(m);
+      if (t->w_line == ref->w_line && (t->w_file == ref->w_file || strcmp(t->w_file, ref->w_file) == 0))
+        group |= 1u << t->lane;
+    }
+    for (unsigned m = group; m; m &= m - 1) base[__builtin_ctz(m)].w_result = WarpResult{group, 0};
+    left &= ~group;
+    ws.at_active &= ~group;
+    release_lanes(ws, w, group);
+  }
+}
+
+// After lanes of warp w exited: masks waiting for them may now be complete.
+void warp_lane_gone(int w) {
+  WarpState& ws = E.warps[w];
+  if (ws.at_op) {
+    Thread* base = &E.threads[(size_t)w * 32];
+    unsigned tried_masks[32];
+    int ntried = 0;
+    for (unsigned m = ws.at_op; m && !E.failed; m &= m - 1) {
+      Thread* t = base + __builtin_ctz(m);
+      if (t->state != kAtWarp) continue;
+      bool seen = false;
+      for (int i = 0; i < ntried; ++i) seen |= tried_masks[i] == t->w_mask;
+      if (seen) continue;
+      tried_masks[ntried++] = t->w_mask;
+      try_group(w, t->w_mask);
+    }
+  }
+  if (!E.failed) try_active(w);
+}
+
+// ---- block barrier ---------------------------------------------------------------------------------------------
+void release_barrier() {
+  int r = 0;
+  switch (E.bar_kind) {
+    case kBarCount: r = E.bar_true; break;
+    case kBarAnd: r = E.bar_true == E.nthreads; break;
+    case kBarOr: r = E.bar_true > 0; break;
+    default: r = 0; break;
+  }
+  E.bar_result = r;
+  rc_commit_all(E.bar_file, E.bar_line);
+  for (int w = 0; w < E.nwarps; ++w) E.warps[w].at_bar = 0;
+  for (int k = 0; k < E.nthreads; ++k) {
+    Thread& t = E.threads[(size_t)E.order[(size_t)k]];
+    if (t.state != kAtBar) continue;
+    if (&t == E.cur)
+      t.state = kRunning;
+    else
+      push_ready(&t);
+  }
+  E.n_at_bar = 0;
+}
+
+int barrier(int kind, int pred, const char* file, int line) {
+  Thread* t = current_or_throw(bar_name(kind));
+  rc_end(t);
+  if (E.failed) abandon_fiber();
+  t->state = kAtBar;
+  t->bar_file = file;
+  t->bar_line = line;
+  t->bar_kind = kind;
+  t->bar_pred = pred;
+  if (E.n_at_bar == 0) {
+    E.bar_file = file;
+    E.bar_line = line;
+    E.bar_kind = kind;
+    E.bar_true = 0;
+    E.bar_mismatch = false;
+  } else if (line != E.bar_line || kind != E.bar_kind || (file != E.bar_file && strcmp(file, E.bar_file) != 0)) {
+    E.bar_mismatch = true;
+  }
+  E.bar_true += pred ? 1 : 0;
+  ++E.n_at_bar;
+  WarpState& ws = E.warps[t->warp];
+  ws.at_bar |= 1u << t->lane;
+  if (ws.at_active) try_active(t->warp);
+  if (E.failed) abandon_fiber();
+  if (E.n_at_bar == E.nthreads && !E.bar_mismatch) {
+    release_barrier();  // the last thread to arrive continues directly
+    rc_begin(t);
+    return E.bar_result;
+  }
+  block_current();
+  return E.bar_result;
+}
+
+// ---- thread exit -----------------------------------------------------------------------------------------------
+void thread_exited(Thread* t) {
+  t->state = kExited;
+  ++E.n_exited;
+  WarpState& ws = E.warps[t->warp];
+  ws.exited |= 1u << t->lane;
+  if (ws.at_op || ws.at_active) warp_lane_gone(t->warp);
+}
+
+void fiber_entry(void* arg) {
+  Fiber* f = static_cast<Fiber*>(arg);
+#ifdef FGEMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);  // first entry: nothing saved on this stack yet
+#endif
+  for (;;) {
+    Thread* t = f->thread;
+    bool threw = false;
+    try {
+      E.d->invoke(E.d->payload);
+    } catch (const std::exception& e) {
+      threw = true;
+      E.error = launch_prefix() + ": " + where_thread(t) + " threw an exception: " + e.what();
+    } catch (...) {
+      threw = true;
+      E.error = launch_prefix() + ": " + where_thread(t) + " threw an exception";
+    }
+    if (threw) {
+      E.failed = true;
+      switch_to_main(true);
+      abort();
+    }
+    rc_end(t);
+    thread_exited(t);
+    if (E.failed) abandon_fiber();
+    if (Thread* n = pop_ready()) {
+      // Resume a waiting thread first (keeps the number of live stacks small); this stack becomes free.
+      f->thread = nullptr;
+      E.free_fibers.push_back(f);
+      switch_to(n, true);
+      abort();  // a finished fiber is never resumed
+    }
+    if (E.next_unstarted < E.nthreads) {
+      // Hand this stack straight to the next thread: no context switch at all for barrier-free blocks.
+      Thread* n = &E.threads[(size_t)E.order[(size_t)E.next_unstarted++]];
+      rc_begin(n);
+      n->fiber = f;
+      f->thread = n;
+      set_current(n);
+      n->state = kRunning;
+      continue;
+    }
+    f->thread = nullptr;
+    switch_to_main(true);
+    abort();  // a finished fiber is never resumed
+  }
+}
+
+// ---- diagnosis when no thread can run --------------------------------------------------------------------------
+std::string describe_lane_state(const Thread& t) {
+  switch (t.state) {
+    case kExited: return "exited";
+    case kAtBar: return std::string("at ") + bar_name(t.bar_kind) + " (" + fmt_site(t.bar_file, t.bar_line) + ")";
+    case kAtWarp:
+      return std::string("at ") + warp_name(t.w_kind) + " (" + fmt_site(t.w_file, t.w_line) + ") with mask " +
+             fmt_mask(t.w_mask);
+    case kAtActive: return "at __activemask() (" + fmt_site(t.w_file, t.w_line) + ")";
+    default: return "running";
+  }
+}
+
+std::string diagnose_stuck() {
+  std::string msg = launch_prefix() + ": ";
+  int n_warp_wait = 0;
+  for (const Thread& t : E.threads) n_warp_wait += (t.state == kAtWarp || t.state == kAtActive);
+  if (n_warp_wait) {
+    // Report the first warp that cannot make progress.
+    for (int w = 0; w < E.nwarps; ++w) {
+      const WarpState& ws = E.warps[w];
+      if (!ws.at_op && !ws.at_active) continue;
+      const Thread* base = &E.threads[(size_t)w * 32];
+      const Thread* waiter = base + __builtin_ctz(ws.at_op | ws.at_active);
+      unsigned waiting = ws.at_op | ws.at_active;
+      msg += "deadlock in " + where_block() + ", warp " + std::to_string(w) + ": lane" +
+             (__builtin_popcount(waiting) > 1 ? "s " : " ") + fmt_lanes(waiting) + " " + describe_lane_state(*waiter);
+      unsigned need = waiter->state == kAtWarp ? (waiter->w_mask & ws.existing & ~ws.exited) : ws.existing;
+      unsigned missing = need & ~ws.at_op & ~ws.at_active;
+      if (missing) {
+        const Thread& m = base[__builtin_ctz(missing)];
+        msg += ", but lane" + std::string(__builtin_popcount(missing) > 1 ? "s " : " ") + fmt_lanes(missing) +
+               " named in the mask " + describe_lane_state(m);
+      }
+      msg += "; warp collectives need every non-exited lane of their mask to execute them";
+      return msg;
+    }
+  }
+  // Only block barriers left.
+  if (E.n_exited > 0) {
+    const Thread* ex = nullptr;
+    for (const Thread& t : E.threads)
+      if (t.state == kExited) { ex = &t; break; }
+    msg += std::string(bar_name(E.bar_kind)) + " at " + fmt_site(E.bar_file, E.bar_line) + " in " + where_block() +
+           " was reached by only " + std::to_string(E.n_at_bar) + " of " + std::to_string(E.nthreads) + " threads; " +
+           std::to_string(E.n_exited) + " thread" + (E.n_exited > 1 ? "s" : "") + " (e.g. thread " +
+           fmt_dim(dim3(ex->tid)) + ") exited without reaching it (divergent __syncthreads)";
+    if (E.bar_mismatch) msg += "; the waiting threads are also at different barriers";
+    return msg;
+  }
+  // Different barriers: list the sites.
+  struct Site { const char* file; int line; int kind; int count; uint3 first; };
+  std::vector<Site> sites;
+  for (const Thread& t : E.threads) {
+    if (t.state != kAtBar) continue;
+    bool found = false;
+    for (Site& s : sites)
+      if (s.line == t.bar_line && s.kind == t.bar_kind && (s.file == t.bar_file || !strcmp(s.file, t.bar_file))) {
+        ++s.count;
+        found = true;
+        break;
+      }
+    if (!found) sites.push_back(Site{t.bar_file, t.bar_line, t.bar_kind, 1, t.tid});
+  }
+  msg += "threads of " + where_block() + " wait at different barriers:";
+  for (size_t i = 0; i < sites.size(); ++i)
+    msg += std::string(i ? "," : "") + " " + std::to_string(sites[i].count) + " thread" +
+           (sites[i].count > 1 ? "s" : "") + " (first " + fmt_dim(dim3(sites[i].first)) + ") at " +
+           bar_name(sites[i].kind) + " " + fmt_site(sites[i].file, sites[i].line);
+  msg += " (divergent __syncthreads)";
+  return msg;
+}
+
+// ---- TLS (shared memory) handling ------------------------------------------------------------------------------
+struct TlsModule {
+  bool has = false;
+  size_t modid = 0;
+  size_t size = 0;
+};
+
+std::unordered_map<const void*, TlsModule> g_tls_modules;
+
+TlsModule find_tls_module(const void* addr) {
+  struct Q {
+    uintptr_t a;
+    TlsModule m;
+    bool found;
+  } q{reinterpret_cast<uintptr_t>(addr), TlsModule{}, false};
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) -> int {
+        Q* qq = static_cast<Q*>(data);
+        bool contains = false;
+        const ElfW(Phdr)* tls = nullptr;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type == PT_LOAD) {
+            uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+            if (qq->a >= lo && qq->a < lo + ph.p_memsz) contains = true;
+          } else if (ph.p_type == PT_TLS) {
+            tls = &ph;
+          }
+        }
+        if (!contains) return 0;
+        qq->found = true;
+        if (tls && tls->p_memsz) {
+          qq->m.has = true;
+          qq->m.modid = info->dlpi_tls_modid;
+          qq->m.size = tls->p_memsz;
+        }
+        return 1;
+      },
+      &q);
+  return q.m;
+}
+
+void* tls_block(size_t modid) {
+  struct {
+    unsigned long module, offset;
+  } ti{modid, 0};
+  return __tls_get_addr(&ti);
+}
+
+struct ShmemPlan {
+  unsigned char* tls = nullptr;  // kernel module's TLS block on this thread
+  size_t tls_size = 0;
+  unsigned char* dyn = nullptr;  // dynamic shared memory
+  size_t dyn_size = 0;           // buffer capacity
+  size_t dyn_poison = 0;         // bytes poisoned per block
+  bool dyn_inside = false;       // dynamic buffer lies inside the TLS block (then skipped by the bulk fill)
+  std::vector<unsigned char> saved;
+};
+ShmemPlan g_plan;
+
+void poison_range(unsigned char* lo, unsigned char* hi) {
+  if (hi > lo) memset(lo, 0xFF, (size_t)(hi - lo));
+}
+
+void poison_shared() {
+  ShmemPlan& p = g_plan;
+  if (p.tls) {
+    if (p.dyn_inside) {
+      poison_range(p.tls, p.dyn);
+      poison_range(p.dyn + p.dyn_size, p.tls + p.tls_size);
+    } else {
+      poison_range(p.tls, p.tls + p.tls_size);
+    }
+  }
+  poison_range(p.dyn, p.dyn + p.dyn_poison);
+}
+
+void copy_excluding_dyn(unsigned char* dst, const unsigned char* src) {
+  ShmemPlan& p = g_plan;
+  if (!p.dyn_inside) {
+    memcpy(dst, src, p.tls_size);
+    return;
+  }
+  size_t a = (size_t)(p.dyn - p.tls), b = a + p.dyn_size;
+  memcpy(dst, src, a);
+  if (p.tls_size > b) memcpy(dst + b, src + b, p.tls_size - b);
+}
+
+// ---- fault signals ---------------------------------------------------------------------------------------------
+struct sigaction g_old_segv, g_old_bus;
+bool g_signals_installed = false;
+int g_use_signals = -1;
+
+void fault_handler(int sig, siginfo_t* si, void*) {
+  char buf[768];
+  const char* what = sig == SIGBUS ? "bus error" : "segmentation fault";
+  const char* extra = "";
+  uintptr_t a = reinterpret_cast<uintptr_t>(si ? si->si_addr : nullptr);
+  if (E.cur && E.cur->fiber) {
+    uintptr_t lo = reinterpret_cast<uintptr_t>(E.cur->fiber->map_base);
+    if (a >= lo && a < lo + page_size()) extra = " -- fiber stack overflow (raise FGEMU_STACK_KB)";
+  }
+  int n;
+  if (E.cur)
+    n = snprintf(buf, sizeof buf,
+                 "fgemu: %s at address %p in kernel '%s', block (%u,%u,%u), thread (%u,%u,%u)%s\n", what,
+                 (void*)a, E.d && E.d->name ? E.d->name : "?", g_builtin.block_idx.x, g_builtin.block_idx.y,
+                 g_builtin.block_idx.z, E.cur->tid.x, E.cur->tid.y, E.cur->tid.z, extra);
+  else
+    n = snprintf(buf, sizeof buf, "fgemu: %s at address %p during launch of kernel '%s'\n", what, (void*)a,
+                 E.d && E.d->name ? E.d->name : "?");
+  if (n > 0) {
+    ssize_t ignored = write(2, buf, (size_t)std::min(n, (int)sizeof buf - 1));
+    (void)ignored;
+  }
+  // Hand over to whatever was installed before (faulthandler, default core dump): it runs when the access faults again.
+  sigaction(SIGSEGV, &g_old_segv, nullptr);
+  sigaction(SIGBUS, &g_old_bus, nullptr);
+  g_signals_installed = false;
+}
+
+void install_fault_handlers() {
+  if (g_use_signals < 0) {
+    const char* s = getenv("FGEMU_NO_SIGNALS");
+    g_use_signals = !(s && *s && *s != '0');
+  }
+  if (!g_use_signals) return;
+  stack_t cur;
+  if (sigaltstack(nullptr, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {
+    // Needed to report fiber stack overflows. One leaked 64 KB stack per host thread that launches kernels.
+    size_t sz = 64 * 1024;
+    void* m = mmap(nullptr, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      stack_t ss{};
+      ss.ss_sp = m;
+      ss.ss_size = sz;
+      ss.ss_flags = 0;
+      sigaltstack(&ss, nullptr);
+    }
+  }
+  struct sigaction sa {};
+  sa.sa_sigaction = &fault_handler;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &g_old_segv);
+  sigaction(SIGBUS, &sa, &g_old_bus);
+  g_signals_installed = true;
+}
+
+void remove_fault_handlers() {
+  if (!g_signals_installed) return;
+  sigaction(SIGSEGV, &g_old_segv, nullptr);
+  sigaction(SIGBUS, &g_old_bus, nullptr);
+  g_signals_installed = false;
+}
+
+// ---- function attributes ---------------------------------------------------------------------------------------
+std::mutex g_attr_mutex;
+std::unordered_map<const void*, int> g_max_dynamic_smem;
+
+int max_dynamic_smem_for(const void* k) {
+  std::lock_guard<std::mutex> g(g_attr_mutex);
+  auto it = g_max_dynamic_smem.find(k);
+  return it == g_max_dynamic_smem.end() ? (int)kStaticSmemLimit : it->second;
+}
+
+// ---- launch ------------------------------------------------------------------------------------------------------
+std::string config_error(const LaunchDesc& d) {
+  const dim3 g = d.grid, b = d.block;
+  std::string pre = std::string("fgemu: kernel '") + (d.name ? d.name : "?") + "' (grid " + fmt_dim(g) + ", block " +
+                    fmt_dim(b) + ", dynamic smem " + std::to_string(d.smem) + " B): invalid launch configuration: ";
+  if (b.x == 0 || b.y == 0 || b.z == 0) return pre + "block dimensions must be >= 1";
+  if (g.x == 0 || g.y == 0 || g.z == 0) return pre + "grid dimensions must be >= 1";
+  uint64_t nt = (uint64_t)b.x * b.y * b.z;
+  if (nt > (uint64_t)kMaxThreads)
+    return pre + std::to_string(nt) + " threads per block exceed the limit " + std::to_string(kMaxThreads);
+  if (b.x > 1024) return pre + "blockDim.x = " + std::to_string(b.x) + " exceeds the limit 1024";
+  if (b.y > 1024) return pre + "blockDim.y = " + std::to_string(b.y) + " exceeds the limit 1024";
+  if (b.z > 64) return pre + "blockDim.z = " + std::to_string(b.z) + " exceeds the limit 64";
+  if (g.x > 2147483647u) return pre + "gridDim.x = " + std::to_string(g.x) + " exceeds the limit 2147483647";
+  if (g.y > 65535u) return pre + "gridDim.y = " + std::to_string(g.y) + " exceeds the limit 65535";
+  if (g.z > 65535u) return pre + "gridDim.z = " + std::to_string(g.z) + " exceeds the limit 65535";
+  int maxdyn = max_dynamic_smem_for(d.kernel_id);
+  if (d.smem > (size_t)maxdyn) {
+    if (maxdyn <= (int)kStaticSmemLimit)
+      return pre + std::to_string(d.smem) + " B of dynamic shared memory exceed the " +
+             std::to_string(kStaticSmemLimit) +
+             " B available without opt-in (call cudaFuncSetAttribute(kernel, "
+             "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) first; sm_90 allows up to " +
+             std::to_string(kDynamicSmemOptinLimit) + " B)";
+    return pre + std::to_string(d.smem) + " B of dynamic shared memory exceed the " + std::to_string(maxdyn) +
+           " B set with cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize)";
+  }
+  return std::string();
+}
+
+void run_block() {
+  E.rhead = E.rcount = 0;
+  E.next_unstarted = 0;
+  E.fibers_used = 0;
+  E.free_fibers.clear();
+  E.n_exited = E.n_at_bar = 0;
+  E.bar_mismatch = false;
+  for (Thread& t : E.threads) {
+    t.state = kUnstarted;
+    t.fiber = nullptr;
+  }
+  for (int w = 0; w < E.nwarps; ++w) {
+    WarpState& ws = E.warps[w];
+    ws.exited = ws.at_bar = ws.at_op = ws.at_active = 0;
+  }
+  if (g_schedule == kScheduleRandom) {  // a fresh permutation per block, reproducible from the seed
+    const uint3 b = g_builtin.block_idx;
+    uint64_t x = (uint64_t)g_schedule_seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)b.x << 1) ^ ((uint64_t)b.y << 22) ^
+                 ((uint64_t)b.z << 43);
+    for (int i = E.nthreads - 1; i > 0; --i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::swap(E.order[(size_t)i], E.order[(size_t)(x % (uint64_t)(i + 1))]);
+    }
+  }
+  rc_setup_block();
+  Thread* t0 = start_on_new_fiber();
+  switch_to(t0);
+  for (;;) {
+    // Back on the launching stack: the block finished, failed, or nobody can run.
+    if (E.failed) return;
+    if (E.n_exited == E.nthreads) {
+      if (R.on) {
+        rc_learn();
+        R.full_scan = false;
+      }
+      return;
+    }
+    if (E.rcount) {  // cannot happen (fibers only come back when nothing is ready), but stay safe
+      switch_to(pop_ready());
+      continue;
+    }
+    if (E.n_at_bar + E.n_exited == E.nthreads && E.n_exited == 0 && !E.bar_mismatch) {
+      release_barrier();
+      switch_to(pop_ready());
+      continue;
+    }
+    E.failed = true;
+    E.error = diagnose_stuck();
+    return;
+  }
+}
+
+struct LaunchScope {
+  LaunchScope() { g_launch_thread.store((unsigned long)pthread_self()); }
+  ~LaunchScope() {
+    // Restore the host thread's TLS and leave the engine reusable whatever happened.
+    if (g_plan.tls && !g_plan.saved.empty()) copy_excluding_dyn(g_plan.tls, g_plan.saved.data());
+    g_plan.tls = nullptr;
+    remove_fault_handlers();
+    E.active = false;
+    E.cur = nullptr;
+    E.cur_fiber = nullptr;
+    E.d = nullptr;
+    g_builtin = BuiltinVars{};
+    g_launch_thread.store(0);
+  }
+};
+
+}  // namespace
+
+// =================================================================================================================
+// Public entry points.
+// =================================================================================================================
+void launch(const LaunchDesc& d) {
+  std::string bad = config_error(d);
+  if (!bad.empty()) throw std::runtime_error(bad);
+
+  if (g_launch_thread.load() == (unsigned long)pthread_self())
+    throw std::runtime_error(std::string("fgemu: kernel '") + (d.name ? d.name : "?") +
+                             "' launched from inside a running kernel (dynamic parallelism is not emulated)");
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+
+  // Locate the shared memory of this launch before the scope starts (TLS of this module is still "live" here).
+  TlsModule mod;
+  {
+    auto it = g_tls_modules.find(d.kernel_id);
+    if (it == g_tls_modules.end()) it = g_tls_modules.emplace(d.kernel_id, find_tls_module(d.kernel_id)).first;
+    mod = it->second;
+  }
+  unsigned char* dyn = static_cast<unsigned char*>(dynamic_smem());
+  g_plan.dyn = dyn;
+  g_plan.dyn_size = kDynamicSmemOptinLimit;
+  g_plan.dyn_poison = std::min(kDynamicSmemOptinLimit, (d.smem + 255) & ~(size_t)255);
+  if (mod.has) {
+    g_plan.tls = static_cast<unsigned char*>(tls_block(mod.modid));
+    g_plan.tls_size = mod.size;
+    g_plan.dyn_inside = dyn >= g_plan.tls && dyn + g_plan.dyn_size <= g_plan.tls + g_plan.tls_size;
+    g_plan.saved.resize(mod.size);
+    copy_excluding_dyn(g_plan.saved.data(), g_plan.tls);
+  } else {
+    g_plan.tls = nullptr;
+    g_plan.tls_size = 0;
+    g_plan.dyn_inside = false;
+  }
+
+  LaunchScope scope;
+  install_fault_handlers();
+#ifdef FGEMU_ASAN
+  {
+    static std::unordered_map<unsigned long, std::pair<void*, size_t>> stacks;  // pthread_getattr_np is slow
+    auto it = stacks.find((unsigned long)pthread_self());
+    if (it == stacks.end()) {
+      pthread_attr_t attr;
+      void* lo = nullptr;
+      size_t size = 0;
+      if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &lo, &size);
+        pthread_attr_destroy(&attr);
+      }
+      it = stacks.emplace((unsigned long)pthread_self(), std::make_pair(lo, size)).first;
+    }
+    E.main_stack_lo = it->second.first;
+    E.main_stack_size = it->second.second;
+  }
+#endif
+
+  const int nthreads = (int)(d.block.x * d.block.y * d.block.z);
+  E.d = &d;
+  E.active = true;
+  E.failed = false;
+  E.error.clear();
+  E.nthreads = nthreads;
+  E.nwarps = (nthreads + 31) / 32;
+  E.threads.resize((size_t)E.nwarps * 32);  // padded to whole warps so warp-relative indexing is always valid
+  E.warps.resize((size_t)E.nwarps);
+  E.ready.resize((size_t)nthreads);
+  E.cur = nullptr;
+  E.cur_fiber = nullptr;
+  for (int i = 0; i < E.nwarps * 32; ++i) {
+    Thread& t = E.threads[(size_t)i];
+    t = Thread{};
+    t.linear = i;
+    t.warp = i / 32;
+    t.lane = i % 32;
+    t.tid = uint3{(unsigned)(i % (int)d.block.x), (unsigned)((i / (int)d.block.x) % (int)d.block.y),
+                  (unsigned)(i / ((int)d.block.x * (int)d.block.y))};
+  }
+  for (int w = 0; w < E.nwarps; ++w) {
+    int n = std::min(32, nthreads - 32 * w);
+    E.warps[(size_t)w] = WarpState{n == 32 ? 0xFFFFFFFFu : ((1u << n) - 1u), 0, 0, 0, 0};
+  }
+  g_builtin.block_dim = d.block;
+  g_builtin.grid_dim = d.grid;
+  E.order.resize((size_t)nthreads);
+  for (int i = 0; i < nthreads; ++i) E.order[(size_t)i] = g_schedule == kScheduleReverse ? nthreads - 1 - i : i;
+  R.on = ::fgemu::g_racecheck;
+  R.ranges.clear();
+  R.total = 0;
+  if (R.on) {
+    auto add = [](unsigned char* lo, unsigned char* hi, bool is_dyn) {
+      if (hi <= lo) return;
+      R.ranges.push_back(RaceRange{lo, (size_t)(hi - lo), R.total, is_dyn});
+      R.total += ((size_t)(hi - lo) + kPage - 1) / kPage * kPage;  // a page never straddles two ranges
+    };
+    if (g_plan.tls) {
+      if (g_plan.dyn_inside) {
+        add(g_plan.tls, g_plan.dyn, false);
+        add(g_plan.dyn + g_plan.dyn_size, g_plan.tls + g_plan.tls_size, false);
+      } else {
+        add(g_plan.tls, g_plan.tls + g_plan.tls_size, false);
+      }
+    }
+    add(g_plan.dyn, g_plan.dyn + d.smem, true);
+    std::vector<uint8_t>& learned = g_rc_learned[d.kernel_id];
+    R.full_scan = learned.empty();  // first launch of this kernel under the check: compare everything in block 0
+    learned.resize(R.total / kPage, 0);
+    R.learned = &learned;
+    R.scan_pages.clear();
+    for (const RaceRange& r : R.ranges)
+      for (size_t pg = r.off / kPage; pg < (r.off + r.len + kPage - 1) / kPage; ++pg)
+        if (r.dynamic || learned[pg]) {
+          learned[pg] = 1;
+          R.scan_pages.push_back((uint32_t)pg);
+        }
+  }
+
+  for (unsigned bz = 0; bz < d.grid.z && !E.failed; ++bz)
+    for (unsigned by = 0; by < d.grid.y && !E.failed; ++by)
+      for (unsigned bx = 0; bx < d.grid.x && !E.failed; ++bx) {
+        g_builtin.block_idx = uint3{bx, by, bz};
+        poison_shared();
+        run_block();
+      }
+
+  if (E.failed) {
+    std::string msg = E.error;
+    E.error.clear();
+    E.failed = false;
+    throw std::runtime_error(msg);
+  }
+}
+
+void syncthreads(const char* file, int line) { (void)barrier(kBarPlain, 0, file, line); }
+
+void note_atomic(const void* addr, size_t size) {
+  if (!R.on || !E.active || !E.cur || E.failed) return;
+  bool found = false;
+  uint32_t i0 = rc_index(addr, &found);
+  if (!found) return;  // global memory
+  const uint32_t me = (uint32_t)E.cur->linear + 1;
+  for (uint32_t i = i0; i < i0 + size && i < R.total; ++i) {
+    uint32_t& o = R.owner[i];
+    if (o == 0) {
+      o = me | kAtomicBit;
+      R.dirty.push_back(i);
+    } else if (o & kAtomicBit) {
+      if ((o & kOwnerMask) != me) o |= kMultiAtomicBit;
+    } else if ((o & kOwnerMask) == me) {
+      o |= kAtomicBit;
+    } else {
+      rc_fail(rc_where(i) + " is written by " + rc_thread(o & kOwnerMask) + " and updated atomically by " +
+              rc_thread(me));
+      abandon_fiber();
+    }
+    R.committed[i] = *rc_addr(i);
+    R.shadow[i] = R.committed[i];
+  }
+}
+
+int syncthreads_reduce(int kind, int pred, const char* file, int line) { return barrier(kind, pred, file, line); }
+
+WarpResult warp_op(int kind, unsigned mask, uint64_t value, int value_size, int param, int width, const char* file,
+                   int line) {
+  Thread* t = current_or_throw(warp_name(kind));
+  if (!((mask >> t->lane) & 1u)) {
+    record_failure(launch_prefix() + ": " + where_thread(t) + " calls " + warp_name(kind) + " (" +
+                   fmt_site(file, line) + ") with mask " + fmt_mask(mask) + " that does not include its own lane");
+    abandon_fiber();
+  }
+  if (is_shfl(kind) && (width < 1 || width > 32 || (width & (width - 1)))) {
+    record_failure(launch_prefix() + ": " + where_thread(t) + " calls " + warp_name(kind) + " (" +
+                   fmt_site(file, line) + ") with width " + std::to_string(width) +
+                   " (must be a power of two in [1, 32])");
+    abandon_fiber();
+  }
+  rc_end(t);
+  if (E.failed) abandon_fiber();
+  t->state = kAtWarp;
+  t->w_kind = kind;
+  t->w_mask = mask;
+  t->w_value = value & size_mask(value_size);
+  t->w_size = value_size;
+  t->w_param = param;
+  t->w_width = width;
+  t->w_file = file;
+  t->w_line = line;
+  WarpState& ws = E.warps[t->warp];
+  ws.at_op |= 1u << t->lane;
+  try_group(t->warp, mask);
+  if (!E.failed && ws.at_active) try_active(t->warp);
+  if (E.failed) abandon_fiber();
+  if (t->state != kRunning)
+    block_current();
+  else
+    rc_begin(t);
+  return t->w_result;
+}
+
+unsigned activemask(const char* file, int line) {
+  Thread* t = current_or_throw("__activemask");
+  rc_end(t);
+  if (E.failed) abandon_fiber();
+  t->state = kAtActive;
+  t->w_kind = -1;
+  t->w_file = file;
+  t->w_line = line;
+  WarpState& ws = E.warps[t->warp];
+  ws.at_active |= 1u << t->lane;
+  try_active(t->warp);
+  if (t->state != kRunning)
+    block_current();
+  else
+    rc_begin(t);
+  return (unsigned)t->w_result.value;
+}
+
+void yield_thread() {
+  Thread* t = current_or_throw("__nanosleep");
+  if (!E.rcount && E.next_unstarted >= E.nthreads) return;  // nobody else can run
+  rc_end(t);
+  if (E.failed) abandon_fiber();
+  if (!E.rcount) {  // only unstarted threads: start one, come back when it blocks or ends
+    push_ready(t);
+    Thread* n = start_on_new_fiber();
+    switch_to(n);
+    return;
+  }
+  push_ready(t);
+  Thread* n = pop_ready();
+  if (n == t) {
+    t->state = kRunning;
+    rc_begin(t);
+    return;
+  }
+  switch_to(n);
+}
+
+[[noreturn]] void device_trap(const char* what, const char* file, int line) {
+  Thread* t = current_or_throw(what);
+  record_failure(launch_prefix() + ": " + where_thread(t) + " executed " + what + " at " + fmt_site(file, line));
+  abandon_fiber();
+}
+
+void set_schedule(int mode, unsigned seed) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_env_read = true;
+  g_schedule = mode;
+  g_schedule_seed = seed;
+}
+
+void set_racecheck(bool on) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_env_read = true;
+  ::fgemu::g_racecheck = on;
+}
+
+int get_schedule(unsigned* seed) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  if (seed) *seed = g_schedule_seed;
+  return g_schedule;
+}
+
+bool get_racecheck() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  return ::fgemu::g_racecheck;
+}
+
+long long clock_ticks() {
+  return (long long)std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace rt
+}  // namespace fgemu
+
+// =================================================================================================================
+// CUDA runtime API subset.
+// =================================================================================================================
+namespace {
+thread_local cudaError_t g_last_error = cudaSuccess;  // only touched outside launches (see the TLS note on top)
+}
+
+const char* cudaGetErrorName(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidSymbol: return "cudaErrorInvalidSymbol";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorAssert: return "cudaErrorAssert";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInitializationError: return "initialization error";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidSymbol: return "invalid device symbol";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorAssert: return "device-side assert triggered";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    default: return "unknown error";
+  }
+}
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return g_last_error; }
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  using namespace fgemu::rt;
+  if (!func) return g_last_error = cudaErrorInvalidDeviceFunction;
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || (size_t)value > kDynamicSmemOptinLimit) return g_last_error = cudaErrorInvalidValue;
+    std::lock_guard<std::mutex> g(g_attr_mutex);
+    g_max_dynamic_smem[func] = value;
+    return cudaSuccess;
+  }
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout) {
+    if (value < -1 || value > 100) return g_last_error = cudaErrorInvalidValue;
+    return cudaSuccess;
+  }
+  return cudaSuccess;  // cluster attributes: accepted, no effect
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (!p) return g_last_error = cudaErrorInvalidValue;
+  size_t n = (bytes + 255) & ~(size_t)255;
+  *p = n ? aligned_alloc(256, n) : nullptr;
+  if (n && !*p) return g_last_error = cudaErrorMemoryAllocation;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  free(p);
+  return cudaSuccess;
+}
+
+// =================================================================================================================
+// assert() inside kernels: glibc's assert calls __assert_fail. This hidden definition takes precedence for every call
+// inside the module that contains the runtime (the test binaries, the fastgan extension): inside a kernel the failure
+// aborts the launch with an error naming the kernel (like cudaErrorAssert); elsewhere it behaves like glibc's.
+// =================================================================================================================
+extern "C" __attribute__((visibility("hidden"), noreturn)) void __assert_fail(const char* assertion, const char* file,
+                                                                              unsigned int line,
+                                                                              const char* function) noexcept {
+  using namespace fgemu::rt;
+  if (E.active && E.cur) {
+    record_failure(launch_prefix() + ": " + where_thread(E.cur) + ": device-side assertion `" + assertion +
+                   "' failed at " + fmt_site(file, (int)line) + " in " + (function ? function : "?"));
+    abandon_fiber();
+  }
+  fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, function ? function : "?", assertion);
+  abort();
+}
