@@ -14,8 +14,11 @@ constexpr const char* kSchemas[] = {
     "bias_act_backward(Tensor dy, Tensor y, bool bias_grad, int dim, str act, float alpha, float gain, "
     "float clamp) -> (Tensor, Tensor)",
     "dense(Tensor x, Tensor w, Tensor? b, str act, float alpha, float gain, float clamp) -> Tensor",
+    "dense_backward(Tensor dz, Tensor x, Tensor w, bool[2] mask) -> (Tensor, Tensor)",
     "conv2d(Tensor x, Tensor w, Tensor? b, int[2] stride, int[2] padding, int[2] dilation, int groups, str act, "
     "float alpha, float gain, float clamp) -> Tensor",
+    "conv2d_backward(Tensor dz, Tensor x, Tensor w, int[2] stride, int[2] padding, int[2] dilation, int groups, "
+    "bool[2] mask) -> (Tensor, Tensor)",
     "sigmoid_bce(Tensor logits, Tensor? target, float label, Tensor? weight, Tensor? pos_weight, int reduction) "
     "-> Tensor",
     "sigmoid_bce_backward(Tensor grad, Tensor logits, Tensor? target, float label, Tensor? weight, "
@@ -37,6 +40,18 @@ template <bool EMU>
 at::Tensor dense_k(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, c10::string_view act,
                    double alpha, double gain, double clamp) {
   return dense(EMU, x, w, b, act, alpha, gain, clamp);
+}
+template <bool EMU>
+std::tuple<at::Tensor, at::Tensor> dense_backward_k(const at::Tensor& dz, const at::Tensor& x, const at::Tensor& w,
+                                                    std::array<bool, 2> mask) {
+  return dense_backward(EMU, dz, x, w, mask);
+}
+template <bool EMU>
+std::tuple<at::Tensor, at::Tensor> conv2d_backward_k(const at::Tensor& dz, const at::Tensor& x, const at::Tensor& w,
+                                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                                     at::IntArrayRef dilation, int64_t groups,
+                                                     std::array<bool, 2> mask) {
+  return conv2d_backward(EMU, dz, x, w, stride, padding, dilation, groups, mask);
 }
 template <bool EMU>
 at::Tensor conv2d_k(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
@@ -67,7 +82,9 @@ void impl_all(torch::Library& m) {
   m.impl("bias_act", TORCH_FN(bias_act_k<EMU>));
   m.impl("bias_act_backward", TORCH_FN(bias_act_backward_k<EMU>));
   m.impl("dense", TORCH_FN(dense_k<EMU>));
+  m.impl("dense_backward", TORCH_FN(dense_backward_k<EMU>));
   m.impl("conv2d", TORCH_FN(conv2d_k<EMU>));
+  m.impl("conv2d_backward", TORCH_FN(conv2d_backward_k<EMU>));
   m.impl("sigmoid_bce", TORCH_FN(sigmoid_bce_k<EMU>));
   m.impl("sigmoid_bce_backward", TORCH_FN(sigmoid_bce_backward_k<EMU>));
 }

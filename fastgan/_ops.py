@@ -1,9 +1,10 @@
 """The dispatcher ops ``torch.ops.fastgan.*`` (compiled kernels) and ``torch.ops.fastgan_emu.*`` (the CUDA
 kernels under CPU emulation): fake (meta) kernels and autograd formulas, registered on both namespaces.
 
-Every backward is written with ops that are themselves differentiable — ``bias_act_backward`` and
-``sigmoid_bce_backward`` are dispatcher ops with their own autograd, the GEMM/convolution gradients use ATen
-ops with derivative formulas — so double backward (R1 / WGAN-GP penalties) works through every op.
+Every backward is written with ops that are themselves differentiable — ``bias_act_backward``,
+``dense_backward``, ``conv2d_backward`` and ``sigmoid_bce_backward`` are dispatcher ops with their own autograd
+(written with the fastgan ops again, so every order of derivative runs the same kernels) — so double backward
+(R1 / WGAN-GP penalties) works through every op.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def ns(impl: str):
 
 def _entry(name: str):
     return getattr(torch.ops, name) if torch.compiler.is_compiling() else _FUNCS[name]
+
+
+def _memory_format(t: torch.Tensor):
+    """torch.channels_last when t's strides suggest it (as ATen's suggest_memory_format), else contiguous."""
+    from torch._prims_common import suggest_memory_format
+    return suggest_memory_format(t) if t.ndim == 4 else torch.contiguous_format
 
 
 def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -83,9 +90,23 @@ def _register(name: str) -> None:
     def _dense_fake(x, w, b, act, alpha, gain, clamp):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
 
+    @torch.library.register_fake(q("dense_backward"))
+    def _dense_backward_fake(dz, x, w, mask):
+        return (x.new_empty(x.shape) if mask[0] else x.new_empty((0,)),
+                w.new_empty(w.shape) if mask[1] else w.new_empty((0,)))
+
     @torch.library.register_fake(q("conv2d"))
     def _conv2d_fake(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp):
         return torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0, 0], groups)
+
+    @torch.library.register_fake(q("conv2d_backward"))
+    def _conv2d_backward_fake(dz, x, w, stride, padding, dilation, groups, mask):
+        # dx in x's memory format; dw channels_last when x is (the kernels' reduction order), else contiguous
+        fmt = _memory_format(x)
+        return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt) if mask[0]
+                else x.new_empty((0,)),
+                torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt) if mask[1]
+                else w.new_empty((0,)))
 
     @torch.library.register_fake(q("sigmoid_bce"))
     def _bce_fake(logits, target, label, weight, pos_weight, reduction):
@@ -148,14 +169,41 @@ def _register(name: str) -> None:
         act, alpha, gain, clamp = ctx.params
         want_db = ctx.has_b and ctx.needs_input_grad[2]
         dz, db = _entry(name).bias_act_backward(gy, y, want_db, y.ndim - 1, act, alpha, gain, clamp)
+        need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])]
         dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx = dz.matmul(w)
-        if ctx.needs_input_grad[1]:
-            dw = dz.reshape(-1, w.shape[0]).t().mm(x.reshape(-1, w.shape[1]))
-        return dx, dw, (db if want_db else None), None, None, None, None
+        if need[0] or need[1]:
+            dx, dw = _entry(name).dense_backward(dz, x, w, need)
+        return (dx if need[0] else None), (dw if need[1] else None), (db if want_db else None), \
+            None, None, None, None
 
     register("dense", dense_bwd, dense_setup)
+
+    def dense_backward_setup(ctx, inputs, output):
+        dz, x, w, mask = inputs
+        ctx.mask = (bool(mask[0]), bool(mask[1]))
+        ctx.save_for_backward(dz, x, w)
+
+    def dense_backward_bwd(ctx, gdx, gdw):
+        # dx = dz @ w and dw = dz^T @ x are bilinear: each gradient is another dense / dense_backward.
+        dz, x, w = ctx.saved_tensors
+        gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
+        gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
+        e = _entry(name)
+        gdz = gx = gw = None
+        if ctx.needs_input_grad[0]:
+            terms = []
+            if gdx is not None:
+                terms.append(e.dense(gdx, w, None, "linear", 0.0, 1.0, -1.0))  # gdx @ w^T
+            if gdw is not None:
+                terms.append(e.dense(x, gdw, None, "linear", 0.0, 1.0, -1.0))  # x @ gdw^T
+            gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
+        if ctx.needs_input_grad[1] and gdw is not None:
+            gx = e.dense_backward(dz, x, gdw, [True, False])[0]  # dz @ gdw
+        if ctx.needs_input_grad[2] and gdx is not None:
+            gw = e.dense_backward(dz, gdx, w, [False, True])[1]  # dz^T @ gdx
+        return gdz, gx, gw, None
+
+    register("dense_backward", dense_backward_bwd, dense_backward_setup)
 
     # ---------------------------------------------------------------- conv2d
     def conv2d_setup(ctx, inputs, output):
@@ -171,14 +219,44 @@ def _register(name: str) -> None:
         stride, padding, dilation, groups = ctx.conv
         want_db = ctx.has_b and ctx.needs_input_grad[2]
         dz, db = _entry(name).bias_act_backward(gy, y, want_db, 1, act, alpha, gain, clamp)
+        need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])]
         dx = dw = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            dx, dw, _ = torch.ops.aten.convolution_backward(
-                dz, x, w, None, stride, padding, dilation, False, [0, 0], groups,
-                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        return dx, dw, (db if want_db else None), None, None, None, None, None, None, None, None
+        if need[0] or need[1]:
+            dx, dw = _entry(name).conv2d_backward(dz, x, w, stride, padding, dilation, groups, need)
+        return (dx if need[0] else None), (dw if need[1] else None), (db if want_db else None), \
+            None, None, None, None, None, None, None, None
 
     register("conv2d", conv2d_bwd, conv2d_setup)
+
+    def conv2d_backward_setup(ctx, inputs, output):
+        dz, x, w, stride, padding, dilation, groups, mask = inputs
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.mask = (bool(mask[0]), bool(mask[1]))
+        ctx.save_for_backward(dz, x, w)
+
+    def conv2d_backward_bwd(ctx, gdx, gdw):
+        # dx = conv_transpose(dz, w) and dw = correlate(x, dz) are bilinear; their adjoints are conv2d and
+        # conv2d_backward again.
+        dz, x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
+        gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
+        e = _entry(name)
+        gdz = gx = gw = None
+        if ctx.needs_input_grad[0]:
+            terms = []
+            if gdx is not None:
+                terms.append(e.conv2d(gdx, w, None, stride, padding, dilation, groups, "linear", 0.0, 1.0, -1.0))
+            if gdw is not None:
+                terms.append(e.conv2d(x, gdw, None, stride, padding, dilation, groups, "linear", 0.0, 1.0, -1.0))
+            gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
+        if ctx.needs_input_grad[1] and gdw is not None:
+            gx = e.conv2d_backward(dz, x, gdw, stride, padding, dilation, groups, [True, False])[0]
+        if ctx.needs_input_grad[2] and gdx is not None:
+            gw = e.conv2d_backward(dz, gdx, w, stride, padding, dilation, groups, [False, True])[1]
+        return gdz, gx, gw, None, None, None, None, None
+
+    register("conv2d_backward", conv2d_backward_bwd, conv2d_backward_setup)
 
     # ---------------------------------------------------------------- sigmoid + BCE
     def bce_setup(ctx, inputs, output):

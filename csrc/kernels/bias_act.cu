@@ -1,5 +1,18 @@
 // bias + activation: forward, and backward with the bias gradient fused into the same launch.
-#include "common.cuh"
+//
+// Memory-bound kernels (2 x numel elements moved forward, 3 x backward), so:
+//   * 16-byte vector loads/stores (4 float, 8 half/bfloat16, 2 double per access) when every pointer is 16-byte
+//     aligned, with a scalar tail; scalar accesses otherwise (same code, vector width 1);
+//   * no per-element integer division: the channel of the first element of a vector comes from one
+//     multiply-shift division pair (FastDiv; 64-bit division only for tensors of >= 2^31 elements) and is then
+//     advanced element by element (j -> j + 1 wraps at `inner`, then the channel wraps at C);
+//   * the bias gradient: block (c, s) sums a contiguous share of channel c with the (o, j) position advanced
+//     incrementally (no division per element), or, when the channels are the fastest dimension (inner == 1:
+//     dense layers, channels_last), lanes walk consecutive channels and warps interleaved rows, so every warp
+//     access is coalesced. (These two use scalar accesses: coalesced, but not 16-byte vectors yet.)
+//     Partial sums are combined in a fixed order (no float atomics): bitwise reproducible.
+//   * the activation is a template parameter: straight-line code per activation, no branch per element.
+#include "fastdiv.cuh"
 
 namespace fastgan {
 namespace FG_NS {
@@ -7,34 +20,118 @@ namespace {
 
 constexpr int kThreads = 256;
 
+template <typename T, int V>
+struct __align__(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// Position (j within the `inner` run, channel c) of flat element i.
+struct ChannelCursor {
+  int64_t j, c;
+  __device__ __forceinline__ void seek(int64_t i, int64_t inner, int64_t C, const FastDiv& dinner,
+                                       const FastDiv& dC, bool wide) {
+    int64_t q;
+    if (wide) {
+      q = i / inner;
+      j = i - q * inner;
+      c = q % C;
+    } else {
+      const uint32_t qq = dinner.div((uint32_t)i);
+      j = (int64_t)i - (int64_t)qq * inner;
+      c = (int64_t)qq - (int64_t)dC.div(qq) * C;
+    }
+  }
+  __device__ __forceinline__ void next(int64_t inner, int64_t C) {
+    if (++j == inner) {
+      j = 0;
+      if (++c == C) c = 0;
+    }
+  }
+};
+
+struct Layout {
+  int64_t numel, C, inner;
+  FastDiv dinner, dC;
+  int wide;  // numel >= 2^31: 64-bit division
+};
+
 // y[i] = act(x[i] + b[(i / inner) % C]) * gain, clamped. x and y may alias (in-place epilogue after a GEMM).
-template <typename T, typename A>
+template <typename T, typename A, int V>
 __global__ void __launch_bounds__(kThreads)
-bias_act_fwd_kernel(const T* x, const T* __restrict__ b, T* y, int64_t numel, int64_t C, int64_t inner,
-                    typename OpMath<T>::type alpha, typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+bias_act_fwd_kernel(const T* x, const T* __restrict__ b, T* y, Layout L, typename OpMath<T>::type alpha,
+                    typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
+  const int64_t nvec = L.numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) {
+  for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+    const Pack<T, V> in = reinterpret_cast<const Pack<T, V>*>(x)[v];
+    Pack<T, V> out;
+    if (b != nullptr) {
+      ChannelCursor cur;
+      cur.seek(v * V, L.inner, L.C, L.dinner, L.dC, L.wide);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        store(out.v, e, act_forward<A, M>(load(in.v, e) + load(b, cur.c), alpha, gain, clamp));
+        cur.next(L.inner, L.C);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) store(out.v, e, act_forward<A, M>(load(in.v, e), alpha, gain, clamp));
+    }
+    reinterpret_cast<Pack<T, V>*>(y)[v] = out;
+  }
+  const int64_t tail = L.numel - nvec * V;  // < V elements, done by the first threads of block 0
+  if (blockIdx.x == 0 && (int64_t)threadIdx.x < tail) {
+    const int64_t i = nvec * V + threadIdx.x;
     M z = load(x, i);
-    if (b != nullptr) z += load(b, (i / inner) % C);
+    if (b != nullptr) {
+      ChannelCursor cur;
+      cur.seek(i, L.inner, L.C, L.dinner, L.dC, L.wide);
+      z += load(b, cur.c);
+    }
     store(y, i, act_forward<A, M>(z, alpha, gain, clamp));
   }
 }
 
 // Backward without a bias gradient: purely elementwise.
-template <typename T, typename A>
+template <typename T, typename A, int V>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_kernel(const T* dy, const T* __restrict__ y, T* dz, int64_t numel, typename OpMath<T>::type alpha,
                     typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
+  const int64_t nvec = numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride)
+  for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+    const Pack<T, V> g = reinterpret_cast<const Pack<T, V>*>(dy)[v];
+    const Pack<T, V> a = reinterpret_cast<const Pack<T, V>*>(y)[v];
+    Pack<T, V> out;
+#pragma unroll
+    for (int e = 0; e < V; ++e)
+      store(out.v, e, act_backward<A, M>(load(g.v, e), load(a.v, e), alpha, gain, clamp));
+    reinterpret_cast<Pack<T, V>*>(dz)[v] = out;
+  }
+  const int64_t tail = numel - nvec * V;
+  if (blockIdx.x == 0 && (int64_t)threadIdx.x < tail) {
+    const int64_t i = nvec * V + threadIdx.x;
     store(dz, i, act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp));
+  }
 }
 
-// Backward with the bias gradient: block (c, s) walks split s of channel c's elements, writes dz and one
-// partial sum; partials are combined in a fixed order by bias_grad_finalize, so results are bitwise
-// reproducible (no float atomics).
+// Block-wide sum in a fixed order (tree over shared memory).
+template <typename M>
+__device__ __forceinline__ M block_sum(M v, M* red) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  return red[0];
+}
+
+// Backward with the bias gradient, inner > 1: block (c, s) walks split s of channel c's elements (runs of
+// `inner` contiguous elements, one run per outer index o), writes dz and one partial sum. The (o, j) position
+// of a thread's element is found once and then advanced by blockDim with carries (no division per element).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpMath<T>::type* __restrict__ partial,
@@ -46,21 +143,61 @@ bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpM
   const int64_t chunk = (per_channel + gridDim.y - 1) / gridDim.y;
   const int64_t begin = chunk * blockIdx.y;
   const int64_t end = begin + chunk < per_channel ? begin + chunk : per_channel;
+  const int64_t step_o = kThreads / inner, step_j = kThreads % inner;  // blockDim == kThreads
+  const int64_t j0 = begin + threadIdx.x;
+  int64_t o = j0 / inner, j = j0 - o * inner;
   M acc = M(0);
-  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int64_t o = j / inner;
-    const int64_t i = (o * C + c) * inner + (j - o * inner);
+  for (int64_t k = j0; k < end; k += kThreads) {
+    const int64_t i = (o * C + c) * inner + j;
     const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
     store(dz, i, g);
     acc += g;
+    o += step_o;
+    j += step_j;
+    if (j >= inner) {
+      j -= inner;
+      ++o;
+    }
   }
-  red[threadIdx.x] = acc;
+  const M total = block_sum(acc, red);
+  if (threadIdx.x == 0) partial[c * gridDim.y + blockIdx.y] = total;
+}
+
+// Backward with the bias gradient, inner == 1 (channels fastest: dense layers, channels_last): block (bx, s)
+// covers channels [32 bx, 32 bx + 32) (one per lane: a warp reads 128 consecutive bytes of a row) and rows
+// [s * chunk, (s + 1) * chunk), warp r of the block taking rows r, r + 8, ...; the 8 per-warp sums are then
+// combined in a fixed order through shared memory.
+constexpr int kRowWarps = kThreads / 32;
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads)
+bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
+                            typename OpMath<T>::type* __restrict__ partial, int64_t rows, int64_t C,
+                            typename OpMath<T>::type alpha, typename OpMath<T>::type gain,
+                            typename OpMath<T>::type clamp) {
+  using M = typename OpMath<T>::type;
+  __shared__ M red[kRowWarps][32];
+  const int lane = threadIdx.x % 32, rw = threadIdx.x / 32;
+  const int64_t c = (int64_t)blockIdx.x * 32 + lane;
+  const int64_t chunk = (rows + gridDim.y - 1) / gridDim.y;
+  const int64_t begin = chunk * blockIdx.y;
+  const int64_t end = begin + chunk < rows ? begin + chunk : rows;
+  M acc = M(0);
+  if (c < C) {
+    for (int64_t o = begin + rw; o < end; o += kRowWarps) {
+      const int64_t i = o * C + c;
+      const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
+      store(dz, i, g);
+      acc += g;
+    }
+  }
+  red[rw][lane] = acc;
   __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
+  if (rw == 0 && c < C) {
+    M s = M(0);
+    for (int r = 0; r < kRowWarps; ++r) s += red[r][lane];
+    partial[c * gridDim.y + blockIdx.y] = s;
   }
-  if (threadIdx.x == 0) partial[c * gridDim.y + blockIdx.y] = red[0];
 }
 
 template <typename T>
@@ -74,20 +211,37 @@ bias_grad_finalize(const typename OpMath<T>::type* __restrict__ partial, T* __re
   store(db, c, s);
 }
 
-int64_t grid_for(int64_t numel) {
-  const int64_t blocks = ceil_div(numel, kThreads);
-  return blocks < 65536 ? blocks : 65536;  // grid-stride loops cover the rest
+int64_t grid_for(int64_t work) {
+  const int64_t blocks = ceil_div(work, kThreads);
+  return blocks < 1 ? 1 : (blocks < 65536 ? blocks : 65536);  // grid-stride loops cover the rest
 }
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 void bias_act_fwd(const BiasActParams& p, void* stream) {
   dispatch_dtype(p.dtype, "bias_act", [&](auto tag) {
     using T = decltype(tag);
     using M = typename OpMath<T>::type;
+    constexpr int V = 16 / sizeof(T);
+    Layout L;
+    L.numel = p.numel;
+    L.C = p.C < 1 ? 1 : p.C;
+    L.inner = p.inner < 1 ? 1 : p.inner;
+    L.wide = p.numel >= 2147483647 ? 1 : 0;
+    L.dinner = FastDiv(L.inner);
+    L.dC = FastDiv(L.C);
+    const bool vec = aligned16(p.x) && aligned16(p.y);
     bool ok = dispatch_act(p.act, [&](auto act) {
       using A = decltype(act);
-      launch("bias_act_fwd", bias_act_fwd_kernel<T, A>, dim3((unsigned)grid_for(p.numel)), dim3(kThreads), 0,
-             stream, static_cast<const T*>(p.x), static_cast<const T*>(p.b), static_cast<T*>(p.y), p.numel, p.C,
-             p.inner, (M)p.alpha, (M)p.gain, (M)p.clamp);
+      const T* x = static_cast<const T*>(p.x);
+      const T* b = static_cast<const T*>(p.b);
+      T* y = static_cast<T*>(p.y);
+      if (vec)
+        launch("bias_act_fwd", bias_act_fwd_kernel<T, A, V>, dim3((unsigned)grid_for(p.numel / V)), dim3(kThreads),
+               0, stream, x, b, y, L, (M)p.alpha, (M)p.gain, (M)p.clamp);
+      else
+        launch("bias_act_fwd_unaligned", bias_act_fwd_kernel<T, A, 1>, dim3((unsigned)grid_for(p.numel)),
+               dim3(kThreads), 0, stream, x, b, y, L, (M)p.alpha, (M)p.gain, (M)p.clamp);
     });
     if (!ok) throw std::invalid_argument("bias_act: unknown activation code " + std::to_string(p.act));
   });
@@ -97,19 +251,32 @@ void bias_act_bwd(const BiasActBwdParams& p, void* stream) {
   dispatch_dtype(p.dtype, "bias_act_backward", [&](auto tag) {
     using T = decltype(tag);
     using M = typename OpMath<T>::type;
+    constexpr int V = 16 / sizeof(T);
     bool ok = dispatch_act(p.act, [&](auto act) {
       using A = decltype(act);
+      const T* dy = static_cast<const T*>(p.dy);
+      const T* y = static_cast<const T*>(p.y);
+      T* dz = static_cast<T*>(p.dz);
       if (p.db == nullptr) {
-        launch("bias_act_bwd", bias_act_bwd_kernel<T, A>, dim3((unsigned)grid_for(p.numel)), dim3(kThreads), 0,
-               stream, static_cast<const T*>(p.dy), static_cast<const T*>(p.y), static_cast<T*>(p.dz), p.numel,
-               (M)p.alpha, (M)p.gain, (M)p.clamp);
+        if (aligned16(p.dy) && aligned16(p.y) && aligned16(p.dz))
+          launch("bias_act_bwd", bias_act_bwd_kernel<T, A, V>, dim3((unsigned)grid_for(p.numel / V)),
+                 dim3(kThreads), 0, stream, dy, y, dz, p.numel, (M)p.alpha, (M)p.gain, (M)p.clamp);
+        else
+          launch("bias_act_bwd_unaligned", bias_act_bwd_kernel<T, A, 1>, dim3((unsigned)grid_for(p.numel)),
+                 dim3(kThreads), 0, stream, dy, y, dz, p.numel, (M)p.alpha, (M)p.gain, (M)p.clamp);
         return;
       }
       if (p.C > 2147483647) throw std::invalid_argument("bias_act_backward: more than 2^31-1 channels");
-      launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)p.C, kBiasGradSplits), dim3(kThreads),
-             0, stream, static_cast<const T*>(p.dy), static_cast<const T*>(p.y), static_cast<T*>(p.dz),
-             static_cast<M*>(p.workspace), p.C == 0 ? 0 : p.numel / p.C, p.C, p.inner, (M)p.alpha, (M)p.gain,
-             (M)p.clamp);
+      M* partial = static_cast<M*>(p.workspace);
+      const int64_t per_channel = p.C == 0 ? 0 : p.numel / p.C;
+      if (p.inner == 1)
+        launch("bias_act_bwd_db_rows", bias_act_bwd_db_rows_kernel<T, A>,
+               dim3((unsigned)ceil_div(p.C, 32), kBiasGradSplits), dim3(kThreads), 0, stream, dy, y, dz,
+               partial, per_channel, p.C, (M)p.alpha, (M)p.gain, (M)p.clamp);
+      else
+        launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)p.C, kBiasGradSplits),
+               dim3(kThreads), 0, stream, dy, y, dz, partial, per_channel, p.C, p.inner, (M)p.alpha, (M)p.gain,
+               (M)p.clamp);
       launch("bias_grad_finalize", bias_grad_finalize<T>, dim3((unsigned)ceil_div(p.C, kThreads)), dim3(kThreads),
              0, stream, static_cast<const M*>(p.workspace), static_cast<T*>(p.db), p.C, kBiasGradSplits);
     });

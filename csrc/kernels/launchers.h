@@ -65,12 +65,73 @@ struct BceBwdParams {
 };
 constexpr int kBceMaxBlocks = 1024;
 
+// ---------------------------------------------------------------------------------------------------------
+// Implicit GEMM, the engine of dense and conv2d (forward, backward data, backward weight):
+//   C[g][m][n] = sum_k A[g](m, k) * B[g](k, n),   g < groups, m < M, n < N, k < K   (all < 2^31 - 1)
+// with the epilogue y = clamp(act(C + bias[g*N + n]) * gain) applied before the single store.
+// Each operand element is addressed through two mixed-radix indices: the operand's own index r (m for A, n for
+// B) and the reduction index k. An index i is split into digits (d0, d1, d2), d2 fastest:
+//   d2 = i % R2, d1 = (i / R2) % R1, d0 = i / (R1 * R2)
+// and every digit adds to the element offset (off), and to two spatial coordinates (h, w) used by the
+// convolution kinds:
+//   mat:    offset = base + sum(off)                                  (a strided matrix, any strides)
+//   im2col: h = h0 + sum(h), w = w0 + sum(w); zero unless 0 <= h < H and 0 <= w < W;
+//           offset = base + sum(off) + h * sh + w * sw                (convolution input patches)
+//   col2im: as im2col, but h (w) must be divisible by the conv stride sdh (sdw), then h /= sdh, w /= sdw
+//                                                                      (gradient of a strided convolution)
+enum class OperandKind : int { mat = 0, im2col = 1, col2im = 2 };
+
+struct GemmIndex {
+  int64_t R1 = 1, R2 = 1;     // radices of digits d1 and d2 (d0 is unbounded)
+  int64_t off[3] = {0, 0, 0};  // element offset per unit of d0, d1, d2
+  int64_t h[3] = {0, 0, 0};    // spatial coordinate contributions (im2col / col2im)
+  int64_t w[3] = {0, 0, 0};
+};
+
+struct GemmOperand {
+  const void* ptr = nullptr;
+  OperandKind kind = OperandKind::mat;
+  bool k_fast = true;        // load mapping: consecutive threads walk k (true) or r (false); pick the unit stride
+  int64_t group_stride = 0;  // elements between consecutive groups
+  GemmIndex r, k;
+  int64_t h0 = 0, w0 = 0;    // coordinate constants (-padding for im2col, +padding for col2im)
+  int64_t H = 1, W = 1;      // coordinate bounds (col2im: after the division by the stride)
+  int64_t sdh = 1, sdw = 1;  // col2im: the convolution stride
+  int64_t sh = 0, sw = 0;    // element strides of the h / w coordinates
+};
+
+// Output: element (g, m, n) at ptr + g * group_stride + (m / P) * s_outer + (m % P) * s_inner + n * s_n.
+struct GemmOut {
+  void* ptr = nullptr;
+  int64_t group_stride = 0;
+  int64_t P = 1, s_outer = 0, s_inner = 0, s_n = 1;
+};
+
+struct GemmParams {
+  int64_t M = 0, N = 0, K = 0, groups = 1;
+  GemmOperand a, b;
+  GemmOut c;
+  const void* bias = nullptr;  // groups * N elements or nullptr
+  int act = 0;
+  double alpha = 0, gain = 1, clamp = -1;
+  DType dtype{};
+  int sm_count = 132;         // multiprocessors of the device (the emulation models an H200: 132)
+  void* workspace = nullptr;  // gemm_workspace(p) bytes when that is > 0 (split-K partial sums)
+};
+
 struct KernelTable {
   const char* backend;
   void (*bias_act_fwd)(const BiasActParams&, void* stream);
   void (*bias_act_bwd)(const BiasActBwdParams&, void* stream);
   void (*bce_fwd)(const BceParams&, void* stream);
   void (*bce_bwd)(const BceBwdParams&, void* stream);
+  // Bytes of workspace gemm() needs for p (0: none); -1: p is outside the kernels' index limits (sizes,
+  // offsets inside one operand < 2^31, coordinates < 2^30) and must be computed another way (ATen).
+  // The glue allocates the workspace and sets p.workspace.
+  int64_t (*gemm_workspace)(const GemmParams& p);
+  // Any supported (a.kind, b.kind): (mat, mat) dense; (im2col, mat) conv forward; (col2im, mat) conv backward
+  // data; (mat, im2col) conv backward weight. Throws std::invalid_argument for anything else.
+  void (*gemm)(const GemmParams& p, void* stream);
 };
 
 namespace cuda { const KernelTable& kernel_table(); }

@@ -6,6 +6,7 @@ namespace FG_NS {
 
 void register_bias_act(KernelTable& t);
 void register_bce(KernelTable& t);
+void register_dense(KernelTable& t);
 
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
@@ -17,6 +18,7 @@ const KernelTable& kernel_table() {
 #endif
     register_bias_act(t);
     register_bce(t);
+    register_dense(t);
     return t;
   }();
   return table;

@@ -1,12 +1,238 @@
-// conv2d op: y = act(conv2d(x, w) + b) * gain. The convolution runs in ATen (oneDNN on CPU, cuDNN on CUDA);
-// bias, activation, gain and clamp are one fused pass over its output, in place, in the output's own memory
-// format (NCHW or channels_last).
+// conv2d op: y = act(conv2d(x, w) + b) * gain (clamped), and conv2d_backward: dx and dw from dz (the gradient
+// at the pre-activation, from bias_act_backward).
+//
+//   CPU    ATen convolution (oneDNN) + one fused bias-activation pass over its output, in place, in the
+//          output's own memory format; the backward through at::convolution_backward.
+//   CUDA   implicit-GEMM kernels (csrc/kernels/conv2d.cu, gemm.cuh) with the epilogue fused into the forward;
+//          large problems go to ATen (cuDNN) + the fused pass per cuda_prefers_aten (gemm_glue.cpp).
+//   EMU    always the CUDA kernels, under emulation, on CPU tensors.
+// The kernels address every tensor through its strides, so NCHW, channels_last and non-contiguous inputs need
+// no copy; the output is channels_last when x or w is (as ATen does), NCHW otherwise. A problem beyond the
+// kernels' index limits (gemm_workspace() < 0) is computed by ATen, never wrongly.
+// The kernels compute in full float32 (no TF32), whatever torch.backends.cudnn.allow_tf32 says; problems
+// routed to cuDNN follow that flag through ATen.
 #include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/empty.h>
 
-#include "glue.h"
+#include "gemm_glue.h"
 #include "ops.h"
 
 namespace fastgan {
+namespace {
+
+struct ConvGeom {
+  int64_t N, C, H, W, Co, KH, KW, OH, OW, G, Cg, Cog;
+  int64_t sh, sw, ph, pw, dh, dw;
+};
+
+ConvGeom geometry(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+                  at::IntArrayRef dilation, int64_t groups) {
+  ConvGeom g;
+  g.N = x.size(0);
+  g.C = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.Co = w.size(0);
+  g.KH = w.size(2);
+  g.KW = w.size(3);
+  g.sh = stride[0];
+  g.sw = stride[1];
+  g.ph = padding[0];
+  g.pw = padding[1];
+  g.dh = dilation[0];
+  g.dw = dilation[1];
+  g.OH = (g.H + 2 * g.ph - g.dh * (g.KH - 1) - 1) / g.sh + 1;
+  g.OW = (g.W + 2 * g.pw - g.dw * (g.KW - 1) - 1) / g.sw + 1;
+  g.G = groups;
+  g.Cg = g.C / groups;
+  g.Cog = g.Co / groups;
+  return g;
+}
+
+bool channels_last(const at::Tensor& t) { return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast; }
+
+// Memory order of the channel digit for an operand whose channels have stride sc and width stride sw: channels
+// innermost (channels_last) or outermost (NCHW) in the reduction index, so the k-fast loads follow memory.
+bool channel_innermost(int64_t sc, int64_t sw, int64_t C) { return C > 1 && sc < sw; }
+
+GemmIndex spatial3(int64_t R1, int64_t R2, std::array<int64_t, 3> off, std::array<int64_t, 3> h,
+                   std::array<int64_t, 3> w) {
+  GemmIndex x;
+  x.R1 = R1;
+  x.R2 = R2;
+  for (int i = 0; i < 3; ++i) {
+    x.off[i] = off[i];
+    x.h[i] = h[i];
+    x.w[i] = w[i];
+  }
+  return x;
+}
+
+// Stride of the fastest-varying digit of an index (the unit stride decides the load mapping).
+int64_t fastest_stride(const GemmIndex& x) { return x.R2 > 1 ? x.off[2] : (x.R1 > 1 ? x.off[1] : x.off[0]); }
+
+// Output (N, C, P = H*W spatial) of a dense tensor in NCHW or channels_last.
+// (t was allocated by us in one of the two formats; when both describe it, they give the same offsets.)
+void set_out(GemmOut& c, const at::Tensor& t, int64_t C, int64_t P, int64_t chan_per_group) {
+  const bool cl = !t.is_contiguous();
+  c.ptr = t.mutable_data_ptr();
+  c.P = P > 0 ? P : 1;
+  c.s_outer = C * P;
+  c.s_inner = cl ? C : 1;
+  c.s_n = cl ? 1 : P;
+  c.group_stride = chan_per_group * c.s_n;
+}
+
+// Forward: M = N*OH*OW, N = Cout/G, K = Cin/G*KH*KW.
+//   A = im2col(x): r = (n, oh, ow), k = (c, kh, kw) or (kh, kw, c) when x is channels_last;
+//   B = w[g*Cog + n] viewed with the same k order.
+GemmParams fwd_params(const ConvGeom& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& y) {
+  GemmParams p;
+  p.M = g.N * g.OH * g.OW;
+  p.N = g.Cog;
+  p.K = g.Cg * g.KH * g.KW;
+  p.groups = g.G;
+  const bool cin = channel_innermost(x.stride(1), x.stride(3), g.C);
+  GemmOperand& a = p.a;
+  a.ptr = x.const_data_ptr();
+  a.kind = OperandKind::im2col;
+  a.r = spatial3(g.OH, g.OW, {x.stride(0), 0, 0}, {0, g.sh, 0}, {0, 0, g.sw});
+  a.k = cin ? spatial3(g.KW, g.Cg, {0, 0, x.stride(1)}, {g.dh, 0, 0}, {0, g.dw, 0})
+            : spatial3(g.KH, g.KW, {x.stride(1), 0, 0}, {0, g.dh, 0}, {0, 0, g.dw});
+  a.h0 = -g.ph;
+  a.w0 = -g.pw;
+  a.H = g.H;
+  a.W = g.W;
+  a.sh = x.stride(2);
+  a.sw = x.stride(3);
+  a.group_stride = g.Cg * x.stride(1);
+  a.k_fast = cin;  // channels_last: channels contiguous; NCHW: output pixels (ow) nearly contiguous
+  GemmOperand& b = p.b;
+  b.ptr = w.const_data_ptr();
+  b.r = gemm_index1(w.stride(0));
+  b.k = cin ? spatial3(g.KW, g.Cg, {w.stride(2), w.stride(3), w.stride(1)}, {0, 0, 0}, {0, 0, 0})
+            : spatial3(g.KH, g.KW, {w.stride(1), w.stride(2), w.stride(3)}, {0, 0, 0}, {0, 0, 0});
+  b.group_stride = g.Cog * w.stride(0);
+  b.k_fast = gemm_k_fast(w.stride(0), fastest_stride(b.k));
+  set_out(p.c, y, g.Co, g.OH * g.OW, g.Cog);
+  p.dtype = to_dtype(x, "conv2d", "x");
+  return p;
+}
+
+// Backward data: M = N*H*W (input pixels), N = Cin/G, K = Cout/G*KH*KW.
+//   A = col2im(dz): dz[n, co, (ih + ph - kh*dh) / sh, (iw + pw - kw*dw) / sw] where divisible and in range;
+//   B = w[g*Cog + co, ci, kh, kw] with k = (co, kh, kw) (or (kh, kw, co) when dz is channels_last).
+GemmParams dgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tensor& w, const at::Tensor& dx) {
+  GemmParams p;
+  p.M = g.N * g.H * g.W;
+  p.N = g.Cg;
+  p.K = g.Cog * g.KH * g.KW;
+  p.groups = g.G;
+  const bool cin = channel_innermost(dz.stride(1), dz.stride(3), g.Co);
+  GemmOperand& a = p.a;
+  a.ptr = dz.const_data_ptr();
+  a.kind = OperandKind::col2im;
+  a.r = spatial3(g.H, g.W, {dz.stride(0), 0, 0}, {0, 1, 0}, {0, 0, 1});
+  a.k = cin ? spatial3(g.KW, g.Cog, {0, 0, dz.stride(1)}, {-g.dh, 0, 0}, {0, -g.dw, 0})
+            : spatial3(g.KH, g.KW, {dz.stride(1), 0, 0}, {0, -g.dh, 0}, {0, 0, -g.dw});
+  a.h0 = g.ph;
+  a.w0 = g.pw;
+  a.H = g.OH;
+  a.W = g.OW;
+  a.sdh = g.sh;
+  a.sdw = g.sw;
+  a.sh = dz.stride(2);
+  a.sw = dz.stride(3);
+  a.group_stride = g.Cog * dz.stride(1);
+  a.k_fast = cin;
+  GemmOperand& b = p.b;
+  b.ptr = w.const_data_ptr();
+  b.r = gemm_index1(w.stride(1));
+  b.k = cin ? spatial3(g.KW, g.Cog, {w.stride(2), w.stride(3), w.stride(0)}, {0, 0, 0}, {0, 0, 0})
+            : spatial3(g.KH, g.KW, {w.stride(0), w.stride(2), w.stride(3)}, {0, 0, 0}, {0, 0, 0});
+  b.group_stride = g.Cog * w.stride(0);
+  b.k_fast = gemm_k_fast(w.stride(1), fastest_stride(b.k));
+  set_out(p.c, dx, g.C, g.H * g.W, g.Cg);
+  p.dtype = to_dtype(dz, "conv2d_backward", "dz");
+  return p;
+}
+
+// Backward weight: M = Cout/G, N = Cin/G*KH*KW, K = N*OH*OW (long: split-K when the weight is small).
+//   A = dz[n, g*Cog + m, oh, ow] with k = (n, oh, ow);
+//   B = im2col(x) with k = (n, oh, ow) and r = (ci, kh, kw), or (kh, kw, ci) when x is channels_last, which
+//   is then also dw's memory order (dw is allocated channels_last).
+GemmParams wgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tensor& x, const at::Tensor& dw,
+                        bool cin) {
+  GemmParams p;
+  p.M = g.Cog;
+  p.N = g.Cg * g.KH * g.KW;
+  p.K = g.N * g.OH * g.OW;
+  p.groups = g.G;
+  GemmOperand& a = p.a;
+  a.ptr = dz.const_data_ptr();
+  a.r = gemm_index1(dz.stride(1));
+  a.k = spatial3(g.OH, g.OW, {dz.stride(0), dz.stride(2), dz.stride(3)}, {0, 0, 0}, {0, 0, 0});
+  a.group_stride = g.Cog * dz.stride(1);
+  a.k_fast = gemm_k_fast(dz.stride(1), fastest_stride(a.k));
+  GemmOperand& b = p.b;
+  b.ptr = x.const_data_ptr();
+  b.kind = OperandKind::im2col;
+  b.k = spatial3(g.OH, g.OW, {x.stride(0), 0, 0}, {0, g.sh, 0}, {0, 0, g.sw});
+  b.r = cin ? spatial3(g.KW, g.Cg, {0, 0, x.stride(1)}, {g.dh, 0, 0}, {0, g.dw, 0})
+            : spatial3(g.KH, g.KW, {x.stride(1), 0, 0}, {0, g.dh, 0}, {0, 0, g.dw});
+  b.h0 = -g.ph;
+  b.w0 = -g.pw;
+  b.H = g.H;
+  b.W = g.W;
+  b.sh = x.stride(2);
+  b.sw = x.stride(3);
+  b.group_stride = g.Cg * x.stride(1);
+  b.k_fast = !cin;
+  p.c.ptr = dw.mutable_data_ptr();
+  p.c.P = g.Cog;
+  p.c.s_outer = 0;
+  p.c.s_inner = g.Cg * g.KH * g.KW;
+  p.c.s_n = 1;
+  p.c.group_stride = g.Cog * g.Cg * g.KH * g.KW;
+  p.dtype = to_dtype(x, "conv2d_backward", "x");
+  return p;
+}
+
+// `macs`: multiply-adds the kernel issues. `strided_dgrad`: backward data of a strided convolution, whose
+// kernel issues sh*sw times the useful work (masked taps; no stride-phase decomposition yet).
+bool use_kernels(const Exec& ex, const at::Tensor& t, double macs, int64_t min_dim, const ConvGeom& g,
+                 bool strided_dgrad = false) {
+  if (ex.backend == Backend::EMU) return true;
+  // Grouped convolutions with a handful of channels per group (depthwise) waste most of a 64-wide tile:
+  // cuDNN has dedicated kernels for them once the output is large enough for the launch not to dominate.
+  bool poor_fit = g.G > 1 && (g.Cog < 8 || g.Cg * g.KH * g.KW < 16) && g.N * g.OH * g.OW * g.Co >= (1 << 20);
+  // Strided backward data: predicted slower than cuDNN from ~2^26 issued MACs (benchmarks/notes_kernels.md).
+  poor_fit = poor_fit || (strided_dgrad && macs >= double(1 << 26));
+  return !cuda_prefers_aten(t, macs, min_dim, poor_fit);
+}
+
+void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x: expected a 4-D tensor (N, C, H, W), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(w.dim() == 4, op, ": w: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), got shape ",
+                    w.sizes());
+  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, op,
+                    ": stride, padding and dilation must have 2 elements each");
+  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
+                        padding[1] >= 0,
+                    op, ": expected stride >= 1, dilation >= 1 and padding >= 0, got stride ", stride, ", padding ",
+                    padding, ", dilation ", dilation);
+  TORCH_CHECK_VALUE(groups >= 1 && x.size(1) == w.size(1) * groups && w.size(0) % groups == 0, op,
+                    ": x: expected ", w.size(1) * groups, " channels (w.shape[1] * groups) and out_channels divisible by groups=",
+                    groups, ", got x.shape ", x.sizes(), " and w.shape ", w.sizes());
+  for (int i = 0; i < 2; ++i)
+    TORCH_CHECK_VALUE(x.size(2 + i) + 2 * padding[i] >= dilation[i] * (w.size(2 + i) - 1) + 1, op,
+                      ": x: spatial size ", x.sizes().slice(2), " (padded by ", padding,
+                      ") is smaller than the dilated kernel ", w.sizes().slice(2));
+}
+
+}  // namespace
 
 at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -16,14 +242,7 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   check_same(w, x, op, "w", "x");
   const int a = act_code(act, op);
   check_act_args(op, alpha, gain, clamp);
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x: expected a 4-D tensor (N, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK_VALUE(w.dim() == 4, op, ": w: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), got shape ",
-                    w.sizes());
-  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, op,
-                    ": stride, padding and dilation must have 2 elements each");
-  TORCH_CHECK_VALUE(groups >= 1 && x.size(1) == w.size(1) * groups && w.size(0) % groups == 0, op,
-                    ": x: expected ", w.size(1) * groups, " channels (w.shape[1] * groups) and out_channels divisible by groups=",
-                    groups, ", got x.shape ", x.sizes(), " and w.shape ", w.sizes());
+  check_conv_args(op, x, w, stride, padding, dilation, groups);
   const bool has_b = b.has_value() && b->defined();
   if (has_b) {
     check_same(*b, x, op, "b", "x");
@@ -32,9 +251,79 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   }
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());
+  if (ex.backend != Backend::CPU) {
+    const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
+    const double macs = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
+    if (use_kernels(ex, x, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}), g)) {
+      const bool cl = channels_last(x) || channels_last(w);
+      at::Tensor y = at::empty({g.N, g.Co, g.OH, g.OW},
+                               x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+      poisoned(y);
+      GemmParams p = fwd_params(g, x, w, y);
+      at::Tensor bc = has_b ? b->contiguous() : at::Tensor();
+      p.bias = has_b ? bc.const_data_ptr() : nullptr;
+      p.act = a;
+      p.alpha = alpha;
+      p.gain = gain;
+      p.clamp = clamp;
+      if (run_gemm(ex, p, y)) return y;
+    }
+  }
   at::Tensor y = at::convolution(x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups);
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
   return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+                                                   const at::Tensor& w, at::IntArrayRef stride,
+                                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                                   std::array<bool, 2> mask) {
+  const char* op = "fastgan::conv2d_backward";
+  check_float(x, op, "x");
+  check_same(w, x, op, "w", "x");
+  check_same(dz, x, op, "dz", "x");
+  check_conv_args(op, x, w, stride, padding, dilation, groups);
+  const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
+  TORCH_CHECK_VALUE(dz.dim() == 4 && dz.size(0) == g.N && dz.size(1) == g.Co && dz.size(2) == g.OH &&
+                        dz.size(3) == g.OW,
+                    op, ": dz: expected shape [", g.N, ", ", g.Co, ", ", g.OH, ", ", g.OW, "], got ", dz.sizes());
+  const Exec ex = exec_for(x, emu, op);
+  c10::OptionalDeviceGuard guard(x.device());
+  // Layouts (the fake kernel in fastgan/_ops.py says the same): dx in x's memory format; dw channels_last when
+  // x is (then the kernels' reduction order (kh, kw, ci) is dw's memory order), contiguous otherwise.
+  const bool cl = channels_last(x);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
+  bool dx_done = !mask[0], dw_done = !mask[1];
+  if (ex.backend != Backend::CPU) {
+    const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
+    if (mask[0] && use_kernels(ex, x, m * double(g.sh * g.sw), std::min({g.N * g.H * g.W, g.Cg, g.Cog * g.KH * g.KW}),
+                               g, g.sh * g.sw > 1)) {
+      at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
+      poisoned(out);
+      GemmParams p = dgrad_params(g, dz, w, out);
+      if (run_gemm(ex, p, out)) {
+        dx = out;
+        dx_done = true;
+      }
+    }
+    if (mask[1] && use_kernels(ex, x, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}), g)) {
+      at::Tensor out = at::empty(w.sizes(), w.options().memory_format(fmt));
+      poisoned(out);
+      GemmParams p = wgrad_params(g, dz, x, out, cl);
+      if (run_gemm(ex, p, out)) {
+        dw = out;
+        dw_done = true;
+      }
+    }
+  }
+  if (!dx_done || !dw_done) {
+    auto r = at::convolution_backward(dz, x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups,
+                                      {!dx_done, !dw_done, false});
+    if (!dx_done) dx = std::get<0>(r).contiguous(fmt);
+    if (!dw_done) dw = std::get<1>(r).contiguous(fmt);
+  }
+  return {dx, dw};
 }
 
 }  // namespace fastgan

@@ -1,12 +1,57 @@
-// dense op: y = act(x @ w.T + b) * gain. The product runs in ATen (MKL/oneDNN on CPU, cuBLAS on CUDA, and
-// ATen on CPU tensors under emulation); bias, activation, gain and clamp are applied by one fused pass over
-// the output, in place.
+// dense op: y = act(x @ w.T + b) * gain (clamped), and dense_backward: dx = dz @ w, dw = dz^T @ x (dz is the
+// gradient at the pre-activation, from bias_act_backward).
+//
+//   CPU    ATen GEMM (MKL/oneDNN), then one fused bias-activation pass over the output, in place.
+//   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/dense.cu, gemm.cuh); large products go to
+//          cuBLAS through at::mm (+ the fused pass) per cuda_prefers_aten (gemm_glue.cpp).
+//   EMU    always the CUDA kernels, under emulation, on CPU tensors.
+// torch.backends.cuda.matmul.allow_tf32 is honoured by construction: our kernels compute in full float32
+// (SIMT FMA, never TF32); products routed to cuBLAS follow the flag through ATen.
+#include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
-#include "glue.h"
+#include "gemm_glue.h"
 #include "ops.h"
 
 namespace fastgan {
+namespace {
+
+// C (M x N, row-major, contiguous) = A (M x K, strides sa_m, sa_k) * B (K x N, strides sb_k, sb_n).
+GemmParams matmul_params(const at::Tensor& a, int64_t sa_m, int64_t sa_k, const at::Tensor& b, int64_t sb_k,
+                         int64_t sb_n, const at::Tensor& c, int64_t M, int64_t N, int64_t K) {
+  GemmParams p;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.a.ptr = a.const_data_ptr();
+  p.a.r = gemm_index1(sa_m);
+  p.a.k = gemm_index1(sa_k);
+  p.a.k_fast = gemm_k_fast(sa_m, sa_k);
+  p.b.ptr = b.const_data_ptr();
+  p.b.r = gemm_index1(sb_n);
+  p.b.k = gemm_index1(sb_k);
+  p.b.k_fast = gemm_k_fast(sb_n, sb_k);
+  p.c.ptr = c.mutable_data_ptr();
+  p.c.P = M > 0 ? M : 1;
+  p.c.s_outer = 0;
+  p.c.s_inner = N;
+  p.c.s_n = 1;
+  p.dtype = to_dtype(c, "dense", "x");
+  return p;
+}
+
+bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, int64_t K) {
+  if (ex.backend == Backend::EMU) return true;
+  return !cuda_prefers_aten(t, double(M) * double(N) * double(K), std::min({M, N, K}));
+}
+
+int64_t leading(const at::Tensor& t) {  // product of all but the last dim (reshape(-1, 0) would be ambiguous)
+  int64_t m = 1;
+  for (int64_t i = 0; i + 1 < t.dim(); ++i) m *= t.size(i);
+  return m;
+}
+
+}  // namespace
 
 at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                  c10::string_view act, double alpha, double gain, double clamp) {
@@ -29,9 +74,64 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
   const int64_t K = w.size(1), N = w.size(0);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = N;
-  at::Tensor y = at::mm(x.reshape({-1, K}), w.t());  // contiguous (M, N)
+  const int64_t M = leading(x);
+  const at::Tensor x2 = x.reshape({M, K});  // a view whenever the leading dims allow it
+  if (ex.backend != Backend::CPU && use_kernels(ex, x, M, N, K)) {
+    at::Tensor y = at::empty({M, N}, x.options());
+    poisoned(y);
+    GemmParams p = matmul_params(x2, x2.stride(0), x2.stride(1), w, w.stride(1), w.stride(0), y, M, N, K);
+    at::Tensor bc = has_b ? b->contiguous() : at::Tensor();
+    p.bias = has_b ? bc.const_data_ptr() : nullptr;
+    p.act = a;
+    p.alpha = alpha;
+    p.gain = gain;
+    p.clamp = clamp;
+    if (run_gemm(ex, p, y)) return y.view(out_shape);
+  }
+  at::Tensor y = at::mm(x2, w.t());  // contiguous (M, N)
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
   return y.view(out_shape);
+}
+
+std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+                                                  const at::Tensor& w, std::array<bool, 2> mask) {
+  const char* op = "fastgan::dense_backward";
+  check_float(x, op, "x");
+  check_same(w, x, op, "w", "x");
+  check_same(dz, x, op, "dz", "x");
+  TORCH_CHECK_VALUE(w.dim() == 2, op, ": w: expected a 2-D tensor (out_features, in_features), got shape ", w.sizes());
+  const int64_t K = w.size(1), N = w.size(0);
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == K, op, ": x: expected last dimension ", K, ", got shape ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(dz.dim() == x.dim() && dz.size(-1) == N && dz.sizes().slice(0, dz.dim() - 1) ==
+                                                                   x.sizes().slice(0, x.dim() - 1),
+                    op, ": dz: expected shape ", x.sizes().slice(0, x.dim() - 1), " + [", N, "], got ", dz.sizes());
+  const Exec ex = exec_for(x, emu, op);
+  c10::OptionalDeviceGuard guard(x.device());
+  const int64_t M = leading(x);
+  const at::Tensor x2 = x.reshape({M, K}), dz2 = dz.reshape({M, N});
+  at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
+  if (mask[0]) {  // dx (M x K) = dz (M x N) @ w (N x K)
+    at::Tensor out = poisoned(at::empty({M, K}, x.options()));
+    bool done = false;
+    if (ex.backend != Backend::CPU && use_kernels(ex, x, M, K, N)) {
+      GemmParams p = matmul_params(dz2, dz2.stride(0), dz2.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
+      done = run_gemm(ex, p, out);
+    }
+    if (!done) at::mm_out(out, dz2, w);
+    dx = out.view(x.sizes());
+  }
+  if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K)
+    at::Tensor out = poisoned(at::empty({N, K}, x.options()));
+    bool done = false;
+    if (ex.backend != Backend::CPU && use_kernels(ex, x, N, K, M)) {
+      GemmParams p = matmul_params(dz2, dz2.stride(1), dz2.stride(0), x2, x2.stride(0), x2.stride(1), out, N, K, M);
+      done = run_gemm(ex, p, out);
+    }
+    if (!done) at::mm_out(out, dz2.t(), x2);
+    dw = out;
+  }
+  return {dx, dw};
 }
 
 }  // namespace fastgan

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <tuple>
 
 namespace fastgan {
@@ -15,9 +16,15 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(bool emu, const at::Tensor&
                                                      double gain, double clamp);
 at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                  c10::string_view act, double alpha, double gain, double clamp);
+std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+                                                  const at::Tensor& w, std::array<bool, 2> mask);
 at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view act, double alpha, double gain, double clamp);
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+                                                   const at::Tensor& w, at::IntArrayRef stride,
+                                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                                   std::array<bool, 2> mask);
 at::Tensor sigmoid_bce(bool emu, const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
                        const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                        int64_t reduction);

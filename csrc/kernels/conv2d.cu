@@ -1,0 +1,31 @@
+// conv2d as implicit GEMM (the operand descriptors are built by the glue, csrc/ops/conv2d.cpp):
+//   forward          (im2col, mat):  M = N*OH*OW output pixels, N = Cout/groups, K = Cin/groups*KH*KW,
+//                                     fused bias + activation epilogue, NCHW or channels_last output;
+//   backward data    (col2im, mat):  M = N*H*W input pixels, N = Cin/groups, K = Cout/groups*KH*KW; an output
+//                                     pixel contributes where (h + pad - kh*dil) is divisible by the stride;
+//   backward weight  (mat, im2col):  M = Cout/groups, N = Cin/groups*KH*KW, K = N*OH*OW (split-K when the
+//                                     weight is small and the batch long: the usual case).
+// Groups run as grid.z. Every tensor is addressed through its own strides (any layout is correct; the unit
+// stride decides which index the threads of a warp walk, so NCHW and channels_last are both coalesced).
+#include "gemm.cuh"
+
+namespace fastgan {
+namespace FG_NS {
+namespace gemm {
+
+void run_conv_gemm(const GemmParams& p, const Plan& pl, void* stream) {
+  const OperandKind a = p.a.kind, b = p.b.kind;
+  if (a == OperandKind::im2col && b == OperandKind::mat)
+    run_tiled_any<OperandKind::im2col, OperandKind::mat>(p, pl, stream, "conv2d_fwd_gemm");
+  else if (a == OperandKind::col2im && b == OperandKind::mat)
+    run_tiled_any<OperandKind::col2im, OperandKind::mat>(p, pl, stream, "conv2d_dgrad_gemm");
+  else if (a == OperandKind::mat && b == OperandKind::im2col)
+    run_tiled_any<OperandKind::mat, OperandKind::im2col>(p, pl, stream, "conv2d_wgrad_gemm");
+  else
+    throw std::invalid_argument("gemm: unsupported operand kinds (" + std::to_string((int)a) + ", " +
+                                std::to_string((int)b) + ")");
+}
+
+}  // namespace gemm
+}  // namespace FG_NS
+}  // namespace fastgan

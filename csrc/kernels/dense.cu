@@ -1,0 +1,108 @@
+// dense: y = act(x @ w.T + b) * gain (clamped), and the backward products dX = dz @ W and dW = dz^T @ X.
+// All three are GemmParams with (mat, mat) operands (the glue sets the strides); this file adds the table's
+// gemm entry points and a warp-per-output dot kernel for skinny products.
+//
+// Kernel choice (make_dense_plan):
+//   * dot kernel when one side is tiny (M <= 8 or N <= 8) and K >= 128: the GAN head (N = 1, K = 2048) and
+//     batch-1 layers. One warp per output element, lanes stride k with four independent accumulators, warp
+//     shuffle reduction in a fixed order, epilogue by lane 0. A tile kernel would waste >= 7/8 of its tile.
+//   * otherwise the tiled GEMM of gemm.cuh (128 tile when the output fills the device, else the 64 tile with
+//     split-K when K is long and the tile grid is small).
+#include "gemm.cuh"
+
+namespace fastgan {
+namespace FG_NS {
+namespace {
+
+using gemm::GemmArgs;
+using gemm::Plan;
+
+constexpr int kDotThreads = 256;
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(kDotThreads) gemm_dot_kernel(const GemmArgs<T> p) {
+  using M = typename OpMath<T>::type;
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+  const int64_t total = p.Mrows * p.Ncols;
+  const int64_t ak = p.a.k.off0, bk = p.b.k.off0;
+  for (int64_t o = warp; o < total; o += nwarps) {  // warp-uniform loop: every lane reaches the shuffles
+    const int64_t m = o / p.Ncols, n = o - m * p.Ncols;
+    const T* a = p.a.ptr + m * p.a.r.off0;
+    const T* b = p.b.ptr + n * p.b.r.off0;
+    M s0 = M(0), s1 = M(0), s2 = M(0), s3 = M(0);
+    int64_t k = lane;
+    for (; k + 96 < p.K; k += 128) {
+      s0 += load(a, k * ak) * load(b, k * bk);
+      s1 += load(a, (k + 32) * ak) * load(b, (k + 32) * bk);
+      s2 += load(a, (k + 64) * ak) * load(b, (k + 64) * bk);
+      s3 += load(a, (k + 96) * ak) * load(b, (k + 96) * bk);
+    }
+    for (; k < p.K; k += 32) s0 += load(a, k * ak) * load(b, k * bk);
+    M s = (s0 + s1) + (s2 + s3);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) gemm::epilogue_store<T, A>(p, p.out, p.bias, m, n, s);
+  }
+}
+
+bool single_digit(const GemmIndex& x) { return x.R1 == 1 && x.R2 == 1; }
+
+Plan make_dense_plan(const GemmParams& p) {
+  const bool mat = p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat;
+  if (mat && p.groups == 1 && p.K >= 128 && (p.M <= 8 || p.N <= 8) && single_digit(p.a.r) &&
+      single_digit(p.a.k) && single_digit(p.b.r) && single_digit(p.b.k)) {
+    Plan pl;
+    pl.cfg = 0;
+    pl.kchunk = p.K;
+    return pl;
+  }
+  return gemm::make_plan(p);
+}
+
+void run_dot(const GemmParams& p, const Plan& pl, void* stream) {
+  dispatch_dtype(p.dtype, "dense_dot", [&](auto tag) {
+    using T = decltype(tag);
+    const GemmArgs<T> a = gemm::make_args<T>(p, pl);
+    const int64_t total = p.M * p.N;
+    const int64_t want = ceil_div(total, kDotThreads / 32);
+    const unsigned blocks = (unsigned)(want < 65535 ? want : 65535);
+    bool ok = dispatch_act(p.act, [&](auto act) {
+      using A = decltype(act);
+      launch("dense_dot", gemm_dot_kernel<T, A>, dim3(blocks), dim3(kDotThreads), 0, stream, a);
+    });
+    if (!ok) throw std::invalid_argument("dense: unknown activation code " + std::to_string(p.act));
+  });
+}
+
+int64_t gemm_workspace(const GemmParams& p) {
+  if (!gemm::within_limits(p)) return -1;
+  const bool mat = p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat;
+  const Plan pl = mat ? make_dense_plan(p) : gemm::make_plan(p);
+  return gemm::workspace_bytes(p, pl);
+}
+
+void gemm_run(const GemmParams& p, void* stream) {
+  gemm::check_limits(p, "gemm");
+  if (p.M == 0 || p.N == 0) return;
+  if (p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat) {
+    const Plan pl = make_dense_plan(p);
+    if (pl.cfg == 0)
+      run_dot(p, pl, stream);
+    else
+      gemm::run_tiled_any<OperandKind::mat, OperandKind::mat>(p, pl, stream, "dense_gemm");
+    return;
+  }
+  gemm::run_conv_gemm(p, gemm::make_plan(p), stream);
+}
+
+}  // namespace
+
+void register_dense(KernelTable& t) {
+  t.gemm_workspace = gemm_workspace;
+  t.gemm = gemm_run;
+}
+
+}  // namespace FG_NS
+}  // namespace fastgan

@@ -1,0 +1,543 @@
+// Tiled SIMT implicit GEMM with a fused bias/activation/gain/clamp epilogue: the engine of dense (forward,
+// dX, dW) and conv2d (forward, backward data, backward weight). See GemmParams in launchers.h for the operand
+// model (mixed-radix indices; kinds mat / im2col / col2im).
+//
+// Design (predictions in benchmarks/notes_kernels.md):
+//   * block tile BM x BN x BK in shared memory (two stages), 256 threads, each thread a TM x TN register tile
+//     made of 4x4 sub-tiles spaced so that a warp's shared-memory fragment reads are contiguous (no bank
+//     conflicts, 16-byte reads where the compiler can vectorise them);
+//   * global -> register prefetch of tile t+1 while tile t is multiplied: one __syncthreads per k-tile;
+//   * operand loads are scalar and coalesced along whichever index has unit stride (GemmOperand::k_fast);
+//     half types are widened to float when they enter shared memory, so all arithmetic is float (double for
+//     float64);
+//   * the epilogue stages the accumulator tile through shared memory and writes it with the output's unit
+//     stride across the warp (NCHW conv outputs are m-contiguous, dense outputs n-contiguous), applying
+//     bias + activation + gain + clamp on the way: one store per element;
+//   * split-K (grid.z = groups x splits) when the tile grid cannot fill the device: each split writes float
+//     partial sums to a workspace and gemm_splitk_reduce sums them in a fixed order (bitwise deterministic)
+//     and applies the epilogue;
+//   * index arithmetic: 32-bit digit indices with multiply-shift division (FastDiv, < 2^31), 64-bit element
+//     offsets. The host side rejects problems beyond these limits (the glue routes them to ATen first).
+// No tensor-core instructions: the CPU emulation runs this very source.
+#pragma once
+
+#include <type_traits>
+
+#include "common.cuh"
+#include "fastdiv.cuh"
+
+namespace fastgan {
+namespace FG_NS {
+namespace gemm {
+
+struct DevIndex {
+  FastDiv d2, d1;
+  int32_t off0, off1, off2;
+  int32_t h0, h1, h2, w0, w1, w2;
+};
+
+struct Coord {
+  int32_t off, h, w;
+};
+
+__device__ __forceinline__ Coord split_index(const DevIndex& x, uint32_t i) {
+  const uint32_t q = x.d2.div(i);
+  const int32_t d2 = (int32_t)(i - q * x.d2.d);
+  const uint32_t d0u = x.d1.div(q);
+  const int32_t d1 = (int32_t)(q - d0u * x.d1.d), d0 = (int32_t)d0u;
+  Coord c;
+  c.off = d0 * x.off0 + d1 * x.off1 + d2 * x.off2;
+  c.h = d0 * x.h0 + d1 * x.h1 + d2 * x.h2;
+  c.w = d0 * x.w0 + d1 * x.w1 + d2 * x.w2;
+  return c;
+}
+
+template <typename T>
+struct DevOperand {
+  const T* ptr;
+  int64_t group_stride;
+  DevIndex r, k;
+  int32_t h0, w0, H, W;
+  FastDiv sdh, sdw;
+  int32_t sh, sw;
+  int32_t k_fast;
+};
+
+template <typename T>
+struct GemmArgs {
+  using M = typename OpMath<T>::type;
+  DevOperand<T> a, b;
+  T* out;
+  int64_t out_group_stride, s_outer, s_inner, s_n;
+  FastDiv P;
+  const T* bias;
+  M alpha, gain, clamp;
+  int act;
+  int splits;
+  int64_t Mrows, Ncols, K, kchunk;
+  M* ws;  // split-K partial sums: [groups * splits][M][N]
+};
+
+// Tile configurations. NT threads arranged TY x TX; each thread owns TM x TN outputs as (TM/4) x (TN/4)
+// sub-tiles of 4 x 4, sub-tile rows spaced by TY*4, columns by TX*4.
+template <int BM_, int BN_, int BK_, int TM_, int TN_, int MINB_>
+struct TileCfg {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_, MINB = MINB_;
+  static constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
+  static constexpr int PAD = 4;  // keeps rows 16-byte aligned; k-fast smem stores are at most 2-way conflicted
+  static constexpr int LDA = BM + PAD, LDB = BN + PAD;
+  static constexpr int CH = TY * 4;  // epilogue staging: rows per chunk (one sub-tile row of every thread)
+  static constexpr int LDC = BN + 1;
+  static constexpr int kMainElems = 2 * BK * LDA + 2 * BK * LDB;
+  static constexpr int kStageElems = CH * LDC;
+  static constexpr int kSmemElems = kMainElems > kStageElems ? kMainElems : kStageElems;
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "register tiles are made of 4x4 sub-tiles");
+  static_assert(NT % BM == 0 && NT % BN == 0 && NT % BK == 0, "loader mappings need NT divisible by the tile");
+  static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0 && (CH * BN) % NT == 0, "even work split");
+};
+// Register budgets (ptxas, sm_80/sm_90; tools/check_kernels.py prints them): the 64 tile needs ~105-120
+// registers (2 blocks = 16 warps per SM); its float64 twin and the 128 tile (~165 registers) run one block per
+// SM and spill nothing.
+using Cfg64 = TileCfg<64, 64, 16, 4, 4, 2>;    // float/half types; small and medium problems, split-K capable
+using Cfg64d = TileCfg<64, 64, 16, 4, 4, 1>;   // float64
+using Cfg128 = TileCfg<128, 128, 8, 8, 8, 1>;  // float/half types; problems that fill the device
+template <typename T>
+using Cfg64For = typename std::conditional<std::is_same<T, double>::value, Cfg64d, Cfg64>::type;
+
+// Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
+// from there into shared memory laid out [BK][ROWS + PAD] (r contiguous).
+template <typename T, OperandKind KIND, int ROWS, int BK, int NT>
+struct TileLoader {
+  using M = typename OpMath<T>::type;
+  static constexpr int E = ROWS * BK / NT;  // elements per thread per tile
+  static constexpr int RSTEP = NT / BK;     // k-fast mapping: rows between a thread's elements
+  static constexpr int KSTEP = NT / ROWS;   // r-fast mapping: ks between a thread's elements
+  const T* base;
+  int32_t roff[E], rh[E], rw[E];
+  bool rok[E];
+  int rl0, kl0;
+  M v[E];
+
+  __device__ __forceinline__ void init(const DevOperand<T>& op, int group, int64_t row0, int64_t rows, int tid) {
+    base = op.ptr + (int64_t)group * op.group_stride;
+    if (op.k_fast) {
+      kl0 = tid % BK;
+      rl0 = tid / BK;
+    } else {
+      rl0 = tid % ROWS;
+      kl0 = tid / ROWS;
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int64_t r = row0 + rl0 + (op.k_fast ? e * RSTEP : 0);
+      rok[e] = r < rows;
+      const Coord c = split_index(op.r, rok[e] ? (uint32_t)r : 0u);
+      roff[e] = c.off;
+      rh[e] = c.h + op.h0;
+      rw[e] = c.w + op.w0;
+    }
+  }
+
+  __device__ __forceinline__ M element(const DevOperand<T>& op, int e, const Coord& kc, bool kok) const {
+    bool ok = rok[e] && kok;
+    if (KIND == OperandKind::mat) return ok ? load(base, roff[e] + kc.off) : M(0);
+    const int32_t hc = rh[e] + kc.h, wc = rw[e] + kc.w;
+    if (KIND == OperandKind::im2col) {
+      ok = ok && (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
+      return ok ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
+    }
+    ok = ok && hc >= 0 && wc >= 0;  // col2im: output coordinate = (h / stride) when divisible
+    const uint32_t uh = ok ? (uint32_t)hc : 0u, uw = ok ? (uint32_t)wc : 0u;
+    const uint32_t qh = op.sdh.div(uh), qw = op.sdw.div(uw);
+    ok = ok && qh * op.sdh.d == uh && qw * op.sdw.d == uw && qh < (uint32_t)op.H && qw < (uint32_t)op.W;
+    return ok ? load(base, roff[e] + kc.off + (int32_t)qh * op.sh + (int32_t)qw * op.sw) : M(0);
+  }
+
+  __device__ __forceinline__ void fetch(const DevOperand<T>& op, int64_t k0, int64_t kend) {
+    if (op.k_fast) {
+      const int64_t k = k0 + kl0;
+      const bool kok = k < kend;
+      const Coord kc = split_index(op.k, kok ? (uint32_t)k : 0u);
+#pragma unroll
+      for (int e = 0; e < E; ++e) v[e] = element(op, e, kc, kok);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int64_t k = k0 + kl0 + e * KSTEP;
+        const bool kok = k < kend;
+        const Coord kc = split_index(op.k, kok ? (uint32_t)k : 0u);
+        v[e] = element(op, e, kc, kok);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(M* S, bool k_fast) const {
+    constexpr int LD = ROWS + 4;
+    if (k_fast) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) S[kl0 * LD + rl0 + e * RSTEP] = v[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) S[(kl0 + e * KSTEP) * LD + rl0] = v[e];
+    }
+  }
+};
+
+template <typename T, typename A>
+__device__ __forceinline__ void epilogue_store(const GemmArgs<T>& p, T* out, const T* bias, int64_t m, int64_t n,
+                                               typename OpMath<T>::type v) {
+  using M = typename OpMath<T>::type;
+  if (bias != nullptr) v += load(bias, n);
+  const uint32_t q = p.P.div((uint32_t)m);
+  const int64_t off = (int64_t)q * p.s_outer + (int64_t)(m - (int64_t)q * p.P.d) * p.s_inner + n * p.s_n;
+  store(out, off, act_forward<A, M>(v, p.alpha, p.gain, p.clamp));
+}
+
+// Writes one staged chunk (rows [r0, r0 + CH) of the block tile) with the epilogue of activation A.
+template <typename Cfg, typename T, typename A>
+__device__ __forceinline__ void write_chunk(const GemmArgs<T>& p, const typename OpMath<T>::type* Cs, T* out,
+                                            const T* bias, int64_t mbase, int64_t n0, bool m_fast, int tid) {
+  constexpr int PER = Cfg::CH * Cfg::BN / Cfg::NT;
+#pragma unroll 4
+  for (int e = 0; e < PER; ++e) {
+    const int idx = tid + e * Cfg::NT;
+    const int rl = m_fast ? idx % Cfg::CH : idx / Cfg::BN;
+    const int nl = m_fast ? idx / Cfg::CH : idx % Cfg::BN;
+    const int64_t m = mbase + rl, n = n0 + nl;
+    if (m < p.Mrows && n < p.Ncols) epilogue_store<T, A>(p, out, bias, m, n, Cs[rl * Cfg::LDC + nl]);
+  }
+}
+
+template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
+__global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs<T> p) {
+  using M = typename OpMath<T>::type;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
+  constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB;
+  __shared__ __align__(16) M smem[Cfg::kSmemElems];
+
+  const int tid = threadIdx.x;
+  const int tx = tid % Cfg::TX, ty = tid / Cfg::TX;
+  const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
+  const int z = blockIdx.z;
+  const int g = z / p.splits, s = z - g * p.splits;
+  const int64_t kbeg = (int64_t)s * p.kchunk;
+  const int64_t kend = kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K;
+  const int nt = kend > kbeg ? (int)((kend - kbeg + BK - 1) / BK) : 0;
+
+  TileLoader<T, AK, BM, BK, Cfg::NT> la;
+  TileLoader<T, BKIND, BN, BK, Cfg::NT> lb;
+  la.init(p.a, g, m0, p.Mrows, tid);
+  lb.init(p.b, g, n0, p.Ncols, tid);
+
+  M acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = M(0);
+
+  M* As = smem;
+  M* Bs = smem + 2 * BK * LDA;
+  if (nt > 0) {
+    la.fetch(p.a, kbeg, kend);
+    lb.fetch(p.b, kbeg, kend);
+    la.store(As, p.a.k_fast);
+    lb.store(Bs, p.b.k_fast);
+  }
+  __syncthreads();
+
+  for (int t = 0; t < nt; ++t) {
+    const int cur = t & 1;
+    const bool more = t + 1 < nt;
+    if (more) {  // global loads of the next tile are in flight while this one is multiplied
+      la.fetch(p.a, kbeg + (int64_t)(t + 1) * BK, kend);
+      lb.fetch(p.b, kbeg + (int64_t)(t + 1) * BK, kend);
+    }
+    const M* Ac = As + cur * BK * LDA + ty * 4;
+    const M* Bc = Bs + cur * BK * LDB + tx * 4;
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      M a[TM], b[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+    if (more) {
+      la.store(As + (cur ^ 1) * BK * LDA, p.a.k_fast);
+      lb.store(Bs + (cur ^ 1) * BK * LDB, p.b.k_fast);
+    }
+    __syncthreads();
+  }
+
+  // Epilogue: stage CH rows at a time through shared memory (the main loop's last barrier freed it).
+  M* Cs = smem;
+  const bool split = p.splits > 1;
+  const bool m_fast = !split && p.s_inner == 1;
+  T* out = p.out + (int64_t)g * p.out_group_stride;
+  const T* bias = p.bias != nullptr ? p.bias + (int64_t)g * p.Ncols : nullptr;
+#pragma unroll
+  for (int c = 0; c < TM / 4; ++c) {
+#pragma unroll
+    for (int ii = 0; ii < 4; ++ii)
+#pragma unroll
+      for (int j = 0; j < TN; ++j)
+        Cs[(ty * 4 + ii) * Cfg::LDC + (j / 4) * (Cfg::TX * 4) + tx * 4 + (j % 4)] = acc[c * 4 + ii][j];
+    __syncthreads();
+    const int64_t mbase = m0 + c * Cfg::CH;
+    if (split) {
+      M* ws = p.ws + (int64_t)z * p.Mrows * p.Ncols;
+      constexpr int PER = Cfg::CH * BN / Cfg::NT;
+#pragma unroll 4
+      for (int e = 0; e < PER; ++e) {
+        const int idx = tid + e * Cfg::NT;
+        const int rl = idx / BN, nl = idx % BN;
+        const int64_t m = mbase + rl, n = n0 + nl;
+        if (m < p.Mrows && n < p.Ncols) ws[m * p.Ncols + n] = Cs[rl * Cfg::LDC + nl];
+      }
+    } else {
+      switch (p.act) {
+#define FG_GEMM_ACT_CASE(code, name, F) \
+  case code: write_chunk<Cfg, T, F>(p, Cs, out, bias, mbase, n0, m_fast, tid); break;
+        FG_ACTIVATIONS(FG_GEMM_ACT_CASE)
+#undef FG_GEMM_ACT_CASE
+        default: break;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Split-K: C[g][m][n] = sum over s (in order) of ws[g * splits + s][m][n], then the epilogue.
+template <typename T, typename A>
+__global__ void __launch_bounds__(256) gemm_splitk_reduce(const GemmArgs<T> p, int64_t groups) {
+  using M = typename OpMath<T>::type;
+  const int64_t MN = p.Mrows * p.Ncols, total = groups * MN;
+  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t g = i / MN, r = i - g * MN;
+    const int64_t m = r / p.Ncols, n = r - m * p.Ncols;
+    const M* w = p.ws + g * p.splits * MN + r;
+    M acc = M(0);
+    for (int s = 0; s < p.splits; ++s) acc += w[s * MN];
+    epilogue_store<T, A>(p, p.out + g * p.out_group_stride, p.bias != nullptr ? p.bias + g * p.Ncols : nullptr, m,
+                         n, acc);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- host side
+constexpr int64_t kIndexLimit = 2147483647;  // digit indices and coordinates are 32-bit
+
+struct Plan {
+  int cfg = 64;  // 64 or 128 (tile configurations); 0: the dot kernel (dense.cu)
+  int splits = 1;
+  int64_t kchunk = 0;
+};
+
+inline size_t accum_size(DType dt) { return dt == DType::f64 ? sizeof(double) : sizeof(float); }
+
+// The size heuristic, shared by both backends so the emulation takes the same decisions as an H200.
+inline Plan make_plan(const GemmParams& p) {
+  Plan pl;
+  const int64_t sm = p.sm_count > 0 ? p.sm_count : 132;
+  const int64_t G = p.groups < 1 ? 1 : p.groups;
+  const int64_t t128 = ceil_div(p.M, 128) * ceil_div(p.N, 128) * G;
+  if (p.dtype != DType::f64 && t128 >= sm) {  // a full wave of big tiles: the most reuse per shared load
+    pl.cfg = 128;
+    pl.kchunk = p.K;
+    return pl;
+  }
+  const int64_t t64 = ceil_div(p.M, 64) * ceil_div(p.N, 64) * G;
+  int64_t splits = 1;
+  // Split K when the tile grid leaves more than half the SMs idle and the k-chain is long: a lone block needs
+  // ~0.35 us per 16-deep k-tile (latency-bound), so cutting a >= 32-tile chain pays for the reduce launch.
+  if (t64 * 2 <= sm && p.K >= 512) {
+    splits = ceil_div(sm, t64);
+    if (splits > p.K / 128) splits = p.K / 128;  // >= 8 k-tiles per split
+    if (splits > 128) splits = 128;
+    if (splits > 65535 / G) splits = 65535 / G;
+    const int64_t ws_cap = (int64_t(1) << 25) / (G * (p.M > 0 ? p.M : 1) * (p.N > 0 ? p.N : 1));  // <= 128 MB
+    if (splits > ws_cap) splits = ws_cap;
+    if (splits < 1) splits = 1;
+  }
+  int64_t kchunk = ceil_div(ceil_div(p.K, splits), 16) * 16;
+  if (kchunk < 16) kchunk = 16;
+  pl.splits = splits > 1 ? (int)ceil_div(p.K, kchunk) : 1;
+  pl.kchunk = pl.splits > 1 ? kchunk : p.K;
+  return pl;
+}
+
+inline int64_t workspace_bytes(const GemmParams& p, const Plan& pl) {
+  if (pl.splits <= 1) return 0;
+  return (int64_t)pl.splits * (p.groups < 1 ? 1 : p.groups) * p.M * p.N * (int64_t)accum_size(p.dtype);
+}
+
+inline DevIndex dev_index(const GemmIndex& x) {
+  DevIndex d;
+  d.d2 = FastDiv(x.R2);
+  d.d1 = FastDiv(x.R1);
+  d.off0 = (int32_t)x.off[0];
+  d.off1 = (int32_t)x.off[1];
+  d.off2 = (int32_t)x.off[2];
+  d.h0 = (int32_t)x.h[0];
+  d.h1 = (int32_t)x.h[1];
+  d.h2 = (int32_t)x.h[2];
+  d.w0 = (int32_t)x.w[0];
+  d.w1 = (int32_t)x.w[1];
+  d.w2 = (int32_t)x.w[2];
+  return d;
+}
+
+template <typename T>
+DevOperand<T> dev_operand(const GemmOperand& o) {
+  DevOperand<T> d;
+  d.ptr = static_cast<const T*>(o.ptr);
+  d.group_stride = o.group_stride;
+  d.r = dev_index(o.r);
+  d.k = dev_index(o.k);
+  d.h0 = (int32_t)o.h0;
+  d.w0 = (int32_t)o.w0;
+  d.H = (int32_t)o.H;
+  d.W = (int32_t)o.W;
+  d.sdh = FastDiv(o.sdh);
+  d.sdw = FastDiv(o.sdw);
+  d.sh = (int32_t)o.sh;
+  d.sw = (int32_t)o.sw;
+  d.k_fast = o.k_fast ? 1 : 0;
+  return d;
+}
+
+// Largest element offset an operand can address (per group), for the 32-bit offset limit.
+inline int64_t max_index_offset(const GemmIndex& x, int64_t extent, int64_t* hmax, int64_t* wmax) {
+  const int64_t top = extent > 0 ? extent - 1 : 0;
+  const int64_t d0 = top / (x.R1 * x.R2);
+  const int64_t d[3] = {d0, x.R1 - 1, x.R2 - 1};
+  int64_t off = 0;
+  for (int i = 0; i < 3; ++i) {
+    off += d[i] * (x.off[i] < 0 ? -x.off[i] : x.off[i]);
+    *hmax += d[i] * (x.h[i] < 0 ? -x.h[i] : x.h[i]);
+    *wmax += d[i] * (x.w[i] < 0 ? -x.w[i] : x.w[i]);
+  }
+  return off;
+}
+
+// True when p is inside the kernels' index limits: sizes and digit indices < 2^31 - 1, spatial coordinates
+// < 2^30 in magnitude, every in-operand element offset < 2^31 - 1, grid extents.
+inline bool within_limits(const GemmParams& p) {
+  auto small = [](int64_t v) { return v >= -(int64_t(1) << 30) && v <= (int64_t(1) << 30); };
+  bool ok = p.M >= 0 && p.N >= 0 && p.K >= 0 && p.M < kIndexLimit && p.N < kIndexLimit && p.K < kIndexLimit &&
+            p.groups >= 1 && p.groups <= 65535 && ceil_div(p.N, 64) <= 65535 && p.c.P >= 1 && p.c.P < kIndexLimit;
+  if (!ok) return false;
+  const GemmOperand* ops[2] = {&p.a, &p.b};
+  const int64_t rext[2] = {p.M, p.N};
+  for (int j = 0; j < 2; ++j) {
+    const GemmOperand* o = ops[j];
+    ok = ok && o->r.R1 >= 1 && o->r.R2 >= 1 && o->k.R1 >= 1 && o->k.R2 >= 1 && o->r.R1 < kIndexLimit &&
+         o->r.R2 < kIndexLimit && o->k.R1 < kIndexLimit && o->k.R2 < kIndexLimit && small(o->H) && small(o->W) &&
+         small(o->h0) && small(o->w0) && o->sdh >= 1 && o->sdw >= 1 && small(o->sdh) && small(o->sdw) &&
+         o->sh >= 0 && o->sw >= 0;
+    if (!ok) return false;
+    int64_t hmax = o->h0 < 0 ? -o->h0 : o->h0, wmax = o->w0 < 0 ? -o->w0 : o->w0;
+    int64_t off = max_index_offset(o->r, rext[j], &hmax, &wmax) + max_index_offset(o->k, p.K, &hmax, &wmax);
+    if (o->kind != OperandKind::mat) off += (o->H - 1) * o->sh + (o->W - 1) * o->sw;
+    ok = ok && small(hmax) && small(wmax) && off < kIndexLimit;
+  }
+  return ok;
+}
+
+inline void check_limits(const GemmParams& p, const char* what) {
+  if (!within_limits(p))
+    throw std::invalid_argument(std::string(what) +
+                                ": problem outside the GEMM kernels' limits (sizes < 2^31, offsets inside one "
+                                "operand < 2^31, coordinates < 2^30, groups <= 65535); the glue should have "
+                                "routed it to ATen (gemm_workspace returns -1 for such problems)");
+}
+
+template <typename T>
+GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
+  using M = typename OpMath<T>::type;
+  GemmArgs<T> a;
+  a.a = dev_operand<T>(p.a);
+  a.b = dev_operand<T>(p.b);
+  a.out = static_cast<T*>(p.c.ptr);
+  a.out_group_stride = p.c.group_stride;
+  a.s_outer = p.c.s_outer;
+  a.s_inner = p.c.s_inner;
+  a.s_n = p.c.s_n;
+  a.P = FastDiv(p.c.P);
+  a.bias = static_cast<const T*>(p.bias);
+  a.alpha = (M)p.alpha;
+  a.gain = (M)p.gain;
+  a.clamp = (M)p.clamp;
+  a.act = p.act;
+  a.splits = pl.splits;
+  a.Mrows = p.M;
+  a.Ncols = p.N;
+  a.K = p.K;
+  a.kchunk = pl.kchunk > 0 ? pl.kchunk : 1;
+  a.ws = static_cast<M*>(p.workspace);
+  return a;
+}
+
+template <typename T>
+void launch_splitk_reduce(const GemmArgs<T>& a, int64_t groups, void* stream) {
+  const int64_t total = groups * a.Mrows * a.Ncols;
+  const unsigned blocks = (unsigned)(ceil_div(total, 256) < 65536 ? ceil_div(total, 256) : 65536);
+  bool ok = false;
+  switch (a.act) {
+#define FG_REDUCE_CASE(code, name, F)                                                                           \
+  case code:                                                                                                  \
+    launch("gemm_splitk_reduce", gemm_splitk_reduce<T, F>, dim3(blocks), dim3(256), 0, stream, a, groups); \
+    ok = true;                                                                                                \
+    break;
+    FG_ACTIVATIONS(FG_REDUCE_CASE)
+#undef FG_REDUCE_CASE
+    default: break;
+  }
+  if (!ok) throw std::invalid_argument("gemm: unknown activation code " + std::to_string(a.act));
+}
+
+// Runs the tiled kernel (configuration from the plan) and, with split-K, the reduction.
+template <typename T, OperandKind AK, OperandKind BKIND>
+void run_tiled(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
+  const GemmArgs<T> a = make_args<T>(p, pl);
+  const int64_t G = p.groups;
+  if (pl.splits > 1 && p.workspace == nullptr)
+    throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
+  if (p.act < 0 || p.act > 4) throw std::invalid_argument(std::string(name) + ": unknown activation code");
+  if (pl.cfg == 128) {
+    if constexpr (!std::is_same<T, double>::value) {
+      using C = Cfg128;
+      launch(name, gemm_kernel<T, C, AK, BKIND>,
+             dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)G), dim3(C::NT), 0,
+             stream, a);
+      return;
+    }
+    throw std::invalid_argument(std::string(name) + ": the 128 tile is not built for float64");
+  } else {
+    using C = Cfg64For<T>;
+    launch(name, gemm_kernel<T, C, AK, BKIND>,
+           dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)(G * pl.splits)),
+           dim3(C::NT), 0, stream, a);
+    if (pl.splits > 1) launch_splitk_reduce<T>(a, G, stream);
+  }
+}
+
+// float64 never takes the 128 tile (its 64 double accumulators would not fit the register budget).
+template <OperandKind AK, OperandKind BKIND>
+void run_tiled_any(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
+  dispatch_dtype(p.dtype, name, [&](auto tag) {
+    using T = decltype(tag);
+    run_tiled<T, AK, BKIND>(p, pl, stream, name);
+  });
+}
+
+// Defined in conv2d.cu: the three convolution combinations.
+void run_conv_gemm(const GemmParams& p, const Plan& pl, void* stream);
+
+}  // namespace gemm
+}  // namespace FG_NS
+}  // namespace fastgan

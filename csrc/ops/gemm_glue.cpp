@@ -1,0 +1,81 @@
+#include "gemm_glue.h"
+
+#include <ATen/ops/empty.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace fastgan {
+
+#if defined(FASTGAN_WITH_CUDA)
+int current_cuda_sm_count(const at::Tensor& t);  // cuda_stream.cpp
+#endif
+
+int gemm_sm_count(const Exec& ex, const at::Tensor& t) {
+#if defined(FASTGAN_WITH_CUDA)
+  if (ex.backend == Backend::CUDA) return current_cuda_sm_count(t);
+#else
+  (void)t;
+#endif
+  (void)ex;
+  return 132;
+}
+
+bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like) {
+  TORCH_CHECK(ex.kernels != nullptr && ex.kernels->gemm != nullptr, "fastgan: no GEMM kernels in this backend");
+  p.sm_count = gemm_sm_count(ex, like);
+  const int64_t bytes = ex.kernels->gemm_workspace(p);
+  if (bytes < 0) return false;
+  at::Tensor ws;
+  if (bytes > 0) {
+    ws = at::empty({bytes}, like.options().dtype(at::kByte));
+    p.workspace = ws.mutable_data_ptr();
+  }
+  try {
+    ex.kernels->gemm(p, ex.stream);
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, e.what());
+  }
+  return true;
+}
+
+GemmIndex gemm_index1(int64_t stride) {
+  GemmIndex g;
+  g.off[0] = stride;
+  return g;
+}
+
+bool gemm_k_fast(int64_t r_unit_stride, int64_t k_unit_stride) { return !(r_unit_stride == 1 && k_unit_stride != 1); }
+
+namespace {
+enum class Route { automatic, kernels, aten };
+Route cuda_route() {
+  static const Route r = [] {
+    const char* v = std::getenv("FASTGAN_CUDA_GEMM");
+    if (v == nullptr || *v == 0 || std::strcmp(v, "auto") == 0) return Route::automatic;
+    if (std::strcmp(v, "kernels") == 0) return Route::kernels;
+    if (std::strcmp(v, "aten") == 0) return Route::aten;
+    TORCH_WARN("FASTGAN_CUDA_GEMM=", v, " is not one of auto, kernels, aten; using auto");
+    return Route::automatic;
+  }();
+  return r;
+}
+}  // namespace
+
+bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool poor_fit) {
+  switch (cuda_route()) {
+    case Route::kernels: return false;
+    case Route::aten: return true;
+    case Route::automatic: break;
+  }
+  if (poor_fit) return true;
+  // Predictions (no GPU measurement yet): our SIMT kernels reach a fraction of cuBLAS/cuDNN on large
+  // products; tensor cores make half types ~10x faster there. The fused epilogue saves one pass over the
+  // output (~2 * output bytes / 3.3 TB/s) and a launch (~3-5 us): worth less than the GEMM gap beyond these
+  // sizes (arithmetic in benchmarks/notes_kernels.md).
+  const bool half = t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+  if (half) return macs >= double(1 << 26) && min_dim >= 16;
+  return macs >= double(1 << 30) && min_dim >= 64;
+}
+
+}  // namespace fastgan

@@ -1,0 +1,30 @@
+// Glue helpers shared by dense and conv2d for the implicit-GEMM kernels (csrc/kernels/gemm.cuh): workspace
+// allocation, the device's multiprocessor count, and the CUDA routing policy (our kernels or ATen).
+#pragma once
+
+#include "glue.h"
+
+namespace fastgan {
+
+// Multiprocessor count for the kernels' size heuristic: the CUDA device's; 132 (an H200) under emulation so
+// the emulated kernels take the decisions the target GPU takes.
+int gemm_sm_count(const Exec& ex, const at::Tensor& t);
+
+// Runs p with ex's kernels (allocating the split-K workspace like `like`). Returns false, doing nothing, when
+// the problem is outside the kernels' index limits; the caller then computes it with ATen.
+bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like);
+
+// A single-digit index: element offset = i * stride.
+GemmIndex gemm_index1(int64_t stride);
+
+// Load mapping for a matrix operand: walk k across the warp unless r has the unit stride and k does not.
+bool gemm_k_fast(int64_t r_unit_stride, int64_t k_unit_stride);
+
+// CUDA routing policy, FASTGAN_CUDA_GEMM = auto (default) | kernels | aten. `auto` sends large products to ATen
+// (cuBLAS / cuDNN; tensor cores for half types), see benchmarks/notes_kernels.md. `macs` is the multiply-add
+// count of the product the kernels would run (including work they waste, e.g. strided backward data).
+// Never consulted for the emulation (which always runs the kernels) or the CPU.
+// `poor_fit`: a shape the tiles serve badly (depthwise convolutions), sent to ATen in `auto` mode.
+bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool poor_fit = false);
+
+}  // namespace fastgan
