@@ -1,0 +1,215 @@
+"""``fastgan train`` / ``fastgan sample`` / ``fastgan eval`` (hooked into ``fastgan.cli``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser", "cmd_train", "cmd_sample", "cmd_eval"]
+
+_IMPLS = ("auto", "native", "emu", "torch")
+
+
+def _int_ge(lo: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def _float_ge0(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
+    return v
+
+
+def _float_pos(s: str) -> float:
+    v = _float_ge0(s)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s}")
+    return v
+
+
+def add_parser(subparsers) -> None:
+    from .trainer import DEFAULT_EPOCHS, DEFAULTS, TrainConfig
+
+    d = TrainConfig()
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = subparsers.add_parser(
+        "train", formatter_class=fmt, help="train the MNIST GAN",
+        description="Train the classic MNIST GAN (MLP generator, strided-conv discriminator) with the fused "
+                    "layers. Defaults train on the embedded 5,000-image MNIST subset. Under torchrun "
+                    "(torchrun --nproc_per_node N -m fastgan train ...) it trains with DistributedDataParallel.")
+    p.add_argument("--out", default=d.out, metavar="DIR", help="output directory (samples, plots, metrics, checkpoint)")
+    p.add_argument("--epochs", type=_int_ge(1), default=None,
+                   help=f"epochs over the data (default {DEFAULT_EPOCHS}, or the checkpoint's with --resume)")
+    p.add_argument("--max-steps", type=_int_ge(0), default=None,
+                   help="stop after this many steps in all (0: no limit; default 0, or the checkpoint's)")
+    p.add_argument("--batch-size", type=_int_ge(1), default=None,
+                   help=f"global batch size, split across processes (default {DEFAULTS['batch_size']})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="auto: CUDA when available, else CPU")
+    p.add_argument("--layers", choices=("fused", "stock"), default=d.layers,
+                   help="fused: fastgan.nn layers and loss; stock: the same networks from torch.nn")
+    p.add_argument("--impl", choices=_IMPLS, default=d.impl, help="fastgan op implementation (see fastgan doctor)")
+    p.add_argument("--seed", type=_int_ge(0), default=None, help=f"random seed (default {DEFAULTS['seed']})")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue a run from CHECKPOINT (default: DIR/checkpoint.pt); settings not given are "
+                        "taken from the checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start a new run even if DIR has a checkpoint")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="directory with MNIST or Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]; also "
+                        "DIR/raw or torchvision's DIR/MNIST/raw); default: the embedded 5k MNIST subset")
+    p.add_argument("--r1-gamma", type=_float_ge0, default=None,
+                   help="R1 gradient penalty weight on real images (0: off; default 0)")
+    p.add_argument("--lr", type=_float_pos, default=None, help=f"Adam learning rate (default {DEFAULTS['lr']})")
+    p.add_argument("--beta1", type=_float_ge0, default=None, help=f"Adam beta1 (default {DEFAULTS['beta1']})")
+    p.add_argument("--beta2", type=_float_ge0, default=None, help=f"Adam beta2 (default {DEFAULTS['beta2']})")
+    p.add_argument("--checkpoint-every", type=_int_ge(0), default=d.checkpoint_every, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (0: only at epoch ends)")
+    p.add_argument("--log-every", type=_int_ge(0), default=d.log_every, metavar="STEPS",
+                   help="read metrics back every STEPS steps (0: every step on CPU, 50 on CUDA)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture the whole training step in a CUDA graph (CUDA, single process)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
+    p.set_defaults(func=cmd_train)
+
+    s = subparsers.add_parser("sample", formatter_class=fmt, help="write a grid of samples from a checkpoint",
+                              description="Write a PNG grid of generator samples from a training checkpoint.")
+    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--n", type=_int_ge(1), default=64, help="number of samples")
+    s.add_argument("--out", default="samples.png", metavar="PNG")
+    s.add_argument("--nrow", type=_int_ge(0), default=0, help="images per row (0: square grid)")
+    s.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--layers", choices=("fused", "stock"), default="fused")
+    s.add_argument("--impl", choices=_IMPLS, default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    e = subparsers.add_parser(
+        "eval", formatter_class=fmt, help="score a checkpoint (FID, classifier score, digit coverage)",
+        description="FID on the features of the small MNIST classifier shipped with fastgan, a classifier "
+                    "(Inception-Score-like) score and per-digit coverage of generated samples.")
+    e.add_argument("--checkpoint", required=True, metavar="PATH")
+    e.add_argument("--n", type=_int_ge(2), default=5000, help="generated samples")
+    e.add_argument("--data", default=None, metavar="DIR",
+                   help="real reference images (IDX directory); default: the checkpoint's training data")
+    e.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
+    e.add_argument("--batch-size", type=_int_ge(1), default=500)
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--layers", choices=("fused", "stock"), default="fused")
+    e.add_argument("--impl", choices=_IMPLS, default="auto")
+    e.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-': stdout only)")
+    e.set_defaults(func=cmd_eval)
+
+
+def _errors():
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .trainer import TrainError
+
+    return (TrainError, CheckpointError, DataError)
+
+
+def _fail(cmd: str, e: BaseException) -> int:
+    print(f"fastgan {cmd}: error: {e}", file=sys.stderr)
+    return 1
+
+
+def cmd_train(args) -> int:
+    from .trainer import TrainConfig, train
+
+    cfg = TrainConfig(out=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                      device=args.device, layers=args.layers, impl=args.impl, seed=args.seed, resume=args.resume,
+                      overwrite=args.overwrite, data=args.data, r1_gamma=args.r1_gamma, lr=args.lr,
+                      beta1=args.beta1, beta2=args.beta2, checkpoint_every=args.checkpoint_every,
+                      log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet)
+    try:
+        train(cfg)
+    except _errors() as e:
+        return _fail("train", e)
+    except KeyboardInterrupt:
+        print(f"\nfastgan train: interrupted; continue with --resume (the last checkpoint in {args.out} is intact)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _load(args):
+    from .checkpoint import load_models
+
+    device = _device(args.device)
+    G, _, state = load_models(args.checkpoint, layers=args.layers, device=device)
+    return G, state, device
+
+
+def cmd_sample(args) -> int:
+    from .. import _impl
+    from .metrics import generate
+    from .outputs import save_grid
+
+    try:
+        with _impl.use_impl(args.impl):
+            G, state, device = _load(args)
+            imgs = generate(G, args.n, seed=args.seed, device=device)
+            save_grid(imgs, args.out, nrow=args.nrow)
+    except _errors() + (RuntimeError, ValueError, OSError) as e:
+        return _fail("sample", e)
+    print(f"wrote {args.n} samples of {args.checkpoint} (step {int(state['step'])}) to {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .. import _impl
+    from .data import load_data
+    from .metrics import evaluate_generator
+
+    try:
+        with _impl.use_impl(args.impl):
+            G, state, device = _load(args)
+            data_dir = args.data if args.data is not None else state["config"].get("data")
+            real = load_data(data_dir)
+            res = evaluate_generator(G, real.images, n=args.n, seed=args.seed, device=device,
+                                     batch_size=args.batch_size)
+    except _errors() + (RuntimeError, ValueError, OSError) as e:
+        return _fail("eval", e)
+    res.update(checkpoint=str(args.checkpoint), step=int(state["step"]), reference=real.source)
+    if args.json == "-":
+        print(json.dumps(res, indent=2))
+        return 0
+    share = "  ".join(f"{i}:{s * 100:.1f}%" for i, s in enumerate(res["class_share"]))
+    acc = res.get("classifier_heldout_accuracy")
+    print(f"checkpoint        {args.checkpoint} (step {res['step']})\n"
+          f"FID               {res['fid']:.3f}  (classifier features; {res['n_fake']} generated vs {res['n_real']} "
+          f"real from {real.source})\n"
+          f"classifier score  {res['classifier_score']:.3f} +- {res['classifier_score_std']:.3f}  "
+          f"(1: collapsed/unrecognisable .. 10: confident, all digits)\n"
+          f"coverage          {res['classes_covered']}/10 digits with >= {res['coverage_threshold'] * 100:.1f}% "
+          f"of samples; {res['confident_share'] * 100:.1f}% classified with p >= 0.9\n"
+          f"digit shares      {share}\n"
+          f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)" if acc is not None
+          else "")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0

@@ -1,0 +1,118 @@
+"""The seed GAN: the classic MNIST MLP generator and the small strided-conv discriminator.
+
+Both networks are built either from the fused layers of :mod:`fastgan.nn` (``layers="fused"``: the activation is
+part of the layer) or from stock :mod:`torch.nn` (``layers="stock"``: ``nn.Linear``/``nn.Conv2d`` followed by a
+separate activation module). The learned layers have the same names in both variants (``fc1``, ``conv1``, ...) and
+the activation slots (``act1``, ...) hold no parameters (``nn.Identity`` in the fused variant), so the two
+``state_dict``\\ s have identical keys and shapes: a checkpoint written by one loads into the other. The fused
+layers subclass their torch counterparts and inherit their initialisation, and layers are created in the same
+order, so under the same seed both variants start from identical weights.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import nn as fnn
+
+__all__ = ["LAYER_KINDS", "Z_DIM", "IMAGE_SHAPE", "Generator", "Discriminator", "build_models", "make_loss"]
+
+LAYER_KINDS = ("fused", "stock")
+Z_DIM = 100
+IMAGE_SHAPE = (1, 28, 28)
+LRELU_SLOPE = 0.2
+
+
+def _check_kind(layers: str) -> str:
+    if layers not in LAYER_KINDS:
+        raise ValueError(f"layers: expected one of {list(LAYER_KINDS)}, got {layers!r}")
+    return layers
+
+
+def _linear(layers: str, cin: int, cout: int, act: str):
+    """(layer, activation module) for ``act(x @ W.T + b)``."""
+    if layers == "fused":
+        alpha = LRELU_SLOPE if act == "lrelu" else None
+        return fnn.FusedLinear(cin, cout, act=act, alpha=alpha), nn.Identity()
+    return nn.Linear(cin, cout), _stock_act(act)
+
+
+def _conv(layers: str, cin: int, cout: int, act: str):
+    """(layer, activation module) for a 3x3, stride-2, pad-1 convolution followed by ``act``."""
+    if layers == "fused":
+        return fnn.FusedConv2d(cin, cout, 3, stride=2, padding=1, act=act, alpha=LRELU_SLOPE), nn.Identity()
+    return nn.Conv2d(cin, cout, 3, stride=2, padding=1), _stock_act(act)
+
+
+def _stock_act(act: str) -> nn.Module:
+    return {"lrelu": lambda: nn.LeakyReLU(LRELU_SLOPE), "sigmoid": nn.Sigmoid, "linear": nn.Identity}[act]()
+
+
+class Generator(nn.Module):
+    """z (``z_dim``, standard normal) -> 128 -> lrelu -> 256 -> lrelu -> 784 -> sigmoid -> (1, 28, 28) in [0, 1]."""
+
+    def __init__(self, layers: str = "fused", z_dim: int = Z_DIM):
+        super().__init__()
+        self.layers, self.z_dim = _check_kind(layers), z_dim
+        self.fc1, self.act1 = _linear(layers, z_dim, 128, "lrelu")
+        self.fc2, self.act2 = _linear(layers, 128, 256, "lrelu")
+        self.fc3, self.act3 = _linear(layers, 256, 28 * 28, "sigmoid")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.fc1(z))
+        x = self.act2(self.fc2(x))
+        x = self.act3(self.fc3(x))
+        return x.view(z.shape[0], *IMAGE_SHAPE)
+
+
+class Discriminator(nn.Module):
+    """(1, 28, 28) -> conv 32 -> lrelu -> conv 64 -> lrelu -> conv 128 -> lrelu -> flatten 2048 -> linear 1 (logit).
+
+    Every conv is 3x3, stride 2, padding 1: 28 -> 14 -> 7 -> 4, so the flattened feature has 128 * 4 * 4 = 2048.
+    """
+
+    def __init__(self, layers: str = "fused"):
+        super().__init__()
+        self.layers = _check_kind(layers)
+        self.conv1, self.act1 = _conv(layers, 1, 32, "lrelu")
+        self.conv2, self.act2 = _conv(layers, 32, 64, "lrelu")
+        self.conv3, self.act3 = _conv(layers, 64, 128, "lrelu")
+        self.fc, _ = _linear(layers, 128 * 4 * 4, 1, "linear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.conv2(x))
+        x = self.act3(self.conv3(x))
+        return self.fc(x.flatten(1)).squeeze(1)
+
+
+def build_models(layers: str = "fused", seed=None, device=None, z_dim: int = Z_DIM):
+    """(G, D), initialised from ``torch.manual_seed(seed)`` when a seed is given (G first, then D)."""
+    _check_kind(layers)
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            G, D = Generator(layers, z_dim), Discriminator(layers)
+    else:
+        G, D = Generator(layers, z_dim), Discriminator(layers)
+    return G.to(device), D.to(device)
+
+
+class _StockBCE(nn.Module):
+    """Stock ``nn.BCEWithLogitsLoss`` with a constant label (a target tensor is materialised, as in stock code)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, label: float) -> torch.Tensor:
+        return self.loss(logits, torch.full_like(logits, label))
+
+
+def make_loss(layers: str = "fused") -> nn.Module:
+    """``loss(logits, label: float)``: mean sigmoid-BCE against a constant label.
+
+    ``fused``: :class:`fastgan.nn.BCEWithLogitsLoss` with the label passed as a number (no target tensor);
+    ``stock``: ``torch.nn.BCEWithLogitsLoss`` against a ``full_like`` target. Same math.
+    """
+    return fnn.BCEWithLogitsLoss() if _check_kind(layers) == "fused" else _StockBCE()

@@ -1,0 +1,123 @@
+"""Run outputs: the per-step metrics log (JSON lines), sample grids and the loss-curve plot (PNG).
+
+Matplotlib is imported only when a picture is written (Agg canvas, no pyplot, no global backend change).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, List
+
+import numpy as np
+import torch
+
+__all__ = ["MetricsLog", "make_grid", "save_grid", "plot_losses", "read_metrics"]
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, drops lines past the resumed step first."""
+
+    def __init__(self, path, resume_step=None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, self.path)
+        self._f = open(self.path, "a", buffering=1)
+
+    def write(self, records: Iterable[dict]) -> None:
+        self._f.write("".join(json.dumps(r) + "\n" for r in records))
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_metrics(path) -> List[dict]:
+    """The records of a metrics file; a torn last line (a killed run) is skipped."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def make_grid(images: torch.Tensor, nrow: int = 0, pad: int = 2) -> np.ndarray:
+    """(N, 1, H, W) in [0, 1] -> one (rows*(H+pad)+pad, cols*(W+pad)+pad) float array, white padding."""
+    x = images.detach().float().cpu().clamp(0, 1).numpy()[:, 0]
+    n, h, w = x.shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i]
+    return grid
+
+
+def save_grid(images: torch.Tensor, path, nrow: int = 0, scale: int = 2) -> None:
+    """Write a PNG grid of ``images`` (white digits on black, as MNIST), each pixel ``scale`` x ``scale``."""
+    from matplotlib.image import imsave
+
+    grid = make_grid(images, nrow)
+    if scale > 1:
+        grid = np.kron(grid, np.ones((scale, scale), dtype=grid.dtype))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+
+
+def _smooth(y: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1 or len(y) < k:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    head = c[1:k] / np.arange(1, k)
+    return np.concatenate([head, (c[k:] - c[:-k]) / k])
+
+
+def plot_losses(records: List[dict], path) -> None:
+    """Loss curves (D and G, raw and smoothed) and D(x) / D(G(z)) against the step."""
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(9, 6.5), tight_layout=True)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    if records:
+        step = np.array([r["step"] for r in records])
+        k = max(1, len(records) // 100)
+        for key, label, color in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):
+            y = np.array([r[key] for r in records], dtype=float)
+            ax1.plot(step, y, color=color, alpha=0.25, lw=0.8)
+            ax1.plot(step, _smooth(y, k), color=color, label=label)
+        if any("r1" in r for r in records):
+            ax1.plot(step, _smooth(np.array([r.get("r1", np.nan) for r in records], float), k), color="tab:green",
+                     label="R1 penalty")
+        for key, label, color in (("d_real", "D(x)", "tab:green"), ("d_fake", "D(G(z))", "tab:red")):
+            y = np.array([r[key] for r in records], dtype=float)
+            ax2.plot(step, _smooth(y, k), color=color, label=label)
+        ax1.legend()
+        ax2.legend()
+    ax1.set_ylabel("loss")
+    ax1.set_title("GAN training")
+    ax2.set_ylabel("mean sigmoid(D)")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("step")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)

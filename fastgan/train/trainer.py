@@ -1,0 +1,468 @@
+"""The GAN training loop.
+
+One step (``Trainer._step``), with ``b`` = the per-process share of the global batch:
+
+1. ``fake = G(z)``, ``z ~ N(0, I)``.
+2. D step: ``logits = D(cat[real, fake.detach()])`` (one forward for both halves);
+   ``loss_D = BCE(logits_real, 1) + BCE(logits_fake, 0)`` (+ ``gamma/2 * E||grad_x D(x)||^2`` with ``--r1-gamma``,
+   by double backward: ``torch.autograd.grad(create_graph=True)``); Adam step on D.
+3. G step, against the updated D: ``loss_G = BCE(D(fake), 1)`` (the non-saturating loss); D's parameters are
+   frozen for this backward (no wasted weight gradients) and, under DDP, D does not all-reduce; Adam step on G.
+
+Every BCE takes the label as a Python number: with ``--layers fused`` that is :class:`fastgan.nn.BCEWithLogitsLoss`
+(no target tensor is created); with ``--layers stock`` it is ``torch.nn.BCEWithLogitsLoss`` on a ``full_like``
+target.
+
+Reproducibility: weights are initialised from ``--seed``; the data order of epoch ``e`` is a permutation drawn from
+``(seed, e)``; the noise comes from a dedicated generator whose state is checkpointed. ``--batch-size`` is the
+*global* batch: under torchrun every process draws the same global noise and permutation and keeps its own slice,
+so N processes compute (up to floating-point summation order) the same step as one.
+
+On CUDA the data set lives on the device, batches are gathered there, and nothing in the step reads a value back
+to the host; the per-step metrics stay on the device and are read every ``log_every`` steps, with the step times
+from CUDA events. ``--cuda-graph`` captures the whole step (both forwards, backwards and fused Adam updates) in one
+CUDA graph after three eager warm-up steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .. import _impl
+from . import checkpoint as ckpt
+from . import distributed
+from .data import load_data
+from .models import LAYER_KINDS, Z_DIM, build_models, make_loss
+from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
+
+__all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
+
+DEFAULT_EPOCHS = 30
+# Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
+DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.0, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
+            "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
+_MUST_MATCH = ("batch_size", "seed", "r1_gamma", "lr", "beta1", "beta2", "data")
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+LOSSES_NAME = "losses.png"
+_FIELDS = ("loss_d", "loss_g", "d_real", "d_fake", "r1")
+N_FIXED = 64
+
+
+class TrainError(RuntimeError):
+    """A problem with the run's configuration or environment, with a message for the user."""
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/mnist"
+    epochs: Optional[int] = None
+    max_steps: Optional[int] = None  # 0 = no limit
+    batch_size: Optional[int] = None
+    device: str = "auto"
+    layers: str = "fused"
+    impl: str = "auto"
+    seed: Optional[int] = None
+    resume: Optional[str] = None  # a checkpoint path, or "auto" = OUT/checkpoint.pt
+    overwrite: bool = False
+    data: Optional[str] = None
+    r1_gamma: Optional[float] = None
+    lr: Optional[float] = None
+    beta1: Optional[float] = None
+    beta2: Optional[float] = None
+    checkpoint_every: int = 500  # steps; 0 = only at epoch ends
+    quiet: bool = False
+    progress: Optional[bool] = None  # None: a bar when stderr is a terminal (and not quiet)
+    cuda_graph: bool = False
+    log_every: int = 0  # 0: every step on the CPU, every 50 steps on CUDA
+    samples_every_epoch: bool = True
+    extras: dict = field(default_factory=dict)
+
+
+def _seed_from(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        if cfg.layers not in LAYER_KINDS:
+            raise TrainError(f"--layers: expected one of {list(LAYER_KINDS)}, got {cfg.layers!r}")
+        try:
+            self.dist, self.device = distributed.setup(cfg.device)
+        except (RuntimeError, ValueError) as e:
+            raise TrainError(str(e)) from None
+        self.is_main = self.dist.is_main
+        try:
+            self._setup()
+        except BaseException:
+            distributed.cleanup(self.dist)
+            raise
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg, dev = self.cfg, self.device
+        if cfg.impl not in _impl.NAMES:
+            raise TrainError(f"--impl: unknown implementation {cfg.impl!r}; expected one of {list(_impl.NAMES)}")
+        if cfg.impl not in _impl.available_impls():
+            raise TrainError(f"--impl: implementation {cfg.impl!r} is not available in this build: "
+                             f"{_impl.unavailable_reason(cfg.impl)}")
+
+        state = None
+        if cfg.resume:
+            path = self.out / CHECKPOINT_NAME if cfg.resume == "auto" else Path(cfg.resume)
+            state = ckpt.load(path)  # CheckpointError: clear message
+            self.resume_path = path
+        elif (self.out / CHECKPOINT_NAME).exists() and not cfg.overwrite:
+            raise TrainError(f"{self.out / CHECKPOINT_NAME} exists: pass --resume to continue that run, "
+                             "--overwrite to start again in the same directory, or choose another --out")
+        self.hp = self._resolve(state)
+        hp = self.hp
+
+        self.data = load_data(hp["data"])
+        world = self.dist.world_size
+        B = hp["batch_size"]
+        if B % world:
+            raise TrainError(f"--batch-size {B} is the global batch and must be divisible by the number of "
+                             f"processes ({world})")
+        self.local_b = B // world
+        self.steps_per_epoch = len(self.data) // B
+        if self.steps_per_epoch == 0:
+            raise TrainError(f"--batch-size {B} is larger than the data set ({len(self.data)} images)")
+        self.total_steps = hp["epochs"] * self.steps_per_epoch
+        if hp["max_steps"]:
+            self.total_steps = min(self.total_steps, hp["max_steps"])
+        if cfg.cuda_graph:
+            if dev.type != "cuda":
+                raise TrainError("--cuda-graph needs a CUDA device (--device cuda)")
+            if self.dist.enabled:
+                raise TrainError("--cuda-graph is not supported together with torchrun/DDP; run one process")
+
+        # models, losses, optimisers
+        self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev)
+        self.loss = make_loss(cfg.layers)
+        adam = dict(lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]))
+        if dev.type == "cuda":
+            adam.update(fused=True, capturable=cfg.cuda_graph)
+        self.optG = torch.optim.Adam(self.G.parameters(), **adam)
+        self.optD = torch.optim.Adam(self.D.parameters(), **adam)
+
+        # noise: a dedicated generator (state checkpointed); fixed noise for the sample grids
+        self.noise_gen = torch.Generator(dev).manual_seed(_seed_from(hp["seed"], 1))
+        self.fixed_noise = torch.randn(N_FIXED, Z_DIM, generator=torch.Generator().manual_seed(
+            _seed_from(hp["seed"], 2)))
+        self.step = 0
+        if state is not None:
+            self._load_state(state)
+        self.fixed_noise = self.fixed_noise.to(dev)
+
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.G_ddp = DDP(self.G, device_ids=ids)
+            self.D_ddp = DDP(self.D, device_ids=ids)
+        else:
+            self.G_ddp, self.D_ddp = self.G, self.D
+
+        # the data set on the training device, as uint8 (converted per batch)
+        self.images = self.data.images.to(dev)
+        self._perm_epoch, self._perm = -1, None
+        self._graph = None
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
+
+    def _resolve(self, state) -> dict:
+        cfg = self.cfg
+        saved = state["config"] if state is not None else {}
+        hp = {}
+        for key, default in DEFAULTS.items():
+            given = getattr(cfg, key)
+            if key == "data" and given is not None:
+                given = os.path.abspath(given)
+            if given is None:
+                hp[key] = saved.get(key, default)
+            else:
+                if key in _MUST_MATCH and state is not None and key in saved and saved[key] != given:
+                    opt = "--" + key.replace("_", "-")
+                    raise TrainError(f"--resume: the checkpoint was trained with {opt} {saved[key]!r}, got "
+                                     f"{given!r}; drop {opt} to continue that run exactly")
+                hp[key] = given
+        for key in ("batch_size", "epochs"):
+            if not isinstance(hp[key], int) or hp[key] < 1:
+                raise TrainError(f"--{key.replace('_', '-')}: expected a positive integer, got {hp[key]!r}")
+        if hp["max_steps"] is None or hp["max_steps"] < 0:
+            raise TrainError(f"--max-steps: expected an integer >= 0, got {hp['max_steps']!r}")
+        if not (hp["r1_gamma"] >= 0 and math.isfinite(hp["r1_gamma"])):
+            raise TrainError(f"--r1-gamma: expected a finite number >= 0, got {hp['r1_gamma']!r}")
+        if not (hp["lr"] > 0 and math.isfinite(hp["lr"])):
+            raise TrainError(f"--lr: expected a finite number > 0, got {hp['lr']!r}")
+        for b in ("beta1", "beta2"):
+            if not 0 <= hp[b] < 1:
+                raise TrainError(f"--{b}: expected a number in [0, 1), got {hp[b]!r}")
+        hp["z_dim"] = Z_DIM
+        return hp
+
+    def _load_state(self, state: dict) -> None:
+        path = self.resume_path
+        ckpt.load_state_dict(self.G, state["G"], "generator", path)
+        ckpt.load_state_dict(self.D, state["D"], "discriminator", path)
+        try:
+            self.optG.load_state_dict(state["optG"])
+            self.optD.load_state_dict(state["optD"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{path}: optimiser state does not fit these models ({e})") from None
+        rng = state["rng"]
+        if isinstance(rng.get("torch_cpu"), torch.Tensor):  # the global RNG (unused by the step itself)
+            torch.set_rng_state(rng["torch_cpu"])
+        noise = rng.get("noise_cuda" if self.device.type == "cuda" else "noise_cpu")
+        if noise is not None:
+            self.noise_gen.set_state(noise)
+        else:  # resumed on another device type: noise continues from a seed derived from the step
+            self.noise_gen.manual_seed(_seed_from(self.hp["seed"], 3, int(state["step"])))
+            if self.is_main:
+                print(f"note: {path} was written on another device type; the noise stream continues from a "
+                      "derived seed, so this run will not match an uninterrupted one", file=sys.stderr)
+        self.fixed_noise = state["fixed_noise"].float().cpu()
+        self.step = int(state["step"])
+        if self.step > self.total_steps:
+            raise TrainError(f"--resume: the checkpoint is at step {self.step}, past this run's end "
+                             f"({self.total_steps} steps); raise --epochs or --max-steps to train further")
+
+    # ------------------------------------------------------------------ the step
+    def _set_requires_grad(self, module, flag: bool) -> None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+    def _step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One D update and one G update; returns the metrics (loss_d, loss_g, d_real, d_fake, r1) on the device."""
+        G, D, loss, b = self.G_ddp, self.D_ddp, self.loss, real.shape[0]
+        gamma = self.hp["r1_gamma"]
+        fake = G(z)
+        if gamma > 0:
+            real = real.detach().requires_grad_(True)
+        logits = D(torch.cat([real, fake.detach()]))
+        lr_, lf = logits[:b], logits[b:]
+        loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
+        if gamma > 0:
+            (grad,) = torch.autograd.grad(lr_.sum(), real, create_graph=True)
+            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            loss_d = loss_d + (0.5 * gamma) * r1
+        else:
+            r1 = torch.zeros((), device=real.device)
+        self.optD.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.optD.step()
+
+        self._set_requires_grad(self.D, False)
+        try:
+            no_sync = D.no_sync() if self.dist.enabled else contextlib.nullcontext()
+            with no_sync:
+                loss_g = loss(D(fake), 1.0)
+                self.optG.zero_grad(set_to_none=True)
+                loss_g.backward()
+        finally:
+            self._set_requires_grad(self.D, True)
+        self.optG.step()
+        with torch.no_grad():
+            return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(lr_.detach()).mean(),
+                                torch.sigmoid(lf.detach()).mean(), r1.detach()])
+
+    def _graph_step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``_step`` through a CUDA graph: 3 eager warm-up steps on a side stream, then capture, then replays."""
+        if self._graph is None and not hasattr(self, "_static_real"):
+            self._static_real = torch.empty_like(real)
+            self._static_z = torch.empty_like(z)
+            self._warmup_left = 3
+        self._static_real.copy_(real)
+        self._static_z.copy_(z)
+        if self._graph is None:
+            if self._warmup_left > 0:
+                self._warmup_left -= 1
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = self._step(self._static_real, self._static_z)
+                torch.cuda.current_stream().wait_stream(side)
+                return out
+            self.optD.zero_grad(set_to_none=True)
+            self.optG.zero_grad(set_to_none=True)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._static_out = self._step(self._static_real, self._static_z)
+        self._graph.replay()
+        return self._static_out.clone()
+
+    def _batch(self, step: int):
+        """(real, z) for global step ``step`` (0-based): this process's slice of the global batch."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(_seed_from(self.hp["seed"], 0, epoch))
+            self._perm = torch.randperm(len(self.data), generator=g).to(self.device, non_blocking=True)
+            self._perm_epoch = epoch
+        B, b, r = self.hp["batch_size"], self.local_b, self.dist.rank
+        idx = self._perm[i * B + r * b: i * B + (r + 1) * b]
+        real = self.images.index_select(0, idx).unsqueeze(1).float().div_(255)
+        z = torch.randn(B, Z_DIM, device=self.device, generator=self.noise_gen)[r * b:(r + 1) * b]
+        return real, z
+
+    # ------------------------------------------------------------------ outputs
+    def state_dict(self) -> dict:
+        rng = {"noise_" + self.device.type: self.noise_gen.get_state(), "torch_cpu": torch.get_rng_state()}
+        return {
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "optG": self.optG.state_dict(), "optD": self.optD.state_dict(),
+            "step": self.step, "epoch": self.step // self.steps_per_epoch,
+            "rng": rng, "fixed_noise": self.fixed_noise.cpu(),
+            "config": {**{k: self.hp[k] for k in (*DEFAULTS, "z_dim")}, "layers": self.cfg.layers,
+                       "world_size": self.dist.world_size, "data_source": self.data.source,
+                       "steps_per_epoch": self.steps_per_epoch},
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.is_main:
+            ckpt.save(self.state_dict(), self.out / CHECKPOINT_NAME)
+
+    @torch.no_grad()
+    def save_samples(self, path) -> None:
+        if self.is_main:
+            self.G.eval()
+            imgs = self.G(self.fixed_noise)
+            self.G.train()
+            save_grid(imgs, path, nrow=8)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        try:
+            with _impl.use_impl(self.cfg.impl):
+                return self._run()
+        finally:
+            distributed.cleanup(self.dist)
+
+    def _run(self) -> dict:
+        cfg, dev, main = self.cfg, self.device, self.is_main
+        resumed_from = self.step if cfg.resume else None
+        log = MetricsLog(self.out / METRICS_NAME, resume_step=resumed_from) if main else None
+        show = main and not cfg.quiet
+        bar = None
+        if main:
+            from tqdm.auto import tqdm
+            enabled = cfg.progress if cfg.progress is not None else (not cfg.quiet and sys.stderr.isatty())
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                       disable=not enabled, desc="train")
+        say = (bar.write if bar is not None and not bar.disable else print) if show else (lambda *_: None)
+        if show:
+            what = f"resuming at step {self.step}" if resumed_from is not None else "starting"
+            say(f"fastgan train: {what}; layers={cfg.layers} impl={_impl.current()} device={dev} "
+                f"world={self.dist.world_size} data={self.data.source} ({len(self.data)} images) "
+                f"batch={self.hp['batch_size']} {self.steps_per_epoch} steps/epoch, {self.total_steps} steps "
+                f"-> {self.out}")
+
+        cuda = dev.type == "cuda"
+        step_fn = self._graph_step if cfg.cuda_graph else self._step
+        pending: List[tuple] = []  # (step, metrics tensor, t_start, t_end or events)
+        times: List[float] = []
+        epoch_t0 = time.perf_counter()
+        run_t0 = epoch_t0
+        epoch_summaries = []
+        last_rec: dict = {}
+
+        def flush():
+            if not pending:
+                return
+            vals = torch.stack([p[1] for p in pending])
+            if self.dist.enabled:
+                dist.all_reduce(vals)
+                vals /= self.dist.world_size
+            vals = vals.cpu().tolist()
+            if main:
+                recs = []
+                for (s, _, t0, t1), v in zip(pending, vals):
+                    dt = t0.elapsed_time(t1) / 1000.0 if cuda else t1 - t0
+                    times.append(dt)
+                    rec = {"step": s, "epoch": (s - 1) // self.steps_per_epoch + 1}
+                    rec.update({k: round(x, 6) for k, x in zip(_FIELDS, v)
+                                if k != "r1" or self.hp["r1_gamma"] > 0})
+                    rec["step_time"] = round(dt, 6)
+                    recs.append(rec)
+                log.write(recs)
+                last_rec.update(recs[-1])
+                bar.set_postfix(loss_d=f"{last_rec['loss_d']:.3f}", loss_g=f"{last_rec['loss_g']:.3f}",
+                                d_x=f"{last_rec['d_real']:.2f}", d_gz=f"{last_rec['d_fake']:.2f}", refresh=False)
+                bar.update(len(recs))
+            pending.clear()
+
+        try:
+            while self.step < self.total_steps:
+                real, z = self._batch(self.step)
+                if cuda:
+                    e0 = torch.cuda.Event(enable_timing=True)
+                    e1 = torch.cuda.Event(enable_timing=True)
+                    e0.record()
+                    m = step_fn(real, z)
+                    e1.record()
+                    t0, t1 = e0, e1
+                else:
+                    t0 = time.perf_counter()
+                    m = step_fn(real, z)
+                    t1 = time.perf_counter()
+                self.step += 1
+                pending.append((self.step, m, t0, t1))
+                epoch_end = self.step % self.steps_per_epoch == 0
+                last = self.step == self.total_steps
+                ck = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if len(pending) >= self.log_every or epoch_end or last or ck:
+                    flush()
+                if main and (epoch_end or last):
+                    epoch = (self.step - 1) // self.steps_per_epoch + 1
+                    name = f"epoch_{epoch:04d}.png" if epoch_end else f"step_{self.step:07d}.png"
+                    if cfg.samples_every_epoch or last:
+                        self.save_samples(self.out / "samples" / name)
+                    plot_losses(read_metrics(self.out / METRICS_NAME), self.out / LOSSES_NAME)
+                if epoch_end or last or ck:
+                    log and log.flush()
+                    self.save_checkpoint()
+                if main and (epoch_end or last):
+                    now = time.perf_counter()
+                    n_ep = (self.step - 1) % self.steps_per_epoch + 1
+                    ep = {"epoch": epoch, "step": self.step, "seconds": now - epoch_t0,
+                          "step_time_mean": float(np.mean(times[-n_ep:])) if times else float("nan"),
+                          **{k: last_rec[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")}}
+                    epoch_summaries.append(ep)
+                    say(f"epoch {epoch} step {self.step}/{self.total_steps}: loss_D {ep['loss_d']:.3f} "
+                        f"loss_G {ep['loss_g']:.3f} D(x) {ep['d_real']:.2f} D(G(z)) {ep['d_fake']:.2f}  "
+                        f"{ep['seconds']:.1f} s ({ep['step_time_mean'] * 1000:.0f} ms/step)")
+                    epoch_t0 = now
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        elapsed = time.perf_counter() - run_t0
+        summary = {"steps": self.step, "elapsed": elapsed,
+                   "step_time_mean": float(np.mean(times)) if times else float("nan"),
+                   "step_time_median": float(np.median(times)) if times else float("nan"),
+                   "epochs": epoch_summaries, "checkpoint": str(self.out / CHECKPOINT_NAME),
+                   "world_size": self.dist.world_size, "rank": self.dist.rank}
+        if show:
+            say(f"done: {self.step} steps, {elapsed:.1f} s this run; median step {summary['step_time_median'] * 1000:.1f} "
+                f"ms. Checkpoint {self.out / CHECKPOINT_NAME}, samples {self.out / 'samples'}, "
+                f"losses {self.out / LOSSES_NAME}, metrics {self.out / METRICS_NAME}. "
+                f"Score it: fastgan eval --checkpoint {self.out / CHECKPOINT_NAME}")
+        return summary
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Build a :class:`Trainer` from ``cfg`` and run it; returns a summary dict."""
+    return Trainer(cfg).run()
