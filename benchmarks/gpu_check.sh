@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The GPU check, one command for a lent CUDA machine (made for the H200: torch 2.11 + CUDA 13.0, Python 3.12,
+# 16 cores, no internet), run from anywhere inside the source tree:
+#
+#   bash benchmarks/gpu_check.sh            build from source, CUDA test suite, compute-sanitizer, benchmark
+#   bash benchmarks/gpu_check.sh --dry-run  the same plumbing with what runs without a GPU (no build; the op
+#                                           suite's API tests, the sanitizer workload and a smoke bench on CPU)
+#
+# Stages, each under `timeout` with its share of the time budget (GPU_CHECK_BUDGET, default 460 s, so the whole
+# script ends within 8 minutes: run it through the device tool with timeout_s 540); a stage that fails or times
+# out is recorded and the next one still runs:
+#   env        nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location          -> env.txt
+#   build      pip install --no-build-isolation --no-deps --no-index -e .  (sm_90, 16 jobs)  -> log.txt
+#   pytest     python -m pytest -q tests -x [-n 8] (the op suite has a native-cuda parameter)   -> pytest.txt
+#   memcheck   compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py          -> sanitizer.txt
+#   racecheck  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py          -> sanitizer.txt
+#   bench      python -m fastgan bench --device cuda --quick                                 -> bench.json/.md/.png
+# Everything lands in one folder: $OUT when set (the device tool brings it back), else gpu_check_out/:
+# log.txt (all output, stage summary last), env.txt, pytest.txt, sanitizer.txt, bench.json, bench.md, bench.png.
+# Exit status: 0 when every stage passed, 1 otherwise.
+#
+# Knobs (environment): GPU_CHECK_BUDGET (s), PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
+# MAX_JOBS (default 16), GPU_CHECK_EMU=1 (also build and test the CPU emulation; slower), GPU_CHECK_SAN_FILTER
+# (compute-sanitizer --kernel-name filter, default kns=fastgan: only fastgan's kernels are instrumented).
+set -u -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DRY=0
+case "${1:-}" in
+  --dry-run) DRY=1 ;;
+  "") ;;
+  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+  *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
+esac
+
+OUTDIR="${OUT:-$ROOT/gpu_check_out}"
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+LOG="$OUTDIR/log.txt"
+: > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
+rm -f "$OUTDIR/bench.json" "$OUTDIR/bench.md" "$OUTDIR/bench.png"
+BUDGET="${GPU_CHECK_BUDGET:-460}"
+BENCH_RESERVE=150   # seconds kept for the benchmark while the earlier stages run
+T0=$(date +%s)
+PY="${PYTHON:-python3}"
+command -v "$PY" >/dev/null 2>&1 || PY=python
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export MPLBACKEND=Agg
+STAGES=()
+
+log() { echo "$*" | tee -a "$LOG"; }
+elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( BUDGET - $(date +%s) + T0 )); }
+
+# stage NAME LIMIT RESERVE FILE CMD...: CMD under timeout min(LIMIT, time left - RESERVE); output to FILE and log.txt
+stage() {
+  local name=$1 limit=$2 reserve=$3 file=$4
+  shift 4
+  local avail=$(( $(left) - reserve ))
+  local lim=$(( limit < avail ? limit : avail ))
+  if (( lim < 15 )); then
+    log "== $name: SKIPPED (time budget used up: $(left) s left)"
+    STAGES+=("$name|skipped|0")
+    return 0
+  fi
+  log "== [$(date -u +%H:%M:%S) +$(elapsed)s] $name (limit ${lim}s): $*"
+  local s rc
+  s=$(date +%s)
+  if [[ "$file" == "$LOG" ]]; then
+    timeout -k 10 "$lim" "$@" 2>&1 | tee -a "$LOG"
+  else
+    (echo "== $name: $*"; timeout -k 10 "$lim" "$@" 2>&1; r=$?; echo "== $name: exit status $r"; exit $r) \
+      | tee -a "$file" >> "$LOG"
+  fi
+  rc=${PIPESTATUS[0]}
+  local dt=$(( $(date +%s) - s )) st=ok
+  if (( rc == 124 || rc == 137 )); then st="TIMEOUT"; elif (( rc != 0 )); then st="FAILED(rc=$rc)"; fi
+  log "== $name: $st after ${dt}s"
+  STAGES+=("$name|$st|$dt")
+  return 0
+}
+
+find_sanitizer() {
+  local c
+  for c in "$(command -v compute-sanitizer 2>/dev/null)" "${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer" \
+           /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer \
+           /usr/local/cuda/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer; do
+    [[ -n "$c" && -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  c=$("$PY" - <<'EOF' 2>/dev/null
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()]
+for r in roots:
+    for p in glob.glob(os.path.join(r, "nvidia", "**", "compute-sanitizer"), recursive=True):
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            print(p); sys.exit(0)
+EOF
+)
+  [[ -n "$c" ]] && { echo "$c"; return 0; }
+  return 1
+}
+
+env_report() {
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)   mode: $([[ $DRY == 1 ]] && echo dry-run || echo gpu)"
+  echo "--- uname / cpu"; uname -a; (lscpu 2>/dev/null | grep -E 'Model name|^CPU\(s\)') || true; nproc
+  echo "--- nvidia-smi"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi || true
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.limit,temperature.gpu \
+      --format=csv || true
+  else
+    echo "nvidia-smi: not found"
+  fi
+  echo "--- nvcc"; (command -v nvcc && nvcc --version) || echo "nvcc: not found"
+  echo "--- compute-sanitizer"; find_sanitizer || echo "compute-sanitizer: not found"
+  echo "--- python / torch"
+  "$PY" - <<'EOF'
+import platform, torch
+print("python", platform.python_version(), platform.machine())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
+print("cuda available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("device", p.name, f"sm_{p.major}{p.minor}", "SMs", p.multi_processor_count,
+          "L2", getattr(p, "L2_cache_size", "?"), "memory", p.total_memory)
+print("tf32 matmul", torch.backends.cuda.matmul.allow_tf32, "tf32 cudnn", torch.backends.cudnn.allow_tf32)
+for m in ("pytest", "pytest_benchmark", "hypothesis", "matplotlib", "tqdm", "numpy", "triton"):
+    try:
+        mod = __import__(m)
+        print(m, getattr(mod, "__version__", "?"))
+    except Exception as e:
+        print(m, "MISSING", type(e).__name__)
+EOF
+  echo "--- source tree"; (git -C "$ROOT" log -1 --oneline 2>/dev/null && git -C "$ROOT" status --short 2>/dev/null | head -30) \
+    || echo "(no git metadata)"
+}
+
+log "fastgan GPU check: $ROOT -> $OUTDIR, budget ${BUDGET}s, $([[ $DRY == 1 ]] && echo DRY RUN || echo full run)"
+
+# ---- env (timeout runs programs, not shell functions: through bash -c with the functions exported)
+export -f env_report find_sanitizer
+export ROOT DRY PY
+stage env 60 0 "$OUTDIR/env.txt" bash -c env_report
+
+# ---- build
+if [[ $DRY == 1 ]]; then
+  log "== build: SKIPPED (dry run: using the fastgan already importable here)"
+  STAGES+=("build|skipped(dry)|0")
+else
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
+  export FASTGAN_EMU="${GPU_CHECK_EMU:-0}" FASTGAN_CUDA=1
+  stage build 240 $(( BENCH_RESERVE + 60 )) "$LOG" "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .
+  stage build-check 60 "$BENCH_RESERVE" "$LOG" "$PY" -c "
+import fastgan, fastgan._ext as e
+from fastgan import doctor
+print(e.build_info())
+assert e.C is not None, e.load_error
+assert e.has_cuda(), 'fastgan._C has no CUDA kernels'
+"
+  "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
+fi
+
+# ---- tests
+if [[ $DRY == 1 ]]; then
+  stage pytest 120 0 "$OUTDIR/pytest.txt" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_api.py
+else
+  # pytest-xdist (in the H200 image) spreads the suite over 8 of the 16 cores; serial without it
+  XDIST=(); "$PY" -c "import xdist" >/dev/null 2>&1 && XDIST=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
+  stage pytest 180 $(( BENCH_RESERVE + 30 )) "$OUTDIR/pytest.txt" \
+    "$PY" -m pytest -q -x -p no:cacheprovider -rs "${XDIST[@]}" tests
+fi
+
+# ---- compute-sanitizer
+SAN="$(find_sanitizer || true)"
+SAN_DEV=cuda; [[ $DRY == 1 ]] && SAN_DEV=cpu
+if [[ -n "$SAN" && $DRY == 0 ]]; then
+  FILTER="${GPU_CHECK_SAN_FILTER:-kns=fastgan}"
+  for tool in memcheck racecheck; do
+    args=(--tool "$tool" --error-exitcode 9 --print-limit 50)
+    [[ -n "$FILTER" ]] && args+=(--kernel-name "$FILTER")
+    limit=75; [[ $tool == racecheck ]] && limit=60
+    stage "$tool" "$limit" "$BENCH_RESERVE" "$OUTDIR/sanitizer.txt" \
+      env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" "${args[@]}" "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
+  done
+else
+  why="compute-sanitizer not found (looked on PATH, \$CUDA_HOME/bin, /usr/local/cuda*/bin, nvidia pip packages)"
+  [[ $DRY == 1 ]] && why="dry run"
+  echo "compute-sanitizer not run: $why; running the workload without it" >> "$OUTDIR/sanitizer.txt"
+  stage sanitizer-workload 90 0 "$OUTDIR/sanitizer.txt" "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
+  STAGES+=("compute-sanitizer|not run ($why)|0")
+fi
+
+# ---- benchmark (whatever time is left, less a margin for the summary)
+BENCH_LIMIT=$(( $(left) - 15 ))
+if [[ $DRY == 1 ]]; then
+  stage bench 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 --out "$OUTDIR"
+elif (( BENCH_LIMIT >= 60 )); then
+  stage bench "$BENCH_LIMIT" 0 "$LOG" "$PY" -m fastgan bench --device cuda --quick --out "$OUTDIR" \
+    --time-budget $(( BENCH_LIMIT - 45 ))
+else
+  log "== bench: SKIPPED (only $(left) s left)"
+  STAGES+=("bench|skipped|0")
+fi
+
+# ---- summary (last, so the end of the output carries it)
+log ""
+log "== summary ($(elapsed) s of a ${BUDGET} s budget)"
+FAIL=0
+for s in "${STAGES[@]}"; do
+  IFS='|' read -r n st dt <<<"$s"
+  log "$(printf '  %-20s %-32s %5ss' "$n" "$st" "$dt")"
+  [[ "$st" == ok || "$st" == skipped* || "$st" == "not run"* ]] || FAIL=1
+done
+grep -E "passed|failed|error" "$OUTDIR/pytest.txt" | tail -1 | sed 's/^/  pytest: /' | tee -a "$LOG" || true
+grep -E "ERROR SUMMARY|all checks passed|FAILED" "$OUTDIR/sanitizer.txt" | sed 's/^/  sanitizer: /' | tee -a "$LOG" || true
+if [[ -s "$OUTDIR/bench.md" ]]; then
+  "$PY" - "$OUTDIR/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+for c in d["cases"]:
+    if c["family"] != "step":
+        continue
+    for r in c["results"]:
+        if r.get("median_s"):
+            sp = f"{r['speedup']:.2f}x vs eager" if r.get("speedup") else ""
+            print(f"  step [{r['variant']:14s}] {r['median_s'] * 1e6:9.1f} us  {sp}")
+EOF
+fi
+log "files: $(cd "$OUTDIR" && ls | tr '\n' ' ')"
+exit $FAIL

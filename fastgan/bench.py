@@ -1,0 +1,654 @@
+"""``fastgan bench``: fastgan's fused ops and training step against stock PyTorch, on this machine.
+
+    fastgan bench [--device cpu|cuda] [--quick] [--out DIR] [--cases PATTERN] [--variants LIST]
+
+Runs every case of :mod:`fastgan.bench_cases` (each op's forward and forward + backward at the seed GAN's
+shapes and at large shapes, and the whole training step) in every variant (fastgan, the stock eager
+baseline, torch.compile modes, CUDA-graph capture), as :mod:`fastgan.bench_timing` describes: warm-up,
+interleaved blocks, CUDA events on a GPU, rotating input sets larger than the last-level cache, median and
+quartiles, peak memory. Each result also reads as GB/s or FLOP/s and as a fraction of the machine's copy
+bandwidth or float32 GEMM rate, both measured at the start of the run.
+
+Writes ``DIR/bench.json`` (everything), ``DIR/bench.md`` (the tables, ready for a README) and ``DIR/bench.png``
+(speed-ups over stock eager), and prints the table. The Python API is :func:`run_suite`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional
+
+__all__ = ["add_parser", "run_suite", "format_table", "write_outputs", "SCHEMA"]
+
+SCHEMA = 1
+
+# per setting: warm-up (min iterations, min seconds), interleaved blocks, seconds per block,
+# rotating input sets: footprint target (multiples of the last-level cache) and caps
+_SETTINGS = {
+    ("cpu", "quick"): dict(warm_iters=3, warm_s=0.05, repeats=7, block_s=0.02, cache_mult=1, max_sets=256,
+                           max_set_bytes=128 << 20),
+    ("cpu", "full"): dict(warm_iters=5, warm_s=0.2, repeats=15, block_s=0.05, cache_mult=2, max_sets=1024,
+                          max_set_bytes=256 << 20),
+    ("cuda", "quick"): dict(warm_iters=10, warm_s=0.05, repeats=15, block_s=0.003, cache_mult=2, max_sets=1024,
+                            max_set_bytes=2 << 30),
+    ("cuda", "full"): dict(warm_iters=20, warm_s=0.2, repeats=30, block_s=0.01, cache_mult=3, max_sets=2048,
+                           max_set_bytes=4 << 30),
+}
+_SMOKE = dict(warm_iters=0, warm_s=0.0, repeats=1, block_s=0.0, cache_mult=0, max_sets=1, max_set_bytes=0)
+
+_VARIANT_HELP = {
+    "fastgan": "fastgan fused ops (use_impl('native')); step: --layers fused",
+    "eager": "baseline: stock torch eager. Ops: fastgan.reference (the tests' oracle) via use_impl('torch'); "
+             "step: --layers stock (torch.nn layers, separate activations, nn.BCEWithLogitsLoss)",
+    "eager-ref": "step: fused layers on the pure-PyTorch reference path (use_impl('torch'))",
+    "stock": "ops: the idiomatic torch.nn.functional composition (F.linear/F.conv2d + F.leaky_relu/torch.sigmoid; "
+             "F.binary_cross_entropy_with_logits on a full_like target)",
+    "bare": "dense/conv forward without the activation: F.linear / F.conv2d with bias (lower bound)",
+    "compile": "torch.compile(mode='default') of the eager baseline",
+    "compile-ro": "torch.compile(mode='reduce-overhead') of the eager baseline (CUDA graphs via inductor)",
+    "compile-ma": "torch.compile(mode='max-autotune') of the eager baseline",
+    "eager+graph": "step: the stock eager step (fused capturable Adam) captured in one CUDA graph",
+    "fastgan+graph": "step: the fastgan step captured in one CUDA graph",
+}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _fmt_time(s: Optional[float]) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def _fmt_bytes(b: Optional[float]) -> str:
+    if b is None:
+        return "n/a"
+    b = float(b)
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(b) >= div:
+            return f"{b / div:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def _fmt_rate(rate: Optional[float], unit: str) -> str:
+    if rate is None:
+        return "-"
+    if unit == "B/s":
+        return f"{rate / 1e9:.3g} GB/s"
+    if rate >= 1e12:
+        return f"{rate / 1e12:.3g} TFLOP/s"
+    return f"{rate / 1e9:.3g} GFLOP/s"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_rev() -> Optional[str]:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _loadavg() -> Optional[List[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def environment(device) -> dict:
+    import torch
+    from . import __version__, _ext
+    cuda = device.type == "cuda"
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "fastgan": __version__, "git": _git_rev(), "fastgan_C": _ext.build_info() or None,
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "loadavg_start": _loadavg(),
+    }
+    if cuda:
+        p = torch.cuda.get_device_properties(device)
+        env.update(gpu=torch.cuda.get_device_name(device), capability=f"sm_{p.major}{p.minor}",
+                   sms=p.multi_processor_count, gpu_memory_bytes=p.total_memory,
+                   l2_bytes=getattr(p, "L2_cache_size", None), cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+    return env
+
+
+def _short_error(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+# -------------------------------------------------------------------------------------------- the suite
+def _n_sets(case, device, st) -> int:
+    from .bench_cases import cache_bytes
+    if st["max_sets"] <= 1 or not case.set_bytes:
+        return 1
+    want = st["cache_mult"] * cache_bytes(device)
+    n = math.ceil(want / case.set_bytes)
+    n = min(n, st["max_sets"], max(1, st["max_set_bytes"] // case.set_bytes))
+    return max(1, n)
+
+
+def _derive(case_res: dict, peaks: dict) -> None:
+    """Speed-ups over the baseline, rates and fractions of the measured ceilings."""
+    from .bench_cases import BASELINE
+    flops, nbytes = case_res["flops"], case_res["bytes"]
+    t_flop = flops / peaks["gemm_flops"] if flops else 0.0
+    t_byte = nbytes / peaks["copy_Bps"] if nbytes else 0.0
+    case_res["floor_flop_s"], case_res["floor_byte_s"] = t_flop, t_byte
+    case_res["floor_s"] = max(t_flop, t_byte)
+    case_res["bound"] = "compute" if t_flop >= t_byte else "memory"
+    base = next((r for r in case_res["results"] if r["variant"] == BASELINE and r.get("median_s")), None)
+    # the idiomatic stock composition: `stock` for the ops; for the step the baseline already is stock torch.nn
+    stock_name = BASELINE if case_res["family"] == "step" else "stock"
+    stock = next((r for r in case_res["results"] if r["variant"] == stock_name and r.get("median_s")), None)
+    for r in case_res["results"]:
+        med = r.get("median_s")
+        if not med:
+            continue
+        r["speedup"] = base["median_s"] / med if base else None
+        r["speedup_stock"] = stock["median_s"] / med if stock else None
+        r["flops_per_s"] = flops / med if flops else None
+        r["bytes_per_s"] = nbytes / med if nbytes else None
+        if case_res["bound"] == "compute":
+            r["rate"], r["rate_unit"] = r["flops_per_s"], "FLOP/s"
+            r["pct_peak"] = 100.0 * r["flops_per_s"] / peaks["gemm_flops"]
+        else:
+            r["rate"], r["rate_unit"] = r["bytes_per_s"], "B/s"
+            r["pct_peak"] = 100.0 * r["bytes_per_s"] / peaks["copy_Bps"]
+        r["x_floor"] = med / case_res["floor_s"] if case_res["floor_s"] else None
+
+
+def _run_case(case, variants: List[str], device, st: dict, smoke: bool, deadline: Optional[float],
+              log, bar, baseline_out=None):
+    """Runs ``variants`` of ``case``; returns (the case's record, the baseline's output for later checks).
+    ``baseline_out``: the baseline's output from an earlier call, when the baseline is not among ``variants``."""
+    import torch
+    from . import _impl
+    from . import bench_timing as T
+    from .bench_cases import BASELINE, CHECK_TOL, COMPILE_MODES, rel_err, variant_available
+
+    res = case.to_dict()
+    res["results"] = []
+    nsets = _n_sets(case, device, st)
+    res["sets"] = nsets
+    res["rotation_bytes"] = nsets * case.set_bytes
+    results: Dict[str, dict] = {}
+
+    def record(v, **kw):
+        r = results.setdefault(v, {"variant": v})
+        r.update(kw)
+        return r
+
+    def build(v):
+        t0 = time.perf_counter()
+        runner = case.make(v, device, nsets)
+        t1 = time.perf_counter()
+        out = runner.check()  # the first call: compiles, captures, allocates
+        T.sync(device)
+        record(v, setup_s=round(t1 - t0, 4), first_call_s=round(time.perf_counter() - t1, 4), sets=runner.sets)
+        return runner, out
+
+    plain = [v for v in variants if v not in COMPILE_MODES]
+    compiled = [v for v in variants if v in COMPILE_MODES]
+    out = None
+    runners = []
+    ordered = sorted(plain, key=lambda v: v != BASELINE)  # the baseline first: the others compare with it
+    for v in ordered:
+        why = variant_available(v, device)
+        if why:
+            record(v, status="skipped", reason=why)
+            bar.update(1)
+            continue
+        try:
+            r, out = build(v)
+        except Exception as e:
+            record(v, status="error", reason=_short_error(e))
+            log(f"  {case.name} [{v}]: {_short_error(e)}")
+            bar.update(1)
+            continue
+        if v == BASELINE:
+            baseline_out = out
+        elif baseline_out is not None and v != "bare":
+            record(v, check_rel_err=rel_err(out, baseline_out))
+        runners.append(r)
+    del out
+
+    def finish(rs, timing):
+        for r in rs:
+            rec = record(r.variant, status="ok", **timing[r.variant])
+            mem, how = T.peak_memory(r, device)
+            rec.update(peak_mem_bytes=mem, mem_method=how)
+            if r.info:
+                rec["info"] = {k: v for k, v in r.info.items() if k != "graph_pool_bytes"}
+            tol = CHECK_TOL.get(device.type, 1e-4)
+            if rec.get("check_rel_err") is not None and not rec["check_rel_err"] <= tol:
+                rec["check_failed"] = True
+                log(f"  WARNING {case.name} [{r.variant}]: differs from {BASELINE} by {rec['check_rel_err']:.3g} "
+                    f"(relative, tolerance {tol:g})")
+            bar.update(1)
+
+    if runners:
+        try:
+            for r in runners:
+                if not smoke:
+                    T.warm_up(r, device, st["warm_iters"], st["warm_s"])
+            if smoke:
+                timing = {}
+                for r in runners:
+                    with _impl.use_impl(r.impl):
+                        t = T.time_block(r.step, 1, device)
+                    timing[r.variant] = dict(T.summarize([t]), iters_per_block=1)
+            else:
+                timing = T.time_interleaved(runners, device, st["repeats"], st["block_s"], deadline)
+            finish(runners, timing)
+        except Exception as e:
+            for r in runners:
+                if results[r.variant].get("status") != "ok":
+                    record(r.variant, status="error", reason=_short_error(e))
+                    bar.update(1)
+            log(f"  {case.name}: {_short_error(e)}")
+            if os.environ.get("FASTGAN_BENCH_DEBUG"):
+                traceback.print_exc()
+    del runners
+
+    for v in compiled:
+        if deadline is not None and time.perf_counter() > deadline:
+            record(v, status="skipped", reason="time budget (--time-budget) used up")
+            bar.update(1)
+            continue
+        try:
+            torch._dynamo.reset()
+            r, out = build(v)
+            if baseline_out is not None:
+                record(v, check_rel_err=rel_err(out, baseline_out))
+            del out
+            if smoke:
+                with _impl.use_impl(r.impl):
+                    timing = {v: dict(T.summarize([T.time_block(r.step, 1, device)]), iters_per_block=1)}
+            else:
+                T.warm_up(r, device, st["warm_iters"], st["warm_s"])
+                timing = T.time_interleaved([r], device, st["repeats"], st["block_s"], deadline)
+            finish([r], timing)
+            del r
+        except Exception as e:
+            record(v, status="error", reason=_short_error(e))
+            log(f"  {case.name} [{v}]: {_short_error(e)}")
+            bar.update(1)
+        torch._dynamo.reset()
+
+    res["results"] = [results[v] for v in variants if v in results]
+    return res, baseline_out
+
+
+def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional[str] = None,
+              variants: Optional[str] = None, out: Optional[str] = None, smoke: bool = False,
+              time_budget: Optional[float] = None, sizes=None, plot: bool = True, progress: Optional[bool] = None,
+              log=None) -> dict:
+    """Runs the suite and returns the results (the JSON document). With ``out``, writes bench.json, bench.md
+    and bench.png there, also after every case (so an interrupted run leaves what it measured).
+    ``smoke``: every case once, one iteration per variant, no warm-up and no statistics (CI)."""
+    import torch
+    from . import bench_timing as T
+    from .bench_cases import build_cases, default_variants, select_cases
+
+    t_start = time.perf_counter()
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: no CUDA device is visible to torch")
+        torch.backends.cudnn.benchmark = True  # as the trainer does on CUDA
+    elif device.type != "cpu":
+        raise ValueError(f"--device: expected cpu or cuda, got {device}")
+    deadline = t_start + time_budget if time_budget else None
+
+    level = "quick" if quick else "full"
+    st = _SMOKE if smoke else _SETTINGS[(device.type, level)]
+    if sizes is None:
+        sizes = ("seed",) if (quick and device.type == "cpu") else ("seed", "large")
+    all_cases = build_cases(device, sizes)
+    chosen = select_cases(all_cases, cases)
+    if not chosen:
+        raise ValueError(f"--cases {cases!r} matches no case; `fastgan bench --list` lists them")
+    want = None
+    if variants:
+        want = [v.strip() for v in variants.split(",") if v.strip()]
+        from .bench_cases import VARIANTS
+        bad = [v for v in want if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"--variants: unknown {bad}; expected some of {list(VARIANTS)}")
+
+    notes = []
+    if quick and device.type == "cpu":
+        notes.append("--quick on CPU: torch.compile variants skipped (inductor's C++ compile of every case takes "
+                     "minutes on 2 cores) and large shapes skipped; run without --quick for them")
+    elif quick:
+        notes.append("--quick: torch.compile variants only for the training step, not for the single ops")
+    if smoke:
+        notes.append("--smoke: one iteration per variant, no warm-up; the times are not measurements")
+
+    load = _loadavg()
+    if device.type == "cpu" and load and load[0] > 0.75 * (os.cpu_count() or 1):
+        notes.append(f"the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} cores): CPU timings are "
+                     "unreliable, and with several torch threads on an oversubscribed machine each parallel op can "
+                     "wait milliseconds in OpenMP barriers (try --threads 1, or measure when the machine is idle)")
+    doc = {"schema": SCHEMA, "env": environment(device), "mode": "smoke" if smoke else level,
+           "settings": st, "notes": notes, "variants_legend": _VARIANT_HELP, "cases": []}
+    log(f"fastgan bench: {device} ({doc['env'].get('gpu') or doc['env']['cpu']}), torch {doc['env']['torch']}, "
+        f"{len(chosen)} cases, mode {doc['mode']}" + (f", time budget {time_budget:.0f} s" if time_budget else ""))
+    for n in notes:
+        log("note: " + n)
+
+    t0 = time.perf_counter()
+    peaks = T.measure_peaks(device, quick, tiny=smoke)
+    doc["peaks"] = peaks
+    log(f"ceilings: copy {peaks['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 GEMM "
+        f"{peaks['gemm_flops'] / 1e9:.4g} GFLOP/s ({peaks['gemm_n']}^3) [{time.perf_counter() - t0:.1f} s]")
+
+    plan = []
+    for c in chosen:
+        vs = default_variants(c, device, quick or smoke) if want is None else [v for v in want if c.supports(v, device)]
+        if smoke and want is None:
+            vs = [v for v in vs if not v.startswith("compile")]
+        if vs:
+            plan.append((c, vs))
+    from tqdm.auto import tqdm
+    bar = tqdm(total=sum(len(vs) for _, vs in plan), unit="variant", desc="bench", dynamic_ncols=True,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress, file=sys.stderr)
+    say = (lambda s: bar.write(s, file=sys.stderr)) if not bar.disable else log
+
+    old_term = None
+    if out and hasattr(signal, "SIGTERM"):
+        def _term(signum, frame):  # `timeout` sends SIGTERM: leave what was measured
+            raise SystemExit(128 + signum)
+        try:
+            old_term = signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not the main thread
+            old_term = None
+    # first every case without its torch.compile variants, then those (slow to compile; under a time budget
+    # they are the ones left out): the baselines' outputs are kept for the compiled variants' checks
+    from .bench_cases import COMPILE_MODES
+    deferred = []
+    try:
+        for case, vs in plan:
+            plain = [v for v in vs if v not in COMPILE_MODES]
+            comp = [v for v in vs if v in COMPILE_MODES]
+            if deadline is not None and time.perf_counter() > deadline:
+                doc["cases"].append({**case.to_dict(), "results": [
+                    {"variant": v, "status": "skipped", "reason": "time budget (--time-budget) used up"} for v in vs]})
+                bar.update(len(vs))
+                continue
+            bar.set_postfix_str(case.name, refresh=True)
+            res, base = _run_case(case, plain, device, st, smoke, deadline, say, bar)
+            _derive(res, peaks)
+            doc["cases"].append(res)
+            if comp:
+                deferred.append((res, case, comp, base))
+            else:
+                say(_case_line(res))
+            if out:
+                write_outputs(doc, out, plot=False)
+        for res, case, comp, base in deferred:
+            bar.set_postfix_str(case.name + " (torch.compile)", refresh=True)
+            more, _ = _run_case(case, comp, device, st, smoke, deadline, say, bar, baseline_out=base)
+            res["results"] += more["results"]
+            _derive(res, peaks)
+            say(_case_line(res))
+            if out:
+                write_outputs(doc, out, plot=False)
+        deferred.clear()
+    finally:
+        bar.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        doc["env"]["loadavg_end"] = _loadavg()
+        doc["elapsed_s"] = round(time.perf_counter() - t_start, 2)
+        if out:
+            write_outputs(doc, out, plot=plot)
+    return doc
+
+
+def _case_line(res: dict) -> str:
+    parts = []
+    for r in res["results"]:
+        if r.get("median_s"):
+            sp = f" {r['speedup']:.2f}x" if r.get("speedup") else ""
+            parts.append(f"{r['variant']} {_fmt_time(r['median_s'])}{sp}")
+        else:
+            parts.append(f"{r['variant']} {r.get('status', '?')}")
+    return f"{res['name']}: " + " | ".join(parts)
+
+
+# -------------------------------------------------------------------------------------------------- output
+_COLUMNS = ("case", "variant", "median", "IQR", "vs eager", "vs stock", "rate", "% peak", "peak mem")
+
+
+def _rows(doc: dict) -> List[tuple]:
+    rows = []
+    for c in doc["cases"]:
+        for r in c["results"]:
+            if r.get("status") != "ok":
+                rows.append((c["name"], r["variant"], r.get("status", "?"), "", "", "", "", "",
+                             (r.get("reason") or "")[:60]))
+                continue
+            med = r["median_s"]
+            iqr = f"{100 * (r['p75_s'] - r['p25_s']) / med:.0f}%" if med else "-"
+            sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+            if r.get("check_failed"):
+                sp += " (!)"
+            ss = f"{r['speedup_stock']:.2f}x" if r.get("speedup_stock") else "-"
+            rows.append((c["name"], r["variant"], _fmt_time(med), iqr, sp, ss,
+                         _fmt_rate(r.get("rate"), r.get("rate_unit", "")),
+                         f"{r['pct_peak']:.1f}%" if r.get("pct_peak") is not None else "-",
+                         _fmt_bytes(r.get("peak_mem_bytes"))))
+    return rows
+
+
+def format_table(doc: dict, markdown: bool = False) -> str:
+    rows = _rows(doc)
+    if markdown:
+        lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(_COLUMNS) - 2)) + "|"]
+        lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(_COLUMNS, *rows)]
+    fmt = lambda row: "  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w)  # noqa: E731
+                                for i, (x, w) in enumerate(zip(row, widths)))
+    out, prev = [fmt(_COLUMNS), fmt(["-" * w for w in widths])], None
+    for row in rows:
+        if prev is not None and row[0] != prev:
+            out.append("")
+        out.append(fmt(row if row[0] != prev else ("",) + tuple(row[1:])))
+        prev = row[0]
+    return "\n".join(out)
+
+
+def _header(doc: dict) -> List[str]:
+    e, p = doc["env"], doc.get("peaks", {})
+    dev = e.get("gpu") or f"{e['cpu']}, {e['cpu_cores']} cores ({e['torch_threads']} torch threads)"
+    lines = [f"date {e['date']} · device {e['device']}: {dev}",
+             f"torch {e['torch']} (CUDA {e['cuda'] or 'none'}, cuDNN {e['cudnn'] or 'none'}) · python {e['python']}"
+             f" · fastgan {e['fastgan']}" + (f" ({e['git']})" if e.get("git") else ""),
+             f"TF32: matmul {e['tf32_matmul']}, cuDNN {e['tf32_cudnn']}; float32 matmul precision "
+             f"{e['float32_matmul_precision']} · mode {doc['mode']} · load average "
+             f"{e.get('loadavg_start')} -> {e.get('loadavg_end')}"]
+    if p:
+        lines.append(f"measured ceilings: copy {p['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 GEMM "
+                     f"{p['gemm_flops'] / 1e9:.4g} GFLOP/s")
+    return lines
+
+
+def format_markdown(doc: dict) -> str:
+    lines = ["# fastgan bench", ""] + [f"- {x}" for x in _header(doc)] + [f"- note: {n}" for n in doc["notes"]]
+    lines += ["", "Median over interleaved blocks; IQR = (p75 - p25) / median; `vs eager` = the baseline's median / "
+              "this median (ops: the fastgan.reference composition; step: the torch.nn model); `vs stock` = the "
+              "same against the idiomatic torch.nn.functional composition (ops; the step's eager is already "
+              "that); rate and % peak against the ceilings above (FLOP/s for compute-bound cases, GB/s "
+              "for memory-bound ones); peak mem = extra memory of one iteration. `(!)`: the variant's result "
+              "differs from eager beyond tolerance.", "", format_table(doc, markdown=True), "",
+              "## Cases", "", "| case | what | FLOPs | min bytes | floor (FLOPs) | floor (bytes) | input sets |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for c in doc["cases"]:
+        lines.append(f"| {c['name']} | {c['desc']} | {c['flops'] / 1e9:.4g} G | {_fmt_bytes(c['bytes'])} | "
+                     f"{_fmt_time(c.get('floor_flop_s')) if c['flops'] else '-'} | {_fmt_time(c.get('floor_byte_s'))} | "
+                     f"{c.get('sets', '-')} |")
+    lines += ["", "## Variants", ""] + [f"- `{k}`: {v}" for k, v in doc["variants_legend"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_speedups(doc: dict, path) -> bool:
+    """Horizontal bars: speed-up of every variant over stock eager, per case (log scale)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in doc["cases"] if any(r.get("speedup") for r in c["results"] if r["variant"] != "eager")]
+    if not cases:
+        return False
+    variants = []
+    for c in cases:
+        for r in c["results"]:
+            if r["variant"] != "eager" and r.get("speedup") and r["variant"] not in variants:
+                variants.append(r["variant"])
+    h = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(9, min(40.0, 1.2 + len(cases) * (0.1 + 0.1 * len(variants)))))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, v in enumerate(variants):
+        ys, xs = [], []
+        for i, c in enumerate(cases):
+            r = next((r for r in c["results"] if r["variant"] == v and r.get("speedup")), None)
+            if r:
+                ys.append(i + (j - (len(variants) - 1) / 2) * h)
+                xs.append(r["speedup"])
+        ax.barh(ys, xs, height=h, label=v, color=colors[j % len(colors)])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(cases)))
+    ax.set_yticklabels([c["name"] for c in cases], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up over stock eager (higher is better)")
+    e = doc["env"]
+    ax.set_title(f"fastgan bench · {e.get('gpu') or e['cpu']} · torch {e['torch']} · {e['date'][:10]}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(doc: dict, out, plot: bool = True) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.replace(out / "bench.json")
+    (out / "bench.md").write_text(format_markdown(doc))
+    if plot:
+        try:
+            plot_speedups(doc, out / "bench.png")
+        except Exception as e:  # the plot is a convenience; never lose the numbers over it
+            print(f"fastgan bench: could not draw {out / 'bench.png'}: {_short_error(e)}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="benchmark the fused ops and the training step against stock PyTorch",
+        description=__doc__.split("\n\n")[0] + " Prints a table; writes bench.json, bench.md and bench.png.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="variants:\n" + "\n".join(f"  {k:14s}{v}" for k, v in _VARIANT_HELP.items()))
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repetitions; no torch.compile for single ops (on CPU: none at all, and no large "
+                        "shapes); under 2 minutes on 2 CPU cores")
+    p.add_argument("--out", default="bench_out", help="output directory (default: %(default)s)")
+    p.add_argument("--cases", default=None, metavar="PATTERN",
+                   help="comma-separated globs or substrings of case names, e.g. 'step,dense/*/fwd'")
+    p.add_argument("--variants", default=None, metavar="LIST",
+                   help="comma-separated variants to run instead of the defaults (see below)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="stop starting new cases / compile variants after S seconds (what was measured is kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
+    p.add_argument("--smoke", action="store_true", help="every case once, one iteration, no statistics (CI)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--no-plot", action="store_true", help="do not draw bench.png")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    import torch
+    from .bench_cases import build_cases, default_variants, select_cases
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _cmd_bench(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cmd_bench(args) -> int:
+    import torch
+    from .bench_cases import build_cases, default_variants, select_cases
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.list:
+        for c in select_cases(build_cases(device), args.cases):
+            print(f"{c.name:28s} {c.desc}  [default variants: {', '.join(default_variants(c, device, args.quick))}]")
+        return 0
+    try:
+        doc = run_suite(str(device), quick=args.quick, cases=args.cases, variants=args.variants, out=args.out,
+                        smoke=args.smoke, time_budget=args.time_budget, plot=not args.no_plot)
+    except (ValueError, RuntimeError) as e:
+        print(f"fastgan bench: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(_header(doc)))
+    for n in doc["notes"]:
+        print("note: " + n)
+    print()
+    print(format_table(doc))
+    print(f"\n{doc['elapsed_s']:.0f} s; results in {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}"
+          + ("" if args.no_plot else f", {Path(args.out) / 'bench.png'}"))
+    failed = [f"{c['name']} [{r['variant']}]" for c in doc["cases"] for r in c["results"] if r.get("status") == "error"]
+    if failed:
+        print(f"errors in {len(failed)} runs: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0

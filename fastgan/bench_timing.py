@@ -1,0 +1,244 @@
+"""Timing, peak memory and machine ceilings for ``fastgan bench``.
+
+* CPU: ``time.perf_counter`` around blocks of iterations. CUDA: ``torch.cuda.Event`` pairs around blocks of
+  iterations on the current stream, read after ``Event.synchronize``.
+* Every runner is warmed up first (compilation, handle creation and first-touch allocation stay out of the
+  numbers), a block length is calibrated so that one block lasts ``block_s``, and then the blocks of the
+  variants of one case are interleaved (variant A, B, C, A, B, C, ...) so that slow drifts of a shared machine
+  hit them alike. Each block gives one per-iteration time; the result is the median over blocks with the
+  quartiles and min/max as the spread. The Python garbage collector is off inside a block.
+* Peak memory of one iteration: CUDA: ``torch.cuda.max_memory_allocated`` minus what was allocated before it
+  (after a reset of the peak); a CUDA-graph variant instead reports the graph's private pool, which stays
+  allocated. CPU: the running sum of the allocation and free events that ``torch.profiler`` records with
+  ``profile_memory=True`` during one iteration (memory held before the iteration not counted).
+* Ceilings, measured at the start of a run: copy bandwidth (one large tensor copied, bytes read + written)
+  and the float32 matrix-product rate (one large square ``torch.mm``, with the TF32 setting in force); the best
+  of a few runs, since a ceiling is what the machine can do (on a busy machine it is still an underestimate).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from . import _impl
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def time_block(step: Callable, n: int, device: torch.device) -> float:
+    """Seconds per iteration of ``n`` back-to-back calls of ``step``."""
+    if device.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        with _no_gc():
+            start.record()
+            for _ in range(n):
+                step()
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+    with _no_gc():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        t1 = time.perf_counter()
+    return (t1 - t0) / n
+
+
+def warm_up(runner, device: torch.device, min_iters: int, min_s: float) -> float:
+    """Runs ``runner`` until both ``min_iters`` calls and ``min_s`` seconds have passed; returns the seconds per
+    call of the last calls (a first estimate for calibration)."""
+    t_end = time.perf_counter() + min_s
+    i = 0
+    with _impl.use_impl(runner.impl):
+        while True:
+            sync(device)
+            t0 = time.perf_counter()
+            runner.step()
+            sync(device)
+            dt = time.perf_counter() - t0
+            i += 1
+            if i >= min_iters and time.perf_counter() >= t_end:
+                return dt
+
+
+def calibrate(runner, device: torch.device, block_s: float, max_iters: int = 100000) -> int:
+    """Iterations per block so that a block lasts about ``block_s``."""
+    n = 1
+    with _impl.use_impl(runner.impl):
+        while True:
+            dt = time_block(runner.step, n, device) * n
+            if dt >= block_s / 4 or n >= max_iters:
+                break
+            n *= 4
+    per = dt / n
+    return max(1, min(max_iters, int(math.ceil(block_s / max(per, 1e-9)))))
+
+
+def summarize(samples: List[float]) -> dict:
+    s = sorted(samples)
+    if len(s) >= 4:
+        q = statistics.quantiles(s, n=4, method="inclusive")
+        p25, p75 = q[0], q[2]
+    else:
+        p25, p75 = s[0], s[-1]
+    return {"median_s": statistics.median(s), "p25_s": p25, "p75_s": p75, "min_s": s[0], "max_s": s[-1],
+            "n_blocks": len(s)}
+
+
+def time_interleaved(runners: list, device: torch.device, repeats: int, block_s: float,
+                     deadline: Optional[float] = None) -> Dict[str, dict]:
+    """Per-iteration times of already warmed-up runners, blocks interleaved across runners.
+    Stops adding blocks at ``deadline`` (time.perf_counter()) once every runner has at least 3."""
+    iters = {r.variant: calibrate(r, device, block_s) for r in runners}
+    samples: Dict[str, List[float]] = {r.variant: [] for r in runners}
+    for rep in range(repeats):
+        if deadline is not None and rep >= 3 and time.perf_counter() > deadline:
+            break
+        for r in runners:
+            with _impl.use_impl(r.impl):
+                samples[r.variant].append(time_block(r.step, iters[r.variant], device))
+    out = {}
+    for r in runners:
+        res = summarize(samples[r.variant])
+        res["iters_per_block"] = iters[r.variant]
+        out[r.variant] = res
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ memory
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Silences file descriptor 2 (kineto prints start/stop lines and device-count errors there)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def peak_memory(runner, device: torch.device) -> tuple:
+    """(bytes or None, method): the extra memory one iteration of a warmed-up runner needs at its peak."""
+    if device.type == "cuda":
+        if runner.variant.endswith("+graph"):
+            pool = runner.info.get("graph_pool_bytes")
+            return pool, "CUDA graph private pool (allocated at capture, held for the graph's life)"
+        sync(device)
+        gc.collect()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with _impl.use_impl(runner.impl):
+            out = runner.step()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del out
+        return int(peak), "torch.cuda.max_memory_allocated during one iteration, minus memory held before it"
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        with _quiet_fd2():
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                with _impl.use_impl(runner.impl):
+                    out = runner.step()
+            del out
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        cur = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            cur += e.nbytes()
+            peak = max(peak, cur)
+        return int(peak), "torch.profiler(profile_memory=True): peak of allocations minus frees during one iteration"
+    except Exception as e:  # the profiler is optional equipment here
+        return None, f"n/a ({type(e).__name__}: {e})"
+
+
+# ---------------------------------------------------------------------------------------------- ceilings
+def measure_peaks(device: torch.device, quick: bool, tiny: bool = False) -> dict:
+    """Copy bandwidth (B/s, read + write) and float32 GEMM rate (FLOP/s) of ``device``: the best of a few runs
+    (first run discarded; the medians are kept too).
+    ``tiny``: small sizes that only exercise the code (smoke runs); the numbers are then not ceilings."""
+    cuda = device.type == "cuda"
+    out = {"tiny": tiny}
+    nbytes = (1 << 30) if cuda else ((128 << 20) if quick else (256 << 20))
+    if tiny:
+        nbytes = 16 << 20
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    runs = []
+    for i in range(8 if cuda else (4 if quick else 6)):
+        sync(device)
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            dst.copy_(src)
+            b.record()
+            b.synchronize()
+            dt = a.elapsed_time(b) / 1e3
+        else:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            dt = time.perf_counter() - t0
+        if i:
+            runs.append(2 * nbytes / dt)
+    out["copy_Bps"] = max(runs)  # a ceiling: the best run (the median is in copy_Bps_median)
+    out["copy_Bps_median"] = statistics.median(runs)
+    out["copy_bytes"] = nbytes
+    del src, dst
+
+    n = 8192 if cuda else 2048
+    if tiny:
+        n = 512
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    runs = []
+    for i in range(6 if cuda else (4 if quick else 6)):
+        sync(device)
+        if cuda:
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            torch.mm(a, b)
+            e1.record()
+            e1.synchronize()
+            dt = e0.elapsed_time(e1) / 1e3
+        else:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            dt = time.perf_counter() - t0
+        if i:
+            runs.append(2 * n ** 3 / dt)
+    out["gemm_flops"] = max(runs)
+    out["gemm_flops_median"] = statistics.median(runs)
+    out["gemm_n"] = n
+    out["gemm_dtype"] = "float32"
+    if cuda:
+        out["gemm_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    return out

@@ -1,0 +1,101 @@
+"""Smoke test of the benchmark suite, for CI (timing disabled): every case of ``fastgan bench`` at the seed
+shapes runs once through the command line and once through the pytest-benchmark suite in ``benchmarks/``,
+each variant's result is compared with the stock baseline, and the outputs (JSON, Markdown, PNG) are written.
+Kept well under a minute on 2 cores: no torch.compile (minutes of C++ compilation on a CPU) and no large shapes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastgan
+from fastgan import bench_cases
+from fastgan.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+NATIVE = "native" in fastgan.available_impls()
+THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    torch.set_num_threads(THREADS)
+
+
+def test_counted_flops_match_torch_flop_counter():
+    """The FLOPs each dense/conv case reports are what torch's FlopCounterMode counts for the baseline."""
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.set_num_threads(1)  # restored by the fixture below; the counts do not depend on it
+    cases = [c for c in bench_cases.build_cases(CPU, ("seed",)) if c.family in ("dense", "conv2d", "step")]
+    assert {c.family for c in cases} == {"dense", "conv2d", "step"}
+    for case in cases:
+        if case.family == "step":
+            assert 4e9 < case.flops < 6e9, case.flops  # GUIDE §5: about 5 GFLOP per step
+            assert case.bytes > 0
+            continue
+        runner = case.make("eager", CPU)
+        with FlopCounterMode(display=False) as fc, fastgan.use_impl(runner.impl):
+            runner.step()
+        assert fc.get_total_flops() == case.flops, case.name
+
+
+def test_case_selection_and_variants():
+    cases = bench_cases.build_cases(CPU, ("seed", "large"))
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names))
+    assert names[0].startswith("step/")
+    assert {c.name for c in bench_cases.select_cases(cases, "conv2d/*/fwd")} == {
+        n for n in names if n.startswith("conv2d/") and n.endswith("/fwd")}
+    assert [c.name for c in bench_cases.select_cases(cases, "step")] == [names[0]]
+    for c in cases:
+        v = bench_cases.default_variants(c, CPU, quick=True)
+        assert v[:2] == ["fastgan", "eager"] and not any(x.startswith("compile") or "graph" in x for x in v)
+        assert ("stock" in v) == (c.family != "step")
+        assert "compile" in bench_cases.default_variants(c, CPU, quick=False)
+
+
+def test_fastgan_bench_smoke_every_case(tmp_path, capsys):
+    """`fastgan bench --smoke`: every seed-shape case once in every CPU variant but torch.compile."""
+    # one thread: a smoke test need not exercise the thread pool, and 2 threads on a loaded 2-core CI machine
+    # spend milliseconds per op in OpenMP barriers
+    rc = cli_main(["bench", "--device", "cpu", "--quick", "--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == THREADS  # restored
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert (tmp_path / "bench.md").read_text().startswith("# fastgan bench")
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    assert doc["mode"] == "smoke" and doc["env"]["torch"] == torch.__version__
+    want = {c.name for c in bench_cases.build_cases(CPU, ("seed",))}
+    assert {c["name"] for c in doc["cases"]} == want
+    for c in doc["cases"]:
+        by = {r["variant"]: r for r in c["results"]}
+        assert by["eager"]["status"] == "ok", (c["name"], by["eager"])
+        if NATIVE:
+            r = by["fastgan"]
+            assert r["status"] == "ok", (c["name"], r)
+            assert r["check_rel_err"] <= bench_cases.CHECK_TOL["cpu"], (c["name"], r["check_rel_err"])
+            assert r["speedup"] > 0 and r["median_s"] > 0
+        assert c["floor_s"] > 0 and c["bound"] in ("compute", "memory")
+        assert c["name"] in printed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytest_benchmark") is None, reason="pytest-benchmark not installed")
+@pytest.mark.skipif(not (ROOT / "benchmarks" / "test_bench.py").exists(), reason="no source tree (benchmarks/)")
+def test_pytest_benchmark_suite_runs_with_timing_disabled():
+    """`python -m pytest benchmarks --benchmark-disable`: the pytest-benchmark suite, each case once."""
+    env = dict(os.environ, FASTGAN_BENCH_DEVICE="cpu", FASTGAN_BENCH_SIZES="seed", OMP_NUM_THREADS="1")
+    env.pop("FASTGAN_BENCH_COMPILE", None)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+                        str(ROOT / "benchmarks")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout and " failed" not in p.stdout
