@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compile every CUDA kernel source for sm_80 and sm_90 with warnings as errors and print the ptxas resource
-report (registers, shared memory, spills) per kernel. Fails on any warning or spill.
+report (registers, shared memory, spills) per kernel. Fails on any warning, and on any spill in the float32 / float16 / bfloat16 kernels (the hot ones);
+spills in float64 instantiations (used for gradcheck, not for speed) are reported but allowed.
 
 Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log.
     python tools/check_kernels.py [--arch 80 --arch 90] [--nvcc PATH]
@@ -92,14 +93,14 @@ def main() -> int:
             names = demangle([e[0] for e in entries])
             for e, n in zip(entries, names):
                 rows.append((rel, e[1], short(n), *e[2:]))
-                if e[5] or e[6]:
+                if (e[5] or e[6]) and "<double" not in n:
                     failed = True
     print(f"{'source':<26} {'arch':<6} {'regs':>4} {'smem':>6} {'stack':>5} {'spill st/ld':>11}  kernel")
     for rel, arch, name, regs, smem, stack, sst, sld in rows:
-        flag = "  <-- SPILLS" if (sst or sld) else ""
+        flag = ("  <-- SPILLS (float64: allowed)" if "<double" in name else "  <-- SPILLS") if (sst or sld) else ""
         print(f"{rel:<26} {arch:<6} {regs:>4} {smem:>6} {stack:>5} {f'{sst}/{sld}':>11}  {name}{flag}")
     print(f"check_kernels: {len(sources)} sources, {len(rows)} kernel builds, archs {','.join(archs)}: "
-          f"{'FAILED' if failed else 'ok (no warnings, no spills)'}")
+          f"{'FAILED' if failed else 'ok (no warnings, no spills outside float64 kernels)'}")
     return 1 if failed else 0
 
 
