@@ -107,6 +107,9 @@ def build(name: str, extra_flags: list[str], sources: list[Path] | None = None,
             os.replace(work, out_dir)  # atomic publish; a concurrent identical build may have won the race
         except OSError:
             pass
+        for stale in _cache_root().glob(f"{name}-*"):  # finished builds of older sources (not temp dirs)
+            if stale != out_dir and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{20}}", stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return exe, (out_dir / "warnings.txt").read_text()
