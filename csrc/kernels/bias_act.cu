@@ -6,12 +6,15 @@
 //   * no per-element integer division: the channel of the first element of a vector comes from one
 //     multiply-shift division pair (FastDiv; 64-bit division only for tensors of >= 2^31 elements) and is then
 //     advanced element by element (j -> j + 1 wraps at `inner`, then the channel wraps at C);
-//   * the bias gradient: block (c, s) sums a contiguous share of channel c with the (o, j) position advanced
-//     incrementally (no division per element), or, when the channels are the fastest dimension (inner == 1:
-//     dense layers, channels_last), lanes walk consecutive channels and warps interleaved rows, so every warp
-//     access is coalesced. (These two use scalar accesses: coalesced, but not 16-byte vectors yet.)
+//   * the bias gradient: a warp per (channel, split) sums a contiguous share of the channel with the (o, j)
+//     position advanced incrementally (no division per element), or, when the channels are the fastest
+//     dimension (inner == 1: dense layers, channels_last), lanes walk consecutive channels and warps interleaved
+//     rows, so every warp access is coalesced; splits adapt to the work (<= kBiasGradSplits). These two use
+//     scalar accesses: coalesced, but not 16-byte vectors yet.
 //     Partial sums are combined in a fixed order (no float atomics): bitwise reproducible.
 //   * the activation is a template parameter: straight-line code per activation, no branch per element.
+#include <algorithm>
+
 #include "fastdiv.cuh"
 
 namespace fastgan {
@@ -117,74 +120,70 @@ bias_act_bwd_kernel(const T* dy, const T* __restrict__ y, T* dz, int64_t numel, 
   }
 }
 
-// Block-wide sum in a fixed order (tree over shared memory).
-template <typename M>
-__device__ __forceinline__ M block_sum(M v, M* red) {
-  red[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  return red[0];
-}
+// Backward with the bias gradient, inner > 1: warp w of block bx owns channel c = 8 bx + w and walks split s
+// (= blockIdx.y) of its elements: runs of `inner` contiguous elements, one per outer index o, lanes striding by
+// 32 with the (o, j) position found once and then advanced with carries (no division per element). The warp's
+// sum is reduced with shuffles in a fixed order and written as one partial. One warp per channel keeps the grid
+// proportional to the work however many channels there are (a block per channel idled most of its threads
+// when channels are many and small).
+constexpr int kWarps = kThreads / 32;
 
-// Backward with the bias gradient, inner > 1: block (c, s) walks split s of channel c's elements (runs of
-// `inner` contiguous elements, one run per outer index o), writes dz and one partial sum. The (o, j) position
-// of a thread's element is found once and then advanced by blockDim with carries (no division per element).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpMath<T>::type* __restrict__ partial,
-                       int64_t per_channel, int64_t C, int64_t inner, typename OpMath<T>::type alpha,
-                       typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+                       int64_t outer, int64_t rows_per_split, int64_t C, int64_t inner, int64_t step_o,
+                       int64_t step_j, typename OpMath<T>::type alpha, typename OpMath<T>::type gain,
+                       typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
-  __shared__ M red[kThreads];
-  const int64_t c = blockIdx.x;
-  const int64_t chunk = (per_channel + gridDim.y - 1) / gridDim.y;
-  const int64_t begin = chunk * blockIdx.y;
-  const int64_t end = begin + chunk < per_channel ? begin + chunk : per_channel;
-  const int64_t step_o = kThreads / inner, step_j = kThreads % inner;  // blockDim == kThreads
-  const int64_t j0 = begin + threadIdx.x;
-  int64_t o = j0 / inner, j = j0 - o * inner;
+  const int lane = threadIdx.x % 32;
+  const int64_t c = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
+  if (c >= C) return;  // whole warps only: the shuffles below see all 32 lanes
+  const int64_t o_begin = rows_per_split * blockIdx.y;
+  const int64_t o_end = o_begin + rows_per_split < outer ? o_begin + rows_per_split : outer;
+  // The lane's first element: (o_begin, lane) carried into the next runs when inner < 32 (32-bit division).
+  int64_t o = o_begin, j = lane;
+  if (inner < 32) {
+    const int q = lane / (int)inner;
+    o += q;
+    j = lane - q * (int)inner;
+  }
   M acc = M(0);
-  for (int64_t k = j0; k < end; k += kThreads) {
+  while (o < o_end) {
     const int64_t i = (o * C + c) * inner + j;
     const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
     store(dz, i, g);
     acc += g;
-    o += step_o;
+    o += step_o;  // advance by 32 elements: step_o = 32 / inner, step_j = 32 % inner (from the host)
     j += step_j;
     if (j >= inner) {
       j -= inner;
       ++o;
     }
   }
-  const M total = block_sum(acc, red);
-  if (threadIdx.x == 0) partial[c * gridDim.y + blockIdx.y] = total;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0) partial[c * gridDim.y + blockIdx.y] = acc;
 }
 
 // Backward with the bias gradient, inner == 1 (channels fastest: dense layers, channels_last): block (bx, s)
 // covers channels [32 bx, 32 bx + 32) (one per lane: a warp reads 128 consecutive bytes of a row) and rows
 // [s * chunk, (s + 1) * chunk), warp r of the block taking rows r, r + 8, ...; the 8 per-warp sums are then
 // combined in a fixed order through shared memory.
-constexpr int kRowWarps = kThreads / 32;
-
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
-                            typename OpMath<T>::type* __restrict__ partial, int64_t rows, int64_t C,
+                            typename OpMath<T>::type* __restrict__ partial, int64_t rows, int64_t chunk, int64_t C,
                             typename OpMath<T>::type alpha, typename OpMath<T>::type gain,
                             typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
-  __shared__ M red[kRowWarps][32];
+  __shared__ M red[kWarps][32];
   const int lane = threadIdx.x % 32, rw = threadIdx.x / 32;
   const int64_t c = (int64_t)blockIdx.x * 32 + lane;
-  const int64_t chunk = (rows + gridDim.y - 1) / gridDim.y;
   const int64_t begin = chunk * blockIdx.y;
   const int64_t end = begin + chunk < rows ? begin + chunk : rows;
   M acc = M(0);
   if (c < C) {
-    for (int64_t o = begin + rw; o < end; o += kRowWarps) {
+    for (int64_t o = begin + rw; o < end; o += kWarps) {
       const int64_t i = o * C + c;
       const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
       store(dz, i, g);
@@ -195,7 +194,7 @@ bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
   __syncthreads();
   if (rw == 0 && c < C) {
     M s = M(0);
-    for (int r = 0; r < kRowWarps; ++r) s += red[r][lane];
+    for (int r = 0; r < kWarps; ++r) s += red[r][lane];
     partial[c * gridDim.y + blockIdx.y] = s;
   }
 }
@@ -269,16 +268,27 @@ void bias_act_bwd(const BiasActBwdParams& p, void* stream) {
       if (p.C > 2147483647) throw std::invalid_argument("bias_act_backward: more than 2^31-1 channels");
       M* partial = static_cast<M*>(p.workspace);
       const int64_t per_channel = p.C == 0 ? 0 : p.numel / p.C;
-      if (p.inner == 1)
+      // Splits of each channel's elements: enough parallelism for big tensors, at most kBiasGradSplits
+      // (the workspace), and no more than the work needs (~4096 elements per warp, ~64 rows per block).
+      // All divisions here, on the host: the kernels keep no 64-bit division (its call frame would spill).
+      int64_t splits;
+      if (p.inner == 1) {
+        splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 64)));
+        const int64_t chunk = ceil_div(per_channel, splits);
         launch("bias_act_bwd_db_rows", bias_act_bwd_db_rows_kernel<T, A>,
-               dim3((unsigned)ceil_div(p.C, 32), kBiasGradSplits), dim3(kThreads), 0, stream, dy, y, dz,
-               partial, per_channel, p.C, (M)p.alpha, (M)p.gain, (M)p.clamp);
-      else
-        launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)p.C, kBiasGradSplits),
-               dim3(kThreads), 0, stream, dy, y, dz, partial, per_channel, p.C, p.inner, (M)p.alpha, (M)p.gain,
-               (M)p.clamp);
+               dim3((unsigned)ceil_div(p.C, 32), (unsigned)splits), dim3(kThreads), 0, stream, dy, y, dz, partial,
+               per_channel, chunk, p.C, (M)p.alpha, (M)p.gain, (M)p.clamp);
+      } else {
+        const int64_t inner = p.inner, outer = per_channel / inner;
+        splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 4096)));
+        splits = std::min<int64_t>(splits, std::max<int64_t>(outer, 1));  // whole runs per split
+        const int64_t rows_per_split = std::max<int64_t>(1, ceil_div(outer, splits));
+        launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)ceil_div(p.C, kWarps), (unsigned)splits),
+               dim3(kThreads), 0, stream, dy, y, dz, partial, outer, rows_per_split, p.C, inner, 32 / inner,
+               32 % inner, (M)p.alpha, (M)p.gain, (M)p.clamp);
+      }
       launch("bias_grad_finalize", bias_grad_finalize<T>, dim3((unsigned)ceil_div(p.C, kThreads)), dim3(kThreads),
-             0, stream, static_cast<const M*>(p.workspace), static_cast<T*>(p.db), p.C, kBiasGradSplits);
+             0, stream, static_cast<const M*>(p.workspace), static_cast<T*>(p.db), p.C, (int)splits);
     });
     if (!ok) throw std::invalid_argument("bias_act_backward: unknown activation code " + std::to_string(p.act));
   });

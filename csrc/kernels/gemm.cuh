@@ -345,7 +345,8 @@ inline Plan make_plan(const GemmParams& p) {
   const int64_t sm = p.sm_count > 0 ? p.sm_count : 132;
   const int64_t G = p.groups < 1 ? 1 : p.groups;
   const int64_t t128 = ceil_div(p.M, 128) * ceil_div(p.N, 128) * G;
-  if (p.dtype != DType::f64 && t128 >= sm) {  // a full wave of big tiles: the most reuse per shared load
+  // A full wave of big tiles (the most reuse per shared-memory load), and both dimensions fill most of one.
+  if (p.dtype != DType::f64 && t128 >= sm && p.M >= 96 && p.N >= 96) {
     pl.cfg = 128;
     pl.kchunk = p.K;
     return pl;

@@ -33,7 +33,7 @@ struct BiasActBwdParams {
   double alpha = 0, gain = 1, clamp = -1;
   DType dtype{};
 };
-constexpr int kBiasGradSplits = 16;
+constexpr int kBiasGradSplits = 64;  // most partial sums per channel (the kernels use fewer when the work is small)
 
 // Stable sigmoid + binary cross-entropy. target == nullptr: every target equals `label`.
 // weight / pos_weight: nullptr or numel elements (broadcast already materialised by the glue).

@@ -199,16 +199,15 @@ GemmParams wgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tenso
   return p;
 }
 
-// `macs`: multiply-adds the kernel issues. `strided_dgrad`: backward data of a strided convolution, whose
-// kernel issues sh*sw times the useful work (masked taps; no stride-phase decomposition yet).
-bool use_kernels(const Exec& ex, const at::Tensor& t, double macs, int64_t min_dim, const ConvGeom& g,
+// (M, N): the GEMM's output dims per group; `macs`: multiply-adds the kernel issues. `strided_dgrad`: backward
+// data of a strided convolution, whose kernel issues sh*sw times the useful work (masked taps; no
+// stride-phase decomposition yet).
+bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, double macs, int64_t min_dim,
                  bool strided_dgrad = false) {
   if (ex.backend == Backend::EMU) return true;
-  // Grouped convolutions with a handful of channels per group (depthwise) waste most of a 64-wide tile:
-  // cuDNN has dedicated kernels for them once the output is large enough for the launch not to dominate.
-  bool poor_fit = g.G > 1 && (g.Cog < 8 || g.Cg * g.KH * g.KW < 16) && g.N * g.OH * g.OW * g.Co >= (1 << 20);
-  // Strided backward data: predicted slower than cuDNN from ~2^26 issued MACs (benchmarks/notes_kernels.md).
-  poor_fit = poor_fit || (strided_dgrad && macs >= double(1 << 26));
+  // Tiles mostly empty (depthwise, Cin = 1 backward data): cuDNN has dedicated kernels. Strided backward data:
+  // predicted slower than cuDNN from ~2^26 issued MACs (benchmarks/notes_kernels.md).
+  const bool poor_fit = gemm_poor_fit(M, N, macs) || (strided_dgrad && macs >= double(1 << 26));
   return !cuda_prefers_aten(t, macs, min_dim, poor_fit);
 }
 
@@ -254,7 +253,7 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   if (ex.backend != Backend::CPU) {
     const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
     const double macs = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
-    if (use_kernels(ex, x, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}), g)) {
+    if (use_kernels(ex, x, g.N * g.OH * g.OW, g.Cog, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}))) {
       const bool cl = channels_last(x) || channels_last(w);
       at::Tensor y = at::empty({g.N, g.Co, g.OH, g.OW},
                                x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
@@ -297,8 +296,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
   bool dx_done = !mask[0], dw_done = !mask[1];
   if (ex.backend != Backend::CPU) {
     const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
-    if (mask[0] && use_kernels(ex, x, m * double(g.sh * g.sw), std::min({g.N * g.H * g.W, g.Cg, g.Cog * g.KH * g.KW}),
-                               g, g.sh * g.sw > 1)) {
+    if (mask[0] && use_kernels(ex, x, g.N * g.H * g.W, g.Cg, m * double(g.sh * g.sw),
+                               std::min({g.N * g.H * g.W, g.Cg, g.Cog * g.KH * g.KW}), g.sh * g.sw > 1)) {
       at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
       poisoned(out);
       GemmParams p = dgrad_params(g, dz, w, out);
@@ -307,7 +306,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
         dx_done = true;
       }
     }
-    if (mask[1] && use_kernels(ex, x, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}), g)) {
+    if (mask[1] && use_kernels(ex, x, g.Cog, g.Cg * g.KH * g.KW, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}))) {
       at::Tensor out = at::empty(w.sizes(), w.options().memory_format(fmt));
       poisoned(out);
       GemmParams p = wgrad_params(g, dz, x, out, cl);

@@ -42,7 +42,9 @@ GemmParams matmul_params(const at::Tensor& a, int64_t sa_m, int64_t sa_k, const 
 
 bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, int64_t K) {
   if (ex.backend == Backend::EMU) return true;
-  return !cuda_prefers_aten(t, double(M) * double(N) * double(K), std::min({M, N, K}));
+  const double macs = double(M) * double(N) * double(K);
+  const bool dot = K >= 128 && (M <= 8 || N <= 8);  // the dot kernel serves skinny products (dense.cu)
+  return !cuda_prefers_aten(t, macs, std::min({M, N, K}), !dot && gemm_poor_fit(M, N, macs));
 }
 
 int64_t leading(const at::Tensor& t) {  // product of all but the last dim (reshape(-1, 0) would be ambiguous)

@@ -47,6 +47,11 @@ GemmIndex gemm_index1(int64_t stride) {
 
 bool gemm_k_fast(int64_t r_unit_stride, int64_t k_unit_stride) { return !(r_unit_stride == 1 && k_unit_stride != 1); }
 
+bool gemm_poor_fit(int64_t M, int64_t N, double macs) {
+  const double tiles = double((M + 63) / 64) * double((N + 63) / 64) * 4096.0;
+  return macs >= double(1 << 24) && tiles > 0 && double(M) * double(N) < 0.25 * tiles;
+}
+
 namespace {
 enum class Route { automatic, kernels, aten };
 Route cuda_route() {

@@ -24,7 +24,11 @@ bool gemm_k_fast(int64_t r_unit_stride, int64_t k_unit_stride);
 // (cuBLAS / cuDNN; tensor cores for half types), see benchmarks/notes_kernels.md. `macs` is the multiply-add
 // count of the product the kernels would run (including work they waste, e.g. strided backward data).
 // Never consulted for the emulation (which always runs the kernels) or the CPU.
-// `poor_fit`: a shape the tiles serve badly (depthwise convolutions), sent to ATen in `auto` mode.
+// `poor_fit`: a shape the tiles serve badly (see gemm_poor_fit), sent to ATen in `auto` mode.
+// A GEMM whose output fills under a quarter of its 64 x 64 tiles (N or M tiny: depthwise convolutions, Cin = 1
+// backward data, skinny products the dot kernel does not take) and which is big enough for that to matter.
+bool gemm_poor_fit(int64_t M, int64_t N, double macs);
+
 bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool poor_fit = false);
 
 }  // namespace fastgan
