@@ -277,9 +277,9 @@ def _register(name: str) -> None:
             w = weight if weight is not None else 1.0
             sp = F.softplus(-logits)
             if ctx.needs_input_grad[1]:
-                dt = G * w * (-logits + (p - 1) * sp)
+                dt = G * w * (p * sp - F.softplus(logits))
             if ctx.needs_input_grad[3]:
-                dw = (G * ((1 - t) * logits + (1 + (p - 1) * t) * sp)).sum_to_size(weight.shape)
+                dw = (G * (p * t * sp + (1 - t) * F.softplus(logits))).sum_to_size(weight.shape)
             if ctx.needs_input_grad[4]:
                 dp = (G * w * t * sp).sum_to_size(pos_weight.shape)
         return dx, dt, None, dw, dp, None
@@ -303,7 +303,7 @@ def _register(name: str) -> None:
         q1 = 1 + (P - 1) * T
         out = [None] * 7
         if ctx.needs_input_grad[0]:
-            d = W * (q1 * s - P * T)
+            d = W * ((1 - T) * s - P * T * torch.sigmoid(-x))  # no cancellation (bce_math.cuh)
             if reduction == 0:
                 out[0] = gg * d
             else:

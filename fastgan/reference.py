@@ -49,14 +49,13 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: 
 
 def sigmoid_bce(logits: torch.Tensor, target: Optional[torch.Tensor], label: float,
                 weight: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
-    """Same value as ``F.binary_cross_entropy_with_logits`` (the stable formula it uses), written out so it is
-    also differentiable with respect to ``weight`` and ``pos_weight`` (torch's op is not)."""
+    """The value of ``F.binary_cross_entropy_with_logits``, written as ``p t softplus(-x) + (1 - t) softplus(x)``:
+    a sum of non-negative terms, so confident logits keep full relative precision (torch's
+    ``(1 - t) x + softplus(-x)`` cancels for t = 0, x << 0), and differentiable with respect to ``weight`` and
+    ``pos_weight`` (torch's op is not). Same formula as the kernels (csrc/kernels/bce_math.cuh)."""
     t = label if target is None else target
-    sp = F.softplus(-logits)  # log(1 + exp(-x)), stable for any finite x
-    if pos_weight is None:
-        loss = (1 - t) * logits + sp
-    else:
-        loss = (1 - t) * logits + (1 + (pos_weight - 1) * t) * sp
+    p = 1.0 if pos_weight is None else pos_weight
+    loss = p * t * F.softplus(-logits) + (1 - t) * F.softplus(logits)  # softplus is stable for any finite x
     if weight is not None:
         loss = loss * weight
     if reduction == "mean":

@@ -326,6 +326,25 @@ def test_bce_extreme_logits_finite(impl):
         assert_close(loss, ref, torch.float32, "extreme logits")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bce_confident_logits_keep_relative_precision(impl, dtype):
+    """Well-classified samples (t = 1, x >> 0 or t = 0, x << 0) have tiny losses and gradients; every element must
+    still be right to the dtype's relative precision (the textbook forms sigmoid(x) - t and (1 - t) x + softplus(-x)
+    cancel there: float32 gives 0 or rounding noise instead of ~1e-9)."""
+    _, dev = impl
+    mags = torch.tensor([0.5, 3.0, 12.0, 20.0, 40.0, 80.0], dtype=torch.float64)
+    for target, sign in ((1.0, 1.0), (0.0, -1.0)):
+        x = (sign * mags).to(dtype).to(dev).requires_grad_()
+        loss = FF.binary_cross_entropy_with_logits(x, target, reduction="none")
+        (g,) = torch.autograd.grad(loss.sum(), [x])
+        xr = x.detach().double().cpu().requires_grad_()
+        ref = torch.nn.functional.softplus(-sign * xr)  # the exact loss for a hard target
+        (gref,) = torch.autograd.grad(ref.sum(), [xr])
+        for got, want, what in ((loss, ref, "loss"), (g, gref, "dloss/dx")):
+            rel = ((got.detach().double().cpu() - want.detach()).abs() / want.detach().abs()).max().item()
+            assert rel <= 2 * TOL[dtype], f"{what}, target {target}: elementwise relative error {rel:.3g}"
+
+
 def test_bce_gradcheck(impl):
     _, dev = impl
     x = rnd(6, dtype=torch.float64, device=dev, requires_grad=True)

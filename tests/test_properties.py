@@ -13,10 +13,11 @@ Upstream gradients are zeroed where the reference pre-activation sits within a h
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastgan
@@ -26,7 +27,11 @@ from helpers import TOL, assert_close, reference
 
 ACTS = ["linear", "relu", "lrelu", "sigmoid", "tanh"]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=False,
+# Deterministic by default: the README's test command (and so CI) draws the same examples every run, so a red
+# run is reproducible rather than a coin toss. FASTGAN_HYPOTHESIS=explore draws fresh random examples, 200 per
+# test, to hunt for new failures (run it before changing a kernel; add what it finds to the fixed cases).
+_EXPLORE = os.environ.get("FASTGAN_HYPOTHESIS", "") == "explore"
+SETTINGS = settings(max_examples=200 if _EXPLORE else 25, deadline=None, derandomize=not _EXPLORE,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -62,13 +67,27 @@ def _act_kwargs(draw, dtype, act):
     return kw
 
 
-def _grad_mask(z, act, kw):
-    """1 where the derivative is stable under rounding, 0 within a hair of a kink (see module docstring)."""
+# Smallest local derivative kept in gradient checks: backward derives act' from the rounded output y (saved
+# instead of x): d = 1 - y^2 (tanh) or y (1 - y) (sigmoid) carries an absolute error ~2 eps(dtype), so relative to
+# the tolerance (2 x TOL) it is only meaningful above 2 eps / (2 TOL): float32 6e-8 / 4e-5 ~ 3e-3, bfloat16
+# 4e-3 / 4e-2 = 0.1, float16 1e-3 / 8e-3 = 0.125. Matters when the saturated elements are the largest gradients
+# (outputs of one or two elements).
+_DERIV_FLOOR = {torch.float64: 0.0, torch.float32: 1e-2, torch.bfloat16: 0.15, torch.float16: 0.15}
+
+
+def _grad_mask(z, act, kw, dtype=torch.float64):
+    """1 where the derivative is stable under rounding, 0 within a hair of a kink or in saturation (see the
+    module docstring)."""
     scale = z.abs().max().item() if z.numel() else 1.0
     eps = 1e-3 * max(scale, 1e-30)
     keep = torch.ones_like(z, dtype=torch.bool)
     if act in ("relu", "lrelu"):
         keep &= z.abs() > eps
+    if act == "sigmoid":
+        s = torch.sigmoid(z)
+        keep &= s * (1 - s) > _DERIV_FLOOR[dtype]
+    if act == "tanh":
+        keep &= 1 - torch.tanh(z) ** 2 > _DERIV_FLOOR[dtype]
     clamp = kw.get("clamp")
     if clamp is not None:
         alpha = kw.get("alpha", 0.2)
@@ -92,17 +111,41 @@ def _layout(t: torch.Tensor, kind: str):
     return big[..., 1::2]
 
 
-def _check_grads(out, ref, ins, ref_ins, g, dtype, what):
-    diff = [(a, b) for a, b in zip(ins, ref_ins) if isinstance(a, torch.Tensor) and a.requires_grad]
-    if not diff or out.numel() == 0:
+def _check_grads(out, ref, ins, ref_ins, g, dtype, what, lin=None, kw=None):
+    """Gradients of ``out`` (the implementation) against those of ``ref`` (float64 reference) for upstream ``g``.
+
+    With ``lin`` (the op's linear part, ``lin(*ref_ins) = z``) and ``kw`` (its activation arguments), each gradient
+    is judged relative to the sum of the magnitudes of the terms it sums (see ``_magnitude_bounds``), as a
+    rounded reduction's error bound is; otherwise relative to its own largest element."""
+    idx = [i for i, a in enumerate(ins) if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not idx or out.numel() == 0:
         return
-    grads = torch.autograd.grad(out, [a for a, _ in diff], g.to(dtype).to(out.device), allow_unused=True)
-    ref_grads = torch.autograd.grad(ref, [b for _, b in diff], g.to(dtype).double(), allow_unused=True)
-    for i, (gr, rg) in enumerate(zip(grads, ref_grads)):
+    grads = torch.autograd.grad(out, [ins[i] for i in idx], g.to(dtype).to(out.device), allow_unused=True)
+    ref_grads = torch.autograd.grad(ref, [ref_ins[i] for i in idx], g.to(dtype).double(), allow_unused=True)
+    bounds = _magnitude_bounds(lin, ref_ins, g.to(dtype).double(), kw) if lin is not None else None
+    for i, gr, rg in zip(idx, grads, ref_grads):
         if rg is None:
             continue
         assert gr is not None, f"{what}: no gradient for input {i}"
-        assert_close(gr, rg, dtype, f"{what} grad of input {i}", 2 * _tol_factor(dtype))
+        assert_close(gr, rg, dtype, f"{what} grad of input {i}", 2 * _tol_factor(dtype),
+                     scale=bounds[i] if bounds is not None else None)
+
+
+def _magnitude_bounds(lin, ref_ins, g, kw):
+    """For every input, the gradient the op would have if no term cancelled: upstream |g| through the (monotone,
+    non-negative-derivative) activation at the reference pre-activation z, then through ``lin`` with every operand
+    replaced by its absolute value. E.g. for conv2d: db = sum |g| act'(z), dw = conv_weight(|x|, |g| act'(z)),
+    dx = conv_input(|w|, |g| act'(z)) -- each >= the magnitude of the true gradient, elementwise."""
+    ops = [t.detach() if isinstance(t, torch.Tensor) else t for t in ref_ins]
+    z = lin(*ops).detach().requires_grad_()
+    with fastgan.use_impl("torch"):
+        y = FF.bias_act(z, None, **kw)
+    (dz,) = torch.autograd.grad(y, z, g.abs())
+    assert (dz >= 0).all(), "activation derivative must be >= 0 for the bound"
+    absd = [t.abs().requires_grad_() if isinstance(t, torch.Tensor) else t for t in ops]
+    zt = [t for t in absd if isinstance(t, torch.Tensor)]
+    gs = iter(torch.autograd.grad(lin(*absd), zt, dz, allow_unused=True))
+    return [next(gs) if isinstance(t, torch.Tensor) else None for t in absd]
 
 
 def _rnd(shape, dtype, dev, scale=1.0):
@@ -122,6 +165,10 @@ def dense_cases(draw):
                 x_layout=draw(st.sampled_from(["contiguous", "transposed", "sliced"])),
                 w_layout=draw(st.sampled_from(["contiguous", "transposed", "sliced"])),
                 bias=draw(st.booleans()), need=draw(st.sampled_from([(True, True), (True, False), (False, True)])))
+
+
+def _dense_lin(x, w, b):
+    return x @ w.T + (b if b is not None else 0)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -146,9 +193,9 @@ def test_dense_property(impl, case):
     what = f"dense {case}"
     assert out.dtype == dtype and out.shape == ref.shape
     assert_close(out, ref, dtype, what, _tol_factor(dtype))
-    z = ref_ins[0].detach() @ ref_ins[1].detach().T + (ref_ins[2].detach() if b is not None else 0)
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw)
-    _check_grads(out, ref, ins, ref_ins, g, dtype, what)
+    z = _dense_lin(*(t.detach() if t is not None else None for t in ref_ins))
+    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    _check_grads(out, ref, ins, ref_ins, g, dtype, what, _dense_lin, kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -175,7 +222,8 @@ def test_dense_kernel_paths(impl, M, N, K):
     assert_close(out, ref, torch.float32, "dense forward")
     z = ref_ins[0].detach() @ ref_ins[1].detach().T + ref_ins[2].detach()
     g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, "lrelu", {})
-    _check_grads(out, ref, [x, w, b], ref_ins, g, torch.float32, f"dense {M}x{N}x{K}")
+    _check_grads(out, ref, [x, w, b], ref_ins, g, torch.float32, f"dense {M}x{N}x{K}", _dense_lin,
+                 {"act": "lrelu", "alpha": 0.2, "gain": math.sqrt(2)})
 
 
 # -------------------------------------------------------------------------------------------------- conv2d
@@ -220,15 +268,20 @@ def _run_conv(impl, case):
     what = f"conv2d {case}"
     assert out.dtype == dtype and out.shape == ref.shape
     assert_close(out, ref, dtype, what, _tol_factor(dtype))
-    z = torch.nn.functional.conv2d(ref_ins[0].detach(), ref_ins[1].detach(),
-                                   ref_ins[2].detach() if b is not None else None, **conv)
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw)
-    _check_grads(out, ref, ins, ref_ins, g, dtype, what)
+    lin = lambda x, w, b: torch.nn.functional.conv2d(x, w, b, **conv)  # noqa: E731
+    z = lin(*(t.detach() if t is not None else None for t in ref_ins))
+    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    _check_grads(out, ref, ins, ref_ins, g, dtype, what, lin, kw)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(case=conv_cases())
+# CI of 2026-11-29 (random examples then): a bias gradient of 30 cancelling bfloat16 terms, judged against its
+# own small value (relative error 0.12); now judged against the sum of the terms' magnitudes
+@example(case=dict(dtype=torch.bfloat16, act="lrelu", groups=2, x=(2, 10, 7, 5), w=(2, 5, 3, 3), stride=(3, 1),
+                   padding=(2, 1), dilation=(2, 1), kw={"act": "lrelu", "alpha": 0.0, "gain": math.sqrt(2)},
+                   x_layout="sliced", w_layout="channels_last", bias=True, need=(True, True)))
 def test_conv2d_property(impl, case):
     _run_conv(impl, case)
 
@@ -239,11 +292,15 @@ def test_conv2d_property(impl, case):
     dict(x=(8, 1, 28, 28), w=(32, 1, 3, 3), stride=(2, 2), padding=(1, 1)),
     dict(x=(8, 32, 14, 14), w=(64, 32, 3, 3), stride=(2, 2), padding=(1, 1)),
     dict(x=(8, 64, 7, 7), w=(128, 64, 3, 3), stride=(2, 2), padding=(1, 1)),
-    # 132 groups: 132 output tiles of 128, the 128 tile for forward, dgrad and wgrad
-    dict(x=(2, 264, 5, 5), w=(264, 2, 3, 3), stride=(1, 1), padding=(1, 1), groups=132),
+    # 132 groups of 96 output channels: 132 tiles of 128 in the forward (the 128 tile); 1x1 keeps the emulated
+    # backward short
+    dict(x=(2, 264, 7, 7), w=(12672, 2, 1, 1), stride=(1, 1), padding=(0, 0), groups=132),
+    # depthwise: one output channel per group (N = 1 tiles; cuDNN takes these on CUDA, the kernels must still
+    # be right)
+    dict(x=(2, 12, 9, 9), w=(12, 1, 3, 3), stride=(1, 1), padding=(1, 1), groups=12),
     # strided backward data with dilation and an input edge that no output reads (output_padding case)
     dict(x=(2, 3, 12, 11), w=(4, 3, 3, 2), stride=(3, 2), padding=(0, 1), dilation=(2, 3)),
-], ids=["seed1", "seed2", "seed3", "groups132", "strided_dgrad"])
+], ids=["seed1", "seed2", "seed3", "groups132", "depthwise", "strided_dgrad"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_conv2d_kernel_paths(impl, case, layout):
     c = {"dilation": (1, 1), "groups": 1, **case}
@@ -290,13 +347,12 @@ def test_bias_act_property(impl, case):
     ref = reference(lambda x, b: FF.bias_act(x, b, dim=dim, **kw), *ref_ins)
     what = f"bias_act {case}"
     assert_close(out, ref, dtype, what, _tol_factor(dtype))
-    z = ref_ins[0].detach()
-    if b is not None:
-        shp = [1] * len(shape)
-        shp[dim] = -1
-        z = z + ref_ins[1].detach().reshape(shp)
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw)
-    _check_grads(out, ref, ins, ref_ins, g, dtype, what)
+    shp = [1] * len(shape)
+    shp[dim] = -1
+    lin = lambda x, b: x + b.reshape(shp) if b is not None else x  # noqa: E731
+    z = lin(*(t.detach() if t is not None else None for t in ref_ins))
+    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    _check_grads(out, ref, ins, ref_ins, g, dtype, what, lin, kw)
 
 
 # ------------------------------------------------------------------------------------------ sigmoid + BCE
@@ -345,8 +401,48 @@ def test_bce_property(impl, case):
     # the loss is a sum of many terms for mean/sum: float32 accumulation order differs from float64's
     factor = _tol_factor(dtype) * (4.0 if case["reduction"] != "none" else 1.0)
     assert_close(out, ref, dtype, what, factor)
-    if out.numel():
-        # mean: scale the upstream gradient up (by min(numel, 1024): the scale itself must fit fp16) so dL/dx is
-        # not an fp16 subnormal for big tensors, where relative error is meaningless
-        g = torch.randn(out.shape, dtype=torch.float64) * (min(x.numel(), 1024) if case["reduction"] == "mean" else 1)
-        _check_grads(out, ref, [x], [xr], g, dtype, what)
+    if not out.numel():
+        return
+    # dloss/dx = w [(1 - t) sigmoid(x) - p t sigmoid(-x)] cancels where sigmoid(x) ~ t p / (1 - t + t p) (the loss
+    # minimum, for soft targets): judged, like the reductions above, against the sum of the two terms' magnitudes.
+    # For hard targets (t = 0 or 1) one term vanishes and this is the gradient's own size: confident logits keep
+    # full relative precision (bce_math.cuh).
+    # mean: scale the upstream gradient up (by min(numel, 1024): the scale itself must fit fp16) so dL/dx is not
+    # an fp16 subnormal for big tensors, where relative error is meaningless
+    g = torch.randn(out.shape, dtype=torch.float64) * (min(x.numel(), 1024) if case["reduction"] == "mean" else 1)
+    g = g.to(dtype).double()
+    (gr,) = torch.autograd.grad(out, [x], g.to(dtype).to(out.device))
+    (rg,) = torch.autograd.grad(ref, [xr], g)
+    pw = ref_kw.get("pos_weight", 1.0)
+    w = ref_kw.get("weight", 1.0)
+    xd = xr.detach()
+    ge = g.abs() / (x.numel() if case["reduction"] == "mean" else 1)
+    bound = ge * abs(w) * ((1 - tr) * torch.sigmoid(xd) + pw * tr * torch.sigmoid(-xd))
+    assert_close(gr, rg, dtype, f"{what} grad", 2 * _tol_factor(dtype), scale=bound)
+
+
+# ------------------------------------------------------------------------------------- the backward ops
+@pytest.mark.skipif(_ext.C is None, reason="fastgan._C not loaded")
+@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_emu"])
+def test_backward_ops_opcheck(namespace):
+    """torch.library.opcheck of dense_backward / conv2d_backward: schema, fake kernels (shapes and the
+    documented layouts: dx in x's memory format, dw channels_last when x is), autograd registration."""
+    if namespace == "fastgan_emu" and not _ext.has_emu():
+        pytest.skip("built without emulation")
+    ns = getattr(torch.ops, namespace)
+    dz = torch.randn(3, 4, 6, requires_grad=True)
+    x = torch.randn(3, 4, 5, requires_grad=True)
+    w = torch.randn(6, 5, requires_grad=True)
+    xc = torch.randn(2, 3, 8, 8, requires_grad=True)
+    wc = torch.randn(4, 3, 3, 3, requires_grad=True)
+    dzc = torch.randn(2, 4, 4, 4, requires_grad=True)
+    cl = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
+    cases = [
+        (ns.dense_backward, (dz, x, w, [True, True])),
+        (ns.dense_backward, (dz, x, w, [False, True])),
+        (ns.conv2d_backward, (dzc, xc, wc, [2, 2], [1, 1], [1, 1], 1, [True, True])),
+        (ns.conv2d_backward, (dzc, xc, wc, [2, 2], [1, 1], [1, 1], 1, [True, False])),
+        (ns.conv2d_backward, (cl(dzc), cl(xc), wc, [2, 2], [1, 1], [1, 1], 1, [True, True])),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)

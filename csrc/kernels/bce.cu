@@ -1,9 +1,10 @@
 // Sigmoid + binary cross-entropy from logits: forward with its reduction, backward in one kernel.
-//   loss_i = w_i * [ (1 - t_i) * x_i + (1 + (p_i - 1) * t_i) * softplus(-x_i) ]
-//   dloss_i/dx_i = w_i * [ (1 + (p_i - 1) * t_i) * sigmoid(x_i) - p_i * t_i ]
-// softplus(-x) = max(-x, 0) + log1p(exp(-|x|)) is finite for every finite x (|x| = 1e4 included).
+//   loss_i = w_i * [ p_i t_i softplus(-x_i) + (1 - t_i) softplus(x_i) ]
+//   dloss_i/dx_i = w_i * [ (1 - t_i) sigmoid(x_i) - p_i t_i sigmoid(-x_i) ]
+// (bce_math.cuh: no cancellation for confident logits; finite for every finite x, |x| = 1e4 included.)
 // Reductions are two-stage with a fixed block count and order: the same bits on every run.
-#include "common.cuh"
+#include "common.cuh"  // first: sets up CUDA or its emulation
+#include "bce_math.cuh"
 
 namespace fastgan {
 namespace FG_NS {
@@ -11,12 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kItemsPerThread = 4;
-
-template <typename M>
-FG_HD M softplus_neg(M x) {  // softplus(-x)
-  const M ax = x < M(0) ? -x : x;
-  return (x < M(0) ? -x : M(0)) + fg_log1p(fg_exp(-ax));
-}
 
 template <typename T>
 struct BceElem {
@@ -29,15 +24,13 @@ struct BceElem {
 
   FG_HD M t(int64_t i) const { return target ? load(target, i) : label; }
   FG_HD M loss(int64_t i) const {
-    const M x = load(logits, i), tt = t(i);
     const M p = pos_weight ? load(pos_weight, i) : M(1);
-    M l = (M(1) - tt) * x + (M(1) + (p - M(1)) * tt) * softplus_neg(x);
+    const M l = bce_loss<M>(load(logits, i), t(i), p);
     return weight ? l * load(weight, i) : l;
   }
   FG_HD M dloss(int64_t i) const {
-    const M x = load(logits, i), tt = t(i);
     const M p = pos_weight ? load(pos_weight, i) : M(1);
-    M d = (M(1) + (p - M(1)) * tt) * ActSigmoid::f<M>(x, M(0)) - p * tt;
+    const M d = bce_dloss<M>(load(logits, i), t(i), p);
     return weight ? d * load(weight, i) : d;
   }
 };

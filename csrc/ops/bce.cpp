@@ -9,18 +9,12 @@
 #include <cmath>
 #include <vector>
 
-#include "../kernels/activation.cuh"
+#include "../kernels/bce_math.cuh"
 #include "glue.h"
 #include "ops.h"
 
 namespace fastgan {
 namespace {
-
-template <typename M>
-inline M softplus_neg(M x) {
-  const M ax = x < M(0) ? -x : x;
-  return (x < M(0) ? -x : M(0)) + fg_log1p(fg_exp(-ax));
-}
 
 struct Args {
   at::Tensor logits, target, weight, pos_weight;  // contiguous, same shape (target/weights may be undefined)
@@ -63,12 +57,12 @@ struct CpuElem {
   M label;
   M loss(int64_t i) const {
     const M xi = M(x[i]), ti = t ? M(t[i]) : label, pi = p ? M(p[i]) : M(1);
-    const M l = (M(1) - ti) * xi + (M(1) + (pi - M(1)) * ti) * softplus_neg(xi);
+    const M l = bce_loss<M>(xi, ti, pi);
     return w ? l * M(w[i]) : l;
   }
   M dloss(int64_t i) const {
     const M xi = M(x[i]), ti = t ? M(t[i]) : label, pi = p ? M(p[i]) : M(1);
-    const M d = (M(1) + (pi - M(1)) * ti) * ActSigmoid::f<M>(xi, M(0)) - pi * ti;
+    const M d = bce_dloss<M>(xi, ti, pi);
     return w ? d * M(w[i]) : d;
   }
 };
