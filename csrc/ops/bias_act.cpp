@@ -6,7 +6,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <vector>
+
 #include "../kernels/activation.cuh"
+#include "cpu_math.h"
 #include "glue.h"
 #include "ops.h"
 
@@ -15,32 +18,129 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per parallel task
 
+// The CPU loops' view of an activation: the shared functor, except that sigmoid's forward uses the vectorisable
+// fg_cpu_exp (cpu_math.h) -- with a libm call per element the loop would stay scalar (~10x slower than ATen's).
+// (tanh keeps std::tanh: a cancellation-free vector tanh needs an expm1, not written yet.)
+template <typename A>
+struct CpuAct : A {};
+template <>
+struct CpuAct<ActSigmoid> : ActSigmoid {
+  template <typename T>
+  static T f(T x, T) {
+    const T e = fg_cpu_exp(x < T(0) ? x : -x);  // exp(-|x|) in [0, 1]: stable for any x
+    const T r = T(1) / (T(1) + e);
+    return x < T(0) ? e * r : r;
+  }
+};
+
+// Hot loops, each compiled per ISA (FG_CPU_CLONES). In-place epilogues (y == x: dense and conv2d) pass one
+// pointer: with two that may alias, the vectoriser's run-time overlap check fails for y == x and the scalar
+// fallback runs.
+template <typename scalar_t, typename A, typename M>
+FG_CPU_CLONES void fwd_rows(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t r0, int64_t r1, int64_t C,
+                            int64_t inner, M alpha, M gain, M clamp) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const M bb = b ? M(b[r % C]) : M(0);
+    scalar_t* __restrict__ yr = y + r * inner;
+    if (x == y) {
+      for (int64_t i = 0; i < inner; ++i) yr[i] = act_forward<A, M>(M(yr[i]) + bb, alpha, gain, clamp);
+    } else {
+      const scalar_t* __restrict__ xr = x + r * inner;
+      for (int64_t i = 0; i < inner; ++i) yr[i] = act_forward<A, M>(M(xr[i]) + bb, alpha, gain, clamp);
+    }
+  }
+}
+
+// Channels fastest (dense layers, channels_last): rows [o0, o1) of C channels.
+template <typename scalar_t, typename A, typename M>
+FG_CPU_CLONES void fwd_channels_last(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t o0, int64_t o1,
+                                     int64_t C, M alpha, M gain, M clamp) {
+  const scalar_t* __restrict__ bp = b;
+  for (int64_t o = o0; o < o1; ++o) {
+    scalar_t* __restrict__ yr = y + o * C;
+    if (x == y) {
+      if (bp)
+        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(yr[c]) + M(bp[c]), alpha, gain, clamp);
+      else
+        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(yr[c]), alpha, gain, clamp);
+    } else {
+      const scalar_t* __restrict__ xr = x + o * C;
+      if (bp)
+        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]) + M(bp[c]), alpha, gain, clamp);
+      else
+        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]), alpha, gain, clamp);
+    }
+  }
+}
+
+template <typename scalar_t, typename A, typename M>
+FG_CPU_CLONES void bwd_range(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                             scalar_t* __restrict__ dz, int64_t i0, int64_t i1, M alpha, M gain, M clamp) {
+  for (int64_t i = i0; i < i1; ++i) dz[i] = act_backward<A, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
+}
+
+// dz for rows [o0, o1) of channel c (runs of `inner` elements) and their sum. kLanes independent partial sums:
+// the loop vectorises without reassociating (no -ffast-math), and the order is fixed.
+template <typename scalar_t, typename A, typename M>
+FG_CPU_CLONES M bwd_db_channel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                               scalar_t* __restrict__ dz, int64_t o0, int64_t o1, int64_t c, int64_t C, int64_t inner,
+                               M alpha, M gain, M clamp) {
+  constexpr int kLanes = 16;
+  M part[kLanes] = {};
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t base = (o * C + c) * inner;
+    int64_t i = 0;
+    for (; i + kLanes <= inner; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
+        dz[base + i + l] = g;
+        part[l] += g;
+      }
+    for (int l = 0; i < inner; ++i, ++l) {
+      const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
+      dz[base + i] = g;
+      part[l] += g;
+    }
+  }
+  M s = M(0);
+  for (int l = 0; l < kLanes; ++l) s += part[l];
+  return s;
+}
+
+// Channels fastest: dz for rows [o0, o1) of channels [c0, c1) (c1 - c0 <= kCBlock) and the per-channel sums.
+constexpr int64_t kCBlock = 64;
+template <typename scalar_t, typename A, typename M>
+FG_CPU_CLONES void bwd_db_channels_last(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                                        scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1,
+                                        int64_t c0, int64_t c1, int64_t C, M alpha, M gain, M clamp) {
+  M acc[kCBlock] = {};
+  const int64_t w = c1 - c0;
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t base = o * C + c0;
+    for (int64_t j = 0; j < w; ++j) {
+      const M g = act_backward<A, M>(M(dy[base + j]), M(y[base + j]), alpha, gain, clamp);
+      dz[base + j] = g;
+      acc[j] += g;
+    }
+  }
+  for (int64_t j = 0; j < w; ++j) sums[j] = acc[j];
+}
+
 template <typename scalar_t, typename A>
 void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, int64_t C, int64_t inner,
              double alpha_, double gain_, double clamp_) {
   using M = at::opmath_type<scalar_t>;
+  using F = CpuAct<A>;
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
   if (inner == 1) {  // channels are the fastest dimension (dense layers, channels_last): vectorise over C
     at::parallel_for(0, outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o) {
-        const scalar_t* xr = x + o * C;
-        scalar_t* yr = y + o * C;
-        if (b)
-          for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]) + M(b[c]), alpha, gain, clamp);
-        else
-          for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]), alpha, gain, clamp);
-      }
+      fwd_channels_last<scalar_t, F, M>(x, b, y, o0, o1, C, alpha, gain, clamp);
     });
     return;
   }
   const int64_t rows = outer * C;  // each row: `inner` elements of one channel
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [=](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const M bb = b ? M(b[r % C]) : M(0);
-      const scalar_t* xr = x + r * inner;
-      scalar_t* yr = y + r * inner;
-      for (int64_t i = 0; i < inner; ++i) yr[i] = act_forward<A, M>(M(xr[i]) + bb, alpha, gain, clamp);
-    }
+    fwd_rows<scalar_t, F, M>(x, b, y, r0, r1, C, inner, alpha, gain, clamp);
   });
 }
 
@@ -52,47 +152,38 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
   const int64_t numel = outer * C * inner;
   if (db == nullptr) {
     at::parallel_for(0, numel, kGrain, [=](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) dz[i] = act_backward<A, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
+      bwd_range<scalar_t, A, M>(dy, y, dz, i0, i1, alpha, gain, clamp);
     });
     return;
   }
-  // dz and db in one pass. Each task owns a block of channels and sums them in a fixed order, so db does
-  // not depend on the number of threads.
-  const int64_t cblock = inner == 1 ? 64 : 1;
+  // dz and db in one pass. Tasks are (row split, channel block); each writes the partial sums of its channels
+  // for its rows, and the partials are added in split order. The split count depends on the sizes only, so db
+  // has the same bits for any number of threads.
+  const int64_t cblock = inner == 1 ? kCBlock : 1;
   const int64_t nblocks = (C + cblock - 1) / cblock;
-  const int64_t per_block = std::max<int64_t>(1, outer * inner * cblock);
-  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / per_block), [=](int64_t k0, int64_t k1) {
-    M acc[64];
+  const int64_t per_block = outer * inner * std::min(C, cblock);
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({outer, 64, per_block / kGrain}));
+  const int64_t rows_per_split = (outer + splits - 1) / splits;
+  std::vector<M> partial(static_cast<size_t>(splits * C));
+  M* part = partial.data();
+  at::parallel_for(0, splits * nblocks, 1, [=](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const int64_t c0 = k * cblock, c1 = std::min(C, c0 + cblock);
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] = M(0);
-      for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t base = (o * C + c) * inner;
-          // kLanes independent partial sums: the loop vectorises, and the order is fixed (deterministic).
-          constexpr int kLanes = 16;
-          M part[kLanes] = {};
-          int64_t i = 0;
-          for (; i + kLanes <= inner; i += kLanes) {
-            for (int l = 0; l < kLanes; ++l) {
-              const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
-              dz[base + i + l] = g;
-              part[l] += g;
-            }
-          }
-          for (; i < inner; ++i) {
-            const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
-            dz[base + i] = g;
-            part[0] += g;
-          }
-          M s = M(0);
-          for (int l = 0; l < kLanes; ++l) s += part[l];
-          acc[c - c0] += s;
-        }
+      const int64_t s = k / nblocks, cb = k % nblocks;
+      const int64_t o0 = s * rows_per_split, o1 = std::min(outer, o0 + rows_per_split);
+      const int64_t c0 = cb * cblock, c1 = std::min(C, c0 + cblock);
+      if (inner == 1) {
+        bwd_db_channels_last<scalar_t, A, M>(dy, y, dz, part + s * C + c0, o0, o1, c0, c1, C, alpha, gain, clamp);
+      } else {
+        for (int64_t c = c0; c < c1; ++c)
+          part[s * C + c] = bwd_db_channel<scalar_t, A, M>(dy, y, dz, o0, o1, c, C, inner, alpha, gain, clamp);
       }
-      for (int64_t c = c0; c < c1; ++c) db[c] = acc[c - c0];
     }
   });
+  for (int64_t c = 0; c < C; ++c) {
+    M acc = M(0);
+    for (int64_t s = 0; s < splits; ++s) acc += part[s * C + c];
+    db[c] = acc;
+  }
 }
 
 template <typename Fn>

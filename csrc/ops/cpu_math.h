@@ -1,0 +1,62 @@
+// CPU-loop helpers: ISA multiversioning and a vectorisable exp.
+//
+// The extension is compiled for the baseline x86-64 ISA (SSE2) so it loads on any machine. ATen's own CPU kernels
+// are compiled several times and picked at run time; FG_CPU_CLONES does the same for one of our hot loops: GCC
+// emits an AVX-512 (x86-64-v4), an AVX2+FMA (x86-64-v3) and a baseline clone and an ifunc resolver chooses once, at
+// load time, from the CPU's features. Elsewhere (other compilers or architectures) it expands to nothing.
+//
+// exp: std::exp / expf is a libm call per element, which stops the loops around it from vectorising (glibc's
+// vector variants are only declared under -ffast-math, which we do not use: it would break NaN propagation).
+// fg_cpu_exp(float) is a branch-free Cody-Waite reduction + degree-6 minimax polynomial (the classic Cephes
+// expf coefficients, < 2 ulp over the float range), written so the auto-vectoriser maps every step to SIMD.
+// double keeps std::exp.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(FASTGAN_NO_CPU_CLONES)
+#define FG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FG_CPU_CLONES
+#endif
+
+namespace fastgan {
+
+inline float fg_bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// 2^n for integer-valued n in [-126, 127], built from the exponent field.
+inline float fg_pow2i(int32_t n) { return fg_bits_to_float(uint32_t(n + 127) << 23); }
+
+inline float fg_cpu_exp(float x) {
+  // Clamp to where exp is 0 / inf after rounding (NaN fails both comparisons and is restored at the end).
+  float xc = x < -104.0f ? -104.0f : x;
+  xc = xc > 89.0f ? 89.0f : xc;
+  xc = xc == xc ? xc : 0.0f;
+  // n = round(x / ln 2) with the 1.5 * 2^23 trick (round-to-nearest, no libm call); |n| <= 150.
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  // r = x - n ln2 in two steps (ln2 = C1 + C2, C1 exact in few bits): |r| <= ln2 / 2.
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * (r * r) + r + 1.0f;  // exp(r)
+  // 2^n as two factors, each a normal float: results in the subnormal range round correctly, overflow gives inf.
+  const int32_t ni = int32_t(n);
+  const int32_t n1 = ni >> 1, n2 = ni - n1;
+  const float y = er * fg_pow2i(n1) * fg_pow2i(n2);
+  return x == x ? y : x;
+}
+inline double fg_cpu_exp(double x) { return std::exp(x); }
+
+}  // namespace fastgan
