@@ -15,6 +15,8 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 
+#include <vector>
+
 #include "gemm_glue.h"
 #include "ops.h"
 
@@ -273,6 +275,30 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   return y;
 }
 
+namespace {
+// Kernel rows (or columns) whose taps read only padding, for every output position: their weight gradient is
+// exactly zero. That happens when the padding exceeds what the kernel reaches, e.g. a 1-wide input, kernel 2,
+// padding 1, stride 2. torch 2.14.1's oneDNN CPU backward for bfloat16 leaves those taps uninitialised (values up
+// to 1e33 seen; reproduced with stock F.conv2d on a channels_last weight), so the CPU path writes them.
+std::vector<int64_t> dead_taps(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, int64_t d) {
+  std::vector<int64_t> dead;
+  for (int64_t t = 0; t < k; ++t) {
+    bool live = false;
+    for (int64_t o = 0; o < out && !live; ++o) {
+      const int64_t i = o * s - p + t * d;
+      live = i >= 0 && i < in;
+    }
+    if (!live) dead.push_back(t);
+  }
+  return dead;
+}
+
+void zero_dead_taps(at::Tensor& dw, const ConvGeom& g) {
+  for (int64_t t : dead_taps(g.H, g.OH, g.KH, g.sh, g.ph, g.dh)) dw.select(2, t).zero_();
+  for (int64_t t : dead_taps(g.W, g.OW, g.KW, g.sw, g.pw, g.dw)) dw.select(3, t).zero_();
+}
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
                                                    const at::Tensor& w, at::IntArrayRef stride,
                                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -320,7 +346,10 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
     auto r = at::convolution_backward(dz, x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups,
                                       {!dx_done, !dw_done, false});
     if (!dx_done) dx = std::get<0>(r).contiguous(fmt);
-    if (!dw_done) dw = std::get<1>(r).contiguous(fmt);
+    if (!dw_done) {
+      dw = std::get<1>(r).contiguous(fmt);
+      if (ex.backend == Backend::CPU) zero_dead_taps(dw, g);
+    }
   }
   return {dx, dw};
 }
