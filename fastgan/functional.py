@@ -143,6 +143,17 @@ def _same_padding(weight: torch.Tensor, stride, dilation):
     return tuple(pads)
 
 
+def _check_conv_operands(input, weight, groups, weight_layout: str) -> None:
+    _check_tensor(weight, "weight", input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
+                         f"got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"weight: expected a 4-D tensor {weight_layout}, got shape {tuple(weight.shape)}")
+    if not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
+
+
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            stride: Union[int, Sequence[int]] = 1, padding: Union[str, int, Sequence[int]] = 0,
            dilation: Union[int, Sequence[int]] = 1, groups: int = 1, *, act: str = "linear",
@@ -153,15 +164,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     ac = _autocast_dtype(input)
     if ac is not None:
         input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
-    _check_tensor(weight, "weight", input)
-    if input.ndim not in (3, 4):
-        raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
-                         f"got shape {tuple(input.shape)}")
-    if weight.ndim != 4:
-        raise ValueError(f"weight: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
-    if not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
+    _check_conv_operands(input, weight, groups, "(out_channels, in_channels/groups, kH, kW)")
     cin = input.shape[-3]
     if cin != weight.shape[1] * groups:
         raise ValueError(f"input: expected {weight.shape[1] * groups} channels (weight.shape[1] * groups), got {cin}")
@@ -203,28 +206,56 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
                      output_padding: Union[int, Sequence[int]] = 0, groups: int = 1,
                      dilation: Union[int, Sequence[int]] = 1, *, act: str = "linear", alpha: Optional[float] = None,
                      gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
-    """``act(conv_transpose2d(input, weight, ...) + bias) * gain`` (DCGAN-style generators).
+    """``act(conv_transpose2d(input, weight, ...) + bias) * gain`` (DCGAN-style generators); 4-D or unbatched 3-D.
 
-    The transposed convolution runs in ATen (it is the data gradient of a convolution); bias, activation,
-    gain and clamp are one fused pass over its output.
+    A transposed convolution is the data gradient of a convolution, so it runs on the conv kernels' data-gradient
+    path (``conv2d_backward`` with weight ``weight``; its input gradient is then ``conv2d`` and its weight gradient
+    the conv weight-gradient path); bias, activation, gain and clamp follow in one fused pass.
     """
     _check_tensor(input, "input")
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
     ac = _autocast_dtype(input)
     if ac is not None:
         input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
-    _check_tensor(weight, "weight", input)
-    if input.ndim not in (3, 4):
-        raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
-                         f"got shape {tuple(input.shape)}")
-    if weight.ndim != 4:
-        raise ValueError(f"weight: expected a 4-D tensor (in_channels, out_channels/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
+    _check_conv_operands(input, weight, groups, "(in_channels, out_channels/groups, kH, kW)")
     if input.shape[-3] != weight.shape[0]:
         raise ValueError(f"input: expected {weight.shape[0]} channels (weight.shape[0]), got {input.shape[-3]}")
+    if weight.shape[0] % groups:
+        raise ValueError(f"weight: in_channels {weight.shape[0]} is not divisible by groups={groups}")
     _check_bias(bias, weight.shape[1] * groups, input, "weight.shape[1] * groups")
-    y = F.conv_transpose2d(input, weight, None, stride, padding, output_padding, groups, dilation)
-    return bias_act(y, bias, 1 if y.ndim == 4 else 0, spec.name, alpha, gain, None if clamp < 0 else clamp)
+    stride = _pair(stride, "stride", allow_zero=False)
+    dilation = _pair(dilation, "dilation", allow_zero=False)
+    padding = _pair(padding, "padding", allow_zero=True)
+    output_padding = _pair(output_padding, "output_padding", allow_zero=True)
+    out_hw = []
+    for i in range(2):
+        if output_padding[i] >= max(stride[i], dilation[i]):
+            raise ValueError(f"output_padding: expected values smaller than stride or dilation, got "
+                             f"{tuple(output_padding)} with stride {tuple(stride)}, dilation {tuple(dilation)}")
+        size = ((input.shape[-2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[2 + i] - 1)
+                + output_padding[i] + 1)
+        if size < 1:
+            raise ValueError(f"input: spatial size {tuple(input.shape[-2:])} gives an empty output with padding "
+                             f"{tuple(padding)} and kernel {tuple(weight.shape[2:])}")
+        out_hw.append(size)
+    unbatched = input.ndim == 3
+    x = input.unsqueeze(0) if unbatched else input
+    impl = _impl.resolve(input.device)
+    if impl == "torch" or any(o >= s for o, s in zip(output_padding, stride)):
+        # (output_padding >= stride, allowed when below the dilation, has no convolution it is the gradient of)
+        y = F.conv_transpose2d(x, weight, None, stride, padding, output_padding, groups, dilation)
+    else:
+        # conv2d_backward reads only the shape, dtype and memory format of its `x` argument: a zero-stride view
+        # carries them without memory, except for channels_last, whose format needs real strides.
+        shape = (x.shape[0], weight.shape[1] * groups, *out_hw)
+        if x.ndim == 4 and _ops._memory_format(x) == torch.channels_last:
+            like = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        else:
+            like = x.new_empty(()).expand(shape)
+        y = _ops.ns(impl).conv2d_backward(x, like, weight, list(stride), list(padding), list(dilation), int(groups),
+                                          [True, False])[0]
+    y = bias_act(y, bias, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
+    return y.squeeze(0) if unbatched else y
 
 
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Tensor, float],

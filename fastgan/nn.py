@@ -115,7 +115,8 @@ class FusedConv2d(_ActMixin, nn.Conv2d):
 
 
 class FusedConvTranspose2d(_ActMixin, nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` with bias + activation fused into one pass over its output."""
+    """``nn.ConvTranspose2d`` with bias + activation fused into one pass over its output; the transposed
+    convolution runs on the conv kernels' data-gradient path (see :func:`fastgan.functional.conv_transpose2d`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
                  groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros", device=None,

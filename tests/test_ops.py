@@ -287,6 +287,42 @@ def test_conv2d_padding_only_taps_have_zero_weight_grad(impl, dtype, w_layout):
         assert (gw[..., 1] != 0).any()
 
 
+@pytest.mark.parametrize("case", [
+    dict(x=(2, 4, 5, 6), w=(4, 3, 4, 4), stride=2, padding=1),  # DCGAN up-sampling layer
+    dict(x=(2, 4, 5, 6), w=(4, 3, 3, 2), stride=(2, 2), padding=(1, 1), output_padding=(1, 0), dilation=(1, 2)),
+    dict(x=(2, 4, 3, 4), w=(4, 2, 3, 3), stride=(3, 2), padding=(2, 0), output_padding=(2, 1), groups=2),
+    dict(x=(4, 5, 6), w=(4, 3, 3, 3), stride=2, padding=1, channels_last=False),  # unbatched
+    dict(x=(2, 4, 5, 6), w=(4, 3, 3, 3), stride=1, padding=0, output_padding=1, dilation=2),  # op >= stride
+], ids=["dcgan", "outpad_dilation", "groups", "unbatched", "outpad_ge_stride"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv_transpose2d_matches_reference(impl, case, layout):
+    """Forward and gradients against stock F.conv_transpose2d in float64; on native / emu the forward runs the
+    conv kernels' data-gradient path (conv2d_backward), its input gradient conv2d, its weight gradient the
+    weight-gradient path. channels_last in, channels_last out."""
+    _, dev = impl
+    c = dict(case)
+    x = rnd(*c.pop("x"), device=dev, requires_grad=True)
+    if layout == "channels_last" and x.ndim == 4:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = rnd(*c.pop("w"), device=dev, scale=0.3, requires_grad=True)
+    c.pop("channels_last", None)
+    b = rnd(w.shape[1] * c.get("groups", 1), device=dev, requires_grad=True)
+    fn = lambda x, w, b: FF.conv_transpose2d(x, w, b, act="lrelu", alpha=0.2, **c)  # noqa: E731
+    check_fwd_bwd(fn, [x, w, b], torch.float32, "conv_transpose2d")
+    if layout == "channels_last" and x.ndim == 4:
+        assert fn(x, w, b).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv_transpose2d_gradgradcheck(impl):
+    _, dev = impl
+    x = rnd(1, 2, 3, 3, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(2, 2, 3, 3, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(2, dtype=torch.float64, device=dev, requires_grad=True)
+    fn = lambda x, w, b: FF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, act="sigmoid")  # noqa
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
 # --------------------------------------------------------------------------------------------- sigmoid + BCE
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
