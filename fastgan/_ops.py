@@ -114,6 +114,44 @@ def _register(name: str) -> None:
         n = (y.shape[dim] if y.ndim else 1) if bias_grad else 0
         return torch.empty_like(y), y.new_empty((n,))
 
+    # ---------------------------------------------------------------- batching rules (torch.func.vmap)
+    # The vmapped dim is moved to the front and becomes an ordinary leading dim of one op call (the channel dim
+    # shifts by one). A batched bias (or a per-sample bias gradient) is folded into the channel dim: the batch dim
+    # is moved right before the channel dim and the two are merged, so one call applies sample i's bias to
+    # sample i.
+    def _batch_first(info, t, td):
+        return t.movedim(td, 0) if td is not None else t.expand(info.batch_size, *t.shape)
+
+    def _merge_at(t, d):
+        """Batch-first t -> (t with batch x channel merged at dim d, the unmerged shape)."""
+        tm = t.movedim(0, d)
+        shape = tm.shape
+        return tm.reshape(*shape[:d], shape[d] * shape[d + 1], *shape[d + 2:]), shape
+
+    @torch.library.register_vmap(q("bias_act"))
+    def _bias_act_vmap(info, in_dims, x, b, dim, act, alpha, gain, clamp):
+        xd, bd = in_dims[0], in_dims[1]
+        ndim = x.ndim - (xd is not None)  # the per-sample ndim
+        d = dim % ndim if ndim else 0
+        xb = _batch_first(info, x, xd)
+        if b is None or bd is None:
+            return raw.bias_act(xb, b, d + 1 if ndim else 0, act, alpha, gain, clamp), 0
+        xm, shape = _merge_at(xb, d)
+        y = raw.bias_act(xm, b.movedim(bd, 0).reshape(-1), d, act, alpha, gain, clamp)
+        return y.reshape(shape).movedim(d, 0), 0
+
+    @torch.library.register_vmap(q("bias_act_backward"))
+    def _bias_act_backward_vmap(info, in_dims, dy, y, bias_grad, dim, act, alpha, gain, clamp):
+        ndim = y.ndim - (in_dims[1] is not None)
+        d = dim % ndim if ndim else 0
+        dyb, yb = _batch_first(info, dy, in_dims[0]), _batch_first(info, y, in_dims[1])
+        if not (bias_grad and ndim):
+            dz, db = raw.bias_act_backward(dyb, yb, False, d + 1 if ndim else 0, act, alpha, gain, clamp)
+            return (dz, db), (0, None)
+        (dym, shape), (ym, _) = _merge_at(dyb, d), _merge_at(yb, d)
+        dz, db = raw.bias_act_backward(dym, ym, True, d, act, alpha, gain, clamp)
+        return (dz.reshape(shape).movedim(d, 0), db.reshape(info.batch_size, -1)), (0, 0)
+
     @torch.library.register_fake(q("dense"))
     def _dense_fake(x, w, b, act, alpha, gain, clamp):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
