@@ -416,6 +416,37 @@ def test_bce_gradcheck(impl):
         assert torch.autograd.gradgradcheck(fn1, (x,))
 
 
+@pytest.mark.parametrize("shape, layout", [
+    ((64, 32, 14, 14), "contiguous"),     # rows of 196: per-channel runs
+    ((64, 64, 7, 7), "contiguous"),       # short rows: whole planes
+    ((64, 32, 14, 14), "channels_last"),  # channels fastest
+    ((300, 1000), "contiguous"),          # dense layer
+], ids=["rows", "planes", "channels_last", "dense"])
+def test_bias_grad_same_bits_for_any_thread_count(impl, shape, layout):
+    """The bias gradient (a reduction) is split by size only and added in a fixed order: bitwise identical for 1
+    and 2 threads (and between runs)."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("the pure-PyTorch path has no fused reduction of its own")
+    y = rnd(*shape, device=dev)
+    dy = rnd(*shape, device=dev)
+    if layout == "channels_last":
+        y, dy = (t.contiguous(memory_format=torch.channels_last) for t in (y, dy))
+    ops = torch.ops.fastgan_emu if name == "emu" else torch.ops.fastgan
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            outs.append(ops.bias_act_backward(dy, y, True, 1, "lrelu", 0.2, 1.0, -1.0))
+    finally:
+        torch.set_num_threads(threads)
+    for dz, db in outs[1:]:
+        assert torch.equal(dz, outs[0][0]) and torch.equal(db, outs[0][1])
+    ref = torch.where(y > 0, dy, 0.2 * dy).double().sum([d for d in range(y.ndim) if d != 1])
+    assert_close(outs[0][1], ref, torch.float32, "bias gradient")
+
+
 def test_bce_deterministic(impl):
     _, dev = impl
     x = rnd(50001, device=dev, scale=3)

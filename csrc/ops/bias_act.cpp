@@ -6,6 +6,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../kernels/activation.cuh"
@@ -107,24 +108,29 @@ FG_CPU_CLONES M bwd_db_channel(const scalar_t* __restrict__ dy, const scalar_t* 
   return s;
 }
 
-// Channels fastest: dz for rows [o0, o1) of channels [c0, c1) (c1 - c0 <= kCBlock) and the per-channel sums.
-constexpr int64_t kCBlock = 64;
+// Columns fastest (channels of dense layers / channels_last, or the elements of a small plane): dz for rows
+// [o0, o1) of W columns, and each column's sum added into sums[0, W) (zeroed by the caller). One long vectorised
+// loop per row; the sums stay in cache (W is at most a plane or the channel count).
 template <typename scalar_t, typename A, typename M>
-FG_CPU_CLONES void bwd_db_channels_last(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
-                                        scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1,
-                                        int64_t c0, int64_t c1, int64_t C, M alpha, M gain, M clamp) {
-  M acc[kCBlock] = {};
-  const int64_t w = c1 - c0;
+FG_CPU_CLONES void bwd_db_columns(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                                  scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1, int64_t W,
+                                  M alpha, M gain, M clamp) {
   for (int64_t o = o0; o < o1; ++o) {
-    const int64_t base = o * C + c0;
-    for (int64_t j = 0; j < w; ++j) {
+    const int64_t base = o * W;
+    for (int64_t j = 0; j < W; ++j) {
       const M g = act_backward<A, M>(M(dy[base + j]), M(y[base + j]), alpha, gain, clamp);
       dz[base + j] = g;
-      acc[j] += g;
+      sums[j] += g;
     }
   }
-  for (int64_t j = 0; j < w; ++j) sums[j] = acc[j];
 }
+
+// Planes: with the channel dim not the fastest (NCHW), a row of one channel has only `inner` = H*W elements (49 for
+// a 7x7 map): per-row loop overhead and remainders cost more than the arithmetic. When one outer index's block of
+// C*inner elements (a "plane") is small, the loops run over whole planes instead, against the bias expanded to a
+// plane (forward) or accumulating a plane of partial sums (bias gradient): long, fully vectorised loops.
+constexpr int64_t kPlaneMax = 1 << 15;
+constexpr int64_t kShortRow = 128;  // rows of at least this many elements vectorise well on their own
 
 template <typename scalar_t, typename A>
 void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, int64_t C, int64_t inner,
@@ -132,7 +138,17 @@ void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, i
   using M = at::opmath_type<scalar_t>;
   using F = CpuAct<A>;
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
-  if (inner == 1) {  // channels are the fastest dimension (dense layers, channels_last): vectorise over C
+  std::vector<scalar_t> bplane;
+  if (inner > 1 && (b == nullptr || (inner < kShortRow && C * inner <= kPlaneMax))) {  // no bias: any plane
+    if (b) {
+      bplane.resize(static_cast<size_t>(C * inner));
+      for (int64_t c = 0; c < C; ++c) std::fill_n(bplane.begin() + c * inner, inner, b[c]);
+      b = bplane.data();
+    }
+    C *= inner;
+    inner = 1;
+  }
+  if (inner == 1) {  // channels (or planes) are the fastest dimension: vectorise along them
     at::parallel_for(0, outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t o0, int64_t o1) {
       fwd_channels_last<scalar_t, F, M>(x, b, y, o0, o1, C, alpha, gain, clamp);
     });
@@ -156,32 +172,35 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
     });
     return;
   }
-  // dz and db in one pass. Tasks are (row split, channel block); each writes the partial sums of its channels
-  // for its rows, and the partials are added in split order. The split count depends on the sizes only, so db
-  // has the same bits for any number of threads.
-  const int64_t cblock = inner == 1 ? kCBlock : 1;
-  const int64_t nblocks = (C + cblock - 1) / cblock;
-  const int64_t per_block = outer * inner * std::min(C, cblock);
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({outer, 64, per_block / kGrain}));
+  // dz and db in one pass. Tasks are row splits; each writes the partial sums of its rows, and the partials are
+  // added in a fixed order. The split count depends on the sizes only, so db has the same bits for any number of
+  // threads. Columns mode (channels fastest, or a small plane when rows of one channel are short): per-column
+  // sums over whole rows, each channel's `inner` columns added at the end; otherwise per-channel runs
+  // (bwd_db_channel).
+  const bool columns = inner == 1 || (inner < kShortRow && C * inner <= kPlaneMax);
+  const int64_t W = columns ? C * inner : C;  // partial sums per split
+  // ~2^18 elements per split: parallelism for big tensors, few partials to add up for small ones
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>({outer, 64, numel >> 18}));
   const int64_t rows_per_split = (outer + splits - 1) / splits;
-  std::vector<M> partial(static_cast<size_t>(splits * C));
+  std::vector<M> partial(static_cast<size_t>(splits * W), M(0));
   M* part = partial.data();
-  at::parallel_for(0, splits * nblocks, 1, [=](int64_t k0, int64_t k1) {
+  const int64_t tasks_per_split = columns ? 1 : C;
+  at::parallel_for(0, splits * tasks_per_split, columns ? 1 : std::max<int64_t>(1, kGrain / (rows_per_split * inner)),
+                   [=](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const int64_t s = k / nblocks, cb = k % nblocks;
+      const int64_t s = k / tasks_per_split, c = k % tasks_per_split;
       const int64_t o0 = s * rows_per_split, o1 = std::min(outer, o0 + rows_per_split);
-      const int64_t c0 = cb * cblock, c1 = std::min(C, c0 + cblock);
-      if (inner == 1) {
-        bwd_db_channels_last<scalar_t, A, M>(dy, y, dz, part + s * C + c0, o0, o1, c0, c1, C, alpha, gain, clamp);
-      } else {
-        for (int64_t c = c0; c < c1; ++c)
-          part[s * C + c] = bwd_db_channel<scalar_t, A, M>(dy, y, dz, o0, o1, c, C, inner, alpha, gain, clamp);
-      }
+      if (columns)
+        bwd_db_columns<scalar_t, A, M>(dy, y, dz, part + s * W, o0, o1, W, alpha, gain, clamp);
+      else
+        part[s * W + c] = bwd_db_channel<scalar_t, A, M>(dy, y, dz, o0, o1, c, C, inner, alpha, gain, clamp);
     }
   });
+  const int64_t per_c = columns ? inner : 1;
   for (int64_t c = 0; c < C; ++c) {
     M acc = M(0);
-    for (int64_t s = 0; s < splits; ++s) acc += part[s * C + c];
+    for (int64_t s = 0; s < splits; ++s)
+      for (int64_t j = 0; j < per_c; ++j) acc += part[s * W + c * per_c + j];
     db[c] = acc;
   }
 }
