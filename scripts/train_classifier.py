@@ -3,7 +3,7 @@
 
 Trains on 4,000 of the 5,000 embedded MNIST images (400 per digit) with small random shifts, reports the accuracy
 on the other 1,000 (100 per digit, never trained on), and writes the weights (about 250 KB) with that accuracy to
-``fastgan/data/mnist_classifier.pt``. Takes about a minute on 2 CPU cores.
+``fastgan/data/mnist_classifier.pt``. Takes one to two minutes on an idle 2-core CPU.
 
     python scripts/train_classifier.py [--epochs 30] [--seed 0] [--out fastgan/data/mnist_classifier.pt]
 """

@@ -4,6 +4,7 @@ Kept short for 2-core CI: tiny data sets (IDX files written from the embedded su
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -210,7 +211,7 @@ def test_resume_refuses_changed_trajectory_settings(tmp_path, tiny, capsys):
 
 def test_r1_penalty_runs_and_flows(tiny, tmp_path):
     t = Trainer(TrainConfig(out=str(tmp_path), data=tiny, batch_size=32, max_steps=2, r1_gamma=10.0, quiet=True))
-    real, z = t._batch(0)
+    real, z, _ = t._batch(0)
     d_before = [p.detach().clone() for p in t.D.parameters()]
     m = t._step(real, z)
     assert torch.isfinite(m).all() and m[4] > 0  # the penalty itself
@@ -224,6 +225,107 @@ def test_r1_penalty_runs_and_flows(tiny, tmp_path):
     assert len(grads) == 4 and all(torch.isfinite(x).all() and x.abs().sum() > 0 for x in grads)
     t.run()
     assert "r1" in records(tmp_path)[-1]
+
+
+def test_lazy_r1_penalises_every_kth_step_with_weight_k(tiny, tmp_path):
+    t = Trainer(TrainConfig(out=str(tmp_path), data=tiny, batch_size=32, max_steps=6, r1_gamma=2.0, r1_every=3,
+                            quiet=True))
+    t.run()
+    r1 = [r["r1"] for r in records(tmp_path)]
+    assert all(v > 0 for v in r1[0::3]) and all(v == 0 for i, v in enumerate(r1) if i % 3), r1
+    # the penalty term of a lazy step is gamma * k: the same D step as gamma * k applied every step
+    real, z, eps = t._batch(6)
+    t.step = 6
+    saved = [(m, copy.deepcopy(m.state_dict())) for m in (t.G, t.D, t.optG, t.optD)]
+    t._step(real, z, eps)
+    lazy = {k: v.clone() for k, v in t.D.state_dict().items()}
+    for m, sd in saved:
+        m.load_state_dict(sd)
+    t.hp.update(r1_gamma=6.0, r1_every=1)
+    t._step(real, z, eps)
+    for k, v in t.D.state_dict().items():
+        torch.testing.assert_close(v, lazy[k])
+
+
+def test_ema_generator_is_saved_used_and_optional(tmp_path, tiny, capsys):
+    out = tmp_path / "ema"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 4, "--ema-beta", 0.9,
+                   "--lr", 1e-3, "-q") == 0
+    state = ckpt.load(out / "checkpoint.pt")
+    assert state["config"]["ema_beta"] == 0.9 and set(state["G_ema"]) == set(state["G"])
+    # with the ramp-up, beta_t = min(0.9, (1 + t) / (10 + t)) = (1 + t) / (10 + t) for t = 1..4: replay it
+    G0, _ = build_models("fused", seed=0)
+    t = Trainer(TrainConfig(out=str(tmp_path / "replay"), data=tiny, batch_size=32, max_steps=4, ema_beta=0.9,
+                            lr=1e-3, quiet=True))
+    ema = {k: v.clone() for k, v in G0.state_dict().items()}
+    for step in range(4):
+        t._step(*t._batch(step))
+        t.step += 1
+        beta = (1 + t.step) / (10 + t.step)
+        ema = {k: beta * ema[k] + (1 - beta) * v for k, v in t.G.state_dict().items()}
+    for k in ema:
+        torch.testing.assert_close(state["G_ema"][k], ema[k])
+        assert not torch.equal(state["G_ema"][k], state["G"][k])
+    # sample/eval use the EMA generator unless --no-ema; load_models likewise
+    G_ema, _, _ = ckpt.load_models(out / "checkpoint.pt")
+    G_raw, _, _ = ckpt.load_models(out / "checkpoint.pt", ema=False)
+    assert torch.equal(G_ema.fc1.weight, state["G_ema"]["fc1.weight"])
+    assert torch.equal(G_raw.fc1.weight, state["G"]["fc1.weight"])
+    fids = {}
+    for extra in ([], ["--no-ema"]):
+        assert run_cli("eval", "--checkpoint", out / "checkpoint.pt", "--n", 50, "--json", "-", *extra) == 0
+        res = json.loads(capsys.readouterr().out)
+        fids[res["generator"]] = res["fid"]
+    assert set(fids) == {"ema", "raw"} and fids["ema"] != fids["raw"]
+    # --ema-beta 0: no EMA generator in the checkpoint
+    assert run_cli("train", "--out", tmp_path / "raw", "--data", tiny, "--batch-size", 32, "--max-steps", 1,
+                   "--ema-beta", 0, "-q") == 0
+    assert "G_ema" not in ckpt.load(tmp_path / "raw" / "checkpoint.pt")
+
+
+def test_mode_seeking_term_and_instance_noise(tmp_path, tiny):
+    z = torch.randn(8, 100)
+    same = torch.rand(1, 1, 28, 28).expand(8, 1, 28, 28)
+    varied = torch.rand(8, 1, 28, 28)
+    assert Trainer._mode_seeking(same, z) > 1e4 > 100 > Trainer._mode_seeking(varied, z) > 0
+    t = Trainer(TrainConfig(out=str(tmp_path), data=tiny, batch_size=32, max_steps=3, ms_lambda=0.1, inst_noise=0.1,
+                            quiet=True))
+    real, z, eps = t._batch(0)
+    assert eps.shape == (64, 1, 28, 28) and 0.09 < float(eps.std()) < 0.11
+    t.run()
+    assert all(np.isfinite(r[k]) for r in records(tmp_path) for k in LOSS_KEYS)
+    cfg = ckpt.load(tmp_path / "checkpoint.pt")["config"]
+    assert (cfg["ms_lambda"], cfg["inst_noise"]) == (0.1, 0.1)
+    # off by default: no noise drawn, so the data/noise stream of older runs is unchanged
+    t = Trainer(TrainConfig(out=str(tmp_path / "plain"), data=tiny, batch_size=32, max_steps=1, quiet=True))
+    assert t._batch(0)[2] is None
+
+
+def test_resume_checkpoint_from_before_the_new_settings(tmp_path, tiny):
+    """A checkpoint written before --lr-d/--r1-every/--ema-beta existed resumes with what it was trained with."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    legacy = ("--data", tiny, "--batch-size", 32, "--max-steps", 5, "--seed", 2, "--lr", 3e-4, "--r1-gamma", 0.5,
+              "--r1-every", 1, "--ema-beta", 0, "-q")
+    assert run_cli("train", "--out", full, *legacy) == 0
+    assert run_cli("train", "--out", part, *legacy[:-1], "--max-steps", 3, "-q") == 0
+    old = ckpt.load(part / "checkpoint.pt")
+    for key in ("lr_d", "r1_every", "ema_beta"):
+        del old["config"][key]
+    ckpt.save({k: v for k, v in old.items() if k not in ("format", "version")}, part / "checkpoint.pt")
+    # switching the EMA on at resume is allowed (the old checkpoint records no --ema-beta): it starts from G
+    t = Trainer(TrainConfig(out=str(part), resume="auto", max_steps=5, ema_beta=0.99, quiet=True))
+    assert torch.equal(t.G_ema.fc1.weight, t.G.fc1.weight) and not t.G_ema.fc1.weight.requires_grad
+    t = Trainer(TrainConfig(out=str(part), resume="auto", max_steps=5, quiet=True))
+    assert (t.hp["lr_d"], t.hp["r1_every"], t.hp["ema_beta"]) == (3e-4, 1, 0.0) and t.G_ema is None
+    t.run()
+    a, b = ckpt.load(full / "checkpoint.pt"), ckpt.load(part / "checkpoint.pt")
+    for net in ("G", "D"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k])
+    assert b["config"]["lr_d"] == 3e-4 and "G_ema" not in b
+    # a changed setting that the checkpoint records is refused
+    with pytest.raises(TrainError, match="trained with --lr-d 0.0003"):
+        Trainer(TrainConfig(out=str(part), resume="auto", max_steps=6, lr_d=1e-3, quiet=True))
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -387,6 +489,10 @@ def test_data_error_through_cli(tmp_path, capsys):
     (["--device", "tpu"], "--device: invalid choice: 'tpu'"),
     (["--r1-gamma", "-1"], "--r1-gamma: expected a finite number >= 0, got -1"),
     (["--lr", "0"], "--lr: expected a number > 0, got 0"),
+    (["--lr-d", "-1"], "--lr-d: expected a finite number >= 0, got -1"),
+    (["--r1-every", "0"], "--r1-every: expected an integer >= 1, got 0"),
+    (["--inst-noise", "-0.1"], "--inst-noise: expected a finite number >= 0, got -0.1"),
+    (["--ms-lambda", "nan"], "--ms-lambda: expected a finite number >= 0, got nan"),
 ])
 def test_bad_arguments(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:
@@ -398,6 +504,7 @@ def test_bad_arguments(tmp_path, capsys, argv, msg):
 @pytest.mark.parametrize("argv,msg", [
     (["--batch-size", "100000"], "--batch-size 100000 is larger than the data set (5000 images)"),
     (["--beta1", "1.5"], "--beta1: expected a number in [0, 1)"),
+    (["--ema-beta", "1"], "--ema-beta: expected a number in [0, 1)"),
     (["--data", "/nonexistent/dir"], "/nonexistent/dir: no such directory"),
     (["--resume"], "checkpoint.pt: checkpoint not found"),
     (["--impl", "native"] if "native" not in fastgan.available_impls() else ["--cuda-graph", "--device", "cpu"],
@@ -411,25 +518,35 @@ def test_bad_settings(tmp_path, capsys, argv, msg):
 
 
 # ----------------------------------------------------------------------------------------------- quality
-def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys):
-    """150 steps on the embedded data: FID (classifier features) clearly below the untrained generator's.
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """150 steps (~4 epochs) of the default recipe on the embedded data, seed 0, scored on 1000 samples."""
+    from fastgan.train.metrics import evaluate_generator
 
-    (Measured on CPU: 4286 untrained -> 2892 after 150 steps; real-vs-real is about 4-8 on this scale. The seed GAN
-    as specified mode-collapses early, so the bar is "clearly learned something", not "good digits".)
+    real = load_embedded().images
+    G0, _ = build_models("fused", seed=0)
+    before = evaluate_generator(G0, real, n=1000, seed=1)
+    out = tmp_path_factory.mktemp("short") / "run"
+    assert run_cli("train", "--out", out, "--max-steps", 150, "--seed", 0, "-q") == 0
+    G, _, _ = ckpt.load_models(out / "checkpoint.pt")
+    after = evaluate_generator(G, real, n=1000, seed=1)
+    print(f"untrained: FID {before['fid']:.1f}; after 150 steps: FID {after['fid']:.1f}, classifier score "
+          f"{after['classifier_score']:.2f}, {after['classes_covered']}/10 digits, shares {after['class_share']}")
+    return out, before, after
+
+
+def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short_run):
+    """FID (classifier features) clearly below the untrained generator's after 150 steps.
+
+    Measured on CPU (seed 0): 4286 untrained -> about 2900 after 150 steps; real-vs-real is about 4-8 on this scale.
+    The bar is only "clearly learned something": the seed GAN as specified still mode-collapses (see the next test).
     """
-    from fastgan.train.metrics import evaluate_generator, load_classifier
+    from fastgan.train.metrics import load_classifier
 
     clf, meta = load_classifier()
     assert meta["heldout_accuracy"] > 0.97
     assert (ROOT / "fastgan" / "data" / "mnist_classifier.pt").stat().st_size < 1_000_000
-    real = load_embedded().images
-    G0, _ = build_models("fused", seed=0)
-    before = evaluate_generator(G0, real, n=1000, seed=1)
-    out = tmp_path / "run"
-    assert run_cli("train", "--out", out, "--max-steps", 150, "--seed", 0, "-q") == 0
-    G, _, _ = ckpt.load_models(out / "checkpoint.pt")
-    after = evaluate_generator(G, real, n=1000, seed=1)
-    print(f"FID untrained {before['fid']:.1f} -> after 150 steps {after['fid']:.1f}")
+    out, before, after = short_run
     assert after["fid"] < 0.8 * before["fid"]
     assert 1.0 <= after["classifier_score"] <= 10.0 and sum(after["class_share"]) == pytest.approx(1, abs=1e-3)
 
@@ -442,6 +559,15 @@ def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys):
     assert "FID" in text and "coverage" in text and "held-out accuracy" in text
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["fid"] == pytest.approx(after["fid"], rel=1e-4) and res["step"] == 150
+
+
+@pytest.mark.xfail(strict=True, reason="known: the default recipe mode-collapses (1-2 of 10 digits after 150 steps, "
+                                       "and still after 30 epochs); see README, Known limits. When a recipe fixes "
+                                       "it this test passes and, being strict, fails the run: update the defaults' "
+                                       "documentation and drop the mark.")
+def test_short_training_covers_the_digits(short_run):
+    _, before, after = short_run
+    assert after["classes_covered"] >= 8 and after["fid"] < 0.5 * before["fid"]
 
 
 def test_import_stays_light():

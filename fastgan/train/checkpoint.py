@@ -106,13 +106,20 @@ def load_state_dict(module: torch.nn.Module, sd: dict, what: str, path) -> None:
         raise CheckpointError(f"{path}: the {what} weights do not fit this model ({msg[:500]})") from None
 
 
-def load_models(path, layers: str = "fused", device=None):
-    """(G, D, state) rebuilt from a checkpoint, with either layer kind; models in eval mode."""
+def load_models(path, layers: str = "fused", device=None, ema: bool = True):
+    """(G, D, state) rebuilt from a checkpoint, with either layer kind; models in eval mode.
+
+    ``G`` is the EMA generator when the checkpoint has one (trained with ``--ema-beta`` > 0) and ``ema`` is true,
+    else the raw trained generator.
+    """
     from .models import build_models
 
     state = load(path)
     z_dim = int(state["config"].get("z_dim", 100))
     G, D = build_models(layers, z_dim=z_dim)
-    load_state_dict(G, state["G"], "generator", path)
+    if ema and state.get("G_ema") is not None:
+        load_state_dict(G, state["G_ema"], "EMA generator", path)
+    else:
+        load_state_dict(G, state["G"], "generator", path)
     load_state_dict(D, state["D"], "discriminator", path)
     return G.to(device).eval(), D.to(device).eval(), state

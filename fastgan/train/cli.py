@@ -40,11 +40,20 @@ def _float_pos(s: str) -> float:
     return v
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' except where the default is None (the help text then says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers) -> None:
     from .trainer import DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 
     d = TrainConfig()
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = subparsers.add_parser(
         "train", formatter_class=fmt, help="train the MNIST GAN",
         description="Train the classic MNIST GAN (MLP generator, strided-conv discriminator) with the fused "
@@ -71,8 +80,25 @@ def add_parser(subparsers) -> None:
                    help="directory with MNIST or Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]; also "
                         "DIR/raw or torchvision's DIR/MNIST/raw); default: the embedded 5k MNIST subset")
     p.add_argument("--r1-gamma", type=_float_ge0, default=None,
-                   help="R1 gradient penalty weight on real images (0: off; default 0)")
-    p.add_argument("--lr", type=_float_pos, default=None, help=f"Adam learning rate (default {DEFAULTS['lr']})")
+                   help="R1 gradient penalty weight gamma on real images, gamma/2 * E||grad_x D(x)||^2 "
+                        f"(0: off; default {DEFAULTS['r1_gamma']:g})")
+    p.add_argument("--r1-every", type=_int_ge(1), default=None, metavar="K",
+                   help="lazy R1: apply the penalty (weighted gamma*K) on every K-th step only "
+                        f"(default {DEFAULTS['r1_every']})")
+    p.add_argument("--lr", type=_float_pos, default=None,
+                   help=f"Adam learning rate of G, and of D unless --lr-d is given (default {DEFAULTS['lr']:g})")
+    p.add_argument("--lr-d", type=_float_pos, default=None,
+                   help="Adam learning rate of D (default " + ("the same as --lr" if DEFAULTS["lr_d"] is None
+                                                              else f"{DEFAULTS['lr_d']:g}") + ")")
+    p.add_argument("--ema-beta", type=_float_ge0, default=None, metavar="BETA",
+                   help="keep an exponential moving average of G's weights (decay BETA, ramped up over the first "
+                        "steps) for samples and eval; 0: off (default " + f"{DEFAULTS['ema_beta']:g})")
+    p.add_argument("--ms-lambda", type=_float_ge0, default=None, metavar="LAMBDA",
+                   help="weight of the mode-seeking term in G's loss (Mao et al. 2019): penalises G for mapping "
+                        f"different noise to similar images; 0: off (default {DEFAULTS['ms_lambda']:g})")
+    p.add_argument("--inst-noise", type=_float_ge0, default=None, metavar="SIGMA",
+                   help="instance noise: add N(0, SIGMA^2) per pixel to every image D sees, real and generated "
+                        f"(0: off; default {DEFAULTS['inst_noise']:g})")
     p.add_argument("--beta1", type=_float_ge0, default=None, help=f"Adam beta1 (default {DEFAULTS['beta1']})")
     p.add_argument("--beta2", type=_float_ge0, default=None, help=f"Adam beta2 (default {DEFAULTS['beta2']})")
     p.add_argument("--checkpoint-every", type=_int_ge(0), default=d.checkpoint_every, metavar="STEPS",
@@ -86,29 +112,37 @@ def add_parser(subparsers) -> None:
 
     s = subparsers.add_parser("sample", formatter_class=fmt, help="write a grid of samples from a checkpoint",
                               description="Write a PNG grid of generator samples from a training checkpoint.")
-    s.add_argument("--checkpoint", required=True, metavar="PATH")
+    s.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
     s.add_argument("--n", type=_int_ge(1), default=64, help="number of samples")
     s.add_argument("--out", default="samples.png", metavar="PNG")
     s.add_argument("--nrow", type=_int_ge(0), default=0, help="images per row (0: square grid)")
     s.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--layers", choices=("fused", "stock"), default="fused")
-    s.add_argument("--impl", choices=_IMPLS, default="auto")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
+    s.add_argument("--layers", choices=("fused", "stock"), default="fused",
+                   help="layer kind to rebuild the generator with (checkpoints load in either)")
+    s.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
+    s.add_argument("--no-ema", action="store_true",
+                   help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
+                        "when it has one")
     s.set_defaults(func=cmd_sample)
 
     e = subparsers.add_parser(
         "eval", formatter_class=fmt, help="score a checkpoint (FID, classifier score, digit coverage)",
         description="FID on the features of the small MNIST classifier shipped with fastgan, a classifier "
                     "(Inception-Score-like) score and per-digit coverage of generated samples.")
-    e.add_argument("--checkpoint", required=True, metavar="PATH")
+    e.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
     e.add_argument("--n", type=_int_ge(2), default=5000, help="generated samples")
     e.add_argument("--data", default=None, metavar="DIR",
                    help="real reference images (IDX directory); default: the checkpoint's training data")
     e.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
-    e.add_argument("--batch-size", type=_int_ge(1), default=500)
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    e.add_argument("--layers", choices=("fused", "stock"), default="fused")
-    e.add_argument("--impl", choices=_IMPLS, default="auto")
+    e.add_argument("--batch-size", type=_int_ge(1), default=500, help="images per forward pass")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
+    e.add_argument("--layers", choices=("fused", "stock"), default="fused",
+                   help="layer kind to rebuild the generator with (checkpoints load in either)")
+    e.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
+    e.add_argument("--no-ema", action="store_true",
+                   help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
+                        "when it has one")
     e.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-': stdout only)")
     e.set_defaults(func=cmd_eval)
 
@@ -131,7 +165,9 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(out=args.out, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       device=args.device, layers=args.layers, impl=args.impl, seed=args.seed, resume=args.resume,
-                      overwrite=args.overwrite, data=args.data, r1_gamma=args.r1_gamma, lr=args.lr,
+                      overwrite=args.overwrite, data=args.data, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
+                      lr=args.lr, lr_d=args.lr_d, ema_beta=args.ema_beta, ms_lambda=args.ms_lambda,
+                      inst_noise=args.inst_noise,
                       beta1=args.beta1, beta2=args.beta2, checkpoint_every=args.checkpoint_every,
                       log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet)
     try:
@@ -159,7 +195,7 @@ def _load(args):
     from .checkpoint import load_models
 
     device = _device(args.device)
-    G, _, state = load_models(args.checkpoint, layers=args.layers, device=device)
+    G, _, state = load_models(args.checkpoint, layers=args.layers, device=device, ema=not args.no_ema)
     return G, state, device
 
 
@@ -193,22 +229,26 @@ def cmd_eval(args) -> int:
                                      batch_size=args.batch_size)
     except _errors() + (RuntimeError, ValueError, OSError) as e:
         return _fail("eval", e)
-    res.update(checkpoint=str(args.checkpoint), step=int(state["step"]), reference=real.source)
+    res.update(checkpoint=str(args.checkpoint), step=int(state["step"]), reference=real.source,
+               generator="ema" if state.get("G_ema") is not None and not args.no_ema else "raw")
     if args.json == "-":
         print(json.dumps(res, indent=2))
         return 0
     share = "  ".join(f"{i}:{s * 100:.1f}%" for i, s in enumerate(res["class_share"]))
     acc = res.get("classifier_heldout_accuracy")
-    print(f"checkpoint        {args.checkpoint} (step {res['step']})\n"
-          f"FID               {res['fid']:.3f}  (classifier features; {res['n_fake']} generated vs {res['n_real']} "
-          f"real from {real.source})\n"
-          f"classifier score  {res['classifier_score']:.3f} +- {res['classifier_score_std']:.3f}  "
-          f"(1: collapsed/unrecognisable .. 10: confident, all digits)\n"
-          f"coverage          {res['classes_covered']}/10 digits with >= {res['coverage_threshold'] * 100:.1f}% "
-          f"of samples; {res['confident_share'] * 100:.1f}% classified with p >= 0.9\n"
-          f"digit shares      {share}\n"
-          f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)" if acc is not None
-          else "")
+    lines = [
+        f"checkpoint        {args.checkpoint} (step {res['step']}, {res['generator']} generator)",
+        f"FID               {res['fid']:.3f}  (classifier features; {res['n_fake']} generated vs {res['n_real']} "
+        f"real from {real.source})",
+        f"classifier score  {res['classifier_score']:.3f} +- {res['classifier_score_std']:.3f}  "
+        "(1: collapsed/unrecognisable .. 10: confident, all digits)",
+        f"coverage          {res['classes_covered']}/10 digits with >= {res['coverage_threshold'] * 100:.1f}% "
+        f"of samples; {res['confident_share'] * 100:.1f}% classified with p >= 0.9",
+        f"digit shares      {share}",
+    ]
+    if acc is not None:
+        lines.append(f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)")
+    print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

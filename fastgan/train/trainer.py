@@ -3,11 +3,16 @@
 One step (``Trainer._step``), with ``b`` = the per-process share of the global batch:
 
 1. ``fake = G(z)``, ``z ~ N(0, I)``.
-2. D step: ``logits = D(cat[real, fake.detach()])`` (one forward for both halves);
-   ``loss_D = BCE(logits_real, 1) + BCE(logits_fake, 0)`` (+ ``gamma/2 * E||grad_x D(x)||^2`` with ``--r1-gamma``,
-   by double backward: ``torch.autograd.grad(create_graph=True)``); Adam step on D.
-3. G step, against the updated D: ``loss_G = BCE(D(fake), 1)`` (the non-saturating loss); D's parameters are
-   frozen for this backward (no wasted weight gradients) and, under DDP, D does not all-reduce; Adam step on G.
+2. D step: ``logits = D(cat[real, fake.detach()])`` (one forward for both halves; with ``--inst-noise SIGMA``
+   both halves get ``N(0, SIGMA^2)`` instance noise); ``loss_D = BCE(logits_real, 1) + BCE(logits_fake, 0)``
+   (+ ``gamma/2 * E||grad_x D(x)||^2`` with ``--r1-gamma``, by double backward:
+   ``torch.autograd.grad(create_graph=True)``; with ``--r1-every K`` only on every K-th step, weighted ``gamma*K``);
+   Adam step on D (learning rate ``--lr-d``, default ``--lr``).
+3. G step, against the updated D: ``loss_G = BCE(D(fake), 1)`` (the non-saturating loss; + ``--ms-lambda`` times
+   the mode-seeking term, see :meth:`Trainer._mode_seeking`); D's parameters are frozen for this backward (no
+   wasted weight gradients) and, under DDP, D does not all-reduce; Adam step on G.
+4. With ``--ema-beta`` > 0: ``G_ema`` (an exponential moving average of G's weights, saved in the checkpoint)
+   is updated; sample grids, ``fastgan sample`` and ``fastgan eval`` then use it.
 
 Every BCE takes the label as a Python number: with ``--layers fused`` that is :class:`fastgan.nn.BCEWithLogitsLoss`
 (no target tensor is created); with ``--layers stock`` it is ``torch.nn.BCEWithLogitsLoss`` on a ``full_like``
@@ -26,11 +31,12 @@ CUDA graph after three eager warm-up steps.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -49,9 +55,14 @@ __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT
 
 DEFAULT_EPOCHS = 30
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
-DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.0, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
+DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.0, "r1_every": 1, "lr": 2e-4, "lr_d": None,
+            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0,
             "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
-_MUST_MATCH = ("batch_size", "seed", "r1_gamma", "lr", "beta1", "beta2", "data")
+# What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
+# "lr" here means "the checkpoint's --lr".
+_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0}
+_MUST_MATCH = ("batch_size", "seed", "r1_gamma", "r1_every", "lr", "lr_d", "beta1", "beta2", "ema_beta", "ms_lambda",
+               "inst_noise", "data")
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 LOSSES_NAME = "losses.png"
@@ -77,7 +88,12 @@ class TrainConfig:
     overwrite: bool = False
     data: Optional[str] = None
     r1_gamma: Optional[float] = None
-    lr: Optional[float] = None
+    r1_every: Optional[int] = None  # lazy R1: the penalty (weighted gamma * r1_every) on every r1_every-th D step
+    lr: Optional[float] = None  # G's learning rate (and D's unless lr_d is set)
+    lr_d: Optional[float] = None  # D's learning rate (None: the same as lr)
+    ema_beta: Optional[float] = None  # 0: no EMA generator
+    ms_lambda: Optional[float] = None  # weight of the mode-seeking term in G's loss (0: off)
+    inst_noise: Optional[float] = None  # std of the Gaussian instance noise added to every D input (0: off)
     beta1: Optional[float] = None
     beta2: Optional[float] = None
     checkpoint_every: int = 500  # steps; 0 = only at epoch ends
@@ -86,7 +102,6 @@ class TrainConfig:
     cuda_graph: bool = False
     log_every: int = 0  # 0: every step on the CPU, every 50 steps on CUDA
     samples_every_epoch: bool = True
-    extras: dict = field(default_factory=dict)
 
 
 def _seed_from(*keys: int) -> int:
@@ -152,11 +167,16 @@ class Trainer:
         # models, losses, optimisers
         self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev)
         self.loss = make_loss(cfg.layers)
-        adam = dict(lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]))
+        adam = dict(betas=(hp["beta1"], hp["beta2"]))
         if dev.type == "cuda":
             adam.update(fused=True, capturable=cfg.cuda_graph)
-        self.optG = torch.optim.Adam(self.G.parameters(), **adam)
-        self.optD = torch.optim.Adam(self.D.parameters(), **adam)
+        self.optG = torch.optim.Adam(self.G.parameters(), lr=hp["lr"], **adam)
+        self.optD = torch.optim.Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
+        # the EMA generator (sampling and evaluation); starts as a copy of G
+        self.G_ema = None
+        if hp["ema_beta"] > 0:
+            self.G_ema = copy.deepcopy(self.G).eval()
+            self.G_ema.requires_grad_(False)
 
         # noise: a dedicated generator (state checkpointed); fixed noise for the sample grids
         self.noise_gen = torch.Generator(dev).manual_seed(_seed_from(hp["seed"], 1))
@@ -192,7 +212,12 @@ class Trainer:
             if key == "data" and given is not None:
                 given = os.path.abspath(given)
             if given is None:
-                hp[key] = saved.get(key, default)
+                if key in saved:
+                    hp[key] = saved[key]
+                elif state is not None and key in _LEGACY:  # a checkpoint from before this setting existed
+                    hp[key] = saved.get("lr") if _LEGACY[key] == "lr" else _LEGACY[key]
+                else:
+                    hp[key] = default
             else:
                 if key in _MUST_MATCH and state is not None and key in saved and saved[key] != given:
                     opt = "--" + key.replace("_", "-")
@@ -206,8 +231,21 @@ class Trainer:
             raise TrainError(f"--max-steps: expected an integer >= 0, got {hp['max_steps']!r}")
         if not (hp["r1_gamma"] >= 0 and math.isfinite(hp["r1_gamma"])):
             raise TrainError(f"--r1-gamma: expected a finite number >= 0, got {hp['r1_gamma']!r}")
-        if not (hp["lr"] > 0 and math.isfinite(hp["lr"])):
-            raise TrainError(f"--lr: expected a finite number > 0, got {hp['lr']!r}")
+        if hp["lr_d"] is None:
+            hp["lr_d"] = hp["lr"]
+        for key in ("lr", "lr_d"):
+            if not (isinstance(hp[key], (int, float)) and hp[key] > 0 and math.isfinite(hp[key])):
+                raise TrainError(f"--{key.replace('_', '-')}: expected a finite number > 0, got {hp[key]!r}")
+        if not isinstance(hp["r1_every"], int) or hp["r1_every"] < 1:
+            raise TrainError(f"--r1-every: expected a positive integer, got {hp['r1_every']!r}")
+        for key in ("ms_lambda", "inst_noise"):
+            if not (hp[key] >= 0 and math.isfinite(hp[key])):
+                raise TrainError(f"--{key.replace('_', '-')}: expected a finite number >= 0, got {hp[key]!r}")
+        if not 0 <= hp["ema_beta"] < 1:
+            raise TrainError(f"--ema-beta: expected a number in [0, 1), got {hp['ema_beta']!r}")
+        if cfg.cuda_graph and hp["r1_gamma"] > 0 and hp["r1_every"] > 1:
+            raise TrainError("--cuda-graph captures one step shape: lazy R1 (--r1-every > 1) is not supported with "
+                             "it; pass --r1-every 1 (or --r1-gamma 0)")
         for b in ("beta1", "beta2"):
             if not 0 <= hp[b] < 1:
                 raise TrainError(f"--{b}: expected a number in [0, 1), got {hp[b]!r}")
@@ -218,6 +256,8 @@ class Trainer:
         path = self.resume_path
         ckpt.load_state_dict(self.G, state["G"], "generator", path)
         ckpt.load_state_dict(self.D, state["D"], "discriminator", path)
+        if self.G_ema is not None:  # a checkpoint without one (EMA switched on at resume): start from G
+            ckpt.load_state_dict(self.G_ema, state.get("G_ema", state["G"]), "EMA generator", path)
         try:
             self.optG.load_state_dict(state["optG"])
             self.optD.load_state_dict(state["optD"])
@@ -245,14 +285,22 @@ class Trainer:
         for p in module.parameters():
             p.requires_grad_(flag)
 
-    def _step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """One D update and one G update; returns the metrics (loss_d, loss_g, d_real, d_fake, r1) on the device."""
+    def _step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One D update and one G update; returns the metrics (loss_d, loss_g, d_real, d_fake, r1) on the device.
+
+        ``eps``: instance noise (``2b`` images: the first ``b`` for the real half, the rest for the fake half) added
+        to D's inputs, or None."""
         G, D, loss, b = self.G_ddp, self.D_ddp, self.loss, real.shape[0]
-        gamma = self.hp["r1_gamma"]
+        gamma, every = self.hp["r1_gamma"], self.hp["r1_every"]
+        if every > 1:  # lazy R1: every `every`-th step, weighted by `every` (the same penalty on average)
+            gamma = gamma * every if self.step % every == 0 else 0.0
         fake = G(z)
+        if eps is not None:
+            real = real + eps[:b]
         if gamma > 0:
             real = real.detach().requires_grad_(True)
-        logits = D(torch.cat([real, fake.detach()]))
+        fake_d = fake if eps is None else fake + eps[b:]
+        logits = D(torch.cat([real, fake_d.detach()]))
         lr_, lf = logits[:b], logits[b:]
         loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
         if gamma > 0:
@@ -269,7 +317,9 @@ class Trainer:
         try:
             no_sync = D.no_sync() if self.dist.enabled else contextlib.nullcontext()
             with no_sync:
-                loss_g = loss(D(fake), 1.0)
+                loss_g = loss(D(fake_d), 1.0)
+                if self.hp["ms_lambda"] > 0 and b >= 2:
+                    loss_g = loss_g + self.hp["ms_lambda"] * self._mode_seeking(fake, z)
                 self.optG.zero_grad(set_to_none=True)
                 loss_g.backward()
         finally:
@@ -279,33 +329,54 @@ class Trainer:
             return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(lr_.detach()).mean(),
                                 torch.sigmoid(lf.detach()).mean(), r1.detach()])
 
-    def _graph_step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The mode-seeking term (Mao et al., CVPR 2019): the batch is split into pairs (first half, second half);
+        ``1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``, averaged over the pairs. Small when different noise
+        gives different images; large when G ignores z (mode collapse)."""
+        h = fake.shape[0] // 2
+        d_img = (fake[:h] - fake[h:2 * h]).abs().flatten(1).mean(1)
+        d_z = (z[:h] - z[h:2 * h]).abs().mean(1)
+        return (1.0 / (d_img / d_z + 1e-5)).mean()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``G_ema <- beta * G_ema + (1 - beta) * G`` after step ``self.step`` (1-based), with the ramp-up
+        ``beta = min(ema_beta, (1 + step) / (10 + step))``: early on, when G changes fast, the average is short."""
+        beta = min(self.hp["ema_beta"], (1.0 + self.step) / (10.0 + self.step))
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+
+    def _graph_step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``_step`` through a CUDA graph: 3 eager warm-up steps on a side stream, then capture, then replays."""
         if self._graph is None and not hasattr(self, "_static_real"):
             self._static_real = torch.empty_like(real)
             self._static_z = torch.empty_like(z)
+            self._static_eps = None if eps is None else torch.empty_like(eps)
             self._warmup_left = 3
         self._static_real.copy_(real)
         self._static_z.copy_(z)
+        if eps is not None:
+            self._static_eps.copy_(eps)
         if self._graph is None:
             if self._warmup_left > 0:
                 self._warmup_left -= 1
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    out = self._step(self._static_real, self._static_z)
+                    out = self._step(self._static_real, self._static_z, self._static_eps)
                 torch.cuda.current_stream().wait_stream(side)
                 return out
             self.optD.zero_grad(set_to_none=True)
             self.optG.zero_grad(set_to_none=True)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
-                self._static_out = self._step(self._static_real, self._static_z)
+                self._static_out = self._step(self._static_real, self._static_z, self._static_eps)
         self._graph.replay()
         return self._static_out.clone()
 
     def _batch(self, step: int):
-        """(real, z) for global step ``step`` (0-based): this process's slice of the global batch."""
+        """(real, z, eps) for global step ``step`` (0-based): this process's slice of the global batch; ``eps`` is
+        the instance noise for D's inputs (real half, then fake half), None when ``inst_noise`` is 0."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(_seed_from(self.hp["seed"], 0, epoch))
@@ -315,13 +386,19 @@ class Trainer:
         idx = self._perm[i * B + r * b: i * B + (r + 1) * b]
         real = self.images.index_select(0, idx).unsqueeze(1).float().div_(255)
         z = torch.randn(B, Z_DIM, device=self.device, generator=self.noise_gen)[r * b:(r + 1) * b]
-        return real, z
+        eps = None
+        sigma = self.hp["inst_noise"]
+        if sigma > 0:
+            eps = torch.randn(2, B, *real.shape[1:], device=self.device, generator=self.noise_gen)
+            eps = eps[:, r * b:(r + 1) * b].reshape(2 * b, *real.shape[1:]).mul_(sigma)
+        return real, z, eps
 
     # ------------------------------------------------------------------ outputs
     def state_dict(self) -> dict:
         rng = {"noise_" + self.device.type: self.noise_gen.get_state(), "torch_cpu": torch.get_rng_state()}
         return {
             "G": self.G.state_dict(), "D": self.D.state_dict(),
+            **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
             "optG": self.optG.state_dict(), "optD": self.optD.state_dict(),
             "step": self.step, "epoch": self.step // self.steps_per_epoch,
             "rng": rng, "fixed_noise": self.fixed_noise.cpu(),
@@ -337,9 +414,11 @@ class Trainer:
     @torch.no_grad()
     def save_samples(self, path) -> None:
         if self.is_main:
-            self.G.eval()
-            imgs = self.G(self.fixed_noise)
-            self.G.train()
+            G = self.G_ema if self.G_ema is not None else self.G
+            was_training = G.training
+            G.eval()
+            imgs = G(self.fixed_noise)
+            G.train(was_training)
             save_grid(imgs, path, nrow=8)
 
     # ------------------------------------------------------------------ the loop
@@ -405,19 +484,21 @@ class Trainer:
 
         try:
             while self.step < self.total_steps:
-                real, z = self._batch(self.step)
+                real, z, eps = self._batch(self.step)
                 if cuda:
                     e0 = torch.cuda.Event(enable_timing=True)
                     e1 = torch.cuda.Event(enable_timing=True)
                     e0.record()
-                    m = step_fn(real, z)
+                    m = step_fn(real, z, eps)
                     e1.record()
                     t0, t1 = e0, e1
                 else:
                     t0 = time.perf_counter()
-                    m = step_fn(real, z)
+                    m = step_fn(real, z, eps)
                     t1 = time.perf_counter()
                 self.step += 1
+                if self.G_ema is not None:
+                    self._update_ema()
                 pending.append((self.step, m, t0, t1))
                 epoch_end = self.step % self.steps_per_epoch == 0
                 last = self.step == self.total_steps
@@ -456,8 +537,9 @@ class Trainer:
                    "epochs": epoch_summaries, "checkpoint": str(self.out / CHECKPOINT_NAME),
                    "world_size": self.dist.world_size, "rank": self.dist.rank}
         if show:
-            say(f"done: {self.step} steps, {elapsed:.1f} s this run; median step {summary['step_time_median'] * 1000:.1f} "
-                f"ms. Checkpoint {self.out / CHECKPOINT_NAME}, samples {self.out / 'samples'}, "
+            say(f"done: {self.step} steps, {elapsed:.1f} s this run; median step "
+                f"{summary['step_time_median'] * 1000:.1f} ms. Checkpoint {self.out / CHECKPOINT_NAME}, "
+                f"samples {self.out / 'samples'}, "
                 f"losses {self.out / LOSSES_NAME}, metrics {self.out / METRICS_NAME}. "
                 f"Score it: fastgan eval --checkpoint {self.out / CHECKPOINT_NAME}")
         return summary
