@@ -49,6 +49,17 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _add_generator_args(p) -> None:
+    """Where and how `sample` / `eval` rebuild the generator from a checkpoint."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
+    p.add_argument("--layers", choices=("fused", "stock"), default="fused",
+                   help="layer kind to rebuild the generator with (checkpoints load in either)")
+    p.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
+                        "when it has one")
+
+
 def add_parser(subparsers) -> None:
     from .trainer import DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 
@@ -117,13 +128,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("--out", default="samples.png", metavar="PNG")
     s.add_argument("--nrow", type=_int_ge(0), default=0, help="images per row (0: square grid)")
     s.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
-    s.add_argument("--layers", choices=("fused", "stock"), default="fused",
-                   help="layer kind to rebuild the generator with (checkpoints load in either)")
-    s.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
-    s.add_argument("--no-ema", action="store_true",
-                   help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
-                        "when it has one")
+    _add_generator_args(s)
     s.set_defaults(func=cmd_sample)
 
     e = subparsers.add_parser(
@@ -136,13 +141,7 @@ def add_parser(subparsers) -> None:
                    help="real reference images (IDX directory); default: the checkpoint's training data")
     e.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
     e.add_argument("--batch-size", type=_int_ge(1), default=500, help="images per forward pass")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
-    e.add_argument("--layers", choices=("fused", "stock"), default="fused",
-                   help="layer kind to rebuild the generator with (checkpoints load in either)")
-    e.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
-    e.add_argument("--no-ema", action="store_true",
-                   help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
-                        "when it has one")
+    _add_generator_args(e)
     e.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-': stdout only)")
     e.set_defaults(func=cmd_eval)
 
