@@ -150,9 +150,11 @@ def test_fused_and_stock_agree_step_for_step(tmp_path, tiny):
     for a, b in zip(rf, rs):
         for k in LOSS_KEYS:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k)
+    # Weights: Adam normalises each update to ~lr (2e-4), so an element whose gradient is ~0 can move by a
+    # visible fraction of lr on rounding differences alone; allow a quarter of one step.
     for sa, sb in ((gf, gs), (df, ds)):
         for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=5e-5)
 
 
 def test_checkpoints_load_in_either_layer_kind(tmp_path, tiny):
@@ -254,9 +256,9 @@ def test_ema_generator_is_saved_used_and_optional(tmp_path, tiny, capsys):
     state = ckpt.load(out / "checkpoint.pt")
     assert state["config"]["ema_beta"] == 0.9 and set(state["G_ema"]) == set(state["G"])
     # with the ramp-up, beta_t = min(0.9, (1 + t) / (10 + t)) = (1 + t) / (10 + t) for t = 1..4: replay it
-    G0, _ = build_models("fused", seed=0)
     t = Trainer(TrainConfig(out=str(tmp_path / "replay"), data=tiny, batch_size=32, max_steps=4, ema_beta=0.9,
                             lr=1e-3, quiet=True))
+    G0, _ = build_models("fused", seed=0, g_init=t.hp["g_init"])
     ema = {k: v.clone() for k, v in G0.state_dict().items()}
     for step in range(4):
         t._step(*t._batch(step))
@@ -518,28 +520,34 @@ def test_bad_settings(tmp_path, capsys, argv, msg):
 
 
 # ----------------------------------------------------------------------------------------------- quality
+STEPS = 390  # 10 epochs of the embedded data
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    """150 steps (~4 epochs) of the default recipe on the embedded data, seed 0, scored on 1000 samples."""
+    """10 epochs (390 steps) of the default recipe on the embedded data, seed 0, scored on 1000 samples."""
     from fastgan.train.metrics import evaluate_generator
 
+    from fastgan.train.trainer import DEFAULTS
+
     real = load_embedded().images
-    G0, _ = build_models("fused", seed=0)
+    G0, _ = build_models("fused", seed=0, g_init=DEFAULTS["g_init"])  # what the default run starts from
     before = evaluate_generator(G0, real, n=1000, seed=1)
     out = tmp_path_factory.mktemp("short") / "run"
-    assert run_cli("train", "--out", out, "--max-steps", 150, "--seed", 0, "-q") == 0
+    assert run_cli("train", "--out", out, "--max-steps", STEPS, "--seed", 0, "-q") == 0
     G, _, _ = ckpt.load_models(out / "checkpoint.pt")
     after = evaluate_generator(G, real, n=1000, seed=1)
-    print(f"untrained: FID {before['fid']:.1f}; after 150 steps: FID {after['fid']:.1f}, classifier score "
+    print(f"untrained: FID {before['fid']:.1f}; after {STEPS} steps: FID {after['fid']:.1f}, classifier score "
           f"{after['classifier_score']:.2f}, {after['classes_covered']}/10 digits, shares {after['class_share']}")
     return out, before, after
 
 
 def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short_run):
-    """FID (classifier features) clearly below the untrained generator's after 150 steps.
+    """FID (classifier features) clearly below the untrained generator's after 10 epochs.
 
-    Measured on CPU (seed 0): 4286 untrained -> about 2900 after 150 steps; real-vs-real is about 4-8 on this scale.
-    The bar is only "clearly learned something": the seed GAN as specified still mode-collapses (see the next test).
+    Measured on CPU (seed 0, 2026-11-29): 3320 untrained (He init of G) -> 2503 after 390 steps (2 digits);
+    real-vs-real is about 4-8 on this scale. The bar is only "clearly learned something": the seed GAN still covers
+    few digits (see the next test).
     """
     from fastgan.train.metrics import load_classifier
 
@@ -558,11 +566,11 @@ def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short
     text = capsys.readouterr().out
     assert "FID" in text and "coverage" in text and "held-out accuracy" in text
     res = json.loads((tmp_path / "e.json").read_text())
-    assert res["fid"] == pytest.approx(after["fid"], rel=1e-4) and res["step"] == 150
+    assert res["fid"] == pytest.approx(after["fid"], rel=1e-4) and res["step"] == STEPS
 
 
-@pytest.mark.xfail(strict=True, reason="known: the default recipe mode-collapses (1-2 of 10 digits after 150 steps, "
-                                       "and still after 30 epochs); see README, Known limits. When a recipe fixes "
+@pytest.mark.xfail(strict=True, reason="known: the default recipe covers few digits (2 of 10 after 10 epochs, 5-6 "
+                                       "after 30); see README, Known limits. When a recipe fixes "
                                        "it this test passes and, being strict, fails the run: update the defaults' "
                                        "documentation and drop the mark.")
 def test_short_training_covers_the_digits(short_run):

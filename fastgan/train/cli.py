@@ -107,6 +107,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ms-lambda", type=_float_ge0, default=None, metavar="LAMBDA",
                    help="weight of the mode-seeking term in G's loss (Mao et al. 2019): penalises G for mapping "
                         f"different noise to similar images; 0: off (default {DEFAULTS['ms_lambda']:g})")
+    p.add_argument("--g-init", choices=("he", "torch"), default=None,
+                   help="G's initialisation: he (Kaiming normal for leaky-ReLU) or torch (PyTorch's default, with "
+                        f"which this GAN collapses to one digit) (default {DEFAULTS['g_init']})")
     p.add_argument("--inst-noise", type=_float_ge0, default=None, metavar="SIGMA",
                    help="instance noise: add N(0, SIGMA^2) per pixel to every image D sees, real and generated "
                         f"(0: off; default {DEFAULTS['inst_noise']:g})")
@@ -166,7 +169,7 @@ def cmd_train(args) -> int:
                       device=args.device, layers=args.layers, impl=args.impl, seed=args.seed, resume=args.resume,
                       overwrite=args.overwrite, data=args.data, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
                       lr=args.lr, lr_d=args.lr_d, ema_beta=args.ema_beta, ms_lambda=args.ms_lambda,
-                      inst_noise=args.inst_noise,
+                      inst_noise=args.inst_noise, g_init=args.g_init,
                       beta1=args.beta1, beta2=args.beta2, checkpoint_every=args.checkpoint_every,
                       log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet)
     try:

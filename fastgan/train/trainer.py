@@ -48,7 +48,7 @@ from .. import _impl
 from . import checkpoint as ckpt
 from . import distributed
 from .data import load_data
-from .models import LAYER_KINDS, Z_DIM, build_models, make_loss
+from .models import G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss
 from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
 __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
@@ -56,13 +56,13 @@ __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT
 DEFAULT_EPOCHS = 30
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
 DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.0, "r1_every": 1, "lr": 2e-4, "lr_d": None,
-            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0,
+            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.1, "inst_noise": 0.0, "g_init": "he",
             "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
 # What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
 # "lr" here means "the checkpoint's --lr".
-_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0}
+_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "torch"}
 _MUST_MATCH = ("batch_size", "seed", "r1_gamma", "r1_every", "lr", "lr_d", "beta1", "beta2", "ema_beta", "ms_lambda",
-               "inst_noise", "data")
+               "inst_noise", "g_init", "data")
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 LOSSES_NAME = "losses.png"
@@ -94,6 +94,7 @@ class TrainConfig:
     ema_beta: Optional[float] = None  # 0: no EMA generator
     ms_lambda: Optional[float] = None  # weight of the mode-seeking term in G's loss (0: off)
     inst_noise: Optional[float] = None  # std of the Gaussian instance noise added to every D input (0: off)
+    g_init: Optional[str] = None  # "he" (Kaiming normal for G) or "torch" (PyTorch's default init)
     beta1: Optional[float] = None
     beta2: Optional[float] = None
     checkpoint_every: int = 500  # steps; 0 = only at epoch ends
@@ -165,7 +166,7 @@ class Trainer:
                 raise TrainError("--cuda-graph is not supported together with torchrun/DDP; run one process")
 
         # models, losses, optimisers
-        self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev)
+        self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev, g_init=hp["g_init"])
         self.loss = make_loss(cfg.layers)
         adam = dict(betas=(hp["beta1"], hp["beta2"]))
         if dev.type == "cuda":
@@ -241,6 +242,8 @@ class Trainer:
         for key in ("ms_lambda", "inst_noise"):
             if not (hp[key] >= 0 and math.isfinite(hp[key])):
                 raise TrainError(f"--{key.replace('_', '-')}: expected a finite number >= 0, got {hp[key]!r}")
+        if hp["g_init"] not in G_INITS:
+            raise TrainError(f"--g-init: expected one of {list(G_INITS)}, got {hp['g_init']!r}")
         if not 0 <= hp["ema_beta"] < 1:
             raise TrainError(f"--ema-beta: expected a number in [0, 1), got {hp['ema_beta']!r}")
         if cfg.cuda_graph and hp["r1_gamma"] > 0 and hp["r1_every"] > 1:
@@ -331,12 +334,13 @@ class Trainer:
 
     @staticmethod
     def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The mode-seeking term (Mao et al., CVPR 2019): the batch is split into pairs (first half, second half);
+        """The mode-seeking term (Mao et al., CVPR 2019): samples are paired (0, 1), (2, 3), ...;
         ``1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``, averaged over the pairs. Small when different noise
-        gives different images; large when G ignores z (mode collapse)."""
+        gives different images; large when G ignores z (mode collapse). Adjacent pairs keep the pairing the same
+        when DDP splits the batch across processes (each holds whole pairs when its share is even)."""
         h = fake.shape[0] // 2
-        d_img = (fake[:h] - fake[h:2 * h]).abs().flatten(1).mean(1)
-        d_z = (z[:h] - z[h:2 * h]).abs().mean(1)
+        d_img = (fake[0:2 * h:2] - fake[1:2 * h:2]).abs().flatten(1).mean(1)
+        d_z = (z[0:2 * h:2] - z[1:2 * h:2]).abs().mean(1)
         return (1.0 / (d_img / d_z + 1e-5)).mean()
 
     @torch.no_grad()
