@@ -71,6 +71,12 @@ def setup(device_arg: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, barrier: bool = False) -> None:
+    """Tear down the process group this run created. ``barrier`` (after a run that completed): wait for every
+    process first, so no process closes its connections while a peer is still saving or logging; a peer's
+    connections closing under it is a suspect for the rare "terminate called without an active exception" abort
+    of a torchrun worker at exit."""
     if info.initialized_here and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

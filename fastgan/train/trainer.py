@@ -427,11 +427,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
+        done = False
         try:
             with _impl.use_impl(self.cfg.impl):
-                return self._run()
+                summary = self._run()
+            done = True
+            return summary
         finally:
-            distributed.cleanup(self.dist)
+            distributed.cleanup(self.dist, barrier=done)
 
     def _run(self) -> dict:
         cfg, dev, main = self.cfg, self.device, self.is_main
