@@ -545,7 +545,7 @@ def short_run(tmp_path_factory):
 def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short_run):
     """FID (classifier features) clearly below the untrained generator's after 10 epochs.
 
-    Measured on CPU (seed 0, 2026-11-29): 3320 untrained (He init of G) -> 2503 after 390 steps (2 digits);
+    Measured on CPU (seed 0, 2026-11-29): 3320 untrained (He init of G) -> 2458 after 390 steps (3 digits; 9 after 30 epochs);
     real-vs-real is about 4-8 on this scale. The bar is only "clearly learned something": the seed GAN still covers
     few digits (see the next test).
     """
@@ -569,7 +569,7 @@ def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short
     assert res["fid"] == pytest.approx(after["fid"], rel=1e-4) and res["step"] == STEPS
 
 
-@pytest.mark.xfail(strict=True, reason="known: the default recipe covers few digits (2 of 10 after 10 epochs, 5-6 "
+@pytest.mark.xfail(strict=True, reason="known: the default recipe covers few digits after 10 epochs (3 of 10; 7-9 "
                                        "after 30); see README, Known limits. When a recipe fixes "
                                        "it this test passes and, being strict, fails the run: update the defaults' "
                                        "documentation and drop the mark.")

@@ -55,7 +55,7 @@ __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT
 
 DEFAULT_EPOCHS = 30
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
-DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.0, "r1_every": 1, "lr": 2e-4, "lr_d": None,
+DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 1.0, "r1_every": 4, "lr": 2e-4, "lr_d": None,
             "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.1, "inst_noise": 0.0, "g_init": "he",
             "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
 # What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
@@ -246,6 +246,8 @@ class Trainer:
             raise TrainError(f"--g-init: expected one of {list(G_INITS)}, got {hp['g_init']!r}")
         if not 0 <= hp["ema_beta"] < 1:
             raise TrainError(f"--ema-beta: expected a number in [0, 1), got {hp['ema_beta']!r}")
+        if cfg.cuda_graph and cfg.r1_every is None and state is None and hp["r1_every"] > 1:
+            hp["r1_every"] = 1  # the default lazy R1 as an every-step one: a graph captures one step shape
         if cfg.cuda_graph and hp["r1_gamma"] > 0 and hp["r1_every"] > 1:
             raise TrainError("--cuda-graph captures one step shape: lazy R1 (--r1-every > 1) is not supported with "
                              "it; pass --r1-every 1 (or --r1-gamma 0)")
