@@ -235,6 +235,23 @@ def test_channels_last_model(impl):
     assert_close(model(x), ref.double(), torch.float32, "channels_last model")
 
 
+def test_torch_compile_fullgraph_conv_transpose():
+    """FusedConvTranspose2d (the conv kernels' data-gradient path with a shape-only operand) under
+    torch.compile(fullgraph=True): same output and gradients as eager."""
+    torch.manual_seed(0)
+    m = fastgan.nn.FusedConvTranspose2d(4, 3, 4, stride=2, padding=1, act="lrelu", alpha=0.2)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    compiled = torch.compile(m, fullgraph=True)
+
+    def step(mod):
+        y = mod(x)
+        return y, torch.autograd.grad(y.square().sum(), [x, m.weight, m.bias])
+    (y0, g0), (y1, g1) = step(m), step(compiled)
+    assert torch.allclose(y0, y1, atol=1e-5)
+    for a, b in zip(g0, g1):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_torch_func_grad_and_vmap_bias_act(impl):
     _, dev = impl
     from torch.func import grad, vmap
