@@ -300,10 +300,8 @@ at::Tensor bias_act(bool emu, const at::Tensor& x, const c10::optional<at::Tenso
   dim = check_dim(x, dim, op);
   const bool has_b = b.has_value() && b->defined();
   if (has_b) {
-    check_same(*b, x, op, "b", "x");
     TORCH_CHECK(x.dim() > 0, op, ": x: a bias needs at least a 1-D input");
-    TORCH_CHECK_VALUE(b->dim() == 1 && b->size(0) == x.size(dim), op, ": b: expected a 1-D tensor of length ",
-                      x.size(dim), " (x.shape[", dim, "]), got shape ", b->sizes());
+    check_bias(b, x, x.size(dim), op, "x.shape[" + std::to_string(dim) + "]");
   }
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());

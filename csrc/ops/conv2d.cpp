@@ -244,12 +244,7 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   const int a = act_code(act, op);
   check_act_args(op, alpha, gain, clamp);
   check_conv_args(op, x, w, stride, padding, dilation, groups);
-  const bool has_b = b.has_value() && b->defined();
-  if (has_b) {
-    check_same(*b, x, op, "b", "x");
-    TORCH_CHECK_VALUE(b->dim() == 1 && b->size(0) == w.size(0), op, ": b: expected a 1-D tensor of length ", w.size(0),
-                      " (w's out_channels), got shape ", b->sizes());
-  }
+  const bool has_b = check_bias(b, x, w.size(0), op, "w's out_channels");
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());
   if (ex.backend != Backend::CPU) {

@@ -65,12 +65,7 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w: expected a 2-D tensor (out_features, in_features), got shape ", w.sizes());
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": x: expected last dimension ", w.size(1),
                     " (w's in_features), got shape ", x.sizes());
-  const bool has_b = b.has_value() && b->defined();
-  if (has_b) {
-    check_same(*b, x, op, "b", "x");
-    TORCH_CHECK_VALUE(b->dim() == 1 && b->size(0) == w.size(0), op, ": b: expected a 1-D tensor of length ", w.size(0),
-                      " (w's out_features), got shape ", b->sizes());
-  }
+  const bool has_b = check_bias(b, x, w.size(0), op, "w's out_features");
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());
   const int64_t K = w.size(1), N = w.size(0);

@@ -52,6 +52,15 @@ void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, cons
                    " like ", ref_arg, ", got ", t.scalar_type());
 }
 
+bool check_bias(const c10::optional<at::Tensor>& b, const at::Tensor& x, int64_t n, const char* op,
+                const std::string& what) {
+  if (!b.has_value() || !b->defined()) return false;
+  check_same(*b, x, op, "b", "x");
+  TORCH_CHECK_VALUE(b->dim() == 1 && b->size(0) == n, op, ": b: expected a 1-D tensor of length ", n, " (", what,
+                    "), got shape ", b->sizes());
+  return true;
+}
+
 int act_code(c10::string_view act, const char* op) {
 #define FG_ACT_NAME(code, name, F) \
   if (act == #name) return code;

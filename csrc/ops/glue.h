@@ -31,6 +31,9 @@ void check_float(const at::Tensor& t, const char* op, const char* arg);
 void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* arg, const char* ref_arg);
 int act_code(c10::string_view act, const char* op);
 void check_act_args(const char* op, double alpha, double gain, double clamp);
+// The optional bias b: same device/dtype as x, 1-D of length n (`what` names where n comes from). True if given.
+bool check_bias(const c10::optional<at::Tensor>& b, const at::Tensor& x, int64_t n, const char* op,
+                const std::string& what);
 
 // `t` itself if its strides equal `like`'s, else a copy with `like`'s strides (kernels walk memory order).
 at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like);
