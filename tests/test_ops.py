@@ -266,6 +266,69 @@ def test_conv2d_gradcheck(impl):
         assert torch.autograd.gradgradcheck(fn, (x, w, b))
 
 
+# Short reductions (Cin/groups * kH * kW <= 72, >= 8 output channels per group): on native CPU their input
+# gradient comes from the direct loops of csrc/ops/conv2d_cpu.cpp; elsewhere they are ordinary conv cases. The
+# shapes cover the loops' edges: 8/4/1-row tiles (K = 9 = 8 + 1, 12 = 8 + 4, 25 = 3*8 + 1, 27), output
+# pixel counts that are not a multiple of the vector width, padding wider than a tap reaches, stride, dilation,
+# groups, batch 1, a strided x.
+SHORT_K_CASES = {
+    "seed_gan_layer1": dict(x=(3, 1, 28, 28), w=(32, 1, 3, 3), stride=2, padding=1),
+    "rows_8_4": dict(x=(2, 1, 9, 11), w=(12, 1, 3, 4), padding=1),
+    "rows_8_1": dict(x=(1, 1, 7, 5), w=(9, 1, 5, 5), stride=(2, 1), padding=(2, 0)),
+    "kernel_5x3_dilated": dict(x=(2, 1, 13, 12), w=(8, 1, 5, 3), dilation=(2, 3), padding=(3, 2)),
+    "wide_padding": dict(x=(2, 1, 3, 4), w=(16, 1, 3, 3), stride=3, padding=2),
+    "groups": dict(x=(2, 2, 10, 9), w=(20, 1, 3, 3), groups=2, padding=1),
+    "three_channels": dict(x=(2, 3, 12, 12), w=(16, 3, 3, 3), stride=2, padding=1),
+    "noncontiguous_x": dict(x=(2, 1, 10, 10), w=(8, 1, 3, 3), padding=1, transpose=True),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", list(SHORT_K_CASES))
+def test_conv2d_short_reduction(impl, case, dtype):
+    _, dev = impl
+    c = dict(SHORT_K_CASES[case])
+    x = rnd(*c.pop("x"), dtype=dtype, device=dev)
+    if c.pop("transpose", False):
+        x = x.transpose(2, 3).contiguous().transpose(2, 3)  # H and W strides swapped
+    x.requires_grad_()
+    w = rnd(*c.pop("w"), dtype=dtype, device=dev, scale=0.3, requires_grad=True)
+    b = rnd(w.shape[0], dtype=dtype, device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b, **c, act="lrelu", alpha=0.2), [x, w, b], dtype, case)
+
+
+def test_conv2d_short_reduction_gradgradcheck(impl):
+    _, dev = impl
+    x = rnd(2, 1, 6, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(9, 1, 3, 3, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(9, dtype=torch.float64, device=dev, requires_grad=True)
+    fn = lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act="sigmoid")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_conv2d_short_reduction_same_bits_any_thread_count(impl):
+    """The direct loops never split an image across threads, so the input gradient does not depend on the thread
+    count (the weight gradient is oneDNN's, which does not promise that)."""
+    name, dev = impl
+    if (name, dev.type) != ("native", "cpu"):
+        pytest.skip("the direct CPU loops run on native CPU tensors only")
+    x = rnd(16, 1, 28, 28, device=dev, requires_grad=True)
+    w = rnd(32, 1, 3, 3, device=dev, scale=0.3)
+    g = rnd(16, 32, 14, 14, device=dev)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y = FF.conv2d(x, w, None, stride=2, padding=1)
+            outs.append(torch.autograd.grad(y, [x], g))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("w_layout", ["contiguous", "channels_last"])
 def test_conv2d_padding_only_taps_have_zero_weight_grad(impl, dtype, w_layout):

@@ -23,6 +23,14 @@
 #define FG_CPU_CLONES
 #endif
 
+// Helpers called from a cloned loop are always inlined: an out-of-line copy would be compiled for the baseline
+// ISA only.
+#if defined(__GNUC__)
+#define FG_INLINE inline __attribute__((always_inline))
+#else
+#define FG_INLINE inline
+#endif
+
 namespace fastgan {
 
 inline float fg_bits_to_float(uint32_t u) {
