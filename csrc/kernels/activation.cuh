@@ -81,10 +81,12 @@ FG_HD T act_forward(T z, T alpha, T gain, T clamp) {
 }
 
 // dL/dz from dL/dy and the saved output y. Clamped outputs (|y| >= clamp) pass no gradient.
+// y * (1 / gain), not y / gain: the reciprocal is loop-invariant, so a loop over elements multiplies instead of
+// dividing (a vector division per element was ~30% of the CPU backward's time); exact for gain = 1.
 template <typename F, typename T>
 FG_HD T act_backward(T dy, T y, T alpha, T gain, T clamp) {
   if (clamp >= T(0) && (y >= clamp || y <= -clamp)) return T(0);
-  return dy * gain * F::template d<T>(y / gain, alpha);
+  return dy * gain * F::template d<T>(y * (T(1) / gain), alpha);
 }
 
 // Calls f(Functor{}) for the activation code; returns false for an unknown code.
