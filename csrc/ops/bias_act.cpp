@@ -80,32 +80,34 @@ FG_CPU_CLONES void bwd_range(const scalar_t* __restrict__ dy, const scalar_t* __
   for (int64_t i = i0; i < i1; ++i) dz[i] = act_backward<A, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
 }
 
-// dz for rows [o0, o1) of channel c (runs of `inner` elements) and their sum. kLanes independent partial sums:
-// the loop vectorises without reassociating (no -ffast-math), and the order is fixed.
+// dz for rows [o0, o1) of C channel runs of `inner` elements (NCHW-like), in memory order, and each run's sum
+// added into sums[c] (zeroed by the caller). kLanes independent partial sums per run: the loop vectorises without
+// reassociating (no -ffast-math), and the order is fixed (lanes of a run in order, runs in row order).
 template <typename scalar_t, typename A, typename M>
-FG_CPU_CLONES M bwd_db_channel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
-                               scalar_t* __restrict__ dz, int64_t o0, int64_t o1, int64_t c, int64_t C, int64_t inner,
-                               M alpha, M gain, M clamp) {
+FG_CPU_CLONES void bwd_db_rows(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
+                               scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1, int64_t C,
+                               int64_t inner, M alpha, M gain, M clamp) {
   constexpr int kLanes = 16;
-  M part[kLanes] = {};
-  for (int64_t o = o0; o < o1; ++o) {
-    const int64_t base = (o * C + c) * inner;
-    int64_t i = 0;
-    for (; i + kLanes <= inner; i += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
-        const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
-        dz[base + i + l] = g;
+  for (int64_t o = o0; o < o1; ++o)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t base = (o * C + c) * inner;
+      M part[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= inner; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
+          dz[base + i + l] = g;
+          part[l] += g;
+        }
+      for (int l = 0; i < inner; ++i, ++l) {
+        const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
+        dz[base + i] = g;
         part[l] += g;
       }
-    for (int l = 0; i < inner; ++i, ++l) {
-      const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
-      dz[base + i] = g;
-      part[l] += g;
+      M r = M(0);
+      for (int l = 0; l < kLanes; ++l) r += part[l];
+      sums[c] += r;
     }
-  }
-  M s = M(0);
-  for (int l = 0; l < kLanes; ++l) s += part[l];
-  return s;
 }
 
 // Columns fastest (channels of dense layers / channels_last, or the elements of a small plane): dz for rows
@@ -175,8 +177,8 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
   // dz and db in one pass. Tasks are row splits; each writes the partial sums of its rows, and the partials are
   // added in a fixed order. The split count depends on the sizes only, so db has the same bits for any number of
   // threads. Columns mode (channels fastest, or a small plane when rows of one channel are short): per-column
-  // sums over whole rows, each channel's `inner` columns added at the end; otherwise per-channel runs
-  // (bwd_db_channel).
+  // sums over whole rows, each channel's `inner` columns added at the end; otherwise one sum per channel run
+  // (bwd_db_rows). Both walk memory in order.
   const bool columns = inner == 1 || (inner < kShortRow && C * inner <= kPlaneMax);
   const int64_t W = columns ? C * inner : C;  // partial sums per split
   // ~2^18 elements per split: parallelism for big tensors, few partials to add up for small ones
@@ -184,16 +186,13 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
   const int64_t rows_per_split = (outer + splits - 1) / splits;
   std::vector<M> partial(static_cast<size_t>(splits * W), M(0));
   M* part = partial.data();
-  const int64_t tasks_per_split = columns ? 1 : C;
-  at::parallel_for(0, splits * tasks_per_split, columns ? 1 : std::max<int64_t>(1, kGrain / (rows_per_split * inner)),
-                   [=](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      const int64_t s = k / tasks_per_split, c = k % tasks_per_split;
+  at::parallel_for(0, splits, 1, [=](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
       const int64_t o0 = s * rows_per_split, o1 = std::min(outer, o0 + rows_per_split);
       if (columns)
         bwd_db_columns<scalar_t, A, M>(dy, y, dz, part + s * W, o0, o1, W, alpha, gain, clamp);
       else
-        part[s * W + c] = bwd_db_channel<scalar_t, A, M>(dy, y, dz, o0, o1, c, C, inner, alpha, gain, clamp);
+        bwd_db_rows<scalar_t, A, M>(dy, y, dz, part + s * W, o0, o1, C, inner, alpha, gain, clamp);
     }
   });
   const int64_t per_c = columns ? inner : 1;
