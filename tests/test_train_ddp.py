@@ -85,9 +85,19 @@ def test_ddp_two_gloo_processes_match_each_other_and_one_process(tmp_path):
     assert diffs.max() < 1e-4, dict(zip(one, diffs))
 
 
-@pytest.mark.xfail(reason="known, intermittent: a torchrun worker sometimes aborts with 'terminate called "
-                          "without an active exception' (seen once in 2 CI-equivalent runs on 2026-11-29 under "
-                          "heavy load); since the same day the processes meet at a barrier before the process group is destroyed (suspected cause); 5 of 5 runs passed after that, not yet conclusive", strict=False)
+# Seen once (2026-11-29, two CI-equivalent runs under heavy load): a worker aborted with this message after
+# training, while the process group was being torn down. Since then the processes meet at a barrier before
+# destroy_process_group (the suspected cause); 15 of 15 runs passed after that change (10 in a row, 2026-11-29
+# 06:55 UTC). Only this exact signature, after a completed run, is reported as an expected failure; any other
+# failure fails the test.
+_KNOWN_ABORT = "terminate called without an active exception"
+
+
+def _tolerate_known_gloo_abort(proc):
+    if proc.returncode != 0 and _KNOWN_ABORT in proc.stderr and proc.stdout.count("done: 2 steps") == 1:
+        pytest.xfail("known intermittent Gloo teardown abort after a completed run (see _KNOWN_ABORT)")
+
+
 def test_torchrun_cli(tmp_path):
     data = _write_tiny(tmp_path / "data")
     out = tmp_path / "run"
@@ -97,6 +107,7 @@ def test_torchrun_cli(tmp_path):
            "-m", "fastgan", "train", "--out", str(out), "--data", data, "--batch-size", "32", "--max-steps", "2",
            "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
+    _tolerate_known_gloo_abort(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "world=2" in proc.stdout and proc.stdout.count("done: 2 steps") == 1  # rank 0 only
     state = ckpt.load(out / "checkpoint.pt")
