@@ -15,6 +15,7 @@ from . import _activations, _ext
 
 _NAMESPACES = {"native": "fastgan", "emu": "fastgan_emu"}
 _FUNCS: dict = {}  # namespace -> _OpSet of autograd.Function.apply per op
+_RAW: dict = {}  # namespace -> _OpSet of the ops called below autograd (no graph recorded)
 _functorch_active = torch._C._are_functorch_transforms_active
 _below_autograd = torch._C._AutoDispatchBelowAutograd  # what torch.library's own autograd kernels use
 
@@ -37,7 +38,14 @@ def ns(impl: str):
 
 
 def _entry(name: str):
-    return getattr(torch.ops, name) if torch.compiler.is_compiling() else _FUNCS[name]
+    """The ops a backward formula calls. When the backward itself is not being differentiated (grad mode off:
+    no create_graph, no torch.func transform) they run straight below autograd -- an autograd.Function per call
+    would cost ~10-15 us of Python and record nothing useful; otherwise the differentiable Functions."""
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops, name)
+    if not torch.is_grad_enabled() and not _functorch_active():
+        return _RAW[name]
+    return _FUNCS[name]
 
 
 def _memory_format(t: torch.Tensor):
@@ -64,6 +72,7 @@ def _register(name: str) -> None:
     """
     raw = getattr(torch.ops, name)
     fn = _OpSet()  # filled below: differentiable apply() per op
+    below = _OpSet()  # and the same ops below autograd
     q = lambda op: f"{name}::{op}"  # noqa: E731
 
     def register(op: str, backward, setup_context) -> None:
@@ -101,8 +110,10 @@ def _register(name: str) -> None:
             return ft_apply(*args) if _functorch_active() else eager_apply(*args)
 
         setattr(fn, op, apply)
+        setattr(below, op, run)
 
-    _FUNCS[name] = fn  # backward formulas look the Functions up here (a global: torch.compile can trace it)
+    _FUNCS[name] = fn
+    _RAW[name] = below  # backward formulas look the Functions up here (a global: torch.compile can trace it)
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))
