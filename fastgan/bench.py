@@ -51,6 +51,7 @@ _VARIANT_HELP = {
     "eager": "baseline: stock torch eager. Ops: fastgan.reference (the tests' oracle) via use_impl('torch'); "
              "step: --layers stock (torch.nn layers, separate activations, nn.BCEWithLogitsLoss)",
     "eager-ref": "step: fused layers on the pure-PyTorch reference path (use_impl('torch'))",
+    "eager-nchw": "step, CPU: eager with D in NCHW (the trainer keeps D channels_last on the CPU)",
     "stock": "ops: the idiomatic torch.nn.functional composition (F.linear/F.conv2d + F.leaky_relu/torch.sigmoid; "
              "F.binary_cross_entropy_with_logits on a full_like target)",
     "bare": "dense/conv forward without the activation: F.linear / F.conv2d with bias (lower bound)",

@@ -12,6 +12,8 @@ once, float32). A *variant* is one way of computing it:
                 oracle) through ``use_impl("torch")``. Step: the trainer's ``--layers stock`` models
                 (``torch.nn`` layers + separate activation modules + ``nn.BCEWithLogitsLoss``).
 ``eager-ref``   step only: the fused layers on the reference path (``use_impl("torch")``)
+``eager-nchw``  step only, CPU: ``eager`` with D in the default NCHW layout. The trainer (and so ``fastgan``
+                and ``eager``) keeps D in channels_last on the CPU; this row shows what that layout is worth
 ``stock``       ops only: the idiomatic ``torch.nn.functional`` composition a user would write
                 (``F.linear``/``F.conv2d`` with bias, then ``F.leaky_relu``/``torch.sigmoid``; BCE:
                 ``F.binary_cross_entropy_with_logits`` against a ``full_like`` target); informative, often
@@ -49,8 +51,8 @@ __all__ = ["Case", "OpCase", "StepCase", "Runner", "VARIANTS", "BASELINE", "buil
 BATCH = 128
 LRELU = 0.2
 BASELINE = "eager"
-VARIANTS = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "stock", "bare", "compile",
-            "compile-ro", "compile-ma")
+VARIANTS = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "eager-nchw", "stock", "bare",
+            "compile", "compile-ro", "compile-ma")
 COMPILE_MODES = {"compile": "default", "compile-ro": "reduce-overhead", "compile-ma": "max-autotune"}
 # relative error (max-abs over max-abs, float64) allowed between a variant and the baseline in `check`
 CHECK_TOL = {"cpu": 1e-4, "cuda": 2e-3}  # cuda: cuDNN may run float32 convolutions in TF32 (cudnn.allow_tf32)
@@ -121,6 +123,8 @@ class Case:
             return False
         if variant.endswith("+graph") or variant in ("compile-ro", "compile-ma"):
             return device.type == "cuda"
+        if variant == "eager-nchw":  # D is NCHW on CUDA already (build_models)
+            return device.type == "cpu"
         return True
 
     def to_dict(self) -> dict:
@@ -311,7 +315,8 @@ class StepCase(Case):
         self.name = f"step/{self.label}/train"
         self.desc = (f"MNIST GAN training step, batch {batch}: G 100-128-256-784 MLP, D conv 32-64-128 + dense "
                      f"2048-1; D update on real+fake, G update; Adam")
-        self.variants_supported = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "compile",
+        self.variants_supported = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "eager-nchw",
+                                   "compile",
                                    "compile-ro", "compile-ma")
         self._counted = None
         self.set_bytes = 4 * batch * (28 * 28 + 100)
@@ -339,7 +344,7 @@ class StepCase(Case):
         layers = "fused" if variant.startswith("fastgan") or variant == "eager-ref" else "stock"
         impl = "native" if variant.startswith("fastgan") else "torch"
         graph = variant.endswith("+graph")
-        G, D = build_models(layers, seed=0, device=device)
+        G, D = build_models(layers, seed=0, device=device, channels_last=False if variant == "eager-nchw" else None)
         loss = make_loss(layers)
         adam = dict(lr=2e-4, betas=(0.5, 0.999))
         if device.type == "cuda":
@@ -504,7 +509,7 @@ def default_variants(case: Case, device: torch.device, quick: bool) -> List[str]
     inductor's C++ backend takes minutes on 2 cores)."""
     cuda = device.type == "cuda"
     if isinstance(case, StepCase):
-        v = ["fastgan", "eager"]
+        v = ["fastgan", "eager", "eager-nchw"]
         if cuda:
             v = ["fastgan", "fastgan+graph", "eager", "eager+graph"]
         if not quick:
