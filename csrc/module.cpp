@@ -1,9 +1,12 @@
 // The Python module fastgan._C: loading it registers the ops (registration.cpp); it also reports how it was
 // built, so fastgan can detect a torch mismatch and `fastgan doctor` can print the build.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>  // Tensor <-> torch.Tensor casters
 
 #include <string>
 
+#include "autograd.h"
 #include "kernels/activation.cuh"
 
 namespace fastgan {
@@ -45,6 +48,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return d;
   });
   m.def("set_poison", &fastgan::set_poison, "Fill outputs with NaN before kernels run (tests)");
+  // Eager entry points with C++ autograd (csrc/autograd.cpp); fastgan/_ops.py decides when they apply.
+  m.def("autograd_bias_act", &fastgan::autograd_bias_act);
+  m.def("autograd_dense", &fastgan::autograd_dense);
+  m.def("autograd_conv2d", &fastgan::autograd_conv2d);
+  m.def("autograd_sigmoid_bce", &fastgan::autograd_sigmoid_bce);
   m.def("activations", [] {
     pybind11::dict d;
 #define FG_ACT_PY(code, name, F) d[#name] = code;

@@ -18,6 +18,27 @@ _FUNCS: dict = {}  # namespace -> _OpSet of autograd.Function.apply per op
 _RAW: dict = {}  # namespace -> _OpSet of the ops called below autograd (no graph recorded)
 _functorch_active = torch._C._are_functorch_transforms_active
 _below_autograd = torch._C._AutoDispatchBelowAutograd  # what torch.library's own autograd kernels use
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+# Ops with a C++ autograd entry point (fastgan._C.autograd_<op>, csrc/autograd.cpp), and which of their
+# arguments are tensors. sigmoid_bce: the C++ Function computes the logits' gradient only.
+_CPP_OPS = {"bias_act": (0, 1), "dense": (0, 1, 2), "conv2d": (0, 1, 2), "sigmoid_bce": (0, 1, 3, 4)}
+
+
+def _cpp_eligible(op: str, args) -> bool:
+    """Whether an eager call can take the C++ autograd path: plain tensors (no subclass with
+    __torch_function__), no dispatch / function modes (they must see the dispatcher op), no forward AD (the C++
+    Functions have no JVP), and for sigmoid_bce no gradient wanted for target, weight or pos_weight."""
+    if _dispatch_modes() or _function_modes() or torch.autograd.forward_ad._current_level >= 0:
+        return False
+    for i in _CPP_OPS[op]:
+        a = args[i]
+        if a is not None and type(a) not in _PLAIN:
+            return False
+    if op == "sigmoid_bce":
+        return not any(args[i] is not None and args[i].requires_grad for i in (1, 3, 4))
+    return True
 
 
 class _OpSet:
@@ -69,6 +90,11 @@ def _register(name: str) -> None:
     under ``torch.func`` transforms (``grad``, ``vmap``), and a classic one for plain eager calls, which is cheaper
     per call). Backward formulas call the Function versions of
     the backward ops, so every order of derivative stays on the same path.
+
+    Plain eager calls of bias_act, dense, conv2d and sigmoid_bce (plain tensors, no torch function / dispatch
+    mode, no forward AD) go one step further: ``fastgan._C.autograd_<op>`` (csrc/autograd.cpp), C++ autograd
+    Functions with the same first-order formulas, whose backward calls the backward ops through the dispatcher
+    when it is itself differentiated -- so second derivatives use the formulas below.
     """
     raw = getattr(torch.ops, name)
     fn = _OpSet()  # filled below: differentiable apply() per op
@@ -105,9 +131,15 @@ def _register(name: str) -> None:
             "backward": staticmethod(backward),
         })
         ft_apply, eager_apply = ft_cls.apply, eager_cls.apply
+        cpp = getattr(_ext.C, f"autograd_{op}", None) if op in _CPP_OPS else None
+        emu = name == _NAMESPACES["emu"]
 
         def apply(*args):
-            return ft_apply(*args) if _functorch_active() else eager_apply(*args)
+            if _functorch_active():
+                return ft_apply(*args)
+            if cpp is not None and _cpp_eligible(op, args):
+                return cpp(*args, emu)
+            return eager_apply(*args)
 
         setattr(fn, op, apply)
         setattr(below, op, run)

@@ -344,3 +344,59 @@ def test_forward_mode_ad_is_a_clear_error():
     x = torch.randn(3)
     with pytest.raises(NotImplementedError, match="jvp"):
         torch.func.jvp(lambda x: FF.bias_act(x, act="relu"), (x,), (x,))
+
+
+# ------------------------------------------------------------------- the two eager autograd paths agree
+class _PassThroughMode(torch.overrides.TorchFunctionMode):
+    """Does nothing, but any active function mode sends the fused ops down the Python autograd.Function path
+    (fastgan/_ops.py: modes must see the dispatcher ops) instead of the C++ autograd entry points."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _fwd_bwd_bwd(fn, inputs):
+    """Output, gradients (create_graph) and the gradient of their sum: first and second derivatives."""
+    ins = [t.detach().clone().requires_grad_(t.requires_grad) for t in inputs]
+    out = fn(*ins)
+    diff = [t for t in ins if t.requires_grad]
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum(),
+                                diff, create_graph=True)
+    second = torch.autograd.grad(sum((g * g).sum() for g in grads), diff, allow_unused=True)
+    return type(out.grad_fn).__name__, [out.detach(), *[g.detach() for g in grads],
+                                        *[s for s in second if s is not None]]
+
+
+@pytest.mark.parametrize("op", ["bias_act", "dense", "conv2d", "bce_label", "bce_target_weights"])
+def test_cpp_and_python_autograd_paths_agree(impl, op):
+    """Plain eager calls use C++ autograd (csrc/autograd.cpp); under a function mode (and torch.func, compile) the
+    Python autograd.Function runs. Same kernels and formulas: outputs, gradients and second derivatives agree."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("the reference path has no C++ autograd entry points")
+    d = dict(dtype=torch.float64, device=dev)
+    if op == "bias_act":
+        fn, ins = (lambda x, b: FF.bias_act(x, b, act="sigmoid", gain=1.3)), [torch.randn(3, 4, 5, **d),
+                                                                               torch.randn(4, **d)]
+    elif op == "dense":
+        fn, ins = (lambda x, w, b: FF.linear(x, w, b, act="tanh")), [torch.randn(6, 5, **d), torch.randn(3, 5, **d),
+                                                                    torch.randn(3, **d)]
+    elif op == "conv2d":
+        fn, ins = (lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act="sigmoid")), [
+            torch.randn(2, 3, 7, 6, **d), torch.randn(4, 3, 3, 3, **d), torch.randn(4, **d)]
+    elif op == "bce_label":
+        fn, ins = (lambda x: FF.binary_cross_entropy_with_logits(x, 0.9)), [torch.randn(7, **d)]
+    else:  # target, weight and pos_weight with gradients: the C++ entry point does not apply, Python does
+        fn, ins = (lambda x, t, w, p: FF.binary_cross_entropy_with_logits(x, t, w, pos_weight=p)), [
+            torch.randn(7, **d), torch.rand(7, **d), torch.rand(7, **d), torch.rand(7, **d)]
+    for t in ins:
+        t.requires_grad_()
+    node, cpp = _fwd_bwd_bwd(fn, ins)
+    with _PassThroughMode():
+        py_node, py = _fwd_bwd_bwd(fn, ins)
+    # the routing itself: C++ node for plain calls (not when target/weights need gradients), Python under a mode
+    assert (node == "CppFunction") == (op != "bce_target_weights"), node
+    assert py_node != "CppFunction", py_node
+    assert len(cpp) == len(py)
+    for a, b in zip(cpp, py):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

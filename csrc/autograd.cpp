@@ -1,0 +1,234 @@
+// C++ autograd for the eager calls of the fused ops (fastgan._C.autograd_*; used by fastgan/_ops.py).
+//
+// A Python autograd.Function costs ~20-30 us of interpreter time per fused layer (apply, the Python backward
+// node, the nested calls); these torch::autograd::Function classes do the same bookkeeping in C++. They cover
+// plain eager calls only: under torch.compile the dispatcher ops (and their fake kernels) are traced, and under
+// torch.func transforms the Python Functions (setup_context style) run, exactly as before.
+//
+// The formulas are the first-order ones of fastgan/_ops.py. The backward calls the backward ops directly when
+// the backward itself is not being differentiated (grad mode off); otherwise (create_graph, e.g. an R1 penalty)
+// it calls them through the dispatcher, where their autograd formulas (registered from Python) record the
+// graph for the next derivative -- so every order of derivative stays on the same formulas.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <string>
+
+#include "autograd.h"
+#include "ops/ops.h"
+
+namespace fastgan {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using at::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
+// The dispatcher op `qualified` (fastgan::name or fastgan_emu::name).
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> lookup(const char* qualified) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(qualified, "").typed<Sig>();
+}
+
+using BiasActBwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, bool, int64_t, c10::string_view,
+                                                 double, double, double);
+using DenseBwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, std::array<bool, 2>);
+using ConvBwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, c10::IntArrayRef,
+                                              c10::IntArrayRef, c10::IntArrayRef, int64_t, std::array<bool, 2>);
+using BceBwdSig = Tensor(const Tensor&, const Tensor&, const OptTensor&, double, const OptTensor&, const OptTensor&,
+                         int64_t);
+
+std::tuple<Tensor, Tensor> call_bias_act_backward(bool emu, const Tensor& dy, const Tensor& y, bool db, int64_t dim,
+                                                  const std::string& act, double alpha, double gain, double clamp) {
+  if (!at::GradMode::is_enabled()) return bias_act_backward(emu, dy, y, db, dim, act, alpha, gain, clamp);
+  static const auto native = lookup<BiasActBwdSig>("fastgan::bias_act_backward");
+  if (!emu) return native.call(dy, y, db, dim, act, alpha, gain, clamp);
+  static const auto emulated = lookup<BiasActBwdSig>("fastgan_emu::bias_act_backward");
+  return emulated.call(dy, y, db, dim, act, alpha, gain, clamp);
+}
+
+std::tuple<Tensor, Tensor> call_dense_backward(bool emu, const Tensor& dz, const Tensor& x, const Tensor& w,
+                                               std::array<bool, 2> mask) {
+  if (!at::GradMode::is_enabled()) return dense_backward(emu, dz, x, w, mask);
+  static const auto native = lookup<DenseBwdSig>("fastgan::dense_backward");
+  if (!emu) return native.call(dz, x, w, mask);
+  static const auto emulated = lookup<DenseBwdSig>("fastgan_emu::dense_backward");
+  return emulated.call(dz, x, w, mask);
+}
+
+std::tuple<Tensor, Tensor> call_conv2d_backward(bool emu, const Tensor& dz, const Tensor& x, const Tensor& w,
+                                                c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                                c10::IntArrayRef dilation, int64_t groups, std::array<bool, 2> mask) {
+  if (!at::GradMode::is_enabled()) return conv2d_backward(emu, dz, x, w, stride, padding, dilation, groups, mask);
+  static const auto native = lookup<ConvBwdSig>("fastgan::conv2d_backward");
+  if (!emu) return native.call(dz, x, w, stride, padding, dilation, groups, mask);
+  static const auto emulated = lookup<ConvBwdSig>("fastgan_emu::conv2d_backward");
+  return emulated.call(dz, x, w, stride, padding, dilation, groups, mask);
+}
+
+Tensor call_bce_backward(bool emu, const Tensor& g, const Tensor& logits, const OptTensor& target, double label,
+                         const OptTensor& weight, const OptTensor& pos_weight, int64_t reduction) {
+  if (!at::GradMode::is_enabled())
+    return sigmoid_bce_backward(emu, g, logits, target, label, weight, pos_weight, reduction);
+  static const auto native = lookup<BceBwdSig>("fastgan::sigmoid_bce_backward");
+  if (!emu) return native.call(g, logits, target, label, weight, pos_weight, reduction);
+  static const auto emulated = lookup<BceBwdSig>("fastgan_emu::sigmoid_bce_backward");
+  return emulated.call(g, logits, target, label, weight, pos_weight, reduction);
+}
+
+OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); }
+
+// Saved non-tensor arguments of the epilogue.
+void save_act(AutogradContext* ctx, const std::string& act, double alpha, double gain, double clamp, bool emu) {
+  ctx->saved_data["act"] = act;
+  ctx->saved_data["alpha"] = alpha;
+  ctx->saved_data["gain"] = gain;
+  ctx->saved_data["clamp"] = clamp;
+  ctx->saved_data["emu"] = emu;
+}
+
+struct Act {
+  std::string act;
+  double alpha, gain, clamp;
+  bool emu;
+};
+
+Act load_act(AutogradContext* ctx) {
+  return {ctx->saved_data["act"].toStringRef(), ctx->saved_data["alpha"].toDouble(),
+          ctx->saved_data["gain"].toDouble(), ctx->saved_data["clamp"].toDouble(), ctx->saved_data["emu"].toBool()};
+}
+
+struct BiasActFn : torch::autograd::Function<BiasActFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const OptTensor& b, int64_t dim, std::string act,
+                        double alpha, double gain, double clamp, bool emu) {
+    RECORD_FUNCTION("fastgan::bias_act", std::vector<c10::IValue>());
+    Tensor y = bias_act(emu, x, b, dim, act, alpha, gain, clamp);
+    ctx->save_for_backward({y});
+    ctx->saved_data["has_b"] = b.has_value() && b->defined();
+    ctx->saved_data["dim"] = dim;
+    save_act(ctx, act, alpha, gain, clamp, emu);
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor y = ctx->get_saved_variables()[0];
+    const Act a = load_act(ctx);
+    const bool want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(1);
+    auto [dz, db] = call_bias_act_backward(a.emu, grads[0], y, want_db, ctx->saved_data["dim"].toInt(), a.act,
+                                           a.alpha, a.gain, a.clamp);
+    return {ctx->needs_input_grad(0) ? dz : Tensor(), want_db ? db : Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(),  Tensor(), Tensor()};
+  }
+};
+
+struct DenseFn : torch::autograd::Function<DenseFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptTensor& b, std::string act,
+                        double alpha, double gain, double clamp, bool emu) {
+    RECORD_FUNCTION("fastgan::dense", std::vector<c10::IValue>());
+    Tensor y = dense(emu, x, w, b, act, alpha, gain, clamp);
+    ctx->save_for_backward({x, w, y});
+    ctx->saved_data["has_b"] = b.has_value() && b->defined();
+    save_act(ctx, act, alpha, gain, clamp, emu);
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w = saved[1], &y = saved[2];
+    const Act a = load_act(ctx);
+    const bool want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(2);
+    auto [dz, db] = call_bias_act_backward(a.emu, grads[0], y, want_db, y.dim() - 1, a.act, a.alpha, a.gain, a.clamp);
+    const std::array<bool, 2> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    Tensor dx, dw;
+    if (need[0] || need[1]) std::tie(dx, dw) = call_dense_backward(a.emu, dz, x, w, need);
+    return {need[0] ? dx : Tensor(), need[1] ? dw : Tensor(), want_db ? db : Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(),  Tensor()};
+  }
+};
+
+struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w, const OptTensor& b,
+                        std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                        int64_t groups, std::string act, double alpha, double gain, double clamp, bool emu) {
+    RECORD_FUNCTION("fastgan::conv2d", std::vector<c10::IValue>());
+    Tensor y = conv2d(emu, x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp);
+    ctx->save_for_backward({x, w, y});
+    ctx->saved_data["has_b"] = b.has_value() && b->defined();
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+    save_act(ctx, act, alpha, gain, clamp, emu);
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w = saved[1], &y = saved[2];
+    const Act a = load_act(ctx);
+    const bool want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(2);
+    auto [dz, db] = call_bias_act_backward(a.emu, grads[0], y, want_db, 1, a.act, a.alpha, a.gain, a.clamp);
+    const std::array<bool, 2> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    Tensor dx, dw;
+    if (need[0] || need[1]) {
+      const auto stride = ctx->saved_data["stride"].toIntVector();
+      const auto padding = ctx->saved_data["padding"].toIntVector();
+      const auto dilation = ctx->saved_data["dilation"].toIntVector();
+      std::tie(dx, dw) = call_conv2d_backward(a.emu, dz, x, w, stride, padding, dilation,
+                                              ctx->saved_data["groups"].toInt(), need);
+    }
+    variable_list out(12);
+    out[0] = need[0] ? dx : Tensor();
+    out[1] = need[1] ? dw : Tensor();
+    out[2] = want_db ? db : Tensor();
+    return out;
+  }
+};
+
+// Only the logits' gradient: fastgan/_ops.py takes this path when target, weight and pos_weight need none.
+struct SigmoidBceFn : torch::autograd::Function<SigmoidBceFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const OptTensor& target, double label,
+                        const OptTensor& weight, const OptTensor& pos_weight, int64_t reduction, bool emu) {
+    RECORD_FUNCTION("fastgan::sigmoid_bce", std::vector<c10::IValue>());
+    Tensor loss = sigmoid_bce(emu, logits, target, label, weight, pos_weight, reduction);
+    ctx->save_for_backward({logits, target.value_or(Tensor()), weight.value_or(Tensor()),
+                            pos_weight.value_or(Tensor())});
+    ctx->saved_data["label"] = label;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["emu"] = emu;
+    return loss;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    Tensor dx;
+    if (ctx->needs_input_grad(0))
+      dx = call_bce_backward(ctx->saved_data["emu"].toBool(), grads[0], saved[0], opt(saved[1]),
+                             ctx->saved_data["label"].toDouble(), opt(saved[2]), opt(saved[3]),
+                             ctx->saved_data["reduction"].toInt());
+    return {dx, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor autograd_bias_act(const Tensor& x, const OptTensor& b, int64_t dim, const std::string& act, double alpha,
+                         double gain, double clamp, bool emu) {
+  return BiasActFn::apply(x, b, dim, act, alpha, gain, clamp, emu);
+}
+
+Tensor autograd_dense(const Tensor& x, const Tensor& w, const OptTensor& b, const std::string& act, double alpha,
+                      double gain, double clamp, bool emu) {
+  return DenseFn::apply(x, w, b, act, alpha, gain, clamp, emu);
+}
+
+Tensor autograd_conv2d(const Tensor& x, const Tensor& w, const OptTensor& b, const std::vector<int64_t>& stride,
+                       const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation, int64_t groups,
+                       const std::string& act, double alpha, double gain, double clamp, bool emu) {
+  return Conv2dFn::apply(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp, emu);
+}
+
+Tensor autograd_sigmoid_bce(const Tensor& logits, const OptTensor& target, double label, const OptTensor& weight,
+                            const OptTensor& pos_weight, int64_t reduction, bool emu) {
+  return SigmoidBceFn::apply(logits, target, label, weight, pos_weight, reduction, emu);
+}
+
+}  // namespace fastgan
