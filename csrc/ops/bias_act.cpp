@@ -34,26 +34,37 @@ struct CpuAct<ActSigmoid> : ActSigmoid {
   }
 };
 
+// The per-element formulas of the loops. CL = false (no clamp: the common case, decided once per call) makes
+// the clamp a constant -1, so its comparisons fold away instead of running as masked vector ops.
+template <typename A, bool CL, typename M>
+FG_INLINE M cpu_fwd(M z, M alpha, M gain, M clamp) {
+  return act_forward<A, M>(z, alpha, gain, CL ? clamp : M(-1));
+}
+template <typename A, bool CL, typename M>
+FG_INLINE M cpu_bwd(M dy, M y, M alpha, M gain, M clamp) {
+  return act_backward<A, M>(dy, y, alpha, gain, CL ? clamp : M(-1));
+}
+
 // Hot loops, each compiled per ISA (FG_CPU_CLONES). In-place epilogues (y == x: dense and conv2d) pass one
 // pointer: with two that may alias, the vectoriser's run-time overlap check fails for y == x and the scalar
 // fallback runs.
-template <typename scalar_t, typename A, typename M>
+template <typename scalar_t, typename A, bool CL, typename M>
 FG_CPU_CLONES void fwd_rows(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t r0, int64_t r1, int64_t C,
                             int64_t inner, M alpha, M gain, M clamp) {
   for (int64_t r = r0; r < r1; ++r) {
     const M bb = b ? M(b[r % C]) : M(0);
     scalar_t* __restrict__ yr = y + r * inner;
     if (x == y) {
-      for (int64_t i = 0; i < inner; ++i) yr[i] = act_forward<A, M>(M(yr[i]) + bb, alpha, gain, clamp);
+      for (int64_t i = 0; i < inner; ++i) yr[i] = cpu_fwd<A, CL, M>(M(yr[i]) + bb, alpha, gain, clamp);
     } else {
       const scalar_t* __restrict__ xr = x + r * inner;
-      for (int64_t i = 0; i < inner; ++i) yr[i] = act_forward<A, M>(M(xr[i]) + bb, alpha, gain, clamp);
+      for (int64_t i = 0; i < inner; ++i) yr[i] = cpu_fwd<A, CL, M>(M(xr[i]) + bb, alpha, gain, clamp);
     }
   }
 }
 
 // Channels fastest (dense layers, channels_last): rows [o0, o1) of C channels.
-template <typename scalar_t, typename A, typename M>
+template <typename scalar_t, typename A, bool CL, typename M>
 FG_CPU_CLONES void fwd_channels_last(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t o0, int64_t o1,
                                      int64_t C, M alpha, M gain, M clamp) {
   const scalar_t* __restrict__ bp = b;
@@ -61,29 +72,29 @@ FG_CPU_CLONES void fwd_channels_last(const scalar_t* x, const scalar_t* b, scala
     scalar_t* __restrict__ yr = y + o * C;
     if (x == y) {
       if (bp)
-        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(yr[c]) + M(bp[c]), alpha, gain, clamp);
+        for (int64_t c = 0; c < C; ++c) yr[c] = cpu_fwd<A, CL, M>(M(yr[c]) + M(bp[c]), alpha, gain, clamp);
       else
-        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(yr[c]), alpha, gain, clamp);
+        for (int64_t c = 0; c < C; ++c) yr[c] = cpu_fwd<A, CL, M>(M(yr[c]), alpha, gain, clamp);
     } else {
       const scalar_t* __restrict__ xr = x + o * C;
       if (bp)
-        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]) + M(bp[c]), alpha, gain, clamp);
+        for (int64_t c = 0; c < C; ++c) yr[c] = cpu_fwd<A, CL, M>(M(xr[c]) + M(bp[c]), alpha, gain, clamp);
       else
-        for (int64_t c = 0; c < C; ++c) yr[c] = act_forward<A, M>(M(xr[c]), alpha, gain, clamp);
+        for (int64_t c = 0; c < C; ++c) yr[c] = cpu_fwd<A, CL, M>(M(xr[c]), alpha, gain, clamp);
     }
   }
 }
 
-template <typename scalar_t, typename A, typename M>
+template <typename scalar_t, typename A, bool CL, typename M>
 FG_CPU_CLONES void bwd_range(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
                              scalar_t* __restrict__ dz, int64_t i0, int64_t i1, M alpha, M gain, M clamp) {
-  for (int64_t i = i0; i < i1; ++i) dz[i] = act_backward<A, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
+  for (int64_t i = i0; i < i1; ++i) dz[i] = cpu_bwd<A, CL, M>(M(dy[i]), M(y[i]), alpha, gain, clamp);
 }
 
 // dz for rows [o0, o1) of C channel runs of `inner` elements (NCHW-like), in memory order, and each run's sum
 // added into sums[c] (zeroed by the caller). kLanes independent partial sums per run: the loop vectorises without
 // reassociating (no -ffast-math), and the order is fixed (lanes of a run in order, runs in row order).
-template <typename scalar_t, typename A, typename M>
+template <typename scalar_t, typename A, bool CL, typename M>
 FG_CPU_CLONES void bwd_db_rows(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
                                scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1, int64_t C,
                                int64_t inner, M alpha, M gain, M clamp) {
@@ -95,12 +106,12 @@ FG_CPU_CLONES void bwd_db_rows(const scalar_t* __restrict__ dy, const scalar_t* 
       int64_t i = 0;
       for (; i + kLanes <= inner; i += kLanes)
         for (int l = 0; l < kLanes; ++l) {
-          const M g = act_backward<A, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
+          const M g = cpu_bwd<A, CL, M>(M(dy[base + i + l]), M(y[base + i + l]), alpha, gain, clamp);
           dz[base + i + l] = g;
           part[l] += g;
         }
       for (int l = 0; i < inner; ++i, ++l) {
-        const M g = act_backward<A, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
+        const M g = cpu_bwd<A, CL, M>(M(dy[base + i]), M(y[base + i]), alpha, gain, clamp);
         dz[base + i] = g;
         part[l] += g;
       }
@@ -113,14 +124,14 @@ FG_CPU_CLONES void bwd_db_rows(const scalar_t* __restrict__ dy, const scalar_t* 
 // Columns fastest (channels of dense layers / channels_last, or the elements of a small plane): dz for rows
 // [o0, o1) of W columns, and each column's sum added into sums[0, W) (zeroed by the caller). One long vectorised
 // loop per row; the sums stay in cache (W is at most a plane or the channel count).
-template <typename scalar_t, typename A, typename M>
+template <typename scalar_t, typename A, bool CL, typename M>
 FG_CPU_CLONES void bwd_db_columns(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y,
                                   scalar_t* __restrict__ dz, M* __restrict__ sums, int64_t o0, int64_t o1, int64_t W,
                                   M alpha, M gain, M clamp) {
   for (int64_t o = o0; o < o1; ++o) {
     const int64_t base = o * W;
     for (int64_t j = 0; j < W; ++j) {
-      const M g = act_backward<A, M>(M(dy[base + j]), M(y[base + j]), alpha, gain, clamp);
+      const M g = cpu_bwd<A, CL, M>(M(dy[base + j]), M(y[base + j]), alpha, gain, clamp);
       dz[base + j] = g;
       sums[j] += g;
     }
@@ -134,9 +145,9 @@ FG_CPU_CLONES void bwd_db_columns(const scalar_t* __restrict__ dy, const scalar_
 constexpr int64_t kPlaneMax = 1 << 15;
 constexpr int64_t kShortRow = 128;  // rows of at least this many elements vectorise well on their own
 
-template <typename scalar_t, typename A>
-void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, int64_t C, int64_t inner,
-             double alpha_, double gain_, double clamp_) {
+template <typename scalar_t, typename A, bool CL>
+void fwd_cpu_impl(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, int64_t C, int64_t inner,
+                  double alpha_, double gain_, double clamp_) {
   using M = at::opmath_type<scalar_t>;
   using F = CpuAct<A>;
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
@@ -152,25 +163,34 @@ void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, i
   }
   if (inner == 1) {  // channels (or planes) are the fastest dimension: vectorise along them
     at::parallel_for(0, outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [=](int64_t o0, int64_t o1) {
-      fwd_channels_last<scalar_t, F, M>(x, b, y, o0, o1, C, alpha, gain, clamp);
+      fwd_channels_last<scalar_t, F, CL, M>(x, b, y, o0, o1, C, alpha, gain, clamp);
     });
     return;
   }
   const int64_t rows = outer * C;  // each row: `inner` elements of one channel
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [=](int64_t r0, int64_t r1) {
-    fwd_rows<scalar_t, F, M>(x, b, y, r0, r1, C, inner, alpha, gain, clamp);
+    fwd_rows<scalar_t, F, CL, M>(x, b, y, r0, r1, C, inner, alpha, gain, clamp);
   });
 }
 
 template <typename scalar_t, typename A>
-void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, int64_t outer, int64_t C,
-             int64_t inner, double alpha_, double gain_, double clamp_) {
+void fwd_cpu(const scalar_t* x, const scalar_t* b, scalar_t* y, int64_t outer, int64_t C, int64_t inner,
+             double alpha, double gain, double clamp) {
+  if (clamp >= 0)
+    fwd_cpu_impl<scalar_t, A, true>(x, b, y, outer, C, inner, alpha, gain, clamp);
+  else
+    fwd_cpu_impl<scalar_t, A, false>(x, b, y, outer, C, inner, alpha, gain, clamp);
+}
+
+template <typename scalar_t, typename A, bool CL>
+void bwd_cpu_impl(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, int64_t outer, int64_t C,
+                  int64_t inner, double alpha_, double gain_, double clamp_) {
   using M = at::opmath_type<scalar_t>;
   const M alpha = alpha_, gain = gain_, clamp = clamp_;
   const int64_t numel = outer * C * inner;
   if (db == nullptr) {
     at::parallel_for(0, numel, kGrain, [=](int64_t i0, int64_t i1) {
-      bwd_range<scalar_t, A, M>(dy, y, dz, i0, i1, alpha, gain, clamp);
+      bwd_range<scalar_t, A, CL, M>(dy, y, dz, i0, i1, alpha, gain, clamp);
     });
     return;
   }
@@ -190,9 +210,9 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t o0 = s * rows_per_split, o1 = std::min(outer, o0 + rows_per_split);
       if (columns)
-        bwd_db_columns<scalar_t, A, M>(dy, y, dz, part + s * W, o0, o1, W, alpha, gain, clamp);
+        bwd_db_columns<scalar_t, A, CL, M>(dy, y, dz, part + s * W, o0, o1, W, alpha, gain, clamp);
       else
-        bwd_db_rows<scalar_t, A, M>(dy, y, dz, part + s * W, o0, o1, C, inner, alpha, gain, clamp);
+        bwd_db_rows<scalar_t, A, CL, M>(dy, y, dz, part + s * W, o0, o1, C, inner, alpha, gain, clamp);
     }
   });
   const int64_t per_c = columns ? inner : 1;
@@ -202,6 +222,15 @@ void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, 
       for (int64_t j = 0; j < per_c; ++j) acc += part[s * W + c * per_c + j];
     db[c] = acc;
   }
+}
+
+template <typename scalar_t, typename A>
+void bwd_cpu(const scalar_t* dy, const scalar_t* y, scalar_t* dz, scalar_t* db, int64_t outer, int64_t C,
+             int64_t inner, double alpha, double gain, double clamp) {
+  if (clamp >= 0)
+    bwd_cpu_impl<scalar_t, A, true>(dy, y, dz, db, outer, C, inner, alpha, gain, clamp);
+  else
+    bwd_cpu_impl<scalar_t, A, false>(dy, y, dz, db, outer, C, inner, alpha, gain, clamp);
 }
 
 template <typename Fn>
