@@ -199,12 +199,18 @@ def test_opcheck(namespace):
     wc = torch.randn(4, 3, 3, 3, requires_grad=True)
     bc = torch.randn(4, requires_grad=True)
     lg = torch.randn(7, 2, requires_grad=True)
+    cl = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
     cases = [
         (ns.bias_act, (x, b, 1, "lrelu", 0.2, 1.4, -1.0)),
         (ns.bias_act, (x, None, 1, "sigmoid", 0.0, 1.0, 0.5)),
         (ns.bias_act_backward, (torch.randn(3, 4, 5), torch.rand(3, 4, 5), True, 1, "tanh", 0.0, 1.0, -1.0)),
         (ns.dense, (x, w, torch.randn(6, requires_grad=True), "relu", 0.0, 1.0, -1.0)),
         (ns.conv2d, (xc, wc, bc, [2, 2], [1, 1], [1, 1], 1, "lrelu", 0.2, 1.0, -1.0)),
+        # memory formats (the CPU forward takes the one-primitive oneDNN path when x and w share one): the fake
+        # kernel's output layout must match the real one in every combination
+        (ns.conv2d, (cl(xc), cl(wc), bc, [1, 1], [1, 1], [1, 1], 1, "sigmoid", 0.0, 1.0, -1.0)),
+        (ns.conv2d, (cl(xc), wc, bc, [2, 2], [1, 1], [1, 1], 1, "lrelu", 0.2, 1.0, -1.0)),
+        (ns.conv2d, (xc, cl(wc), None, [2, 1], [0, 1], [1, 1], 1, "relu", 0.0, 1.0, -1.0)),
         (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
         (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
         (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),
