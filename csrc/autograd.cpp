@@ -100,6 +100,30 @@ Act load_act(AutogradContext* ctx) {
           ctx->saved_data["gain"].toDouble(), ctx->saved_data["clamp"].toDouble(), ctx->saved_data["emu"].toBool()};
 }
 
+// The shared first half of dense's and conv2d's backward: saved x, w, y; dz (and db) through the epilogue's
+// derivative; which of dx / dw are wanted. Bias, when present, is input 2.
+struct ProductGrads {
+  Tensor x, w, dz, db;
+  Act a;
+  bool want_db;
+  std::array<bool, 2> need;
+};
+
+ProductGrads product_grads(AutogradContext* ctx, const variable_list& grads, int64_t channel_dim) {
+  const auto saved = ctx->get_saved_variables();
+  ProductGrads r;
+  r.x = saved[0];
+  r.w = saved[1];
+  const Tensor& y = saved[2];
+  r.a = load_act(ctx);
+  r.want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(2);
+  const int64_t dim = channel_dim < 0 ? y.dim() - 1 : channel_dim;
+  std::tie(r.dz, r.db) =
+      call_bias_act_backward(r.a.emu, grads[0], y, r.want_db, dim, r.a.act, r.a.alpha, r.a.gain, r.a.clamp);
+  r.need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+  return r;
+}
+
 struct BiasActFn : torch::autograd::Function<BiasActFn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const OptTensor& b, int64_t dim, std::string act,
                         double alpha, double gain, double clamp, bool emu) {
@@ -133,16 +157,14 @@ struct DenseFn : torch::autograd::Function<DenseFn> {
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w = saved[1], &y = saved[2];
-    const Act a = load_act(ctx);
-    const bool want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(2);
-    auto [dz, db] = call_bias_act_backward(a.emu, grads[0], y, want_db, y.dim() - 1, a.act, a.alpha, a.gain, a.clamp);
-    const std::array<bool, 2> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    const ProductGrads g = product_grads(ctx, grads, -1);  // channels last in a dense output
     Tensor dx, dw;
-    if (need[0] || need[1]) std::tie(dx, dw) = call_dense_backward(a.emu, dz, x, w, need);
-    return {need[0] ? dx : Tensor(), need[1] ? dw : Tensor(), want_db ? db : Tensor(), Tensor(), Tensor(), Tensor(),
-            Tensor(),  Tensor()};
+    if (g.need[0] || g.need[1]) std::tie(dx, dw) = call_dense_backward(g.a.emu, g.dz, g.x, g.w, g.need);
+    variable_list out(8);
+    out[0] = g.need[0] ? dx : Tensor();
+    out[1] = g.need[1] ? dw : Tensor();
+    out[2] = g.want_db ? g.db : Tensor();
+    return out;
   }
 };
 
@@ -162,24 +184,19 @@ struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w = saved[1], &y = saved[2];
-    const Act a = load_act(ctx);
-    const bool want_db = ctx->saved_data["has_b"].toBool() && ctx->needs_input_grad(2);
-    auto [dz, db] = call_bias_act_backward(a.emu, grads[0], y, want_db, 1, a.act, a.alpha, a.gain, a.clamp);
-    const std::array<bool, 2> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    const ProductGrads g = product_grads(ctx, grads, 1);
     Tensor dx, dw;
-    if (need[0] || need[1]) {
+    if (g.need[0] || g.need[1]) {
       const auto stride = ctx->saved_data["stride"].toIntVector();
       const auto padding = ctx->saved_data["padding"].toIntVector();
       const auto dilation = ctx->saved_data["dilation"].toIntVector();
-      std::tie(dx, dw) = call_conv2d_backward(a.emu, dz, x, w, stride, padding, dilation,
-                                              ctx->saved_data["groups"].toInt(), need);
+      std::tie(dx, dw) = call_conv2d_backward(g.a.emu, g.dz, g.x, g.w, stride, padding, dilation,
+                                              ctx->saved_data["groups"].toInt(), g.need);
     }
     variable_list out(12);
-    out[0] = need[0] ? dx : Tensor();
-    out[1] = need[1] ? dw : Tensor();
-    out[2] = want_db ? db : Tensor();
+    out[0] = g.need[0] ? dx : Tensor();
+    out[1] = g.need[1] ? dw : Tensor();
+    out[2] = g.want_db ? g.db : Tensor();
     return out;
   }
 };
