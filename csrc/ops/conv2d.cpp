@@ -3,9 +3,9 @@
 //
 //   CPU    float32 with gain 1 and no clamp: convolution + bias + activation in one oneDNN primitive
 //          (onednn_fused_conv); otherwise ATen convolution (oneDNN) + one fused bias-activation pass over its
-//          output, in place, in the output's own memory format; the backward through at::convolution_backward, except the backward data
-//          of short reductions (a first layer on few channels: Cin/groups*kH*kW <= 72), which the direct loops
-//          of conv2d_cpu.cpp compute several times faster than oneDNN.
+//          output, in place, in the output's own memory format. The backward through at::convolution_backward,
+//          except the backward data of short reductions (a first layer on few channels: Cin/groups*kH*kW <= 72),
+//          which the direct loops of conv2d_cpu.cpp compute several times faster than oneDNN.
 //   CUDA   implicit-GEMM kernels (csrc/kernels/conv2d.cu, gemm.cuh) with the epilogue fused into the forward;
 //          large problems go to ATen (cuDNN) + the fused pass per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
