@@ -217,3 +217,25 @@ def test_opcheck(namespace):
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+def test_doctor_reports_versions_build_and_impl_per_op():
+    """`python -m fastgan doctor`: torch / CUDA / nvcc versions, what _C was built against and for which archs,
+    and which implementation each op uses on each device (here: CPU)."""
+    r = subprocess.run([sys.executable, "-m", "fastgan", "doctor"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "FASTGAN_IMPL": ""})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"torch {torch.__version__}" in out and "nvcc " in out and "python " in out
+    from fastgan.doctor import OPS
+    cpu_impl = _impl.resolve(torch.device("cpu"))
+    for op in OPS:
+        assert any(line.split()[:3] == [op, "cpu", cpu_impl] for line in out.splitlines()), (op, out)
+    if _ext.C is not None:
+        info = _ext.build_info()
+        assert f"built against torch {info['torch_version']}" in out
+        assert "eager autograd: C++" in out
+        if info["with_cuda"]:
+            assert info["cuda_archs"] in out
+    else:
+        assert "fastgan._C: NOT LOADED" in out
