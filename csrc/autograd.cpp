@@ -107,6 +107,15 @@ struct ProductGrads {
   Act a;
   bool want_db;
   std::array<bool, 2> need;
+
+  // The backward's result for a forward of n_args arguments: (dx, dw, db) as wanted, undefined for the rest.
+  variable_list result(const Tensor& dx, const Tensor& dw, size_t n_args) const {
+    variable_list out(n_args);
+    out[0] = need[0] ? dx : Tensor();
+    out[1] = need[1] ? dw : Tensor();
+    out[2] = want_db ? db : Tensor();
+    return out;
+  }
 };
 
 ProductGrads product_grads(AutogradContext* ctx, const variable_list& grads, int64_t channel_dim) {
@@ -160,11 +169,7 @@ struct DenseFn : torch::autograd::Function<DenseFn> {
     const ProductGrads g = product_grads(ctx, grads, -1);  // channels last in a dense output
     Tensor dx, dw;
     if (g.need[0] || g.need[1]) std::tie(dx, dw) = call_dense_backward(g.a.emu, g.dz, g.x, g.w, g.need);
-    variable_list out(8);
-    out[0] = g.need[0] ? dx : Tensor();
-    out[1] = g.need[1] ? dw : Tensor();
-    out[2] = g.want_db ? g.db : Tensor();
-    return out;
+    return g.result(dx, dw, 8);
   }
 };
 
@@ -193,11 +198,7 @@ struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
       std::tie(dx, dw) = call_conv2d_backward(g.a.emu, g.dz, g.x, g.w, stride, padding, dilation,
                                               ctx->saved_data["groups"].toInt(), g.need);
     }
-    variable_list out(12);
-    out[0] = g.need[0] ? dx : Tensor();
-    out[1] = g.need[1] ? dw : Tensor();
-    out[2] = g.want_db ? g.db : Tensor();
-    return out;
+    return g.result(dx, dw, 12);
   }
 };
 

@@ -144,8 +144,9 @@ def _register(name: str) -> None:
         setattr(fn, op, apply)
         setattr(below, op, run)
 
+    # backward formulas look the ops up here, through _entry (globals: torch.compile can trace them)
     _FUNCS[name] = fn
-    _RAW[name] = below  # backward formulas look the Functions up here (a global: torch.compile can trace it)
+    _RAW[name] = below
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))

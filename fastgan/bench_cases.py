@@ -316,8 +316,7 @@ class StepCase(Case):
         self.desc = (f"MNIST GAN training step, batch {batch}: G 100-128-256-784 MLP, D conv 32-64-128 + dense "
                      f"2048-1; D update on real+fake, G update; Adam")
         self.variants_supported = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "eager-nchw",
-                                   "compile",
-                                   "compile-ro", "compile-ma")
+                                   "compile", "compile-ro", "compile-ma")
         self._counted = None
         self.set_bytes = 4 * batch * (28 * 28 + 100)
 

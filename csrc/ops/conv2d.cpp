@@ -54,7 +54,6 @@ ConvGeom geometry(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stri
   return g;
 }
 
-bool channels_last(const at::Tensor& t) { return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast; }
 
 // Memory order of the channel digit for an operand whose channels have stride sc and width stride sw: channels
 // innermost (channels_last) or outermost (NCHW) in the reduction index, so the k-fast loads follow memory.

@@ -151,8 +151,7 @@ void dgrad_impl(const at::Tensor& dz, const at::Tensor& w, const ConvGeom& g, at
 bool small_conv_fits(const at::Tensor& x, const at::Tensor& w, const ConvGeom& g) {
   const auto st = x.scalar_type();
   if (st != at::kFloat && st != at::kDouble) return false;
-  if (x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-      w.suggest_memory_format() == at::MemoryFormat::ChannelsLast)
+  if (channels_last(x) || channels_last(w))
     return false;  // dx must then be channels_last; oneDNN handles that layout
   const int64_t K = g.Cg * g.KH * g.KW;
   return K <= kSmallConvMaxK && g.Cog >= kSmallConvMinCout && g.N > 0 && g.OH * g.OW > 0;

@@ -1,5 +1,5 @@
-// Convolution geometry shared by the conv2d op (conv2d.cpp) and its direct CPU backward data for short
-// reductions (conv2d_cpu.cpp).
+// Convolution geometry and the layout test shared by the conv2d op (conv2d.cpp) and its direct CPU backward
+// data for short reductions (conv2d_cpu.cpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,6 +13,11 @@ struct ConvGeom {
   int64_t N, C, H, W, Co, KH, KW, OH, OW, G, Cg, Cog;
   int64_t sh, sw, ph, pw, dh, dw;
 };
+
+// Whether t's strides suggest channels_last (as ATen decides a convolution's output layout).
+inline bool channels_last(const at::Tensor& t) {
+  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
 
 // Where the direct backward data is used instead of oneDNN (torch 2.14.1, one Zen 4 core; benchmarks/NOTES.md):
 // - up to this patch length K = Cg*KH*KW (the forward's reduction length): oneDNN was 1.7-10x slower than the direct loops for every K <= 72
