@@ -47,16 +47,39 @@ def available_impls() -> list:
     return out
 
 
+# FASTGAN_IMPL is read on every fused call (it may change at run time, e.g. in tests), so the lookup is kept
+# cheap: os.environ.get costs ~0.7 us (key encoding, Mapping machinery); CPython's os.environ keeps the encoded
+# mapping in ``_data``, a plain dict, whose lookup is ~50 ns. Other platforms / interpreters use os.environ.get.
+try:
+    _ENV_DATA, _ENV_KEY, _env_decode = os.environ._data, os.environ.encodekey("FASTGAN_IMPL"), os.environ.decodevalue
+except AttributeError:  # pragma: no cover - not CPython's os._Environ
+    _ENV_DATA = None
+_env_parsed = ("", "auto")  # (raw value, implementation name) of the last successful parse
+
+
+def _env_raw() -> str:
+    if _ENV_DATA is None:  # pragma: no cover
+        return os.environ.get("FASTGAN_IMPL", "")
+    raw = _ENV_DATA.get(_ENV_KEY)
+    return "" if raw is None else _env_decode(raw)
+
+
 def current() -> str:
+    global _env_parsed
     if _current is not None:
         return _current
-    env = os.environ.get("FASTGAN_IMPL", "").strip()
+    raw = _env_raw()
+    if raw == _env_parsed[0]:
+        return _env_parsed[1]
+    env = raw.strip()
+    name = "auto"
     if env:
         try:
-            return _check(env)
+            name = _check(env)
         except (ValueError, RuntimeError) as e:
             raise RuntimeError(f"FASTGAN_IMPL={env!r}: {e}") from None
-    return "auto"
+    _env_parsed = (raw, name)
+    return name
 
 
 class use_impl(contextlib.ContextDecorator):
@@ -78,6 +101,15 @@ class use_impl(contextlib.ContextDecorator):
 
 
 _cuda_fallback_warned = False
+
+
+def for_tensor(t: torch.Tensor) -> str:
+    """``resolve(t.device)``, with the common case (compiled kernels for a CPU tensor) answered without building a
+    device object."""
+    name = current()
+    if (name == "auto" or name == "native") and t.is_cpu and _ext.C is not None:
+        return "native"
+    return resolve(t.device)
 
 
 def resolve(device: torch.device) -> str:

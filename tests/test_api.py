@@ -64,6 +64,21 @@ def test_bad_inputs_name_the_argument(impl, call, exc, words):
         assert w in str(e.value), f"{w!r} not in {e.value}"
 
 
+def test_argument_normalisation_matches_on_every_path(impl):
+    """The compiled entry points skip the Python checks until the C++ glue rejects a call (fastgan.functional); what
+    the checked path accepts must still be accepted: a dim without a bias is ignored, pairs may be lists, stride
+    and padding plain ints, and the constant BCE label an int."""
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(FF.bias_act(x, None, dim=7, act="relu"), torch.relu(x) * 2 ** 0.5)
+    w = torch.randn(4, 3, 3, 3)
+    ref = torch.nn.functional.conv2d(x, w, None, (2, 1), (1, 0))
+    torch.testing.assert_close(FF.conv2d(x, w, None, [2, 1], [1, 0]), ref)
+    torch.testing.assert_close(FF.conv2d(x, w, None, (2, 1), torch.Size([1, 0])), ref)
+    logits = torch.randn(6)
+    torch.testing.assert_close(FF.binary_cross_entropy_with_logits(logits, 1),
+                               torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))
+
+
 @needs_C
 @pytest.mark.parametrize("call, words", [
     (lambda ns: ns.bias_act(torch.ones(3, dtype=torch.int32), None, 0, "linear", 0.0, 1.0, -1.0), ["x", "floating"]),
