@@ -29,7 +29,7 @@ template <>
 struct CpuAct<ActSigmoid> : ActSigmoid {
   template <typename T>
   static T f(T x, T) {
-    const T e = fg_cpu_exp(x < T(0) ? x : -x);  // exp(-|x|) in [0, 1]: stable for any x
+    const T e = fg_cpu_exp_nonpos(-std::fabs(x));  // exp(-|x|) in [0, 1]: stable for any x
     const T r = T(1) / (T(1) + e);
     return x < T(0) ? e * r : r;
   }
@@ -37,8 +37,8 @@ struct CpuAct<ActSigmoid> : ActSigmoid {
 template <>
 struct CpuAct<ActTanh> : ActTanh {
   // float: both branches computed and one selected (branch-free, so the loop vectorises). |x| < 0.625: an odd
-  // polynomial (the Cephes tanhf minimax coefficients; no cancellation near 0); otherwise 1 - 2 / (exp(2|x|) + 1)
-  // with the sign restored (exp overflows to inf for |x| > 44: the result is exactly +-1; NaN stays NaN).
+  // polynomial (the Cephes tanhf minimax coefficients; no cancellation near 0); otherwise (1 - e) / (1 + e) with
+  // e = exp(-2|x|) <= 0.29 and the sign restored (e underflows to 0 for large |x|: exactly +-1; NaN stays NaN).
   template <typename T>
   static T f(T x, T) {
     if constexpr (std::is_same_v<T, float>) {
@@ -50,7 +50,8 @@ struct CpuAct<ActTanh> : ActTanh {
       p = p * z + 1.33314422036e-1f;
       p = p * z - 3.33332819422e-1f;
       const float small = x * (1.0f + p * z);  // (keeps the sign of -0)
-      const float big = 1.0f - 2.0f / (fg_cpu_exp(2.0f * ax) + 1.0f);
+      const float e = fg_cpu_exp_nonpos(-2.0f * ax);
+      const float big = (1.0f - e) / (1.0f + e);
       const float sbig = x < 0.0f ? -big : big;
       return ax < 0.625f ? small : sbig;
     } else {
