@@ -200,6 +200,14 @@ CONV_CASES = {
     "same": dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), padding="same"),
     "same_asymmetric": dict(x=(2, 3, 8, 8), w=(4, 3, 4, 4), padding="same"),
     "valid": dict(x=(2, 3, 8, 8), w=(4, 3, 3, 3), padding="valid"),
+    # the input gradient of a strided convolution runs one GEMM per stride phase (csrc/ops/conv2d.cpp):
+    # a 1x1 kernel with stride 2 leaves 3 of 4 phases without taps (their gradient is exactly 0); stride 3 with
+    # dilation 2 (coprime: the aligned taps step by 3) and stride 2 with dilation 2 (all taps or none per phase);
+    # input sizes that the stride does not divide, so the phases differ in size
+    "stride_gt_kernel": dict(x=(2, 3, 7, 8), w=(4, 3, 1, 1), stride=2),
+    "stride3_dilation2": dict(x=(2, 3, 13, 11), w=(5, 3, 3, 3), stride=3, dilation=2, padding=2),
+    "stride2_dilation2": dict(x=(2, 3, 10, 9), w=(5, 3, 3, 2), stride=2, dilation=2, padding=(1, 2)),
+    "stride_asym_groups": dict(x=(2, 4, 9, 12), w=(6, 2, 4, 3), stride=(3, 2), padding=(1, 1), groups=2),
 }
 
 

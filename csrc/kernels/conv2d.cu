@@ -1,8 +1,9 @@
 // conv2d as implicit GEMM (the operand descriptors are built by the glue, csrc/ops/conv2d.cpp):
 //   forward          (im2col, mat):  M = N*OH*OW output pixels, N = Cout/groups, K = Cin/groups*KH*KW,
 //                                     fused bias + activation epilogue, NCHW or channels_last output;
-//   backward data    (col2im, mat):  M = N*H*W input pixels, N = Cin/groups, K = Cout/groups*KH*KW; an output
-//                                     pixel contributes where (h + pad - kh*dil) is divisible by the stride;
+//   backward data    (im2col, mat):  one GEMM per stride phase (the input pixels (rh + i*sh, rw + j*sw)):
+//                                     M = N*H*W/(sh*sw), N = Cin/groups, K = Cout/groups * the phase's taps,
+//                                     the operand being dz read with negative tap steps (conv2d.cpp);
 //   backward weight  (mat, im2col):  M = Cout/groups, N = Cin/groups*KH*KW, K = N*OH*OW (split-K when the
 //                                     weight is small and the batch long: the usual case).
 // Groups run as grid.z. Every tensor is addressed through its own strides (any layout is correct; the unit
@@ -16,9 +17,7 @@ namespace gemm {
 void run_conv_gemm(const GemmParams& p, const Plan& pl, void* stream) {
   const OperandKind a = p.a.kind, b = p.b.kind;
   if (a == OperandKind::im2col && b == OperandKind::mat)
-    run_tiled_any<OperandKind::im2col, OperandKind::mat>(p, pl, stream, "conv2d_fwd_gemm");
-  else if (a == OperandKind::col2im && b == OperandKind::mat)
-    run_tiled_any<OperandKind::col2im, OperandKind::mat>(p, pl, stream, "conv2d_dgrad_gemm");
+    run_tiled_any<OperandKind::im2col, OperandKind::mat>(p, pl, stream, "conv2d_gemm (forward / backward data)");
   else if (a == OperandKind::mat && b == OperandKind::im2col)
     run_tiled_any<OperandKind::mat, OperandKind::im2col>(p, pl, stream, "conv2d_wgrad_gemm");
   else

@@ -1,6 +1,6 @@
 // Tiled SIMT implicit GEMM with a fused bias/activation/gain/clamp epilogue: the engine of dense (forward,
 // dX, dW) and conv2d (forward, backward data, backward weight). See GemmParams in launchers.h for the operand
-// model (mixed-radix indices; kinds mat / im2col / col2im).
+// model (mixed-radix indices; kinds mat / im2col).
 //
 // Design (predictions in benchmarks/notes_kernels.md):
 //   * block tile BM x BN x BK in shared memory (two stages), 256 threads, each thread a TM x TN register tile
@@ -58,7 +58,6 @@ struct DevOperand {
   int64_t group_stride;
   DevIndex r, k;
   int32_t h0, w0, H, W;
-  FastDiv sdh, sdw;
   int32_t sh, sw;
   int32_t k_fast;
 };
@@ -68,8 +67,8 @@ struct GemmArgs {
   using M = typename OpMath<T>::type;
   DevOperand<T> a, b;
   T* out;
-  int64_t out_group_stride, s_outer, s_inner, s_n;
-  FastDiv P;
+  int64_t out_group_stride, s_outer, s_mid, s_inner, s_n;
+  FastDiv P, P2;
   const T* bias;
   M alpha, gain, clamp;
   int act;
@@ -141,16 +140,9 @@ struct TileLoader {
   __device__ __forceinline__ M element(const DevOperand<T>& op, int e, const Coord& kc, bool kok) const {
     bool ok = rok[e] && kok;
     if (KIND == OperandKind::mat) return ok ? load(base, roff[e] + kc.off) : M(0);
-    const int32_t hc = rh[e] + kc.h, wc = rw[e] + kc.w;
-    if (KIND == OperandKind::im2col) {
-      ok = ok && (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
-      return ok ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
-    }
-    ok = ok && hc >= 0 && wc >= 0;  // col2im: output coordinate = (h / stride) when divisible
-    const uint32_t uh = ok ? (uint32_t)hc : 0u, uw = ok ? (uint32_t)wc : 0u;
-    const uint32_t qh = op.sdh.div(uh), qw = op.sdw.div(uw);
-    ok = ok && qh * op.sdh.d == uh && qw * op.sdw.d == uw && qh < (uint32_t)op.H && qw < (uint32_t)op.W;
-    return ok ? load(base, roff[e] + kc.off + (int32_t)qh * op.sh + (int32_t)qw * op.sw) : M(0);
+    const int32_t hc = rh[e] + kc.h, wc = rw[e] + kc.w;  // im2col: zero outside [0, H) x [0, W)
+    ok = ok && (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
+    return ok ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
   }
 
   __device__ __forceinline__ void fetch(const DevOperand<T>& op, int64_t k0, int64_t kend) {
@@ -189,7 +181,10 @@ __device__ __forceinline__ void epilogue_store(const GemmArgs<T>& p, T* out, con
   using M = typename OpMath<T>::type;
   if (bias != nullptr) v += load(bias, n);
   const uint32_t q = p.P.div((uint32_t)m);
-  const int64_t off = (int64_t)q * p.s_outer + (int64_t)(m - (int64_t)q * p.P.d) * p.s_inner + n * p.s_n;
+  const uint32_t r = (uint32_t)m - q * p.P.d;
+  const uint32_t r1 = p.P2.div(r);
+  const int64_t off = (int64_t)q * p.s_outer + (int64_t)r1 * p.s_mid + (int64_t)(r - r1 * p.P2.d) * p.s_inner +
+                      n * p.s_n;
   store(out, off, act_forward<A, M>(v, p.alpha, p.gain, p.clamp));
 }
 
@@ -276,7 +271,7 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   // Epilogue: stage CH rows at a time through shared memory (the main loop's last barrier freed it).
   M* Cs = smem;
   const bool split = p.splits > 1;
-  const bool m_fast = !split && p.s_inner == 1;
+  const bool m_fast = !split && (p.s_inner == 1 || p.s_inner < p.s_n);  // write along the smaller stride
   T* out = p.out + (int64_t)g * p.out_group_stride;
   const T* bias = p.bias != nullptr ? p.bias + (int64_t)g * p.Ncols : nullptr;
 #pragma unroll
@@ -403,8 +398,6 @@ DevOperand<T> dev_operand(const GemmOperand& o) {
   d.w0 = (int32_t)o.w0;
   d.H = (int32_t)o.H;
   d.W = (int32_t)o.W;
-  d.sdh = FastDiv(o.sdh);
-  d.sdw = FastDiv(o.sdw);
   d.sh = (int32_t)o.sh;
   d.sw = (int32_t)o.sw;
   d.k_fast = o.k_fast ? 1 : 0;
@@ -430,7 +423,8 @@ inline int64_t max_index_offset(const GemmIndex& x, int64_t extent, int64_t* hma
 inline bool within_limits(const GemmParams& p) {
   auto small = [](int64_t v) { return v >= -(int64_t(1) << 30) && v <= (int64_t(1) << 30); };
   bool ok = p.M >= 0 && p.N >= 0 && p.K >= 0 && p.M < kIndexLimit && p.N < kIndexLimit && p.K < kIndexLimit &&
-            p.groups >= 1 && p.groups <= 65535 && ceil_div(p.N, 64) <= 65535 && p.c.P >= 1 && p.c.P < kIndexLimit;
+            p.groups >= 1 && p.groups <= 65535 && ceil_div(p.N, 64) <= 65535 && p.c.P >= 1 && p.c.P < kIndexLimit &&
+            p.c.P2 >= 0 && p.c.P2 <= p.c.P;
   if (!ok) return false;
   const GemmOperand* ops[2] = {&p.a, &p.b};
   const int64_t rext[2] = {p.M, p.N};
@@ -438,7 +432,7 @@ inline bool within_limits(const GemmParams& p) {
     const GemmOperand* o = ops[j];
     ok = ok && o->r.R1 >= 1 && o->r.R2 >= 1 && o->k.R1 >= 1 && o->k.R2 >= 1 && o->r.R1 < kIndexLimit &&
          o->r.R2 < kIndexLimit && o->k.R1 < kIndexLimit && o->k.R2 < kIndexLimit && small(o->H) && small(o->W) &&
-         small(o->h0) && small(o->w0) && o->sdh >= 1 && o->sdw >= 1 && small(o->sdh) && small(o->sdw) &&
+         small(o->h0) && small(o->w0) &&
          o->sh >= 0 && o->sw >= 0;
     if (!ok) return false;
     int64_t hmax = o->h0 < 0 ? -o->h0 : o->h0, wmax = o->w0 < 0 ? -o->w0 : o->w0;
@@ -466,9 +460,11 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.out = static_cast<T*>(p.c.ptr);
   a.out_group_stride = p.c.group_stride;
   a.s_outer = p.c.s_outer;
+  a.s_mid = p.c.P2 > 0 ? p.c.s_mid : 0;
   a.s_inner = p.c.s_inner;
   a.s_n = p.c.s_n;
   a.P = FastDiv(p.c.P);
+  a.P2 = FastDiv(p.c.P2 > 0 ? p.c.P2 : p.c.P);
   a.bias = static_cast<const T*>(p.bias);
   a.alpha = (M)p.alpha;
   a.gain = (M)p.gain;

@@ -76,15 +76,15 @@ constexpr int kBceMaxBlocks = 1024;
 // convolution kinds:
 //   mat:    offset = base + sum(off)                                  (a strided matrix, any strides)
 //   im2col: h = h0 + sum(h), w = w0 + sum(w); zero unless 0 <= h < H and 0 <= w < W;
-//           offset = base + sum(off) + h * sh + w * sw                (convolution input patches)
-//   col2im: as im2col, but h (w) must be divisible by the conv stride sdh (sdw), then h /= sdh, w /= sdw
-//                                                                      (gradient of a strided convolution)
-enum class OperandKind : int { mat = 0, im2col = 1, col2im = 2 };
+//           offset = base + sum(off) + h * sh + w * sw                (convolution input patches; also the
+//                                                                      output gradient read by one stride
+//                                                                      phase of the input gradient)
+enum class OperandKind : int { mat = 0, im2col = 1 };
 
 struct GemmIndex {
   int64_t R1 = 1, R2 = 1;     // radices of digits d1 and d2 (d0 is unbounded)
   int64_t off[3] = {0, 0, 0};  // element offset per unit of d0, d1, d2
-  int64_t h[3] = {0, 0, 0};    // spatial coordinate contributions (im2col / col2im)
+  int64_t h[3] = {0, 0, 0};    // spatial coordinate contributions (im2col)
   int64_t w[3] = {0, 0, 0};
 };
 
@@ -94,17 +94,19 @@ struct GemmOperand {
   bool k_fast = true;        // load mapping: consecutive threads walk k (true) or r (false); pick the unit stride
   int64_t group_stride = 0;  // elements between consecutive groups
   GemmIndex r, k;
-  int64_t h0 = 0, w0 = 0;    // coordinate constants (-padding for im2col, +padding for col2im)
-  int64_t H = 1, W = 1;      // coordinate bounds (col2im: after the division by the stride)
-  int64_t sdh = 1, sdw = 1;  // col2im: the convolution stride
+  int64_t h0 = 0, w0 = 0;    // coordinate constants (e.g. -padding)
+  int64_t H = 1, W = 1;      // coordinate bounds
   int64_t sh = 0, sw = 0;    // element strides of the h / w coordinates
 };
 
-// Output: element (g, m, n) at ptr + g * group_stride + (m / P) * s_outer + (m % P) * s_inner + n * s_n.
+// Output: element (g, m, n) at ptr + g * group_stride + (m / P) * s_outer + ((m % P) / P2) * s_mid
+// + ((m % P) % P2) * s_inner + n * s_n. P2 = 0 means P2 = P (no middle digit: two-digit rows, the usual case);
+// the middle digit serves outputs that skip rows, e.g. one stride phase of a convolution's input gradient.
 struct GemmOut {
   void* ptr = nullptr;
   int64_t group_stride = 0;
   int64_t P = 1, s_outer = 0, s_inner = 0, s_n = 1;
+  int64_t P2 = 0, s_mid = 0;
 };
 
 struct GemmParams {
@@ -129,8 +131,8 @@ struct KernelTable {
   // offsets inside one operand < 2^31, coordinates < 2^30) and must be computed another way (ATen).
   // The glue allocates the workspace and sets p.workspace.
   int64_t (*gemm_workspace)(const GemmParams& p);
-  // Any supported (a.kind, b.kind): (mat, mat) dense; (im2col, mat) conv forward; (col2im, mat) conv backward
-  // data; (mat, im2col) conv backward weight. Throws std::invalid_argument for anything else.
+  // Any supported (a.kind, b.kind): (mat, mat) dense; (im2col, mat) conv forward and each stride phase of the
+  // conv backward data; (mat, im2col) conv backward weight. Throws std::invalid_argument for anything else.
   void (*gemm)(const GemmParams& p, void* stream);
 };
 

@@ -20,6 +20,8 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "../kernels/activation.cuh"
@@ -123,42 +125,97 @@ GemmParams fwd_params(const ConvGeom& g, const at::Tensor& x, const at::Tensor& 
   return p;
 }
 
-// Backward data: M = N*H*W (input pixels), N = Cin/G, K = Cout/G*KH*KW.
-//   A = col2im(dz): dz[n, co, (ih + ph - kh*dh) / sh, (iw + pw - kw*dw) / sw] where divisible and in range;
-//   B = w[g*Cog + co, ci, kh, kw] with k = (co, kh, kw) (or (kh, kw, co) when dz is channels_last).
-GemmParams dgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tensor& w, const at::Tensor& dx) {
-  GemmParams p;
-  p.M = g.N * g.H * g.W;
-  p.N = g.Cg;
-  p.K = g.Cog * g.KH * g.KW;
-  p.groups = g.G;
+// Backward data, one GEMM per stride phase (rh, rw) in [0, sh) x [0, sw): the input pixels
+// (rh + i*sh, rw + j*sw). Input row h receives output row oh = (h + ph - kh*dh) / sh from the taps kh for which
+// that division is exact; for one phase those taps are kh0 + t*Th (Th = sh / gcd(sh, dh), t < nKh), and then
+//   oh = h0 + i - t*Eh,   h0 = (rh + ph - kh0*dh) / sh,   Eh = Th*dh / sh   (both exact),
+// the same in w. So each phase is an ordinary implicit GEMM over dz -- the im2col kind, in output coordinates,
+// with negative tap steps -- and issues only the multiply-adds that exist: a convolution with stride s costs
+// the work of its forward, not s^2 times it as masking the non-aligned taps would. Stride 1 is one phase.
+//   M = N*Hp*Wp (the phase's pixels), N = Cin/G, K = Cout/G*nKh*nKw;
+//   A = dz[n, g*Cog + co, h0 + i - t*Eh, w0 + j - u*Ew], k = (co, t, u) (or (t, u, co) when dz is channels_last);
+//   B = w[g*Cog + co, ci, kh0 + t*Th, kw0 + u*Tw] with the same k order;
+//   C = dx[n, g*Cg + ci, rh + i*sh, rw + j*sw] (the output's middle digit: rows of the phase).
+// A phase without taps (kernel smaller than the stride) or without pixels has no GEMM: taps_empty tells the
+// caller to zero dx first.
+struct PhaseTaps {
+  int64_t k0 = 0, n = 0, step = 1, out_step = 1;
+};
+
+PhaseTaps phase_taps(int64_t r, int64_t pad, int64_t K, int64_t s, int64_t d) {
+  PhaseTaps t;
+  t.step = s / std::gcd(s, d);
+  t.out_step = t.step * d / s;
+  for (int64_t k = 0; k < K; ++k) {
+    if (((r + pad - k * d) % s + s) % s != 0) continue;
+    if (t.n == 0) t.k0 = k;
+    ++t.n;
+    k += t.step - 1;  // the next aligned tap
+  }
+  return t;
+}
+
+const void* offset_ptr(const void* p, int64_t elems, const at::Tensor& t) {
+  return static_cast<const char*>(p) + elems * static_cast<int64_t>(t.element_size());
+}
+
+std::vector<GemmParams> dgrad_phase_params(const ConvGeom& g, const at::Tensor& dz, const at::Tensor& w,
+                                           const at::Tensor& dx, bool* taps_empty) {
+  std::vector<GemmParams> out;
+  *taps_empty = false;
   const bool cin = channel_innermost(dz.stride(1), dz.stride(3), g.Co);
-  GemmOperand& a = p.a;
-  a.ptr = dz.const_data_ptr();
-  a.kind = OperandKind::col2im;
-  a.r = spatial3(g.H, g.W, {dz.stride(0), 0, 0}, {0, 1, 0}, {0, 0, 1});
-  a.k = cin ? spatial3(g.KW, g.Cog, {0, 0, dz.stride(1)}, {-g.dh, 0, 0}, {0, -g.dw, 0})
-            : spatial3(g.KH, g.KW, {dz.stride(1), 0, 0}, {0, -g.dh, 0}, {0, 0, -g.dw});
-  a.h0 = g.ph;
-  a.w0 = g.pw;
-  a.H = g.OH;
-  a.W = g.OW;
-  a.sdh = g.sh;
-  a.sdw = g.sw;
-  a.sh = dz.stride(2);
-  a.sw = dz.stride(3);
-  a.group_stride = g.Cog * dz.stride(1);
-  a.k_fast = cin;
-  GemmOperand& b = p.b;
-  b.ptr = w.const_data_ptr();
-  b.r = gemm_index1(w.stride(1));
-  b.k = cin ? spatial3(g.KW, g.Cog, {w.stride(2), w.stride(3), w.stride(0)}, {0, 0, 0}, {0, 0, 0})
-            : spatial3(g.KH, g.KW, {w.stride(0), w.stride(2), w.stride(3)}, {0, 0, 0}, {0, 0, 0});
-  b.group_stride = g.Cog * w.stride(0);
-  b.k_fast = gemm_k_fast(w.stride(1), fastest_stride(b.k));
-  set_out(p.c, dx, g.C, g.H * g.W, g.Cg);
-  p.dtype = to_dtype(dz, "conv2d_backward", "dz");
-  return p;
+  for (int64_t rh = 0; rh < g.sh; ++rh) {
+    for (int64_t rw = 0; rw < g.sw; ++rw) {
+      const int64_t Hp = rh < g.H ? (g.H - rh + g.sh - 1) / g.sh : 0;
+      const int64_t Wp = rw < g.W ? (g.W - rw + g.sw - 1) / g.sw : 0;
+      if (Hp == 0 || Wp == 0) continue;
+      const PhaseTaps th = phase_taps(rh, g.ph, g.KH, g.sh, g.dh), tw = phase_taps(rw, g.pw, g.KW, g.sw, g.dw);
+      if (th.n == 0 || tw.n == 0) {
+        *taps_empty = true;
+        continue;
+      }
+      GemmParams p;
+      p.M = g.N * Hp * Wp;
+      p.N = g.Cg;
+      p.K = g.Cog * th.n * tw.n;
+      p.groups = g.G;
+      GemmOperand& a = p.a;
+      a.ptr = dz.const_data_ptr();
+      a.kind = OperandKind::im2col;
+      a.r = spatial3(Hp, Wp, {dz.stride(0), 0, 0}, {0, 1, 0}, {0, 0, 1});
+      a.k = cin ? spatial3(tw.n, g.Cog, {0, 0, dz.stride(1)}, {-th.out_step, 0, 0}, {0, -tw.out_step, 0})
+                : spatial3(th.n, tw.n, {dz.stride(1), 0, 0}, {0, -th.out_step, 0}, {0, 0, -tw.out_step});
+      a.h0 = (rh + g.ph - th.k0 * g.dh) / g.sh;
+      a.w0 = (rw + g.pw - tw.k0 * g.dw) / g.sw;
+      a.H = g.OH;
+      a.W = g.OW;
+      a.sh = dz.stride(2);
+      a.sw = dz.stride(3);
+      a.group_stride = g.Cog * dz.stride(1);
+      a.k_fast = cin;
+      GemmOperand& b = p.b;
+      b.ptr = offset_ptr(w.const_data_ptr(), th.k0 * w.stride(2) + tw.k0 * w.stride(3), w);
+      b.r = gemm_index1(w.stride(1));
+      b.k = cin ? spatial3(tw.n, g.Cog, {th.step * w.stride(2), tw.step * w.stride(3), w.stride(0)}, {0, 0, 0},
+                           {0, 0, 0})
+                : spatial3(th.n, tw.n, {w.stride(0), th.step * w.stride(2), tw.step * w.stride(3)}, {0, 0, 0},
+                           {0, 0, 0});
+      b.group_stride = g.Cog * w.stride(0);
+      b.k_fast = gemm_k_fast(w.stride(1), fastest_stride(b.k));
+      GemmOut& c = p.c;
+      c.ptr = const_cast<void*>(offset_ptr(dx.const_data_ptr(), rh * dx.stride(2) + rw * dx.stride(3), dx));
+      c.P = Hp * Wp;
+      c.P2 = Wp;
+      c.s_outer = dx.stride(0);
+      c.s_mid = g.sh * dx.stride(2);
+      c.s_inner = g.sw * dx.stride(3);
+      c.s_n = dx.stride(1);
+      c.group_stride = g.Cg * dx.stride(1);
+      p.dtype = to_dtype(dz, "conv2d_backward", "dz");
+      out.push_back(p);
+    }
+  }
+  return out;
 }
 
 // Backward weight: M = Cout/G, N = Cin/G*KH*KW, K = N*OH*OW (long: split-K when the weight is small).
@@ -202,15 +259,15 @@ GemmParams wgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tenso
   return p;
 }
 
-// (M, N): the GEMM's output dims per group; `macs`: multiply-adds the kernel issues. `strided_dgrad`: backward
-// data of a strided convolution, whose kernel issues sh*sw times the useful work (masked taps; no
-// stride-phase decomposition yet).
+// (M, N): the GEMM's output dims per group (per launch); `macs`: multiply-adds the kernels issue. `phases`: the
+// launches the result takes (stride phases of the backward data).
 bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, double macs, int64_t min_dim,
-                 bool strided_dgrad = false) {
+                 int64_t phases = 1) {
   if (ex.backend == Backend::EMU) return true;
-  // Tiles mostly empty (depthwise, Cin = 1 backward data): cuDNN has dedicated kernels. Strided backward data:
-  // predicted slower than cuDNN from ~2^26 issued MACs (benchmarks/notes_kernels.md).
-  const bool poor_fit = gemm_poor_fit(M, N, macs) || (strided_dgrad && macs >= double(1 << 26));
+  // Tiles mostly empty (depthwise, Cin = 1 backward data): cuDNN has dedicated kernels. Strided backward data
+  // from 2^26 multiply-adds: its phases are short GEMMs run one after another (predicted 13-17 us for the seed
+  // GAN's conv2/conv3 vs ~5-10 us for cuDNN, benchmarks/notes_kernels.md) -- cuDNN until a GPU run says otherwise.
+  const bool poor_fit = gemm_poor_fit(M, N, macs) || (phases > 1 && macs >= double(1 << 26));
   return !cuda_prefers_aten(t, macs, min_dim, poor_fit);
 }
 
@@ -365,12 +422,15 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
   bool dx_done = !mask[0], dw_done = !mask[1];
   if (ex.backend != Backend::CPU) {
     const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
-    if (mask[0] && use_kernels(ex, x, g.N * g.H * g.W, g.Cg, m * double(g.sh * g.sw),
-                               std::min({g.N * g.H * g.W, g.Cg, g.Cog * g.KH * g.KW}), g.sh * g.sw > 1)) {
+    // (per stride phase: M ~ N*H*W / (sh*sw), K ~ Cout/G*KH*KW / (sh*sw); the phases together issue m MACs)
+    const int64_t phases = g.sh * g.sw, Mp = g.N * g.H * g.W / phases, Kp = std::max<int64_t>(1, g.Cog * g.KH * g.KW / phases);
+    if (mask[0] && use_kernels(ex, x, Mp, g.Cg, m, std::min({Mp, g.Cg, Kp}), phases)) {
       at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
-      poisoned(out);
-      GemmParams p = dgrad_params(g, dz, w, out);
-      if (run_gemm(ex, p, out)) {
+      bool taps_empty = false;
+      std::vector<GemmParams> ps = dgrad_phase_params(g, dz, w, out, &taps_empty);
+      if (taps_empty) out.zero_();  // pixels no tap reaches: their gradient is 0
+      else poisoned(out);
+      if (run_gemms(ex, ps, out)) {
         dx = out;
         dx_done = true;
       }

@@ -21,22 +21,35 @@ int gemm_sm_count(const Exec& ex, const at::Tensor& t) {
   return 132;
 }
 
-bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like) {
+bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& like) {
   TORCH_CHECK(ex.kernels != nullptr && ex.kernels->gemm != nullptr, "fastgan: no GEMM kernels in this backend");
-  p.sm_count = gemm_sm_count(ex, like);
-  const int64_t bytes = ex.kernels->gemm_workspace(p);
-  if (bytes < 0) return false;
-  at::Tensor ws;
-  if (bytes > 0) {
-    ws = at::empty({bytes}, like.options().dtype(at::kByte));
-    p.workspace = ws.mutable_data_ptr();
+  const int sm = gemm_sm_count(ex, like);
+  std::vector<int64_t> bytes(ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {  // every part inside the limits before any runs
+    ps[i].sm_count = sm;
+    bytes[i] = ex.kernels->gemm_workspace(ps[i]);
+    if (bytes[i] < 0) return false;
   }
-  try {
-    ex.kernels->gemm(p, ex.stream);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, e.what());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    at::Tensor ws;  // from the caching allocator, stream-ordered: freed (reusable) once this launch is queued
+    if (bytes[i] > 0) {
+      ws = at::empty({bytes[i]}, like.options().dtype(at::kByte));
+      ps[i].workspace = ws.mutable_data_ptr();
+    }
+    try {
+      ex.kernels->gemm(ps[i], ex.stream);
+    } catch (const std::invalid_argument& e) {
+      TORCH_CHECK(false, e.what());
+    }
   }
   return true;
+}
+
+bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like) {
+  std::vector<GemmParams> ps{p};
+  const bool ok = run_gemms(ex, ps, like);
+  p = ps[0];
+  return ok;
 }
 
 GemmIndex gemm_index1(int64_t stride) {

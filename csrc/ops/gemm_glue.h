@@ -2,6 +2,8 @@
 // allocation, the device's multiprocessor count, and the CUDA routing policy (our kernels or ATen).
 #pragma once
 
+#include <vector>
+
 #include "glue.h"
 
 namespace fastgan {
@@ -13,6 +15,10 @@ int gemm_sm_count(const Exec& ex, const at::Tensor& t);
 // Runs p with ex's kernels (allocating the split-K workspace like `like`). Returns false, doing nothing, when
 // the problem is outside the kernels' index limits; the caller then computes it with ATen.
 bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like);
+
+// Runs every GEMM of ps in order (one result computed in parts, e.g. the stride phases of a convolution's input
+// gradient); false, doing nothing, when any of them is outside the kernels' limits.
+bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& like);
 
 // A single-digit index: element offset = i * stride.
 GemmIndex gemm_index1(int64_t stride);
