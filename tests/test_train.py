@@ -94,6 +94,24 @@ def test_models_shapes_names_and_identical_init():
     assert not torch.equal(build_models("fused", seed=4)[0].fc1.weight, Gf.fc1.weight)
 
 
+@pytest.mark.parametrize("layers", ["fused", "stock"])
+def test_channels_last_discriminator_matches_nchw(layers):
+    """On the CPU, D runs channels_last and its head reads the last feature map in memory order with a permuted
+    weight (no NCHW copy): same logits and gradients (input and every parameter, in their own layouts) as NCHW."""
+    _, Dn = build_models(layers, seed=5, channels_last=False)
+    _, Dc = build_models(layers, seed=5, channels_last=True)
+    assert Dc.conv3.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(6, 1, 28, 28)
+    xn, xc = x.clone().requires_grad_(), x.to(memory_format=torch.channels_last).requires_grad_()
+    yn, yc = Dn(xn), Dc(xc)
+    torch.testing.assert_close(yc, yn, rtol=1e-5, atol=1e-6)
+    gy = torch.randn(6)
+    gn = torch.autograd.grad(yn, [xn, *Dn.parameters()], gy)
+    gc = torch.autograd.grad(yc, [xc, *Dc.parameters()], gy)
+    for name, a, b in zip(["x"] + [n for n, _ in Dn.named_parameters()], gc, gn):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_losses_match_stock():
     logits = torch.randn(7)
     for label in (0.0, 1.0, 0.9):
