@@ -29,14 +29,16 @@ _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _any_autocast = torch._C._is_any_autocast_enabled
 _is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def _fast_ops(t):
     """The compiled ops' entry points for a call whose first tensor is ``t``, when the fast path applies: a plain
     tensor, no autocast (its casts happen in the checked path), not under torch.compile (Dynamo traces the checked
-    path, whose checks cost nothing in the compiled graph), and an implementation other than the reference.
-    None otherwise."""
-    if type(t) not in _PLAIN or _any_autocast() or _is_compiling():
+    path, whose checks cost nothing in the compiled graph) nor a torch.func transform (the batching rules see
+    only the batched tensors, so the per-sample checks must run here), and an implementation other than the
+    reference. None otherwise."""
+    if type(t) not in _PLAIN or _any_autocast() or _is_compiling() or _functorch_active():
         return None
     impl = _impl.for_tensor(t)
     return None if impl == "torch" else _ops.ns(impl)

@@ -79,6 +79,18 @@ def test_argument_normalisation_matches_on_every_path(impl):
                                torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))
 
 
+def test_per_sample_checks_run_under_vmap(impl):
+    """Under torch.func.vmap the batching rules only see batched tensors, so the per-sample checks must still run
+    (the compiled fast path is not taken under a transform)."""
+    X, b = torch.randn(3, 4, 5), torch.randn(5)
+    for d in (5, -3):
+        with pytest.raises(ValueError, match="dim"):
+            torch.func.vmap(lambda x: FF.bias_act(x, b, dim=d))(X)
+    with pytest.raises(ValueError, match="x: a bias needs at least a 1-D input"):
+        torch.func.vmap(lambda x: FF.bias_act(x, torch.arange(3.0)))(torch.zeros(3))
+    torch.testing.assert_close(torch.func.vmap(lambda x: FF.bias_act(x, b, dim=1))(X), X + b)
+
+
 @needs_C
 @pytest.mark.parametrize("call, words", [
     (lambda ns: ns.bias_act(torch.ones(3, dtype=torch.int32), None, 0, "linear", 0.0, 1.0, -1.0), ["x", "floating"]),

@@ -112,6 +112,28 @@ def test_channels_last_discriminator_matches_nchw(layers):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("layers", ["fused", "stock"])
+def test_channels_last_head_respects_hooks_on_fc(layers):
+    """The channels_last head calls the head's function directly only for a plain layer: with spectral_norm (a
+    forward pre-hook that recomputes the weight) or a forward hook on D.fc, the module itself runs, as in NCHW."""
+    _, Dn = build_models(layers, seed=6, channels_last=False)
+    _, Dc = build_models(layers, seed=6, channels_last=True)
+    for D in (Dn, Dc):
+        torch.nn.utils.spectral_norm(D.fc)
+    x = torch.rand(4, 1, 28, 28)
+    yn, yc = Dn(x), Dc(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(yc, yn, rtol=1e-5, atol=1e-6)
+    yn.sum().backward()
+    yc.sum().backward()
+    assert Dc.fc.weight_orig.grad is not None
+    torch.testing.assert_close(Dc.fc.weight_orig.grad, Dn.fc.weight_orig.grad, rtol=1e-5, atol=1e-6)
+    seen = []
+    _, D = build_models(layers, seed=6, channels_last=True)
+    D.fc.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    D(x.to(memory_format=torch.channels_last))
+    assert seen == [(4, 2048)]
+
+
 def test_losses_match_stock():
     logits = torch.randn(7)
     for label in (0.0, 1.0, 0.9):

@@ -87,21 +87,30 @@ class Discriminator(nn.Module):
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
         x = self.act3(self.conv3(x))
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+                and self._plain_head()):
             return self._head_channels_last(x)
         return self.fc(x.flatten(1)).squeeze(1)
+
+    def _plain_head(self) -> bool:
+        """Whether calling the head's function directly is the same as calling the module: a plain (Fused)Linear
+        with no hooks (spectral_norm, feature capture, ...), no parametrization or quantization (other types)."""
+        fc, mod = self.fc, nn.modules.module
+        return (type(fc) in (nn.Linear, fnn.FusedLinear) and not fc._forward_hooks and not fc._forward_pre_hooks
+                and not mod._global_forward_hooks and not mod._global_forward_pre_hooks)
 
     def _head_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """The head on a channels_last feature map without copying it to NCHW order: the features are taken in
         memory order (h, w, c) -- a view -- and the head's weight (2048 values, in (c, h, w) order as always) is
         permuted to match. Same logit up to summation order; the feature map's NCHW copy in the forward and the
         copy of its gradient back to channels_last in the backward (2 MB each at batch 256) are gone."""
+        fc = self.fc
         n, c, h, w = x.shape
         feat = x.permute(0, 2, 3, 1).reshape(n, c * h * w)
-        wt = self.fc.weight.view(-1, c, h, w).permute(0, 2, 3, 1).reshape(self.fc.weight.shape[0], c * h * w)
-        if self.layers == "fused":
-            return FF.linear(feat, wt, self.fc.bias).squeeze(1)
-        return nn.functional.linear(feat, wt, self.fc.bias).squeeze(1)
+        wt = fc.weight.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(fc.weight.shape[0], c * h * w)
+        if type(fc) is fnn.FusedLinear:
+            return FF.linear(feat, wt, fc.bias, act=fc.act, alpha=fc.alpha, gain=fc.gain, clamp=fc.clamp).squeeze(1)
+        return nn.functional.linear(feat, wt, fc.bias).squeeze(1)
 
 
 G_INITS = ("he", "torch")
