@@ -9,6 +9,7 @@
 // (SIMT FMA, never TF32); products routed to cuBLAS follow the flag through ATen.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/mul.h>
 
 #include "gemm_glue.h"
 #include "ops.h"
@@ -45,6 +46,17 @@ bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, int6
   const double macs = double(M) * double(N) * double(K);
   const bool dot = K >= 128 && (M <= 8 || N <= 8);  // the dot kernel serves skinny products (dense.cu)
   return !cuda_prefers_aten(t, macs, std::min({M, N, K}), !dot && gemm_poor_fit(M, N, macs));
+}
+
+// out = a @ b for the CPU path. An inner dimension of 1 (the head's input gradient: dz (M x 1) @ w (1 x K); a
+// forward with in_features 1) is an outer product, for which ATen's mm goes through MKL's rank-1 update (output
+// zeroed, then updated): a broadcast multiply writes it in one pass with the same single rounding per element.
+// 128 x 2048: 14 vs 22 us.
+void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(1) == 1)
+    at::mul_out(out, a, b);
+  else
+    at::mm_out(out, a, b);
 }
 
 int64_t leading(const at::Tensor& t) {  // product of all but the last dim (reshape(-1, 0) would be ambiguous)
@@ -85,7 +97,8 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     p.clamp = clamp;
     if (run_gemm(ex, p, y)) return y.view(out_shape);
   }
-  at::Tensor y = at::mm(x2, w.t());  // contiguous (M, N)
+  at::Tensor y = at::empty({M, N}, x.options());
+  mm_into(y, x2, w.t());
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
   return y.view(out_shape);
 }
@@ -115,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
       GemmParams p = matmul_params(dz2, dz2.stride(0), dz2.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
       done = run_gemm(ex, p, out);
     }
-    if (!done) at::mm_out(out, dz2, w);
+    if (!done) mm_into(out, dz2, w);
     dx = out.view(x.sizes());
   }
   if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K)
@@ -125,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
       GemmParams p = matmul_params(dz2, dz2.stride(1), dz2.stride(0), x2, x2.stride(0), x2.stride(1), out, N, K, M);
       done = run_gemm(ex, p, out);
     }
-    if (!done) at::mm_out(out, dz2.t(), x2);
+    if (!done) mm_into(out, dz2.t(), x2);
     dw = out;
   }
   return {dx, dw};
