@@ -225,6 +225,14 @@ for c in d["cases"]:
         if r.get("median_s"):
             sp = f"{r['speedup']:.2f}x vs eager" if r.get("speedup") else ""
             print(f"  step [{r['variant']:14s}] {r['median_s'] * 1e6:9.1f} us  {sp}")
+# the CUDA routing decisions (csrc/ops/gemm_glue.cpp) against both forced routes
+print("  routing: case, auto / kernels / aten (us), fastest forced route")
+for c in d["cases"]:
+    t = {r["variant"]: r["median_s"] for r in c["results"] if r.get("median_s")}
+    if "fastgan-kernels" in t and "fastgan-aten" in t:
+        best = "kernels" if t["fastgan-kernels"] <= t["fastgan-aten"] else "aten"
+        auto = f"{t['fastgan'] * 1e6:9.1f}" if "fastgan" in t else "        -"
+        print(f"  {c['name']:28s} {auto} / {t['fastgan-kernels'] * 1e6:9.1f} / {t['fastgan-aten'] * 1e6:9.1f}  {best}")
 EOF
 fi
 log "files: $(cd "$OUTDIR" && ls | tr '\n' ' ')"

@@ -8,6 +8,7 @@
 
 #include "autograd.h"
 #include "kernels/activation.cuh"
+#include "ops/gemm_glue.h"
 
 namespace fastgan {
 void set_poison(bool on);
@@ -48,6 +49,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return d;
   });
   m.def("set_poison", &fastgan::set_poison, "Fill outputs with NaN before kernels run (tests)");
+  m.def("set_cuda_gemm_route", &fastgan::set_cuda_gemm_route, "CUDA products: 'auto' | 'kernels' | 'aten'");
+  m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
   // Eager entry points with C++ autograd (csrc/autograd.cpp); fastgan/_ops.py decides when they apply.
   m.def("autograd_bias_act", &fastgan::autograd_bias_act);
   m.def("autograd_dense", &fastgan::autograd_dense);

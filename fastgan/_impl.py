@@ -139,3 +139,26 @@ def resolve(device: torch.device) -> str:
         warnings.warn(f"fastgan: no compiled kernels for {device.type} tensors in this build; using the "
                       "pure-PyTorch reference path", RuntimeWarning, stacklevel=4)
     return "torch"
+
+
+class cuda_gemm_route(contextlib.ContextDecorator):
+    """Where the CUDA kernels' products go: ``"auto"`` (default: fastgan's kernels, large or badly tiled products to
+    cuBLAS / cuDNN through ATen, per the size policy in csrc/ops/gemm_glue.cpp), ``"kernels"`` (always fastgan's,
+    inside their index limits) or ``"aten"`` (always cuBLAS / cuDNN + the fused bias-activation pass). A context
+    manager (or a plain setter, like :class:`use_impl`); the ``FASTGAN_CUDA_GEMM`` environment variable gives the
+    initial value. Process-wide, not per thread. No effect on CPU tensors or the emulation."""
+
+    def __init__(self, name: str):
+        if _ext.C is None:
+            raise RuntimeError(f"cuda_gemm_route: fastgan._C is not loaded: {_ext.load_error}")
+        self._prev = _ext.C.cuda_gemm_route()
+        _ext.C.set_cuda_gemm_route(name)  # ValueError naming the accepted routes
+        self.name = name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _ext.C.set_cuda_gemm_route(self._prev)
+        return False
+

@@ -48,6 +48,10 @@ _SMOKE = dict(warm_iters=0, warm_s=0.0, repeats=1, block_s=0.0, cache_mult=0, ma
 
 _VARIANT_HELP = {
     "fastgan": "fastgan fused ops (use_impl('native')); step: --layers fused",
+    "fastgan-kernels": "dense/conv2d on CUDA: fastgan with every product on its own kernels "
+                       "(fastgan.cuda_gemm_route('kernels'))",
+    "fastgan-aten": "dense/conv2d on CUDA: fastgan with every product on cuBLAS/cuDNN + the fused epilogue pass "
+                    "(cuda_gemm_route('aten')); with fastgan-kernels, both sides of the size-based routing",
     "eager": "baseline: stock torch eager. Ops: fastgan.reference (the tests' oracle) via use_impl('torch'); "
              "step: --layers stock (torch.nn layers, separate activations, nn.BCEWithLogitsLoss)",
     "eager-ref": "step: fused layers on the pure-PyTorch reference path (use_impl('torch'))",

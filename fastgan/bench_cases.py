@@ -8,6 +8,9 @@ once, float32). A *variant* is one way of computing it:
 
 ==============  =========================================================================================
 ``fastgan``     the fused ops (``fastgan.use_impl("native")``; the step: ``--layers fused``)
+``fastgan-kernels`` / ``fastgan-aten``  dense and conv2d, CUDA: ``fastgan`` with the routing of products forced
+                (``fastgan.cuda_gemm_route``): all on fastgan's kernels / all on cuBLAS-cuDNN + the fused
+                epilogue pass. Side by side with ``fastgan`` they show which way each routing decision should go
 ``eager``       the baseline. Ops: the stock torch composition in :mod:`fastgan.reference` (the tests'
                 oracle) through ``use_impl("torch")``. Step: the trainer's ``--layers stock`` models
                 (``torch.nn`` layers + separate activation modules + ``nn.BCEWithLogitsLoss``).
@@ -51,9 +54,24 @@ __all__ = ["Case", "OpCase", "StepCase", "Runner", "VARIANTS", "BASELINE", "buil
 BATCH = 128
 LRELU = 0.2
 BASELINE = "eager"
-VARIANTS = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "eager-nchw", "stock", "bare",
+VARIANTS = ("fastgan", "fastgan-kernels", "fastgan-aten", "fastgan+graph", "eager", "eager+graph", "eager-ref",
+            "eager-nchw", "stock", "bare",
             "compile", "compile-ro", "compile-ma")
 COMPILE_MODES = {"compile": "default", "compile-ro": "reduce-overhead", "compile-ma": "max-autotune"}
+# fastgan with the CUDA routing policy forced (fastgan.cuda_gemm_route): both sides of every routing decision
+ROUTES = {"fastgan-kernels": "kernels", "fastgan-aten": "aten"}
+
+
+def _routed(fn: Callable, route: str) -> Callable:
+    def call(*args):
+        C = _ext.C
+        prev = C.cuda_gemm_route()
+        C.set_cuda_gemm_route(route)
+        try:
+            return fn(*args)
+        finally:
+            C.set_cuda_gemm_route(prev)
+    return call
 # relative error (max-abs over max-abs, float64) allowed between a variant and the baseline in `check`
 CHECK_TOL = {"cpu": 1e-4, "cuda": 2e-3}  # cuda: cuDNN may run float32 convolutions in TF32 (cudnn.allow_tf32)
 
@@ -125,6 +143,8 @@ class Case:
             return device.type == "cuda"
         if variant == "eager-nchw":  # D is NCHW on CUDA already (build_models)
             return device.type == "cpu"
+        if variant in ROUTES:  # the CUDA routing policy does not apply elsewhere
+            return device.type == "cuda"
         return True
 
     def to_dict(self) -> dict:
@@ -148,7 +168,8 @@ class OpCase(Case):
         self.alpha = LRELU if act == "lrelu" else None
         self.name = f"{family}/{label}/{mode}"
         self.variants_supported = ("fastgan", "eager", "stock", "compile", "compile-ro", "compile-ma") + (
-            ("bare",) if family in ("dense", "conv2d") and mode == "fwd" else ())
+            ("bare",) if family in ("dense", "conv2d") and mode == "fwd" else ()) + (
+            tuple(ROUTES) if family in ("dense", "conv2d") else ())
         d = dims
         if family == "dense":
             M, K, N = d["M"], d["K"], d["N"]
@@ -258,7 +279,7 @@ class OpCase(Case):
 
     def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0) -> Runner:
         fn = {"bare": self._bare_fn, "stock": self._stock_fn}.get(variant, self._fn)()
-        impl = "native" if variant == "fastgan" else "torch"
+        impl = "native" if variant.startswith("fastgan") else "torch"
         compiled = variant in COMPILE_MODES
         if compiled:
             fn = torch.compile(fn, mode=COMPILE_MODES[variant], dynamic=False)
@@ -270,6 +291,9 @@ class OpCase(Case):
             if grad:
                 return torch.autograd.grad(y, list(t.values()), dy)
             return y
+
+        if variant in ROUTES:  # the CUDA routing forced one way for this call (process-wide: the backward's
+            once = _routed(once, ROUTES[variant])  # autograd thread sees it too)
 
         cyc = itertools.cycle(inputs)
 
@@ -521,6 +545,7 @@ def default_variants(case: Case, device: torch.device, quick: bool) -> List[str]
         v = ["fastgan", "eager", "stock"]
         if "bare" in case.variants_supported:
             v.append("bare")
+        v += list(ROUTES)  # (CUDA only: supports() drops them elsewhere)
         if not quick:
             v += ["compile"] + (["compile-ro", "compile-ma"] if cuda else [])
     return [x for x in v if case.supports(x, device)]

@@ -61,7 +61,9 @@ def report() -> list:
         lines.append(f"fastgan._C: loaded from {_ext.C.__file__}")
         lines.append(f"  built against torch {info['torch_version']} with {info.get('compiler', '?')}")
         if info["with_cuda"]:
-            lines.append(f"  CUDA kernels: yes (CUDA {info['cuda_version']}, archs {info['cuda_archs']})")
+            lines.append(f"  CUDA kernels: yes (CUDA {info['cuda_version']}, archs {info['cuda_archs']}); products "
+                         f"routed '{_ext.C.cuda_gemm_route()}' (fastgan.cuda_gemm_route / FASTGAN_CUDA_GEMM: auto, "
+                         f"kernels, aten)")
             if torch.cuda.is_available():
                 for i in range(torch.cuda.device_count()):
                     cap = torch.cuda.get_device_capability(i)

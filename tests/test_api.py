@@ -119,6 +119,23 @@ def test_device_mismatch_is_reported():
         FF.linear(torch.randn(2, 4), meta)
 
 
+@needs_C
+def test_cuda_gemm_route_setting():
+    """fastgan.cuda_gemm_route: a context manager over the process-wide CUDA routing; bad names are clear errors."""
+    C = _ext.C
+    assert C.cuda_gemm_route() in ("auto", "kernels", "aten")
+    before = C.cuda_gemm_route()
+    with fastgan.cuda_gemm_route("kernels"):
+        assert C.cuda_gemm_route() == "kernels"
+        with fastgan.cuda_gemm_route("aten"):
+            assert C.cuda_gemm_route() == "aten"
+        assert C.cuda_gemm_route() == "kernels"
+    assert C.cuda_gemm_route() == before
+    with pytest.raises(ValueError, match="route: expected one of 'auto', 'kernels', 'aten', got 'cublas'"):
+        fastgan.cuda_gemm_route("cublas")
+    assert C.cuda_gemm_route() == before
+
+
 def test_use_impl_and_available_impls():
     names = fastgan.available_impls()
     assert names[0] == "auto" and "torch" in names

@@ -61,6 +61,34 @@ def test_case_selection_and_variants():
         assert v[:2] == ["fastgan", "eager"] and not any(x.startswith("compile") or "graph" in x for x in v)
         assert ("stock" in v) == (c.family != "step")
         assert "compile" in bench_cases.default_variants(c, CPU, quick=False)
+        # the forced-routing variants are CUDA-only and only for the products
+        cuda = bench_cases.default_variants(c, torch.device("cuda"), quick=True)
+        assert ("fastgan-kernels" in cuda and "fastgan-aten" in cuda) == (c.family in ("dense", "conv2d"))
+        assert "fastgan-kernels" not in v
+
+
+@pytest.mark.skipif(not NATIVE, reason="needs fastgan._C")
+def test_routed_variants_force_the_cuda_route_per_call():
+    """fastgan-kernels / fastgan-aten set the CUDA routing for the duration of each call (the backward included:
+    the setting is process-wide, so autograd's device thread sees it) and restore it, also after an error."""
+    seen = []
+    f = bench_cases._routed(lambda: seen.append(fastgan._ext.C.cuda_gemm_route()), "kernels")
+    with fastgan.cuda_gemm_route("aten"):
+        f()
+        assert seen == ["kernels"] and fastgan._ext.C.cuda_gemm_route() == "aten"
+
+        def boom():
+            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"):
+            bench_cases._routed(boom, "kernels")()
+        assert fastgan._ext.C.cuda_gemm_route() == "aten"
+    assert fastgan._ext.C.cuda_gemm_route() == "auto"
+    # and a routed runner computes the same result as the plain one (on the CPU the route has no effect)
+    case = bench_cases.select_cases(bench_cases.build_cases(CPU, ("seed",), step=False), "dense/G.fc1/fwdbwd")[0]
+    plain, routed = (bench_cases.make_runner(case, v, CPU) for v in ("fastgan", "fastgan-kernels"))
+    with fastgan.use_impl("native"):
+        for a, b in zip(plain.check(), routed.check()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_fastgan_bench_smoke_every_case(tmp_path, capsys):

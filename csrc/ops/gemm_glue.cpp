@@ -2,8 +2,10 @@
 
 #include <ATen/ops/empty.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace fastgan {
 
@@ -66,19 +68,41 @@ bool gemm_poor_fit(int64_t M, int64_t N, double macs) {
 }
 
 namespace {
-enum class Route { automatic, kernels, aten };
+enum class Route : int { automatic = 0, kernels = 1, aten = 2 };
+constexpr const char* kRouteNames[] = {"auto", "kernels", "aten"};
+
+int route_code(const char* v) {
+  for (int i = 0; i < 3; ++i)
+    if (std::strcmp(v, kRouteNames[i]) == 0) return i;
+  return -1;
+}
+
+// -1 until first read: FASTGAN_CUDA_GEMM, then whatever set_cuda_gemm_route chose.
+std::atomic<int> g_route{-1};
+
 Route cuda_route() {
-  static const Route r = [] {
+  int r = g_route.load(std::memory_order_relaxed);
+  if (r < 0) {
     const char* v = std::getenv("FASTGAN_CUDA_GEMM");
-    if (v == nullptr || *v == 0 || std::strcmp(v, "auto") == 0) return Route::automatic;
-    if (std::strcmp(v, "kernels") == 0) return Route::kernels;
-    if (std::strcmp(v, "aten") == 0) return Route::aten;
-    TORCH_WARN("FASTGAN_CUDA_GEMM=", v, " is not one of auto, kernels, aten; using auto");
-    return Route::automatic;
-  }();
-  return r;
+    r = (v == nullptr || *v == 0) ? 0 : route_code(v);
+    if (r < 0) {
+      TORCH_WARN("FASTGAN_CUDA_GEMM=", v, " is not one of auto, kernels, aten; using auto");
+      r = 0;
+    }
+    int expected = -1;
+    if (!g_route.compare_exchange_strong(expected, r)) r = expected;  // a concurrent setter won
+  }
+  return static_cast<Route>(r);
 }
 }  // namespace
+
+void set_cuda_gemm_route(const std::string& name) {
+  const int r = route_code(name.c_str());
+  TORCH_CHECK_VALUE(r >= 0, "route: expected one of 'auto', 'kernels', 'aten', got '", name, "'");
+  g_route.store(r);
+}
+
+std::string cuda_gemm_route() { return kRouteNames[static_cast<int>(cuda_route())]; }
 
 bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool poor_fit) {
   switch (cuda_route()) {

@@ -2,6 +2,7 @@
 // allocation, the device's multiprocessor count, and the CUDA routing policy (our kernels or ATen).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "glue.h"
@@ -36,5 +37,11 @@ bool gemm_k_fast(int64_t r_unit_stride, int64_t k_unit_stride);
 bool gemm_poor_fit(int64_t M, int64_t N, double macs);
 
 bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool poor_fit = false);
+
+// The routing policy at run time (fastgan.cuda_gemm_route): "auto" | "kernels" | "aten"; the environment variable
+// gives the initial value. Process-wide; the benchmark's fastgan-kernels / fastgan-aten variants switch it around
+// each call to measure both sides of every routing decision.
+void set_cuda_gemm_route(const std::string& name);
+std::string cuda_gemm_route();
 
 }  // namespace fastgan
