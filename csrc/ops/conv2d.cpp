@@ -89,6 +89,30 @@ void set_out(GemmOut& c, const at::Tensor& t, int64_t C, int64_t P, int64_t chan
   c.group_stride = chan_per_group * c.s_n;
 }
 
+// im2col(x) as a GEMM operand, shared by the forward (A: rows = output pixels (n, oh, ow), k = the patch) and the
+// backward weight (B: k = output pixels, rows = the patch). The patch index is (c, kh, kw), or (kh, kw, c) when x
+// is channels_last (`cin`). Loads walk the index whose elements are nearest in memory: the channels when they
+// are innermost, else the output pixels (ow nearly contiguous in NCHW).
+GemmOperand im2col_x(const ConvGeom& g, const at::Tensor& x, bool cin, bool pixels_are_rows) {
+  GemmOperand o;
+  o.ptr = x.const_data_ptr();
+  o.kind = OperandKind::im2col;
+  const GemmIndex pixels = spatial3(g.OH, g.OW, {x.stride(0), 0, 0}, {0, g.sh, 0}, {0, 0, g.sw});
+  const GemmIndex patch = cin ? spatial3(g.KW, g.Cg, {0, 0, x.stride(1)}, {g.dh, 0, 0}, {0, g.dw, 0})
+                              : spatial3(g.KH, g.KW, {x.stride(1), 0, 0}, {0, g.dh, 0}, {0, 0, g.dw});
+  o.r = pixels_are_rows ? pixels : patch;
+  o.k = pixels_are_rows ? patch : pixels;
+  o.h0 = -g.ph;
+  o.w0 = -g.pw;
+  o.H = g.H;
+  o.W = g.W;
+  o.sh = x.stride(2);
+  o.sw = x.stride(3);
+  o.group_stride = g.Cg * x.stride(1);
+  o.k_fast = pixels_are_rows ? cin : !cin;  // walk the channels when innermost, else the output pixels
+  return o;
+}
+
 // Forward: M = N*OH*OW, N = Cout/G, K = Cin/G*KH*KW.
 //   A = im2col(x): r = (n, oh, ow), k = (c, kh, kw) or (kh, kw, c) when x is channels_last;
 //   B = w[g*Cog + n] viewed with the same k order.
@@ -99,20 +123,7 @@ GemmParams fwd_params(const ConvGeom& g, const at::Tensor& x, const at::Tensor& 
   p.K = g.Cg * g.KH * g.KW;
   p.groups = g.G;
   const bool cin = channel_innermost(x.stride(1), x.stride(3), g.C);
-  GemmOperand& a = p.a;
-  a.ptr = x.const_data_ptr();
-  a.kind = OperandKind::im2col;
-  a.r = spatial3(g.OH, g.OW, {x.stride(0), 0, 0}, {0, g.sh, 0}, {0, 0, g.sw});
-  a.k = cin ? spatial3(g.KW, g.Cg, {0, 0, x.stride(1)}, {g.dh, 0, 0}, {0, g.dw, 0})
-            : spatial3(g.KH, g.KW, {x.stride(1), 0, 0}, {0, g.dh, 0}, {0, 0, g.dw});
-  a.h0 = -g.ph;
-  a.w0 = -g.pw;
-  a.H = g.H;
-  a.W = g.W;
-  a.sh = x.stride(2);
-  a.sw = x.stride(3);
-  a.group_stride = g.Cg * x.stride(1);
-  a.k_fast = cin;  // channels_last: channels contiguous; NCHW: output pixels (ow) nearly contiguous
+  p.a = im2col_x(g, x, cin, /*pixels_are_rows=*/true);
   GemmOperand& b = p.b;
   b.ptr = w.const_data_ptr();
   b.r = gemm_index1(w.stride(0));
@@ -235,20 +246,7 @@ GemmParams wgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tenso
   a.k = spatial3(g.OH, g.OW, {dz.stride(0), dz.stride(2), dz.stride(3)}, {0, 0, 0}, {0, 0, 0});
   a.group_stride = g.Cog * dz.stride(1);
   a.k_fast = gemm_k_fast(dz.stride(1), fastest_stride(a.k));
-  GemmOperand& b = p.b;
-  b.ptr = x.const_data_ptr();
-  b.kind = OperandKind::im2col;
-  b.k = spatial3(g.OH, g.OW, {x.stride(0), 0, 0}, {0, g.sh, 0}, {0, 0, g.sw});
-  b.r = cin ? spatial3(g.KW, g.Cg, {0, 0, x.stride(1)}, {g.dh, 0, 0}, {0, g.dw, 0})
-            : spatial3(g.KH, g.KW, {x.stride(1), 0, 0}, {0, g.dh, 0}, {0, 0, g.dw});
-  b.h0 = -g.ph;
-  b.w0 = -g.pw;
-  b.H = g.H;
-  b.W = g.W;
-  b.sh = x.stride(2);
-  b.sw = x.stride(3);
-  b.group_stride = g.Cg * x.stride(1);
-  b.k_fast = !cin;
+  p.b = im2col_x(g, x, cin, /*pixels_are_rows=*/false);
   p.c.ptr = dw.mutable_data_ptr();
   p.c.P = g.Cog;
   p.c.s_outer = 0;
