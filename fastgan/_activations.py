@@ -2,7 +2,7 @@
 
 Every implementation (pure-PyTorch reference, C++ CPU kernels, CUDA kernels and their emulation) reads its
 activation list from here on the Python side and from the ``FG_ACTIVATIONS`` X-macro in
-``csrc/kernels/activation.cuh`` on the C++ side; ``tests/test_activations.py`` checks that the two agree.
+``csrc/kernels/activation.cuh`` on the C++ side; a test in ``tests/test_api.py`` checks that the two agree.
 
 Adding an activation means: one row here, one ``__host__ __device__`` functor plus one X-macro line in C++.
 
