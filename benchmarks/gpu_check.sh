@@ -224,7 +224,7 @@ for c in d["cases"]:
     for r in c["results"]:
         if r.get("median_s"):
             sp = f"{r['speedup']:.2f}x vs eager" if r.get("speedup") else ""
-            print(f"  step [{r['variant']:14s}] {r['median_s'] * 1e6:9.1f} us  {sp}")
+            print(f"  {c['name']:24s} [{r['variant']:14s}] {r['median_s'] * 1e6:9.1f} us  {sp}")
 # the CUDA routing decisions (csrc/ops/gemm_glue.cpp) against both forced routes
 print("  routing: case, auto / kernels / aten (us), fastest forced route")
 for c in d["cases"]:

@@ -1,7 +1,7 @@
 """Where the time of one GAN training step goes: torch.profiler over the fused step and the stock eager step
 (the ``fastgan`` and ``eager`` variants of ``fastgan bench``'s step case), side by side per op.
 
-    python benchmarks/profile_step.py [--device cpu|cuda] [--steps 20] [--threads N] [--top 25]
+    python benchmarks/profile_step.py [--device cpu|cuda] [--steps 20] [--threads N] [--top 25] [--r1]
 
 Prints, per variant, the ops with the most self time per step, then the difference per op (fastgan minus
 eager), and a summary by pass (forward / backward / optimizer, from the profiler's stack of record_function
@@ -22,9 +22,9 @@ from fastgan.bench_cases import StepCase  # noqa: E402
 from fastgan.bench_timing import _quiet_fd2  # noqa: E402
 
 
-def profile_variant(variant: str, device: torch.device, steps: int):
+def profile_variant(variant: str, device: torch.device, steps: int, r1: bool = False):
     from torch.profiler import ProfilerActivity, profile, record_function
-    runner = StepCase().make(variant, device, sets=4)
+    runner = StepCase(r1=r1).make(variant, device, sets=4)
     runner.check()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with fastgan.use_impl(runner.impl):
@@ -58,13 +58,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--r1", action="store_true", help="the step with the R1 penalty (double backward through D)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     res = {}
     for v in ("fastgan", "eager"):
-        prof = profile_variant(v, dev, args.steps)
+        prof = profile_variant(v, dev, args.steps, args.r1)
         res[v] = per_op(prof, dev, args.steps)
         step = [e for e in prof.key_averages() if e.key == "## step"]
         wall = step[0].cpu_time_total / args.steps if step else float("nan")

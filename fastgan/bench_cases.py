@@ -53,6 +53,7 @@ __all__ = ["Case", "OpCase", "StepCase", "Runner", "VARIANTS", "BASELINE", "buil
 
 BATCH = 128
 LRELU = 0.2
+R1_GAMMA = 4.0  # the trainer's default lazy R1: gamma 1 applied with weight 4 on every 4th step
 BASELINE = "eager"
 VARIANTS = ("fastgan", "fastgan-kernels", "fastgan-aten", "fastgan+graph", "eager", "eager+graph", "eager-ref",
             "eager-nchw", "stock", "bare",
@@ -307,10 +308,11 @@ class OpCase(Case):
         return Runner(variant, impl, step, check, sets=len(inputs), compiled=compiled)
 
 
-def _step_flops_and_bytes(batch: int):
+def _step_flops_and_bytes(batch: int, r1_gamma: float = 0.0):
     """FLOPs of one GAN step (matrix products and convolutions, counted by torch's FlopCounterMode on the stock
     step) and its minimal bytes: the inputs (images, noise) read once, every activation saved for backward
-    written once and read once, and Adam's traffic (parameter, gradient, two moments: read and write each)."""
+    written once and read once, and Adam's traffic (parameter, gradient, two moments: read and write each); with
+    R1, D's activations on the real half once more (the input-gradient pass whose graph is kept)."""
     from torch.utils.flop_counter import FlopCounterMode
     from .train.models import build_models, make_loss
     with torch.random.fork_rng(devices=[]):
@@ -319,34 +321,42 @@ def _step_flops_and_bytes(batch: int):
         real, z = torch.rand(batch, 1, 28, 28), torch.randn(batch, G.z_dim)
         fc = FlopCounterMode(display=False)
         with fc:
-            _gan_step(G, D, D, loss, None, None, real, z)
+            _gan_step(G, D, D, loss, None, None, real, z, r1_gamma)
     flops = float(fc.get_total_flops())
     n_params = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
     g_act = batch * (128 + 256 + 784)
     d_act = 32 * 14 * 14 + 64 * 7 * 7 + 128 * 4 * 4 + 1  # per image
     acts = g_act + 2 * batch * d_act + batch * d_act  # G; D on real+fake; D on fake (G step)
+    if r1_gamma > 0:
+        acts += batch * d_act
     inputs = batch * (28 * 28 + G.z_dim)
     nbytes = 4.0 * (inputs + 2 * acts + 8 * n_params)
     return flops, nbytes, n_params
 
 
 class StepCase(Case):
-    """The whole training step of the seed GAN (D step + G step with Adam, batch 128), as the trainer runs it."""
+    """The whole training step of the seed GAN (D step + G step with Adam, batch 128), as the trainer runs it.
 
-    def __init__(self, batch: int = BATCH):
-        self.batch = batch
-        self.family, self.mode, self.size, self.label = "step", "train", "seed", f"gan-b{batch}"
-        self.name = f"step/{self.label}/train"
+    ``r1=True``: the D step also takes the R1 penalty (gamma/2 * E||grad_x D(x)||^2 on the real half, by double
+    backward through D), as the trainer's default lazy R1 does on every 4th step. No torch.compile or CUDA-graph
+    variants for it: torch.compile does not take double backward through a compiled module."""
+
+    def __init__(self, batch: int = BATCH, r1: bool = False):
+        self.batch, self.r1 = batch, r1
+        self.family, self.size, self.label = "step", "seed", f"gan-b{batch}"
+        self.mode = "train-r1" if r1 else "train"
+        self.name = f"step/{self.label}/{self.mode}"
         self.desc = (f"MNIST GAN training step, batch {batch}: G 100-128-256-784 MLP, D conv 32-64-128 + dense "
-                     f"2048-1; D update on real+fake, G update; Adam")
-        self.variants_supported = ("fastgan", "fastgan+graph", "eager", "eager+graph", "eager-ref", "eager-nchw",
-                                   "compile", "compile-ro", "compile-ma")
+                     f"2048-1; D update on real+fake{' with the R1 penalty (double backward)' if r1 else ''}, "
+                     f"G update; Adam")
+        self.variants_supported = ("fastgan", "eager", "eager-ref", "eager-nchw") + (
+            () if r1 else ("fastgan+graph", "eager+graph", "compile", "compile-ro", "compile-ma"))
         self._counted = None
         self.set_bytes = 4 * batch * (28 * 28 + 100)
 
     def _count(self):
         if self._counted is None:
-            self._counted = _step_flops_and_bytes(self.batch)
+            self._counted = _step_flops_and_bytes(self.batch, R1_GAMMA if self.r1 else 0.0)
         return self._counted
 
     @property
@@ -383,8 +393,10 @@ class StepCase(Case):
         inputs = self.make_inputs(device, sets, seed)
         cyc = itertools.cycle(inputs)
 
+        r1_gamma = R1_GAMMA if self.r1 else 0.0
+
         def eager_step(real, z):
-            return _gan_step(Gm, Dm, D, loss, optG, optD, real, z)
+            return _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma)
 
         info = {"layers": layers, "adam": {k: v for k, v in adam.items() if k != "betas"}}
         if not graph:
@@ -442,14 +454,20 @@ class StepCase(Case):
         return Runner(variant, impl, step, check, sets=len(inputs), info=info)
 
 
-def _gan_step(Gm, Dm, D, loss, optG, optD, real, z):
-    """One D update and one G update, as ``fastgan.train.trainer.Trainer._step`` (without R1, metrics or DDP);
-    ``Gm``/``Dm`` may be compiled wrappers of G and ``D`` (whose parameters are frozen for the G step).
-    Returns (loss_d, loss_g) detached. ``optG``/``optD`` None: no parameter update (FLOP counting)."""
+def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0):
+    """One D update and one G update, as ``fastgan.train.trainer.Trainer._step`` (without metrics, EMA, mode seeking
+    or DDP; R1 when ``r1_gamma`` > 0, as the trainer computes it); ``Gm``/``Dm`` may be compiled wrappers of G and
+    ``D`` (whose parameters are frozen for the G step). Returns (loss_d, loss_g) detached. ``optG``/``optD`` None:
+    no parameter update (FLOP counting)."""
     b = real.shape[0]
     fake = Gm(z)
+    if r1_gamma > 0:
+        real = real.detach().requires_grad_(True)
     logits = Dm(torch.cat([real, fake.detach()]))
     loss_d = loss(logits[:b], 1.0) + loss(logits[b:], 0.0)
+    if r1_gamma > 0:
+        (grad,) = torch.autograd.grad(logits[:b].sum(), real, create_graph=True)
+        loss_d = loss_d + (0.5 * r1_gamma) * grad.square().sum(dim=(1, 2, 3)).mean()
     if optD is not None:
         optD.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -505,9 +523,10 @@ def _op_cases(device: torch.device, sizes: Sequence[str]) -> List[OpCase]:
 
 
 def build_cases(device, sizes: Sequence[str] = ("seed", "large"), step: bool = True) -> List[Case]:
-    """Every case for ``device``: the training step first, then the ops at the seed shapes, then large shapes."""
+    """Every case for ``device``: the training step (plain, then with R1) first, then the ops at the seed shapes,
+    then large shapes."""
     device = torch.device(device)
-    return ([StepCase()] if step else []) + _op_cases(device, sizes)
+    return ([StepCase(), StepCase(r1=True)] if step else []) + _op_cases(device, sizes)
 
 
 def select_cases(cases: Sequence[Case], patterns: Optional[str]) -> List[Case]:
@@ -535,6 +554,9 @@ def default_variants(case: Case, device: torch.device, quick: bool) -> List[str]
         v = ["fastgan", "eager", "eager-nchw"]
         if cuda:
             v = ["fastgan", "fastgan+graph", "eager", "eager+graph"]
+        if case.r1:  # no graph / compile variants (see StepCase); supports() filters the rest
+            v = ["fastgan", "eager", "eager-nchw"] + ([] if quick else ["eager-ref"])
+            return [x for x in v if case.supports(x, device)]
         if not quick:
             v.append("eager-ref")
         if cuda:

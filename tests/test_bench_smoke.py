@@ -37,10 +37,14 @@ def test_counted_flops_match_torch_flop_counter():
     torch.set_num_threads(1)  # restored by the fixture below; the counts do not depend on it
     cases = [c for c in bench_cases.build_cases(CPU, ("seed",)) if c.family in ("dense", "conv2d", "step")]
     assert {c.family for c in cases} == {"dense", "conv2d", "step"}
+    steps = {c.mode: c for c in cases if c.family == "step"}
+    assert set(steps) == {"train", "train-r1"}
+    assert 4e9 < steps["train"].flops < 6e9, steps["train"].flops  # GUIDE §5: about 5 GFLOP per step
+    # R1 adds D's input gradient (its graph kept) and that graph's backward: more work, less than double
+    assert steps["train"].flops < steps["train-r1"].flops < 2 * steps["train"].flops, steps["train-r1"].flops
+    assert steps["train-r1"].bytes > steps["train"].bytes > 0
     for case in cases:
         if case.family == "step":
-            assert 4e9 < case.flops < 6e9, case.flops  # GUIDE §5: about 5 GFLOP per step
-            assert case.bytes > 0
             continue
         runner = case.make("eager", CPU)
         with FlopCounterMode(display=False) as fc, fastgan.use_impl(runner.impl):
@@ -52,15 +56,17 @@ def test_case_selection_and_variants():
     cases = bench_cases.build_cases(CPU, ("seed", "large"))
     names = [c.name for c in cases]
     assert len(names) == len(set(names))
-    assert names[0].startswith("step/")
+    assert names[:2] == ["step/gan-b128/train", "step/gan-b128/train-r1"]
     assert {c.name for c in bench_cases.select_cases(cases, "conv2d/*/fwd")} == {
         n for n in names if n.startswith("conv2d/") and n.endswith("/fwd")}
-    assert [c.name for c in bench_cases.select_cases(cases, "step")] == [names[0]]
+    assert [c.name for c in bench_cases.select_cases(cases, "step")] == names[:2]
+    assert [c.name for c in bench_cases.select_cases(cases, "step/*/train")] == names[:1]
     for c in cases:
         v = bench_cases.default_variants(c, CPU, quick=True)
         assert v[:2] == ["fastgan", "eager"] and not any(x.startswith("compile") or "graph" in x for x in v)
         assert ("stock" in v) == (c.family != "step")
-        assert "compile" in bench_cases.default_variants(c, CPU, quick=False)
+        # torch.compile does not take double backward through a compiled module: no compile variant for R1
+        assert ("compile" in bench_cases.default_variants(c, CPU, quick=False)) == (c.mode != "train-r1")
         # the forced-routing variants are CUDA-only and only for the products
         cuda = bench_cases.default_variants(c, torch.device("cuda"), quick=True)
         assert ("fastgan-kernels" in cuda and "fastgan-aten" in cuda) == (c.family in ("dense", "conv2d"))
