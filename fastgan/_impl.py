@@ -10,7 +10,7 @@ environment variable.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import warnings
 
@@ -82,22 +82,63 @@ def current() -> str:
     return name
 
 
-class use_impl(contextlib.ContextDecorator):
-    """Select the implementation: ``with fastgan.use_impl("torch"): ...`` or ``fastgan.use_impl("native")``."""
+class _Setting:
+    """A process setting usable three ways (as ``torch.set_grad_enabled``): a plain call sets it for good; ``with``
+    sets it for the block and then restores what was there before; as a decorator it applies to each call of the
+    function only. Subclasses define ``_get`` / ``_set``; ``__init__`` validates and applies the value."""
 
-    def __init__(self, name: str):
-        global _current
-        self._prev = _current
-        _current = _check(name)
-        self.name = name
+    def __init__(self, value):
+        self.value = value
+        self._pending = self._get()  # what the construction-time change replaced (plain-setter use)
+        self._set(value)
+        self._stack = []
+
+    def _take_over(self):
+        """The value before construction, once: a ``with`` block or a decorator owns the change from then on."""
+        prev, self._pending = self._pending, _NONE
+        return prev
 
     def __enter__(self):
+        prev = self._take_over()
+        self._stack.append(self._get() if prev is _NONE else prev)
+        self._set(self.value)
         return self
 
     def __exit__(self, *exc):
-        global _current
-        _current = self._prev
+        self._set(self._stack.pop())
         return False
+
+    def __call__(self, func):
+        prev = self._take_over()  # a decorator: undo the construction-time setting, apply per call
+        if prev is not _NONE:
+            self._set(prev)
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with self:
+                return func(*args, **kwargs)
+        return wrapper
+
+
+_NONE = object()
+
+
+class use_impl(_Setting):
+    """Select the implementation: ``with fastgan.use_impl("torch"): ...``, ``@fastgan.use_impl("torch")`` on a
+    function, or ``fastgan.use_impl("native")`` for the rest of the process."""
+
+    def __init__(self, name: str):
+        super().__init__(_check(name))
+        self.name = name
+
+    @staticmethod
+    def _get():
+        return _current  # None: follow FASTGAN_IMPL / auto (restored as such)
+
+    @staticmethod
+    def _set(value):
+        global _current
+        _current = value
 
 
 _cuda_fallback_warned = False
@@ -141,24 +182,23 @@ def resolve(device: torch.device) -> str:
     return "torch"
 
 
-class cuda_gemm_route(contextlib.ContextDecorator):
+class cuda_gemm_route(_Setting):
     """Where the CUDA kernels' products go: ``"auto"`` (default: fastgan's kernels, large or badly tiled products to
     cuBLAS / cuDNN through ATen, per the size policy in csrc/ops/gemm_glue.cpp), ``"kernels"`` (always fastgan's,
-    inside their index limits) or ``"aten"`` (always cuBLAS / cuDNN + the fused bias-activation pass). A context
-    manager (or a plain setter, like :class:`use_impl`); the ``FASTGAN_CUDA_GEMM`` environment variable gives the
-    initial value. Process-wide, not per thread. No effect on CPU tensors or the emulation."""
+    inside their index limits) or ``"aten"`` (always cuBLAS / cuDNN + the fused bias-activation pass). Used like
+    :class:`use_impl` (a plain call, ``with``, or a decorator); the ``FASTGAN_CUDA_GEMM`` environment variable gives
+    the initial value. Process-wide, not per thread. No effect on CPU tensors or the emulation."""
 
     def __init__(self, name: str):
         if _ext.C is None:
             raise RuntimeError(f"cuda_gemm_route: fastgan._C is not loaded: {_ext.load_error}")
-        self._prev = _ext.C.cuda_gemm_route()
-        _ext.C.set_cuda_gemm_route(name)  # ValueError naming the accepted routes
+        super().__init__(name)  # ValueError naming the accepted routes
         self.name = name
 
-    def __enter__(self):
-        return self
+    @staticmethod
+    def _get():
+        return _ext.C.cuda_gemm_route()
 
-    def __exit__(self, *exc):
-        _ext.C.set_cuda_gemm_route(self._prev)
-        return False
-
+    @staticmethod
+    def _set(value):
+        _ext.C.set_cuda_gemm_route(value)

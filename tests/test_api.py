@@ -136,6 +136,42 @@ def test_cuda_gemm_route_setting():
     assert C.cuda_gemm_route() == before
 
 
+@pytest.mark.parametrize("setting", ["use_impl", "cuda_gemm_route"])
+def test_settings_as_setter_context_and_decorator(setting):
+    """use_impl and cuda_gemm_route work like torch.set_grad_enabled: a plain call sets for good, `with` restores
+    on exit (also for an object entered twice), a decorator applies per call and changes nothing when applied."""
+    if setting == "cuda_gemm_route" and _ext.C is None:
+        pytest.skip("needs fastgan._C")
+    make = getattr(fastgan, setting)
+    get, a, b = {
+        "use_impl": (lambda: _impl._current, "torch", "auto"),  # the raw setting (None: environment / auto)
+        "cuda_gemm_route": (lambda: _ext.C.cuda_gemm_route(), "aten", "kernels"),
+    }[setting]
+    before = get()
+    try:
+        @make(a)
+        def f():
+            return get()
+        assert get() == before  # applying the decorator changes nothing
+        assert f() == a and f() == a and get() == before
+        ctx = make(b)  # constructed: set now, like a plain call
+        assert get() == b
+        with ctx:
+            assert get() == b
+        assert get() == before  # the first `with` restores what was there before construction
+        with ctx:
+            assert get() == b
+            with make(a):
+                assert get() == a
+            assert get() == b
+        assert get() == before
+        make(a)
+        assert get() == a  # a plain call stays
+    finally:
+        make._set(before)
+    assert get() == before
+
+
 def test_use_impl_and_available_impls():
     names = fastgan.available_impls()
     assert names[0] == "auto" and "torch" in names

@@ -77,6 +77,7 @@ def test_case_selection_and_variants():
 def test_routed_variants_force_the_cuda_route_per_call():
     """fastgan-kernels / fastgan-aten set the CUDA routing for the duration of each call (the backward included:
     the setting is process-wide, so autograd's device thread sees it) and restore it, also after an error."""
+    before = fastgan._ext.C.cuda_gemm_route()  # FASTGAN_CUDA_GEMM may set it
     seen = []
     f = bench_cases._routed(lambda: seen.append(fastgan._ext.C.cuda_gemm_route()), "kernels")
     with fastgan.cuda_gemm_route("aten"):
@@ -88,7 +89,7 @@ def test_routed_variants_force_the_cuda_route_per_call():
         with pytest.raises(RuntimeError, match="boom"):
             bench_cases._routed(boom, "kernels")()
         assert fastgan._ext.C.cuda_gemm_route() == "aten"
-    assert fastgan._ext.C.cuda_gemm_route() == "auto"
+    assert fastgan._ext.C.cuda_gemm_route() == before
     # and a routed runner computes the same result as the plain one (on the CPU the route has no effect)
     case = bench_cases.select_cases(bench_cases.build_cases(CPU, ("seed",), step=False), "dense/G.fc1/fwdbwd")[0]
     plain, routed = (bench_cases.make_runner(case, v, CPU) for v in ("fastgan", "fastgan-kernels"))
