@@ -64,15 +64,8 @@ ROUTES = {"fastgan-kernels": "kernels", "fastgan-aten": "aten"}
 
 
 def _routed(fn: Callable, route: str) -> Callable:
-    def call(*args):
-        C = _ext.C
-        prev = C.cuda_gemm_route()
-        C.set_cuda_gemm_route(route)
-        try:
-            return fn(*args)
-        finally:
-            C.set_cuda_gemm_route(prev)
-    return call
+    """fn with the CUDA routing forced to ``route`` for each call (restored after)."""
+    return _impl.cuda_gemm_route(route)(fn)
 # relative error (max-abs over max-abs, float64) allowed between a variant and the baseline in `check`
 CHECK_TOL = {"cpu": 1e-4, "cuda": 2e-3}  # cuda: cuDNN may run float32 convolutions in TF32 (cudnn.allow_tf32)
 
@@ -466,8 +459,8 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0):
     logits = Dm(torch.cat([real, fake.detach()]))
     loss_d = loss(logits[:b], 1.0) + loss(logits[b:], 0.0)
     if r1_gamma > 0:
-        (grad,) = torch.autograd.grad(logits[:b].sum(), real, create_graph=True)
-        loss_d = loss_d + (0.5 * r1_gamma) * grad.square().sum(dim=(1, 2, 3)).mean()
+        from .train.models import r1_penalty
+        loss_d = loss_d + (0.5 * r1_gamma) * r1_penalty(logits[:b], real)
     if optD is not None:
         optD.zero_grad(set_to_none=True)
     loss_d.backward()

@@ -26,10 +26,9 @@ __all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "bi
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_PLAIN, _functorch_active = _ops._PLAIN, _ops._functorch_active
 _any_autocast = torch._C._is_any_autocast_enabled
 _is_compiling = torch.compiler.is_compiling
-_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def _fast_ops(t):

@@ -19,7 +19,7 @@ from .. import functional as FF
 from .. import nn as fnn
 
 __all__ = ["LAYER_KINDS", "G_INITS", "Z_DIM", "IMAGE_SHAPE", "Generator", "Discriminator", "build_models",
-           "make_loss"]
+           "make_loss", "r1_penalty"]
 
 LAYER_KINDS = ("fused", "stock")
 Z_DIM = 100
@@ -179,3 +179,11 @@ def make_loss(layers: str = "fused") -> nn.Module:
     ``stock``: ``torch.nn.BCEWithLogitsLoss`` against a ``full_like`` target. Same math.
     """
     return fnn.BCEWithLogitsLoss() if _check_kind(layers) == "fused" else _StockBCE()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over the real images ``real`` (which must require grad) whose
+    logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.square().sum(dim=tuple(range(1, grad.dim()))).mean()
+

@@ -48,7 +48,7 @@ from .. import _impl
 from . import checkpoint as ckpt
 from . import distributed
 from .data import load_data
-from .models import G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss
+from .models import G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss, r1_penalty
 from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
 __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
@@ -309,8 +309,7 @@ class Trainer:
         lr_, lf = logits[:b], logits[b:]
         loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
         if gamma > 0:
-            (grad,) = torch.autograd.grad(lr_.sum(), real, create_graph=True)
-            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            r1 = r1_penalty(lr_, real)
             loss_d = loss_d + (0.5 * gamma) * r1
         else:
             r1 = torch.zeros((), device=real.device)
