@@ -81,6 +81,7 @@ const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data
 at::Tensor sigmoid_bce(bool emu, const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
                        const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                        int64_t reduction) {
+  const BelowAutograd below;
   const char* op = "fastgan::sigmoid_bce";
   const Args a = prepare(op, logits, target, label, weight, pos_weight, reduction);
   const Exec ex = exec_for(logits, emu, op);
@@ -137,6 +138,7 @@ at::Tensor sigmoid_bce_backward(bool emu, const at::Tensor& grad, const at::Tens
                                 const c10::optional<at::Tensor>& target, double label,
                                 const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                                 int64_t reduction) {
+  const BelowAutograd below;
   const char* op = "fastgan::sigmoid_bce_backward";
   const Args a = prepare(op, logits, target, label, weight, pos_weight, reduction);
   check_same(grad, logits, op, "grad", "logits");

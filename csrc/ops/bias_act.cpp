@@ -347,6 +347,7 @@ static int64_t check_dim(const at::Tensor& x, int64_t dim, const char* op) {
 
 at::Tensor bias_act(bool emu, const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim,
                     c10::string_view act, double alpha, double gain, double clamp) {
+  const BelowAutograd below;
   const char* op = "fastgan::bias_act";
   check_float(x, op, "x");
   const int a = act_code(act, op);
@@ -369,6 +370,7 @@ at::Tensor bias_act(bool emu, const at::Tensor& x, const c10::optional<at::Tenso
 std::tuple<at::Tensor, at::Tensor> bias_act_backward(bool emu, const at::Tensor& dy, const at::Tensor& y,
                                                      bool bias_grad, int64_t dim, c10::string_view act, double alpha,
                                                      double gain, double clamp) {
+  const BelowAutograd below;
   const char* op = "fastgan::bias_act_backward";
   check_float(y, op, "y");
   check_same(dy, y, op, "dy", "y");

@@ -337,6 +337,7 @@ at::Tensor onednn_fused_conv(const at::Tensor& x, const at::Tensor& w, const c10
 at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view act, double alpha, double gain, double clamp) {
+  const BelowAutograd below;
   const char* op = "fastgan::conv2d";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
@@ -401,6 +402,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
                                                    const at::Tensor& w, at::IntArrayRef stride,
                                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                                    std::array<bool, 2> mask) {
+  const BelowAutograd below;
   const char* op = "fastgan::conv2d_backward";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");

@@ -69,6 +69,7 @@ int64_t leading(const at::Tensor& t) {  // product of all but the last dim (resh
 
 at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                  c10::string_view act, double alpha, double gain, double clamp) {
+  const BelowAutograd below;
   const char* op = "fastgan::dense";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
@@ -105,6 +106,7 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
 
 std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
                                                   const at::Tensor& w, std::array<bool, 2> mask) {
+  const BelowAutograd below;
   const char* op = "fastgan::dense_backward";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");

@@ -2,6 +2,7 @@
 // messages that name the argument, current-stream lookup.
 #pragma once
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceGuard.h>
 
@@ -20,6 +21,14 @@ struct Exec {
   const KernelTable* kernels;  // nullptr for CPU
   void* stream;                // cudaStream_t for CUDA, nullptr otherwise
 };
+
+// Scope guard every op entry point opens first: the ATen calls inside an op (views, reshapes, empty, mm_out,
+// mul_out, ...) dispatch straight to their kernels, as the calls inside a generated autograd kernel do. Without
+// it each of them also passes the Autograd and ADInplaceOrView layers -- the saved inputs require grad, so every
+// view records view metadata and every out= call bumps version counters -- ~0.5-2 us per call, which was most of
+// the fixed cost of a small layer's backward. Outputs are fresh tensors (never views of an input), so nothing
+// autograd needs is skipped; the autograd of the ops themselves is the dispatcher's / csrc/autograd.cpp's.
+using BelowAutograd = at::AutoDispatchBelowADInplaceOrView;
 
 // For the `fastgan` library: the device of `t` decides (CPU or CUDA). For `fastgan_emu`: EMU (CPU tensors).
 Exec exec_for(const at::Tensor& t, bool emu, const char* op);
