@@ -22,7 +22,7 @@ _dispatch_modes = torch._C._len_torch_dispatch_stack
 _function_modes = torch._C._is_torch_function_mode_enabled
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 # Ops with a C++ autograd entry point (fastgan._C.autograd_<op>, csrc/autograd.cpp), and which of their
-# arguments are tensors. sigmoid_bce: the C++ Function computes the logits' gradient only.
+# arguments are tensors. sigmoid_bce: the C++ node computes the logits' gradient only.
 _CPP_OPS = {"bias_act": (0, 1), "dense": (0, 1, 2), "conv2d": (0, 1, 2), "sigmoid_bce": (0, 1, 3, 4)}
 
 
@@ -93,7 +93,7 @@ def _register(name: str) -> None:
 
     Plain eager calls of bias_act, dense, conv2d and sigmoid_bce (plain tensors, no torch function / dispatch
     mode, no forward AD) go one step further: ``fastgan._C.autograd_<op>`` (csrc/autograd.cpp), C++ autograd
-    Functions with the same first-order formulas, whose backward calls the backward ops through the dispatcher
+    nodes with the same first-order formulas, whose backward calls the backward ops through the dispatcher
     when it is itself differentiated -- so second derivatives use the formulas below.
     """
     raw = getattr(torch.ops, name)

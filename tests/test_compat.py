@@ -362,12 +362,12 @@ def _fwd_bwd_bwd(fn, inputs):
     diff = [t for t in ins if t.requires_grad]
     grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum(),
                                 diff, create_graph=True)
-    second = torch.autograd.grad(sum((g * g).sum() for g in grads), diff, allow_unused=True)
-    return type(out.grad_fn).__name__, [out.detach(), *[g.detach() for g in grads],
-                                        *[s for s in second if s is not None]]
+    # (zeros for an input the gradients do not depend on: one path may know that, the other compute the zeros)
+    second = torch.autograd.grad(sum((g * g).sum() for g in grads), diff, allow_unused=True, materialize_grads=True)
+    return type(out.grad_fn).__name__, [out.detach(), *[g.detach() for g in grads], *second]
 
 
-@pytest.mark.parametrize("op", ["bias_act", "dense", "conv2d", "bce_label", "bce_target_weights"])
+@pytest.mark.parametrize("op", ["bias_act", "dense", "dense_linear", "conv2d", "bce_label", "bce_target_weights"])
 def test_cpp_and_python_autograd_paths_agree(impl, op):
     """Plain eager calls use C++ autograd (csrc/autograd.cpp); under a function mode (and torch.func, compile) the
     Python autograd.Function runs. Same kernels and formulas: outputs, gradients and second derivatives agree."""
@@ -381,6 +381,9 @@ def test_cpp_and_python_autograd_paths_agree(impl, op):
     elif op == "dense":
         fn, ins = (lambda x, w, b: FF.linear(x, w, b, act="tanh")), [torch.randn(6, 5, **d), torch.randn(3, 5, **d),
                                                                     torch.randn(3, **d)]
+    elif op == "dense_linear":  # the C++ node's linear-epilogue shortcut (dz = dy * gain, no saved output)
+        fn, ins = (lambda x, w, b: FF.linear(x, w, b, gain=1.3)), [torch.randn(2, 6, 5, **d), torch.randn(3, 5, **d),
+                                                                  torch.randn(3, **d)]
     elif op == "conv2d":
         fn, ins = (lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act="sigmoid")), [
             torch.randn(2, 3, 7, 6, **d), torch.randn(4, 3, 3, 3, **d), torch.randn(4, **d)]
@@ -400,3 +403,106 @@ def test_cpp_and_python_autograd_paths_agree(impl, op):
     assert len(cpp) == len(py)
     for a, b in zip(cpp, py):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------- the C++ autograd nodes behave as ATen's own
+def _cpp_case(op, dev, dtype=torch.float64):
+    """(fn, inputs, which input is saved and may be modified in place, expected node name) for a plain call."""
+    d = dict(dtype=dtype, device=dev)
+    if op == "bias_act":
+        return (lambda x, b: FF.bias_act(x, b, act="lrelu") * 1), [torch.randn(3, 4, 5, **d), torch.randn(4, **d)], \
+            None, "BiasActBackward"
+    if op == "dense":
+        return (lambda x, w, b: FF.linear(x, w, b, act="sigmoid")), [torch.randn(6, 5, **d), torch.randn(3, 5, **d),
+                                                                    torch.randn(3, **d)], 0, "DenseBackward"
+    if op == "dense_linear":
+        return (lambda x, w, b: FF.linear(x, w, b)), [torch.randn(6, 5, **d), torch.randn(1, 5, **d),
+                                                      torch.randn(1, **d)], 1, "DenseBackward"
+    if op == "conv2d":
+        return (lambda x, w, b: FF.conv2d(x, w, b, padding=1, act="lrelu")), [
+            torch.randn(2, 3, 6, 5, **d), torch.randn(4, 3, 3, 3, **d), torch.randn(4, **d)], 1, "Conv2dBackward"
+    return (lambda x: FF.binary_cross_entropy_with_logits(x, 0.9)), [torch.randn(7, **d)], 0, "SigmoidBceBackward"
+
+
+CPP_OPS = ["bias_act", "dense", "dense_linear", "conv2d", "bce"]
+
+
+def _native_only(impl):
+    if impl[0] == "torch":
+        pytest.skip("the reference path has no C++ autograd nodes")
+
+
+@pytest.mark.parametrize("op", CPP_OPS)
+def test_cpp_node_graph_life(impl, op):
+    """Named nodes; retain_graph keeps the saved tensors; a second backward without it is the usual error; a saved
+    input modified in place is caught by the version check."""
+    _native_only(impl)
+    fn, ins, saved, name = _cpp_case(op, impl[1])
+    ins = [t.requires_grad_() for t in ins]
+    out = fn(*ins)
+    node = out.grad_fn if op != "bias_act" else out.grad_fn.next_functions[0][0]  # (bias_act's output * 1)
+    assert node.name() == f"fastgan::{name}"
+    first = torch.autograd.grad(out.sum(), ins, retain_graph=True)
+    again = torch.autograd.grad(out.sum(), ins)
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(out.sum(), ins)
+    if saved is not None:
+        out = fn(*ins)
+        with torch.no_grad():
+            ins[saved].add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
+@pytest.mark.parametrize("op", CPP_OPS)
+def test_cpp_node_gradients_for_any_subset(impl, op):
+    """Only the inputs that require grad get one (the others' backward products are skipped), each equal to the
+    reference's; the upstream gradient is an expanded one (a `.sum()` loss) and a dense random one."""
+    _native_only(impl)
+    fn, ins, _, _ = _cpp_case(op, impl[1])
+    n = len(ins)
+    for mask in range(1, 1 << n):
+        for upstream in ("sum", "random"):
+            def run(f):
+                xs = [t.detach().clone().requires_grad_(bool(mask >> i & 1)) for i, t in enumerate(ins)]
+                out = f(*xs)
+                loss = out.sum() if upstream == "sum" else (out * torch.randn_like(out, generator=gen)).sum()
+                wanted = [t for t in xs if t.requires_grad]
+                return [out.detach(), *torch.autograd.grad(loss, wanted)]
+            gen = torch.Generator(impl[1]).manual_seed(mask)
+            got = run(fn)
+            gen = torch.Generator(impl[1]).manual_seed(mask)
+            with fastgan.use_impl("torch"):
+                want = run(fn)
+            assert len(got) == len(want)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("op", CPP_OPS)
+def test_cpp_node_saved_tensor_hooks(impl, op):
+    """torch.autograd.graph.saved_tensors_hooks see every tensor the node saves (activation checkpointing and
+    offloading rely on it), and what unpack returns is what the backward uses."""
+    _native_only(impl)
+    fn, ins, _, _ = _cpp_case(op, impl[1])
+    ins = [t.requires_grad_() for t in ins]
+    plain = torch.autograd.grad(fn(*ins).sum(), ins)
+    packed, unpacked = [], []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t.clone()
+
+    def unpack(t):
+        unpacked.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        out = fn(*ins)
+    assert packed, "no saved tensor went through the hooks"
+    hooked = torch.autograd.grad(out.sum(), ins)
+    assert sorted(map(tuple, unpacked)) == sorted(map(tuple, packed))
+    for a, b in zip(plain, hooked):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
