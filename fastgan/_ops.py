@@ -45,6 +45,51 @@ class _OpSet:
     """Differentiable entry points of one library: attribute per op (a Function's apply)."""
 
 
+_DIRECT: dict = {}  # namespace -> _OpSet of the C++ autograd entry points (see direct())
+_fwd_ad = torch.autograd.forward_ad
+
+
+def direct(impl: str):
+    """The entry points for a plain eager call (``fastgan.functional``'s fast path): ``ns(impl)`` when a torch
+    function / dispatch mode or forward AD is active (the Python Functions serve those), else ops that go straight
+    to the C++ autograd entry points once their remaining tensor arguments are plain too -- the checks of
+    ``_cpp_eligible`` for the case where the caller has already ruled out torch.func, torch.compile and a
+    subclassed first tensor. ~1 us per call less than ``ns(impl)``."""
+    if _dispatch_modes() or _function_modes() or _fwd_ad._current_level >= 0:
+        return ns(impl)
+    return _DIRECT[_NAMESPACES[impl]]
+
+
+def _direct_set(fn: _OpSet, emu: bool) -> _OpSet:
+    C = _ext.C
+    bias_act_c, dense_c, conv2d_c, bce_c = C.autograd_bias_act, C.autograd_dense, C.autograd_conv2d, \
+        C.autograd_sigmoid_bce
+    d = _OpSet()
+
+    def bias_act(x, b, dim, act, alpha, gain, clamp):
+        if b is None or type(b) in _PLAIN:
+            return bias_act_c(x, b, dim, act, alpha, gain, clamp, emu)
+        return fn.bias_act(x, b, dim, act, alpha, gain, clamp)
+
+    def dense(x, w, b, act, alpha, gain, clamp):
+        if type(w) in _PLAIN and (b is None or type(b) in _PLAIN):
+            return dense_c(x, w, b, act, alpha, gain, clamp, emu)
+        return fn.dense(x, w, b, act, alpha, gain, clamp)
+
+    def conv2d(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp):
+        if type(w) in _PLAIN and (b is None or type(b) in _PLAIN):
+            return conv2d_c(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp, emu)
+        return fn.conv2d(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp)
+
+    def sigmoid_bce(x, target, label, weight, pos_weight, reduction):
+        if all(t is None or (type(t) in _PLAIN and not t.requires_grad) for t in (target, weight, pos_weight)):
+            return bce_c(x, target, label, weight, pos_weight, reduction, emu)
+        return fn.sigmoid_bce(x, target, label, weight, pos_weight, reduction)
+
+    d.bias_act, d.dense, d.conv2d, d.sigmoid_bce = bias_act, dense, conv2d, sigmoid_bce
+    return d
+
+
 def ns(impl: str):
     """The differentiable entry points for an implementation: ``ns("native").bias_act(...)`` etc.
 
@@ -147,6 +192,8 @@ def _register(name: str) -> None:
     # backward formulas look the ops up here, through _entry (globals: torch.compile can trace them)
     _FUNCS[name] = fn
     _RAW[name] = below
+    has_cpp = all(hasattr(_ext.C, f"autograd_{op}") for op in _CPP_OPS)
+    _DIRECT[name] = _direct_set(fn, name == _NAMESPACES["emu"]) if has_cpp else fn
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))

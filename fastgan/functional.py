@@ -40,7 +40,7 @@ def _fast_ops(t):
     if type(t) not in _PLAIN or _any_autocast() or _is_compiling() or _functorch_active():
         return None
     impl = _impl.for_tensor(t)
-    return None if impl == "torch" else _ops.ns(impl)
+    return None if impl == "torch" else _ops.direct(impl)
 
 
 def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: str = "input") -> None:

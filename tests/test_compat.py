@@ -506,3 +506,48 @@ def test_cpp_node_saved_tensor_hooks(impl, op):
     assert sorted(map(tuple, unpacked)) == sorted(map(tuple, packed))
     for a, b in zip(plain, hooked):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class _Tagged(torch.Tensor):
+    """A tensor subclass that records the functions its __torch_function__ sees."""
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(getattr(func, "__name__", str(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("which", ["dense_weight", "dense_bias", "conv_weight", "bias_act_bias", "bce_target"])
+def test_subclass_in_any_tensor_argument_sees_the_op(impl, which):
+    """A tensor subclass in any argument (not only the first) keeps the call off the C++ entry points, which would
+    drop its __torch_function__: the subclass sees the fused op and the result is of its type, with the values and
+    gradients of the plain call."""
+    _native_only(impl)
+    dev = impl[1]
+    x = torch.randn(2, 3, 5, 4, device=dev)
+    if which.startswith("dense"):
+        fn, ins, tag = (lambda x, w, b: FF.linear(x, w, b, act="lrelu")), [x, torch.randn(6, 4, device=dev),
+                                                                          torch.randn(6, device=dev)], "dense"
+    elif which == "conv_weight":
+        fn, ins, tag = (lambda x, w, b: FF.conv2d(x, w, b, padding=1, act="tanh")), [
+            x, torch.randn(2, 3, 3, 3, device=dev), torch.randn(2, device=dev)], "conv2d"
+    elif which == "bias_act_bias":
+        fn, ins, tag = (lambda x, b: FF.bias_act(x, b, act="sigmoid")), [x, torch.randn(3, device=dev)], "bias_act"
+    else:
+        fn, ins, tag = (lambda x, t: FF.binary_cross_entropy_with_logits(x, t)), [x, torch.rand_like(x)], \
+            "sigmoid_bce"
+    k = {"dense_weight": 1, "dense_bias": 2, "conv_weight": 1, "bias_act_bias": 1, "bce_target": 1}[which]
+    plain = [t.clone().requires_grad_(i != 1 or which != "bce_target") for i, t in enumerate(ins)]
+    tagged = [t.clone().requires_grad_(i != 1 or which != "bce_target") for i, t in enumerate(ins)]
+    tagged[k] = tagged[k].detach().as_subclass(_Tagged).requires_grad_(plain[k].requires_grad)
+    _Tagged.seen = []
+    out = fn(*tagged)
+    assert tag in _Tagged.seen and type(out) is _Tagged, (_Tagged.seen, type(out))
+    want = fn(*plain)
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), want)
+    wanted = [t for t in tagged if t.requires_grad]
+    got_g = torch.autograd.grad(out.sum(), wanted)
+    want_g = torch.autograd.grad(want.sum(), [t for t in plain if t.requires_grad])
+    for a, b in zip(got_g, want_g):
+        torch.testing.assert_close(a.as_subclass(torch.Tensor), b)
