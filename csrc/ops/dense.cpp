@@ -7,10 +7,12 @@
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
 // torch.backends.cuda.matmul.allow_tf32 is honoured by construction: our kernels compute in full float32
 // (SIMT FMA, never TF32); products routed to cuBLAS follow the flag through ATen.
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/mul.h>
 
+#include "../kernels/activation.cuh"
 #include "gemm_glue.h"
 #include "ops.h"
 
@@ -99,6 +101,11 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     if (run_gemm(ex, p, y)) return y.view(out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
+  if (has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0 && K > 1) {
+    // Nothing to fuse (the D head): the bias rides in the GEMM's accumulator, as F.linear does.
+    at::addmm_out(y, *b, x2, w.t());
+    return y.view(out_shape);
+  }
   mm_into(y, x2, w.t());
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
   return y.view(out_shape);
@@ -123,16 +130,8 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
   const int64_t M = leading(x);
   const at::Tensor x2 = x.reshape({M, K}), dz2 = dz.reshape({M, N});
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
-  if (mask[0]) {  // dx (M x K) = dz (M x N) @ w (N x K)
-    at::Tensor out = poisoned(at::empty({M, K}, x.options()));
-    bool done = false;
-    if (ex.backend != Backend::CPU && use_kernels(ex, x, M, K, N)) {
-      GemmParams p = matmul_params(dz2, dz2.stride(0), dz2.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
-      done = run_gemm(ex, p, out);
-    }
-    if (!done) mm_into(out, dz2, w);
-    dx = out.view(x.sizes());
-  }
+  // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
+  // head), before dx's write (M x K, as large as x) evicts it.
   if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K)
     at::Tensor out = poisoned(at::empty({N, K}, x.options()));
     bool done = false;
@@ -142,6 +141,16 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
     }
     if (!done) mm_into(out, dz2.t(), x2);
     dw = out;
+  }
+  if (mask[0]) {  // dx (M x K) = dz (M x N) @ w (N x K)
+    at::Tensor out = poisoned(at::empty({M, K}, x.options()));
+    bool done = false;
+    if (ex.backend != Backend::CPU && use_kernels(ex, x, M, K, N)) {
+      GemmParams p = matmul_params(dz2, dz2.stride(0), dz2.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
+      done = run_gemm(ex, p, out);
+    }
+    if (!done) mm_into(out, dz2, w);
+    dx = out.view(x.sizes());
   }
   return {dx, dw};
 }
