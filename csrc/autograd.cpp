@@ -15,6 +15,8 @@
 // is not itself being differentiated (grad mode off); otherwise (create_graph, e.g. an R1 penalty) it calls them
 // through the dispatcher, where their autograd formulas (registered from Python) record the graph for the next
 // derivative -- so every order of derivative stays on the same formulas.
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sum.h>
@@ -22,6 +24,8 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 
 #include <optional>
 #include <string>
@@ -247,6 +251,17 @@ struct SigmoidBceBackward : Node {
 SavedVariable save_opt(const OptTensor& t) { return given(t) ? SavedVariable(*t, false) : SavedVariable(); }
 
 }  // namespace
+
+bool plain_eager_state() {
+  // the device types torch._C._is_any_autocast_enabled looks at
+  for (const auto dev : {at::kCPU, at::kCUDA, at::kXPU, at::kIPU, at::kHPU, at::kXLA, at::kPrivateUse1, at::kMPS})
+    if (at::autocast::is_autocast_enabled(dev)) return false;
+  const auto included = c10::impl::tls_local_dispatch_key_set().included_;
+  if (included.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) ||
+      included.has(c10::DispatchKey::FuncTorchDynamicLayerBackMode))
+    return false;
+  return !at::impl::torch_function_mode_enabled() && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
+}
 
 Tensor autograd_bias_act(const Tensor& x, const OptTensor& b, int64_t dim, const std::string& act, double alpha,
                          double gain, double clamp, bool emu) {

@@ -56,6 +56,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("autograd_dense", &fastgan::autograd_dense);
   m.def("autograd_conv2d", &fastgan::autograd_conv2d);
   m.def("autograd_sigmoid_bce", &fastgan::autograd_sigmoid_bce);
+  m.def("plain_eager_state", &fastgan::plain_eager_state);
   m.def("activations", [] {
     pybind11::dict d;
 #define FG_ACT_PY(code, name, F) d[#name] = code;

@@ -49,14 +49,11 @@ _DIRECT: dict = {}  # namespace -> _OpSet of the C++ autograd entry points (see 
 _fwd_ad = torch.autograd.forward_ad
 
 
-def direct(impl: str):
-    """The entry points for a plain eager call (``fastgan.functional``'s fast path): ``ns(impl)`` when a torch
-    function / dispatch mode or forward AD is active (the Python Functions serve those), else ops that go straight
-    to the C++ autograd entry points once their remaining tensor arguments are plain too -- the checks of
-    ``_cpp_eligible`` for the case where the caller has already ruled out torch.func, torch.compile and a
-    subclassed first tensor. ~1 us per call less than ``ns(impl)``."""
-    if _dispatch_modes() or _function_modes() or _fwd_ad._current_level >= 0:
-        return ns(impl)
+def direct_entries(impl: str):
+    """Ops that go straight to the C++ autograd entry points once their remaining tensor arguments are plain too
+    (else to ``ns(impl)``), for a caller that has ruled out everything else ``_cpp_eligible`` looks at (modes,
+    forward AD) and torch.func, torch.compile and a subclassed first tensor: ``fastgan.functional``'s fast path.
+    ~1 us per call less than ``ns(impl)``."""
     return _DIRECT[_NAMESPACES[impl]]
 
 

@@ -20,27 +20,30 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from . import _activations, _impl, _ops, reference
+from . import _activations, _ext, _impl, _ops, reference
 
 __all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-_PLAIN, _functorch_active = _ops._PLAIN, _ops._functorch_active
-_any_autocast = torch._C._is_any_autocast_enabled
+_PLAIN, _fwd_ad = _ops._PLAIN, _ops._fwd_ad
 _is_compiling = torch.compiler.is_compiling
+_plain_eager_state = getattr(_ext.C, "plain_eager_state", lambda: False)  # no _C: the checked path
 
 
 def _fast_ops(t):
-    """The compiled ops' entry points for a call whose first tensor is ``t``, when the fast path applies: a plain
-    tensor, no autocast (its casts happen in the checked path), not under torch.compile (Dynamo traces the checked
-    path, whose checks cost nothing in the compiled graph) nor a torch.func transform (the batching rules see
-    only the batched tensors, so the per-sample checks must run here), and an implementation other than the
-    reference. None otherwise."""
-    if type(t) not in _PLAIN or _any_autocast() or _is_compiling() or _functorch_active():
+    """The C++ autograd entry points (``_ops.direct``) for a call whose first tensor is ``t``, when the fast path
+    applies: a plain tensor, no autocast (its casts happen in the checked path), not under torch.compile (Dynamo
+    traces the checked path, whose checks cost nothing in the compiled graph), no torch.func transform (the
+    batching rules see only the batched tensors, so the per-sample checks must run here), no torch function or
+    dispatch mode and no forward AD (they must see the dispatcher ops), and an implementation other than the
+    reference. None otherwise (the checked path, which also serves those cases). The thread-local part is one C++
+    call, ``_C.plain_eager_state``: this runs before every fused op, where its cost shows on small layers. (Dynamo
+    cannot trace that call: ``_is_compiling()`` comes first and is constant True while it traces.)"""
+    if type(t) not in _PLAIN or _is_compiling() or not _plain_eager_state() or _fwd_ad._current_level >= 0:
         return None
     impl = _impl.for_tensor(t)
-    return None if impl == "torch" else _ops.direct(impl)
+    return None if impl == "torch" else _ops.direct_entries(impl)
 
 
 def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: str = "input") -> None:

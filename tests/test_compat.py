@@ -551,3 +551,41 @@ def test_subclass_in_any_tensor_argument_sees_the_op(impl, which):
     want_g = torch.autograd.grad(want.sum(), [t for t in plain if t.requires_grad])
     for a, b in zip(got_g, want_g):
         torch.testing.assert_close(a.as_subclass(torch.Tensor), b)
+
+
+def test_plain_eager_state_matches_torchs_own_predicates():
+    """fastgan._C.plain_eager_state (the fast path's one-call check of the thread-local state) answers as the
+    Python predicates it replaces, in each state that must keep fused calls off the C++ entry points."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from fastgan import _ext
+    if _ext.C is None:
+        pytest.skip("fastgan._C not built")
+
+    def python_says():
+        return not (torch._C._is_any_autocast_enabled() or torch._C._are_functorch_transforms_active()
+                    or torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
+
+    class Dispatch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    seen = {}
+
+    def record(name):
+        seen[name] = (_ext.C.plain_eager_state(), python_says())
+
+    record("plain")
+    with torch.no_grad():
+        record("no_grad")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        record("autocast")
+    with Dispatch():
+        record("dispatch mode")
+    with _PassThroughMode():
+        record("function mode")
+    torch.func.vmap(lambda x: (record("vmap"), x)[1])(torch.randn(2, 3))
+    torch.func.grad(lambda x: (record("grad"), x.sum())[1])(torch.randn(3))
+    assert seen["plain"] == (True, True) and seen["no_grad"] == (True, True)
+    for name in ("autocast", "dispatch mode", "function mode", "vmap", "grad"):
+        assert seen[name] == (False, False), (name, seen[name])
