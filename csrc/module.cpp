@@ -12,6 +12,12 @@
 
 namespace fastgan {
 void set_poison(bool on);
+// csrc/eager_fast.cpp
+void set_eager_activations(pybind11::dict table, pybind11::object impl_module, pybind11::object ext_module,
+                           pybind11::object fwd_ad);
+pybind11::object eager_dense(pybind11::handle input, pybind11::handle weight, pybind11::handle bias,
+                             pybind11::handle act, pybind11::handle alpha, pybind11::handle gain,
+                             pybind11::handle clamp);
 }
 
 #ifndef FASTGAN_TORCH_VERSION
@@ -57,6 +63,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("autograd_conv2d", &fastgan::autograd_conv2d);
   m.def("autograd_sigmoid_bce", &fastgan::autograd_sigmoid_bce);
   m.def("plain_eager_state", &fastgan::plain_eager_state);
+  m.def("set_eager_activations", &fastgan::set_eager_activations);
+  m.def("eager_dense", &fastgan::eager_dense, "fastgan.functional.linear's fast path; None when it does not apply");
   m.def("activations", [] {
     pybind11::dict d;
 #define FG_ACT_PY(code, name, F) d[#name] = code;

@@ -29,6 +29,10 @@ _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
 _PLAIN, _fwd_ad = _ops._PLAIN, _ops._fwd_ad
 _is_compiling = torch.compiler.is_compiling
 _plain_eager_state = getattr(_ext.C, "plain_eager_state", lambda: False)  # no _C: the checked path
+_eager_dense = getattr(_ext.C, "eager_dense", None)  # linear's whole fast path in C++ (csrc/eager_fast.cpp)
+if _eager_dense is not None:
+    _ext.C.set_eager_activations({a.name: (a.alpha, a.gain) for a in _activations.ACTIVATIONS.values()}, _impl,
+                                 _ext, _fwd_ad)
 
 
 def _fast_ops(t):
@@ -159,6 +163,14 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
            act: str = "linear", alpha: Optional[float] = None, gain: float = 1.0,
            clamp: Optional[float] = None) -> torch.Tensor:
     """``act(input @ weight.T + bias) * gain`` in one pass over the output; any number of leading dims."""
+    if _eager_dense is not None and not _is_compiling():  # the common eager call, decided in C++ (None: not it)
+        try:
+            y = _eager_dense(input, weight, bias, act, alpha, gain, clamp)
+        except Exception:
+            _linear_checks(input, weight, bias)  # raises the named error when an argument is at fault
+            raise
+        if y is not None:
+            return y
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
     ops = _fast_ops(input)
     if ops is not None:

@@ -319,3 +319,53 @@ def test_doctor_reports_versions_build_and_impl_per_op():
             assert info["cuda_archs"] in out
     else:
         assert "fastgan._C: NOT LOADED" in out
+
+
+# ------------------------------------------------------------------ linear's fast path (csrc/eager_fast.cpp)
+def _linear_node(**kwargs):
+    x, w, b = torch.randn(5, 4, requires_grad=True), torch.randn(3, 4), torch.randn(3)
+    y = FF.linear(x, w, b, **kwargs)
+    ref = torch.nn.functional.linear(x.detach(), w, b)
+    return (y.grad_fn.name() if y.grad_fn is not None else None), y.detach(), ref
+
+
+@needs_C
+def test_linear_fast_path_decides_as_the_python_path(monkeypatch):
+    """fastgan._C.eager_dense takes a plain call only when the Python path would run the native op; every other
+    case (implementation chosen by use_impl or FASTGAN_IMPL, no _C, forward AD, unusual argument types) returns to
+    the Python path, whose node, values and errors are unchanged."""
+    native = "fastgan::DenseBackward"
+    node, y, ref = _linear_node()
+    assert node == native
+    torch.testing.assert_close(y, ref)
+    for kwargs in (dict(act="lrelu", alpha=0.1), dict(act="tanh", gain=2, clamp=0.5), dict(gain=True),
+                   dict(act="lrelu", alpha=torch.tensor(0.3))):  # (the last two: the Python path converts them)
+        node, y, _ = _linear_node(**kwargs)
+        assert node == native, kwargs
+    with fastgan.use_impl("torch"):
+        assert _linear_node()[0] != native
+    with fastgan.use_impl("native"):
+        assert _linear_node()[0] == native
+    for env, fast in (("torch", False), (" native ", True), ("auto", True), ("", True)):
+        monkeypatch.setenv("FASTGAN_IMPL", env)
+        assert (_linear_node()[0] == native) == fast, env
+    monkeypatch.setenv("FASTGAN_IMPL", "bogus")
+    with pytest.raises(RuntimeError, match="FASTGAN_IMPL='bogus'"):
+        _linear_node()
+    monkeypatch.delenv("FASTGAN_IMPL")
+    if "emu" in fastgan.available_impls():
+        with fastgan.use_impl("emu"):  # the emulated kernels' own C++ node (through the Python path)
+            assert _linear_node()[0] == native
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match="jvp"):
+        FF.linear(fwAD.make_dual(torch.randn(5, 4), torch.randn(5, 4)), torch.randn(3, 4))
+    for kwargs, word in ((dict(act="swish"), "act"), (dict(act="lrelu", alpha=-0.5), "alpha"),
+                         (dict(gain=float("inf")), "gain"), (dict(clamp=-1.0), "clamp"), (dict(alpha="x"), "float")):
+        with pytest.raises((ValueError, TypeError), match=word):
+            _linear_node(**kwargs)
+    with pytest.raises(ValueError, match="weight"):
+        FF.linear(torch.randn(5, 4), torch.randn(3, 5))
+    monkeypatch.setattr(_ext, "C", None)  # as when _C failed to load: the reference path
+    monkeypatch.setattr(_ext, "load_error", "fastgan._C is not built (test)")
+    monkeypatch.setattr(_ext, "_warned", True)
+    assert _linear_node()[0] != native
