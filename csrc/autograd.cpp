@@ -27,6 +27,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -124,6 +125,7 @@ struct ProductBackward : Node {
   bool has_b = false;
 
   void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
     x_.reset_data();
     w_.reset_data();
     y_.reset_data();
@@ -188,8 +190,12 @@ struct BiasActBackward : Node {
   bool has_b = false;
 
   std::string name() const override { return "fastgan::BiasActBackward"; }
-  void release_variables() override { y_.reset_data(); }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    y_.reset_data();
+  }
   variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     variable_list out(2);
     const bool want_dx = task_should_compute_output(0), want_db = has_b && task_should_compute_output(1);
     if (!grads[0].defined() || !(want_dx || want_db)) return out;
@@ -203,6 +209,7 @@ struct BiasActBackward : Node {
 struct DenseBackward : ProductBackward {
   std::string name() const override { return "fastgan::DenseBackward"; }
   variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     const bool emu = ep.emu;
     return product_grads(grads, -1, [emu](const Tensor& dz, const Tensor& x, const Tensor& w,
                                         std::array<bool, 2> need) {
@@ -217,6 +224,7 @@ struct Conv2dBackward : ProductBackward {
 
   std::string name() const override { return "fastgan::Conv2dBackward"; }
   variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     return product_grads(grads, 1, [this](const Tensor& dz, const Tensor& x, const Tensor& w,
                                         std::array<bool, 2> need) {
       return call_conv2d_backward(ep.emu, dz, x, w, stride, padding, dilation, groups, need);
@@ -233,12 +241,14 @@ struct SigmoidBceBackward : Node {
 
   std::string name() const override { return "fastgan::SigmoidBceBackward"; }
   void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
     logits_.reset_data();
     target_.reset_data();
     weight_.reset_data();
     pos_weight_.reset_data();
   }
   variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
     variable_list out(1);
     if (!grads[0].defined() || !task_should_compute_output(0)) return out;
     out[0] = call_bce_backward(emu, grads[0], logits_.unpack(), opt(target_.unpack()), label, opt(weight_.unpack()),

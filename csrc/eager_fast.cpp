@@ -96,14 +96,15 @@ bool native_selected(State& st) {
 bool resolve(State& st, PyObject* act, PyObject* alpha, PyObject* gain, PyObject* clamp, const ActDefault** spec,
              double* a, double* g, double* c) {
   if (!PyUnicode_CheckExact(act)) return false;
-  const char* name = PyUnicode_AsUTF8(act);
+  Py_ssize_t n = 0;
+  const char* name = PyUnicode_AsUTF8AndSize(act, &n);
   if (name == nullptr) {
     PyErr_Clear();
     return false;
   }
   *spec = nullptr;
   for (const auto& d : st.acts)
-    if (d.name == name) *spec = &d;
+    if (d.name.size() == static_cast<size_t>(n) && std::memcmp(d.name.data(), name, n) == 0) *spec = &d;
   if (*spec == nullptr) return false;
   *a = (*spec)->alpha;
   *g = (*spec)->gain;
@@ -140,7 +141,8 @@ py::object eager_dense(py::handle input, py::handle weight, py::handle bias, py:
   const at::Tensor& x = THPVariable_Unpack(input.ptr());
   if (!x.is_cpu() || !plain_eager_state()) return py::none();
   py::object level = st.fwd_ad_module.attr(st.level);
-  if (!PyLong_CheckExact(level.ptr()) || PyLong_AsLong(level.ptr()) >= 0) {
+  int overflow = 0;
+  if (!PyLong_CheckExact(level.ptr()) || PyLong_AsLongAndOverflow(level.ptr(), &overflow) >= 0 || overflow != 0) {
     PyErr_Clear();
     return py::none();
   }
@@ -150,10 +152,11 @@ py::object eager_dense(py::handle input, py::handle weight, py::handle bias, py:
   if (!resolve(st, act.ptr(), alpha.ptr(), gain.ptr(), clamp.ptr(), &spec, &a, &g, &c)) return py::none();
   c10::optional<at::Tensor> b;
   if (has_b) b = THPVariable_Unpack(bias.ptr());
+  const std::string name = spec->name;  // (the table may be replaced while the GIL is released)
   at::Tensor y;
   {
     py::gil_scoped_release no_gil;  // as torch's own bindings: other Python threads run during the op
-    y = autograd_dense(x, THPVariable_Unpack(weight.ptr()), b, spec->name, a, g, c, false);
+    y = autograd_dense(x, THPVariable_Unpack(weight.ptr()), b, name, a, g, c, false);
   }
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(y)));
 }

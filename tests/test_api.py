@@ -323,9 +323,11 @@ def test_doctor_reports_versions_build_and_impl_per_op():
 
 # ------------------------------------------------------------------ linear's fast path (csrc/eager_fast.cpp)
 def _linear_node(**kwargs):
+    """(the output's autograd node name, the output, the reference path's output) of one FF.linear call."""
     x, w, b = torch.randn(5, 4, requires_grad=True), torch.randn(3, 4), torch.randn(3)
     y = FF.linear(x, w, b, **kwargs)
-    ref = torch.nn.functional.linear(x.detach(), w, b)
+    with fastgan.use_impl("torch"):
+        ref = FF.linear(x.detach(), w, b, **kwargs)
     return (y.grad_fn.name() if y.grad_fn is not None else None), y.detach(), ref
 
 
@@ -338,10 +340,27 @@ def test_linear_fast_path_decides_as_the_python_path(monkeypatch):
     node, y, ref = _linear_node()
     assert node == native
     torch.testing.assert_close(y, ref)
-    for kwargs in (dict(act="lrelu", alpha=0.1), dict(act="tanh", gain=2, clamp=0.5), dict(gain=True),
-                   dict(act="lrelu", alpha=torch.tensor(0.3))):  # (the last two: the Python path converts them)
-        node, y, _ = _linear_node(**kwargs)
+    x, w, b = torch.randn(5, 4), torch.randn(3, 4), torch.randn(3)
+    C = _ext.C
+    for kwargs in (dict(act="lrelu", alpha=0.1), dict(act="tanh", gain=2, clamp=0.5)):
+        assert C.eager_dense(x, w, b, kwargs.get("act", "linear"), kwargs.get("alpha"), kwargs.get("gain", 1.0),
+                             kwargs.get("clamp")) is not None
+        node, y, ref = _linear_node(**kwargs)
         assert node == native, kwargs
+        torch.testing.assert_close(y, ref)
+    # arguments the C++ decision leaves to the Python path (which converts them): the same node and values
+    for act, alpha, gain in (("linear", None, True), ("lrelu", torch.tensor(0.3), 1.0), ("lrelu", 0.3, 1),
+                             ("linear\0x", None, 1.0)):
+        fast = C.eager_dense(x, w, b, act, alpha, gain, None)
+        assert (fast is None) == (act != "lrelu" or type(alpha) is not float), (act, alpha, gain)
+    node, y, ref = _linear_node(gain=True)
+    assert node == native
+    torch.testing.assert_close(y, ref)
+    node, y, ref = _linear_node(act="lrelu", alpha=torch.tensor(0.3))
+    assert node == native
+    torch.testing.assert_close(y, ref)
+    with pytest.raises(ValueError, match="act"):
+        _linear_node(act="linear\0x")
     with fastgan.use_impl("torch"):
         assert _linear_node()[0] != native
     with fastgan.use_impl("native"):
@@ -355,7 +374,10 @@ def test_linear_fast_path_decides_as_the_python_path(monkeypatch):
     monkeypatch.delenv("FASTGAN_IMPL")
     if "emu" in fastgan.available_impls():
         with fastgan.use_impl("emu"):  # the emulated kernels' own C++ node (through the Python path)
-            assert _linear_node()[0] == native
+            assert C.eager_dense(x, w, b, "linear", None, 1.0, None) is None
+            node, y, ref = _linear_node()
+            assert node == native
+            torch.testing.assert_close(y, ref)
     import torch.autograd.forward_ad as fwAD
     with fwAD.dual_level(), pytest.raises(NotImplementedError, match="jvp"):
         FF.linear(fwAD.make_dual(torch.randn(5, 4), torch.randn(5, 4)), torch.randn(3, 4))

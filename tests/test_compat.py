@@ -367,7 +367,8 @@ def _fwd_bwd_bwd(fn, inputs):
     return type(out.grad_fn).__name__, [out.detach(), *[g.detach() for g in grads], *second]
 
 
-@pytest.mark.parametrize("op", ["bias_act", "dense", "dense_linear", "conv2d", "bce_label", "bce_target_weights"])
+@pytest.mark.parametrize("op", ["bias_act", "dense", "dense_linear", "dense_linear_gain1", "conv2d", "bce_label",
+                                "bce_target_weights"])
 def test_cpp_and_python_autograd_paths_agree(impl, op):
     """Plain eager calls use C++ autograd (csrc/autograd.cpp); under a function mode (and torch.func, compile) the
     Python autograd.Function runs. Same kernels and formulas: outputs, gradients and second derivatives agree."""
@@ -381,9 +382,10 @@ def test_cpp_and_python_autograd_paths_agree(impl, op):
     elif op == "dense":
         fn, ins = (lambda x, w, b: FF.linear(x, w, b, act="tanh")), [torch.randn(6, 5, **d), torch.randn(3, 5, **d),
                                                                     torch.randn(3, **d)]
-    elif op == "dense_linear":  # the C++ node's linear-epilogue shortcut (dz = dy * gain, no saved output)
-        fn, ins = (lambda x, w, b: FF.linear(x, w, b, gain=1.3)), [torch.randn(2, 6, 5, **d), torch.randn(3, 5, **d),
-                                                                  torch.randn(3, **d)]
+    elif op.startswith("dense_linear"):  # the C++ node's linear-epilogue shortcut (dz = dy * gain, no saved y);
+        gain = 1.3 if op == "dense_linear" else 1.0  # gain 1: dz is dy itself and the forward is one addmm
+        fn, ins = (lambda x, w, b: FF.linear(x, w, b, gain=gain)), [torch.randn(2, 6, 5, **d),
+                                                                   torch.randn(3, 5, **d), torch.randn(3, **d)]
     elif op == "conv2d":
         fn, ins = (lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act="sigmoid")), [
             torch.randn(2, 3, 7, 6, **d), torch.randn(4, 3, 3, 3, **d), torch.randn(4, **d)]

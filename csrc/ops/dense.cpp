@@ -101,8 +101,10 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     if (run_gemm(ex, p, y)) return y.view(out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
-  if (has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0 && K > 1) {
-    // Nothing to fuse (the D head): the bias rides in the GEMM's accumulator, as F.linear does.
+  if (ex.backend == Backend::CPU && has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0 &&
+      K > 1) {
+    // Nothing to fuse (the D head): the bias rides in the GEMM's accumulator, as F.linear does. (CUDA / EMU
+    // products declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises that one.)
     at::addmm_out(y, *b, x2, w.t());
     return y.view(out_shape);
   }
