@@ -24,6 +24,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
@@ -115,10 +116,90 @@ struct Epilogue {
   std::tuple<Tensor, Tensor> backward(const Tensor& dy, const Tensor& y, bool want_db, int64_t dim) const {
     return call_bias_act_backward(emu, dy, y, want_db, dim, act, alpha, gain, clamp);
   }
+
+  // For compiled autograd (below): the arguments as IValues, and back.
+  void pack(std::vector<c10::IValue>& v) const {
+    v.insert(v.end(), {act, alpha, gain, clamp, emu});
+  }
+  static Epilogue unpack(const std::vector<c10::IValue>& v, size_t i) {
+    return {v[i].toStringRef(), v[i + 1].toDouble(), v[i + 2].toDouble(), v[i + 3].toDouble(), v[i + 4].toBool()};
+  }
+  void collect(torch::dynamo::autograd::CompiledNodeArgs& args) const {
+    args.collect(act);
+    args.collect(alpha);
+    args.collect(gain);
+    args.collect(clamp);
+    args.collect(emu);
+  }
 };
+
+// Compiled autograd (torch._dynamo.compiled_autograd) runs a node as an opaque call of `functional` on the
+// gradients and `packed` (the saved tensors, unpacked, and every other argument), as it runs a
+// torch::autograd::Function's node: the call lands in its graph as it is, not traced through (the C++ kernels
+// cannot run on its fake tensors).
+variable_list opaque_call(const Node& node, torch::dynamo::autograd::functional_apply_t functional,
+                          const variable_list& grads, const std::vector<c10::IValue>& packed,
+                          torch::dynamo::autograd::SwapSavedVariables& saved) {
+  namespace ca = torch::dynamo::autograd;
+  std::vector<at::TypePtr> schema;
+  schema.reserve(packed.size());
+  for (const auto& v : packed) schema.emplace_back(v.isTensor() ? at::TensorType::get() : v.type());
+  auto metadata =
+      ca::IValuePacker<std::vector<std::optional<torch::autograd::InputMetadata>>>::pack(
+          ca::get_input_metadata(node.next_edges()));
+  const auto& py = ca::getPyCompilerInterface();
+  const std::string fn = py->bind_function(saved.get_py_compiler(), node.name(), functional, schema,
+                                           /*is_custom_function=*/true, /*is_traceable=*/false);
+  return py->call_function(saved.get_py_compiler(), "apply_functional", fn, grads, packed, metadata);
+}
+
+c10::IValue maybe(const Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
+Tensor tensor_or_undefined(const c10::IValue& v) { return v.isNone() ? Tensor() : v.toTensor(); }
 
 // The shared body of dense's and conv2d's backward: x, w and (unless the epilogue is linear) y saved; the
 // gradient at the pre-activation through the epilogue; then the product's backward op for dx / dw.
+// (dz, db) for a product's epilogue: through the saved output y, or for a linear epilogue (the D head) dz = dy
+// itself (times the gain) and db its sum, as ATen's addmm backward does -- no pass over the output, no saved
+// output. ATen ops, so a create_graph backward records them. db is summed over every dim but `dim`.
+std::tuple<Tensor, Tensor> pre_activation(const Epilogue& ep, const Tensor& dy, const Tensor& y, bool want_db,
+                                          int64_t dim) {
+  if (!ep.linear()) return ep.backward(dy, y, want_db, dim);
+  std::optional<BelowAutograd> below;
+  if (!at::GradMode::is_enabled()) below.emplace();
+  Tensor dz = ep.gain == 1.0 ? dy : at::mul(dy, ep.gain);
+  // dy may be any strided tensor (expanded, for a `.sum()` loss): ATen's CPU products take it as it is; the
+  // CUDA kernels (and their emulation) get a dense one.
+  if ((ep.emu || !dz.is_cpu()) && !dz.is_contiguous() &&
+      !(dz.dim() == 4 && dz.is_contiguous(at::MemoryFormat::ChannelsLast)))
+    dz = dz.contiguous();
+  Tensor db;
+  if (want_db) {
+    std::vector<int64_t> dims;
+    for (int64_t d = 0; d < dz.dim(); ++d)
+      if (d != dim) dims.push_back(d);
+    db = dims.empty() ? dz : at::sum(dz, dims);
+  }
+  return {dz, db};
+}
+
+// A dense / conv2d node's gradients (dx, dw, db), computing only the wanted ones; `product` runs the op's
+// backward for dx / dw. `dim`: the output's channel dim (-1: the last).
+template <typename Product>
+variable_list product_grads(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& y, const Epilogue& ep,
+                            std::array<bool, 3> want, int64_t dim, Product product) {
+  variable_list out(3);
+  if (!dy.defined()) return out;
+  auto [dz, db] = pre_activation(ep, dy, y, want[2], dim < 0 ? dy.dim() - 1 : dim);
+  if (want[0] || want[1]) {
+    auto [dx, dw] = product(dz, x, w, std::array<bool, 2>{want[0], want[1]});
+    if (want[0]) out[0] = std::move(dx);
+    if (want[1]) out[1] = std::move(dw);
+  }
+  if (want[2]) out[2] = std::move(db);
+  return out;
+}
+
+// The shared state of dense's and conv2d's nodes: x, w and (unless the epilogue is linear) y saved.
 struct ProductBackward : Node {
   SavedVariable x_, w_, y_;
   Epilogue ep;
@@ -131,46 +212,10 @@ struct ProductBackward : Node {
     y_.reset_data();
   }
 
-  // (dz, db): db summed over every dim but the channel dim `dim` of the output.
-  std::tuple<Tensor, Tensor> pre_activation(const Tensor& dy, bool want_db, int64_t dim) {
-    if (!ep.linear()) return ep.backward(dy, y_.unpack(getptr()), want_db, dim);
-    // Linear epilogue (the D head): dz is dy itself (times the gain) and db its sum, as ATen's addmm backward
-    // does -- no pass over the output, no saved output. ATen ops, so a create_graph backward records them.
-    std::optional<BelowAutograd> below;
-    if (!at::GradMode::is_enabled()) below.emplace();
-    Tensor dz = ep.gain == 1.0 ? dy : at::mul(dy, ep.gain);
-    // dy may be any strided tensor (expanded, for a `.sum()` loss): ATen's CPU products take it as it is; the
-    // CUDA kernels (and their emulation) get a dense one.
-    if ((ep.emu || !dz.is_cpu()) && !dz.is_contiguous() &&
-        !(dz.dim() == 4 && dz.is_contiguous(at::MemoryFormat::ChannelsLast)))
-      dz = dz.contiguous();
-    Tensor db;
-    if (want_db) {
-      std::vector<int64_t> dims;
-      for (int64_t d = 0; d < dz.dim(); ++d)
-        if (d != dim) dims.push_back(d);
-      db = dims.empty() ? dz : at::sum(dz, dims);
-    }
-    return {dz, db};
+  std::array<bool, 3> wanted() const {
+    return {task_should_compute_output(0), task_should_compute_output(1), has_b && task_should_compute_output(2)};
   }
-
-  // The node's gradients (dx, dw, db), computing only what is wanted; `product` runs the op's backward.
-  template <typename Product>
-  variable_list product_grads(const variable_list& grads, int64_t dim, Product product) {
-    variable_list out(3);
-    const Tensor& dy = grads[0];
-    if (!dy.defined()) return out;
-    const std::array<bool, 2> need{task_should_compute_output(0), task_should_compute_output(1)};
-    const bool want_db = has_b && task_should_compute_output(2);
-    auto [dz, db] = pre_activation(dy, want_db, dim < 0 ? dy.dim() - 1 : dim);
-    if (need[0] || need[1]) {
-      auto [dx, dw] = product(dz, x_.unpack(), w_.unpack(), need);
-      if (need[0]) out[0] = std::move(dx);
-      if (need[1]) out[1] = std::move(dw);
-    }
-    if (want_db) out[2] = std::move(db);
-    return out;
-  }
+  Tensor saved_y() { return ep.linear() ? Tensor() : y_.unpack(getptr()); }
 
   // After the forward: edges to x, w, b; x, w (and y when needed) saved; y's history set on this node.
   void record(const Tensor& x, const Tensor& w, const OptTensor& b, const Tensor& y) {
@@ -180,6 +225,41 @@ struct ProductBackward : Node {
     has_b = given(b);
     set_history(y, getptr());
     if (!ep.linear()) y_ = SavedVariable(y, true);
+  }
+
+  // Compiled autograd: packed = [x, w, y or None, epilogue (5), want (3), extra...].
+  void collect_product(torch::dynamo::autograd::CompiledNodeArgs& args) const {
+    args.collect(x_, false);
+    args.collect(w_, false);
+    args.collect(y_, true);
+    ep.collect(args);
+    args.collect(has_b);
+  }
+  std::vector<c10::IValue> pack_product() {
+    std::vector<c10::IValue> v{x_.unpack(), w_.unpack(), maybe(saved_y())};
+    ep.pack(v);
+    for (bool b : wanted()) v.emplace_back(b);
+    return v;
+  }
+  template <typename Extra>
+  variable_list swapped(const variable_list& grads, torch::dynamo::autograd::SwapSavedVariables& saved,
+                        torch::dynamo::autograd::functional_apply_t functional, Extra extra) {
+    saved.before(x_);
+    saved.before(w_);
+    saved.before(y_);
+    std::vector<c10::IValue> packed = pack_product();
+    extra(packed);
+    variable_list out = opaque_call(*this, functional, grads, packed, saved);
+    saved.after(x_);
+    saved.after(w_);
+    saved.after(y_);
+    return out;
+  }
+  // The packed product arguments back: (x, w, y, epilogue, want).
+  static std::tuple<Tensor, Tensor, Tensor, Epilogue, std::array<bool, 3>> unpack_product(
+      const std::vector<c10::IValue>& v) {
+    return {v[0].toTensor(), v[1].toTensor(), tensor_or_undefined(v[2]), Epilogue::unpack(v, 3),
+            {v[8].toBool(), v[9].toBool(), v[10].toBool()}};
   }
 };
 
@@ -194,27 +274,66 @@ struct BiasActBackward : Node {
     std::lock_guard<std::mutex> lock(mutex_);
     y_.reset_data();
   }
-  variable_list apply(variable_list&& grads) override {
-    std::lock_guard<std::mutex> lock(mutex_);
+  static variable_list run(const Tensor& dy, const Tensor& y, const Epilogue& ep, int64_t dim, bool want_dx,
+                           bool want_db) {
     variable_list out(2);
-    const bool want_dx = task_should_compute_output(0), want_db = has_b && task_should_compute_output(1);
-    if (!grads[0].defined() || !(want_dx || want_db)) return out;
-    auto [dz, db] = ep.backward(grads[0], y_.unpack(getptr()), want_db, dim);
+    if (!dy.defined() || !(want_dx || want_db)) return out;
+    auto [dz, db] = ep.backward(dy, y, want_db, dim);
     if (want_dx) out[0] = std::move(dz);
     if (want_db) out[1] = std::move(db);
+    return out;
+  }
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool want_dx = task_should_compute_output(0), want_db = has_b && task_should_compute_output(1);
+    if (!grads[0].defined() || !(want_dx || want_db)) return variable_list(2);
+    return run(grads[0], y_.unpack(getptr()), ep, dim, want_dx, want_db);
+  }
+  // Compiled autograd: packed = [y, epilogue (5), dim, want_dx, want_db].
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(y_, true);
+    ep.collect(args);
+    args.collect(dim);
+    args.collect(has_b);
+  }
+  static variable_list functional(const variable_list& grads, const std::vector<c10::IValue>& v) {
+    return run(grads[0], v[0].toTensor(), Epilogue::unpack(v, 1), v[6].toInt(), v[7].toBool(), v[8].toBool());
+  }
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    saved.before(y_);
+    std::vector<c10::IValue> v{y_.unpack(getptr())};
+    ep.pack(v);
+    v.insert(v.end(), {dim, task_should_compute_output(0), has_b && task_should_compute_output(1)});
+    variable_list out = opaque_call(*this, &BiasActBackward::functional, grads, v, saved);
+    saved.after(y_);
     return out;
   }
 };
 
 struct DenseBackward : ProductBackward {
   std::string name() const override { return "fastgan::DenseBackward"; }
+  static variable_list run(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& y, const Epilogue& ep,
+                           std::array<bool, 3> want) {
+    const bool emu = ep.emu;
+    return product_grads(dy, x, w, y, ep, want, -1,
+                         [emu](const Tensor& dz, const Tensor& x, const Tensor& w, std::array<bool, 2> need) {
+                           return call_dense_backward(emu, dz, x, w, need);
+                         });
+  }
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    const bool emu = ep.emu;
-    return product_grads(grads, -1, [emu](const Tensor& dz, const Tensor& x, const Tensor& w,
-                                        std::array<bool, 2> need) {
-      return call_dense_backward(emu, dz, x, w, need);
-    });
+    if (!grads[0].defined()) return variable_list(3);
+    return run(grads[0], x_.unpack(), w_.unpack(), saved_y(), ep, wanted());
+  }
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override { collect_product(args); }
+  static variable_list functional(const variable_list& grads, const std::vector<c10::IValue>& v) {
+    auto [x, w, y, ep, want] = unpack_product(v);
+    return run(grads[0], x, w, y, ep, want);
+  }
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    return swapped(grads, saved, &DenseBackward::functional, [](std::vector<c10::IValue>&) {});
   }
 };
 
@@ -223,11 +342,35 @@ struct Conv2dBackward : ProductBackward {
   int64_t groups = 1;
 
   std::string name() const override { return "fastgan::Conv2dBackward"; }
+  static variable_list run(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& y, const Epilogue& ep,
+                           std::array<bool, 3> want, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                           c10::IntArrayRef dilation, int64_t groups) {
+    return product_grads(dy, x, w, y, ep, want, 1,
+                         [&](const Tensor& dz, const Tensor& x, const Tensor& w, std::array<bool, 2> need) {
+                           return call_conv2d_backward(ep.emu, dz, x, w, stride, padding, dilation, groups, need);
+                         });
+  }
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    return product_grads(grads, 1, [this](const Tensor& dz, const Tensor& x, const Tensor& w,
-                                        std::array<bool, 2> need) {
-      return call_conv2d_backward(ep.emu, dz, x, w, stride, padding, dilation, groups, need);
+    if (!grads[0].defined()) return variable_list(3);
+    return run(grads[0], x_.unpack(), w_.unpack(), saved_y(), ep, wanted(), stride, padding, dilation, groups);
+  }
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    collect_product(args);
+    args.collect(stride);
+    args.collect(padding);
+    args.collect(dilation);
+    args.collect(groups);
+  }
+  static variable_list functional(const variable_list& grads, const std::vector<c10::IValue>& v) {
+    auto [x, w, y, ep, want] = unpack_product(v);
+    return run(grads[0], x, w, y, ep, want, v[11].toIntVector(), v[12].toIntVector(), v[13].toIntVector(),
+               v[14].toInt());
+  }
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    return swapped(grads, saved, &Conv2dBackward::functional, [this](std::vector<c10::IValue>& v) {
+      v.insert(v.end(), {stride, padding, dilation, groups});
     });
   }
 };
@@ -247,12 +390,40 @@ struct SigmoidBceBackward : Node {
     weight_.reset_data();
     pos_weight_.reset_data();
   }
+  static variable_list run(const Tensor& g, const Tensor& logits, const Tensor& target, const Tensor& weight,
+                           const Tensor& pos_weight, double label, int64_t reduction, bool emu, bool want) {
+    variable_list out(1);
+    if (!g.defined() || !want) return out;
+    out[0] = call_bce_backward(emu, g, logits, opt(target), label, opt(weight), opt(pos_weight), reduction);
+    return out;
+  }
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    variable_list out(1);
-    if (!grads[0].defined() || !task_should_compute_output(0)) return out;
-    out[0] = call_bce_backward(emu, grads[0], logits_.unpack(), opt(target_.unpack()), label, opt(weight_.unpack()),
-                               opt(pos_weight_.unpack()), reduction);
+    if (!grads[0].defined() || !task_should_compute_output(0)) return variable_list(1);
+    return run(grads[0], logits_.unpack(), target_.unpack(), weight_.unpack(), pos_weight_.unpack(), label,
+               reduction, emu, true);
+  }
+  // Compiled autograd: packed = [logits, target, weight, pos_weight (None when absent), label, reduction, emu, want].
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(logits_, false);
+    args.collect(target_, false);
+    args.collect(weight_, false);
+    args.collect(pos_weight_, false);
+    args.collect(label);
+    args.collect(reduction);
+    args.collect(emu);
+  }
+  static variable_list functional(const variable_list& grads, const std::vector<c10::IValue>& v) {
+    return run(grads[0], v[0].toTensor(), tensor_or_undefined(v[1]), tensor_or_undefined(v[2]),
+               tensor_or_undefined(v[3]), v[4].toDouble(), v[5].toInt(), v[6].toBool(), v[7].toBool());
+  }
+  variable_list apply_with_saved(const variable_list& grads,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    for (SavedVariable* sv : {&logits_, &target_, &weight_, &pos_weight_}) saved.before(*sv);
+    std::vector<c10::IValue> v{logits_.unpack(), maybe(target_.unpack()), maybe(weight_.unpack()),
+                               maybe(pos_weight_.unpack()), label, reduction, emu, task_should_compute_output(0)};
+    variable_list out = opaque_call(*this, &SigmoidBceBackward::functional, grads, v, saved);
+    for (SavedVariable* sv : {&logits_, &target_, &weight_, &pos_weight_}) saved.after(*sv);
     return out;
   }
 };

@@ -591,3 +591,25 @@ def test_plain_eager_state_matches_torchs_own_predicates():
     assert seen["plain"] == (True, True) and seen["no_grad"] == (True, True)
     for name in ("autocast", "dispatch mode", "function mode", "vmap", "grad"):
         assert seen[name] == (False, False), (name, seen[name])
+
+
+@pytest.mark.parametrize("op", CPP_OPS)
+def test_cpp_node_under_compiled_autograd(impl, op):
+    """torch._dynamo's compiled autograd runs each C++ node as an opaque call (as it runs a torch.autograd.Function's
+    node): same gradients as the eager backward."""
+    _native_only(impl)
+    from torch._dynamo import compiled_autograd
+    fn, ins, _, _ = _cpp_case(op, impl[1])
+    grads = []
+    for compiled in (False, True):
+        xs = [t.detach().clone().requires_grad_() for t in ins]
+        y = fn(*xs)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view(y.shape)).sum()
+        if compiled:
+            with compiled_autograd._enable(torch.compile(backend="eager")):
+                loss.backward()
+        else:
+            loss.backward()
+        grads.append([t.grad for t in xs])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
