@@ -73,8 +73,9 @@ def report() -> list:
         else:
             lines.append("  CUDA kernels: no (CPU-only build: FASTGAN_CUDA=0, CPU-only torch or no toolkit)")
         lines.append(f"  CUDA emulation (impl 'emu'): {'yes' if info['with_emu'] else 'no (FASTGAN_EMU=0)'}")
-        lines.append("  eager autograd: " + ("C++ (fastgan._C.autograd_*; torch.func and torch function modes use "
-                                            "the Python Functions)" if hasattr(_ext.C, "autograd_dense")
+        lines.append("  eager autograd: " + ("C++ nodes (fastgan._C.autograd_*; linear's fast path _C.eager_dense; "
+                                            "torch.func, torch function / dispatch modes and forward AD use the "
+                                            "Python Functions)" if hasattr(_ext.C, "autograd_dense")
                                             else "Python autograd.Function"))
         onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
         lines.append("  CPU conv forward: " + ("one oneDNN primitive with the activation as a post-op (float32, gain 1, "
