@@ -12,6 +12,9 @@
 
 namespace fastgan {
 void set_poison(bool on);
+// csrc/bench_allocator.cpp
+void use_caching_cpu_allocator();
+bool caching_cpu_allocator_active();
 // csrc/eager_fast.cpp
 void set_eager_activations(pybind11::dict table, pybind11::object impl_module, pybind11::object ext_module,
                            pybind11::object fwd_ad);
@@ -63,6 +66,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("autograd_conv2d", &fastgan::autograd_conv2d);
   m.def("autograd_sigmoid_bce", &fastgan::autograd_sigmoid_bce);
   m.def("plain_eager_state", &fastgan::plain_eager_state);
+  m.def("use_caching_cpu_allocator", &fastgan::use_caching_cpu_allocator,
+        "fastgan bench --cpu-allocator caching: every CPU tensor from a per-size LIFO cache from now on (process-wide)");
+  m.def("caching_cpu_allocator_active", &fastgan::caching_cpu_allocator_active);
   m.def("set_eager_activations", &fastgan::set_eager_activations);
   m.def("eager_dense", &fastgan::eager_dense, "fastgan.functional.linear's fast path; None when it does not apply");
   m.def("activations", [] {

@@ -134,3 +134,33 @@ def test_pytest_benchmark_suite_runs_with_timing_disabled():
                         str(ROOT / "benchmarks")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert " passed" in p.stdout and " failed" not in p.stdout
+
+
+@pytest.mark.skipif(not NATIVE, reason="needs fastgan._C")
+def test_caching_cpu_allocator_option(tmp_path):
+    """`--cpu-allocator caching` (own processes: it is installed process-wide for good): freed blocks come back
+    last in first out per size, the values are unaffected, and the run records which allocator it measured with."""
+    code = (
+        "import torch; from fastgan import _ext; C = _ext.C\n"
+        "assert not C.caching_cpu_allocator_active()\n"
+        "C.use_caching_cpu_allocator(); C.use_caching_cpu_allocator()  # idempotent\n"
+        "assert C.caching_cpu_allocator_active()\n"
+        "ts = [torch.full((65536,), float(i)) for i in range(3)]\n"
+        "ptrs = [t.data_ptr() for t in ts]\n"
+        "for i in range(3): ts[i] = None  # freed in the order 0, 1, 2\n"
+        "again = [torch.empty(65536) for _ in range(3)]\n"
+        "assert [t.data_ptr() for t in again] == ptrs[::-1], 'not last in first out'\n"
+        "x = torch.randn(300, 70, dtype=torch.float64); torch.testing.assert_close(x @ x.T, torch.einsum('ik,jk->ij', x, x))\n"
+        "y = torch.arange(10.0).reshape(2, 5).t().contiguous(); assert y[3, 1].item() == 8.0\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    out = tmp_path / "b"
+    r = subprocess.run([sys.executable, "-m", "fastgan", "bench", "--device", "cpu", "--smoke", "--cases",
+                        "dense/D.fc,bce", "--cpu-allocator", "caching", "--no-plot", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["env"]["cpu_allocator"].startswith("caching")
+    assert "CPU allocator: caching" in r.stdout
+    assert all(res.get("status") == "ok" for c in doc["cases"] for res in c["results"])
