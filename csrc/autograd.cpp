@@ -156,8 +156,6 @@ variable_list opaque_call(const Node& node, torch::dynamo::autograd::functional_
 c10::IValue maybe(const Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
 Tensor tensor_or_undefined(const c10::IValue& v) { return v.isNone() ? Tensor() : v.toTensor(); }
 
-// The shared body of dense's and conv2d's backward: x, w and (unless the epilogue is linear) y saved; the
-// gradient at the pre-activation through the epilogue; then the product's backward op for dx / dw.
 // (dz, db) for a product's epilogue: through the saved output y, or for a linear epilogue (the D head) dz = dy
 // itself (times the gain) and db its sum, as ATen's addmm backward does -- no pass over the output, no saved
 // output. ATen ops, so a create_graph backward records them. db is summed over every dim but `dim`.
@@ -241,14 +239,15 @@ struct ProductBackward : Node {
     for (bool b : wanted()) v.emplace_back(b);
     return v;
   }
-  template <typename Extra>
+  // apply_with_saved: the opaque call of `functional` on pack_product() + `extra`.
   variable_list swapped(const variable_list& grads, torch::dynamo::autograd::SwapSavedVariables& saved,
-                        torch::dynamo::autograd::functional_apply_t functional, Extra extra) {
+                        torch::dynamo::autograd::functional_apply_t functional,
+                        std::vector<c10::IValue> extra = {}) {
     saved.before(x_);
     saved.before(w_);
     saved.before(y_);
     std::vector<c10::IValue> packed = pack_product();
-    extra(packed);
+    packed.insert(packed.end(), extra.begin(), extra.end());
     variable_list out = opaque_call(*this, functional, grads, packed, saved);
     saved.after(x_);
     saved.after(w_);
@@ -333,7 +332,7 @@ struct DenseBackward : ProductBackward {
   }
   variable_list apply_with_saved(const variable_list& grads,
                                  torch::dynamo::autograd::SwapSavedVariables& saved) override {
-    return swapped(grads, saved, &DenseBackward::functional, [](std::vector<c10::IValue>&) {});
+    return swapped(grads, saved, &DenseBackward::functional);
   }
 };
 
@@ -369,9 +368,7 @@ struct Conv2dBackward : ProductBackward {
   }
   variable_list apply_with_saved(const variable_list& grads,
                                  torch::dynamo::autograd::SwapSavedVariables& saved) override {
-    return swapped(grads, saved, &Conv2dBackward::functional, [this](std::vector<c10::IValue>& v) {
-      v.insert(v.end(), {stride, padding, dilation, groups});
-    });
+    return swapped(grads, saved, &Conv2dBackward::functional, {stride, padding, dilation, groups});
   }
 };
 

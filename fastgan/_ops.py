@@ -21,43 +21,37 @@ _below_autograd = torch._C._AutoDispatchBelowAutograd  # what torch.library's ow
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 _function_modes = torch._C._is_torch_function_mode_enabled
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-# Ops with a C++ autograd entry point (fastgan._C.autograd_<op>, csrc/autograd.cpp), and which of their
-# arguments are tensors. sigmoid_bce: the C++ node computes the logits' gradient only.
-_CPP_OPS = {"bias_act": (0, 1), "dense": (0, 1, 2), "conv2d": (0, 1, 2), "sigmoid_bce": (0, 1, 3, 4)}
+# Ops with a C++ autograd entry point (fastgan._C.autograd_<op>, csrc/autograd.cpp). sigmoid_bce: the C++ node
+# computes the logits' gradient only.
+_CPP_OPS = ("bias_act", "dense", "conv2d", "sigmoid_bce")
 
 
-def _cpp_eligible(op: str, args) -> bool:
-    """Whether an eager call can take the C++ autograd path: plain tensors (no subclass with
-    __torch_function__), no dispatch / function modes (they must see the dispatcher op), no forward AD (the C++
-    Functions have no JVP), and for sigmoid_bce no gradient wanted for target, weight or pos_weight."""
-    if _dispatch_modes() or _function_modes() or torch.autograd.forward_ad._current_level >= 0:
-        return False
-    for i in _CPP_OPS[op]:
-        a = args[i]
-        if a is not None and type(a) not in _PLAIN:
-            return False
-    if op == "sigmoid_bce":
-        return not any(args[i] is not None and args[i].requires_grad for i in (1, 3, 4))
-    return True
+def _cpp_state_ok() -> bool:
+    """No dispatch / function mode (they must see the dispatcher op) and no forward AD (the C++ nodes have no
+    JVP): the thread-wide half of whether an eager call can take the C++ autograd path; the per-call half (plain
+    tensor arguments) is in the ops of ``_direct_set``."""
+    return not (_dispatch_modes() or _function_modes() or _fwd_ad._current_level >= 0)
 
 
 class _OpSet:
     """Differentiable entry points of one library: attribute per op (a Function's apply)."""
 
 
-_DIRECT: dict = {}  # namespace -> _OpSet of the C++ autograd entry points (see direct())
+_DIRECT: dict = {}  # namespace -> _OpSet of the C++ autograd entry points (see direct_entries())
 _fwd_ad = torch.autograd.forward_ad
 
 
 def direct_entries(impl: str):
     """Ops that go straight to the C++ autograd entry points once their remaining tensor arguments are plain too
-    (else to ``ns(impl)``), for a caller that has ruled out everything else ``_cpp_eligible`` looks at (modes,
-    forward AD) and torch.func, torch.compile and a subclassed first tensor: ``fastgan.functional``'s fast path.
-    ~1 us per call less than ``ns(impl)``."""
+    (else to the classic Python Function), for a caller that has ruled out modes and forward AD
+    (``_cpp_state_ok``), torch.func, torch.compile and a subclassed first tensor: ``fastgan.functional``'s fast
+    path, and ``ns(impl)``'s eager ops after their own checks. ~1 us per call less than ``ns(impl)``."""
     return _DIRECT[_NAMESPACES[impl]]
 
 
 def _direct_set(fn: _OpSet, emu: bool) -> _OpSet:
+    """The C++ entry points of one library with their per-call check; ``fn``: the Python Functions' applies that
+    serve any other call (filled by _register after this set is built; looked up per call)."""
     C = _ext.C
     bias_act_c, dense_c, conv2d_c, bce_c = C.autograd_bias_act, C.autograd_dense, C.autograd_conv2d, \
         C.autograd_sigmoid_bce
@@ -140,7 +134,10 @@ def _register(name: str) -> None:
     """
     raw = getattr(torch.ops, name)
     fn = _OpSet()  # filled below: differentiable apply() per op
+    eager = _OpSet()  # the classic Python Functions' applies (what the C++ entry points fall back to)
     below = _OpSet()  # and the same ops below autograd
+    has_cpp = all(hasattr(_ext.C, f"autograd_{op}") for op in _CPP_OPS)
+    direct = _DIRECT[name] = _direct_set(eager, name == _NAMESPACES["emu"]) if has_cpp else fn
     q = lambda op: f"{name}::{op}"  # noqa: E731
 
     def register(op: str, backward, setup_context) -> None:
@@ -173,24 +170,22 @@ def _register(name: str) -> None:
             "backward": staticmethod(backward),
         })
         ft_apply, eager_apply = ft_cls.apply, eager_cls.apply
-        cpp = getattr(_ext.C, f"autograd_{op}", None) if op in _CPP_OPS else None
-        emu = name == _NAMESPACES["emu"]
+        direct_op = getattr(direct, op, None) if op in _CPP_OPS else None
 
         def apply(*args):
             if _functorch_active():
                 return ft_apply(*args)
-            if cpp is not None and _cpp_eligible(op, args):
-                return cpp(*args, emu)
+            if direct_op is not None and type(args[0]) in _PLAIN and _cpp_state_ok():
+                return direct_op(*args)  # C++ when the other tensor arguments are plain too
             return eager_apply(*args)
 
         setattr(fn, op, apply)
+        setattr(eager, op, eager_apply)
         setattr(below, op, run)
 
     # backward formulas look the ops up here, through _entry (globals: torch.compile can trace them)
     _FUNCS[name] = fn
     _RAW[name] = below
-    has_cpp = all(hasattr(_ext.C, f"autograd_{op}") for op in _CPP_OPS)
-    _DIRECT[name] = _direct_set(fn, name == _NAMESPACES["emu"]) if has_cpp else fn
 
     # ---------------------------------------------------------------- fake kernels
     @torch.library.register_fake(q("bias_act"))

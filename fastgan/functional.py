@@ -36,7 +36,7 @@ if _eager_dense is not None:
 
 
 def _fast_ops(t):
-    """The C++ autograd entry points (``_ops.direct``) for a call whose first tensor is ``t``, when the fast path
+    """The C++ autograd entry points (``_ops.direct_entries``) for a call whose first tensor is ``t``, when the fast path
     applies: a plain tensor, no autocast (its casts happen in the checked path), not under torch.compile (Dynamo
     traces the checked path, whose checks cost nothing in the compiled graph), no torch.func transform (the
     batching rules see only the batched tensors, so the per-sample checks must run here), no torch function or
