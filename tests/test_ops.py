@@ -161,6 +161,70 @@ def test_linear_shapes(impl, shape):
     check_fwd_bwd(lambda x, w, b: FF.linear(x, w, b, act="lrelu", alpha=0.2), [x, w, b], torch.float32, str(shape))
 
 
+# One output feature (a discriminator's logit head): the CPU backward computes dx and dw in one pass over x, the
+# columns split between threads (csrc/ops/dense.cpp, rank1_backward_cpu). The shapes reach its row remainder (7
+# rows: one sweep of four + three) and column remainder (70), several column tasks (600 x 1000), a row pitch wider
+# than the row, and the unfused paths: x with a non-unit inner stride, fewer than 64 columns; and leading dims.
+@pytest.mark.parametrize("case", ["rows7", "wide", "row_pitch", "inner_stride", "narrow", "leading"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_linear_one_output_feature(impl, case, dtype):
+    _, dev = impl
+    if case == "rows7":
+        x = rnd(7, 70, dtype=dtype, device=dev)
+    elif case == "wide":
+        x = rnd(600, 1000, dtype=dtype, device=dev)
+    elif case == "row_pitch":
+        x = rnd(9, 90, dtype=dtype, device=dev)[:, 3:83]  # rows 90 apart, unit inner stride
+    elif case == "inner_stride":
+        x = rnd(80, 9, dtype=dtype, device=dev).t()
+    elif case == "narrow":
+        x = rnd(9, 33, dtype=dtype, device=dev)
+    else:
+        x = rnd(2, 3, 5, 70, dtype=dtype, device=dev)
+    K = x.shape[-1]
+    w = rnd(1, K, dtype=dtype, device=dev, scale=K ** -0.5, requires_grad=True)
+    b = rnd(1, dtype=dtype, device=dev, requires_grad=True)
+    # bfloat16: the bias gradient is a single sum (of bfloat16 products in the reference too), whose relative error
+    # can pass the suite's usual 2x for one element
+    factor = 1.0 if dtype in (torch.float32, torch.float64) else 3.0
+    for act, kw in (("linear", {}), ("lrelu", dict(alpha=0.2, gain=1.4))):
+        check_fwd_bwd(lambda x, w, b: FF.linear(x, w, b, act=act, **kw), [x.requires_grad_(), w, b], dtype,
+                      f"linear[{case},{act}]", factor)
+
+
+def test_linear_one_output_feature_threads(impl):
+    """The blocked dw of a one-feature layer does not depend on the number of threads: bitwise equal results."""
+    name, dev = impl
+    if (name, dev) != ("native", "cpu"):
+        pytest.skip("a property of the C++ CPU backward")
+    x = rnd(600, 1000, device=dev, requires_grad=True)
+    w = rnd(1, 1000, device=dev, scale=0.03, requires_grad=True)
+    g = rnd(600, 1, device=dev)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(torch.autograd.grad(FF.linear(x, w, None), [x, w], g))
+    finally:
+        torch.set_num_threads(before)
+    for dx, dw in outs[1:]:
+        assert torch.equal(dx, outs[0][0]) and torch.equal(dw, outs[0][1])
+    ref = torch.autograd.grad(torch.nn.functional.linear(x.double(), w.double()), [x, w], g.double())
+    torch.testing.assert_close(outs[0][1].double(), ref[1], rtol=1e-5, atol=1e-4)
+
+
+def test_linear_one_output_feature_gradgrad(impl):
+    _, dev = impl
+    x = rnd(6, 9, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(1, 9, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(1, dtype=torch.float64, device=dev, requires_grad=True)
+    for act in ("linear", "lrelu"):
+        fn = lambda x, w, b: FF.linear(x, w, b, act=act)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(act="lrelu", alpha=0.1, gain=2.0), dict(act="tanh", clamp=0.5),
                                     dict(act="sigmoid", bias=False)], ids=str)
 def test_linear_every_argument(impl, kwargs):

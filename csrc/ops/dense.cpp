@@ -12,7 +12,13 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/mul.h>
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
 #include "../kernels/activation.cuh"
+#include "cpu_math.h"
 #include "gemm_glue.h"
 #include "ops.h"
 
@@ -59,6 +65,73 @@ void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
     at::mul_out(out, a, b);
   else
     at::mm_out(out, a, b);
+}
+
+// The backward of a layer with one output feature (every discriminator's logit head), both gradients in one pass
+// over x: row i writes dx[i, :] = dz[i] * w and adds dz[i] * x[i, :] to dw. ATen needs two passes (a GEMV over x
+// for dw, a broadcast multiply for dx). Threads split the columns, so every dw[k] is summed over the rows in the
+// same order whatever the thread count (bitwise the same result with 1 or 16 threads), and no partial sums are
+// kept. 128 x 2048 on one thread (2-core Zen 4): 42 vs 55 us per torch.ops call, dx and dw.
+constexpr int64_t kRank1MinCols = 64;      // narrower x: ATen's two calls (too little per row to split or vectorise)
+constexpr int64_t kRank1GrainElems = 1 << 15;  // elements of x per parallel task
+
+template <typename T>
+FG_CPU_CLONES void rank1_cols(const T* __restrict__ dz, int64_t sdz, const T* __restrict__ x, int64_t ldx,
+                              const T* __restrict__ w, T* __restrict__ dx, int64_t K, T* __restrict__ dw, int64_t M,
+                              int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k) dw[k] = T(0);
+  int64_t i = 0;
+  for (; i + 4 <= M; i += 4) {  // four rows per sweep: w and dw are loaded once per four rows of x and dx
+    const T s0 = dz[i * sdz], s1 = dz[(i + 1) * sdz], s2 = dz[(i + 2) * sdz], s3 = dz[(i + 3) * sdz];
+    const T* __restrict__ x0 = x + i * ldx;
+    const T* __restrict__ x1 = x0 + ldx;
+    const T* __restrict__ x2 = x1 + ldx;
+    const T* __restrict__ x3 = x2 + ldx;
+    T* __restrict__ d0 = dx + i * K;
+    T* __restrict__ d1 = d0 + K;
+    T* __restrict__ d2 = d1 + K;
+    T* __restrict__ d3 = d2 + K;
+    for (int64_t k = k0; k < k1; ++k) {
+      const T wk = w[k];
+      d0[k] = s0 * wk;
+      d1[k] = s1 * wk;
+      d2[k] = s2 * wk;
+      d3[k] = s3 * wk;
+      dw[k] += (s0 * x0[k] + s1 * x1[k]) + (s2 * x2[k] + s3 * x3[k]);
+    }
+  }
+  for (; i < M; ++i) {
+    const T s = dz[i * sdz];
+    const T* __restrict__ xi = x + i * ldx;
+    T* __restrict__ di = dx + i * K;
+    for (int64_t k = k0; k < k1; ++k) {
+      di[k] = s * w[k];
+      dw[k] += s * xi[k];
+    }
+  }
+}
+
+// dz2 (M x 1), x2 (M x K), w (1 x K); dx (M x K) and dw (1 x K) contiguous. False: not this path's case.
+bool rank1_backward_cpu(const at::Tensor& dz2, const at::Tensor& x2, const at::Tensor& w, at::Tensor& dx,
+                        at::Tensor& dw) {
+  const auto st = x2.scalar_type();
+  const int64_t M = x2.size(0), K = x2.size(1);
+  if ((st != at::kFloat && st != at::kDouble) || M == 0 || K < kRank1MinCols || x2.stride(1) != 1 ||
+      w.stride(1) != 1)
+    return false;
+  const int64_t grain = std::max<int64_t>(16, (kRank1GrainElems / M + 15) / 16 * 16);  // whole vectors per task
+  AT_DISPATCH_FLOATING_TYPES(st, "fastgan::dense_backward", [&] {
+    const scalar_t* pdz = dz2.const_data_ptr<scalar_t>();
+    const scalar_t* px = x2.const_data_ptr<scalar_t>();
+    const scalar_t* pw = w.const_data_ptr<scalar_t>();
+    scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
+    scalar_t* pdw = dw.mutable_data_ptr<scalar_t>();
+    const int64_t sdz = dz2.stride(0), ldx = x2.stride(0);
+    at::parallel_for(0, K, grain, [=](int64_t k0, int64_t k1) {
+      rank1_cols<scalar_t>(pdz, sdz, px, ldx, pw, pdx, K, pdw, M, k0, k1);
+    });
+  });
+  return true;
 }
 
 int64_t leading(const at::Tensor& t) {  // product of all but the last dim (reshape(-1, 0) would be ambiguous)
@@ -132,6 +205,10 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
   const int64_t M = leading(x);
   const at::Tensor x2 = x.reshape({M, K}), dz2 = dz.reshape({M, N});
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
+  if (ex.backend == Backend::CPU && N == 1 && mask[0] && mask[1]) {
+    at::Tensor dx_ = at::empty({M, K}, x.options()), dw_ = at::empty({N, K}, x.options());
+    if (rank1_backward_cpu(dz2, x2, w, dx_, dw_)) return {dx_.view(x.sizes()), dw_};
+  }
   // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
   // head), before dx's write (M x K, as large as x) evicts it.
   if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K)
