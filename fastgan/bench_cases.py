@@ -271,13 +271,17 @@ class OpCase(Case):
             return tuple(d["shape"])
         return ()
 
-    def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0) -> Runner:
+    def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0,
+             inputs: Optional[list] = None) -> Runner:
+        """``inputs``: input sets from ``make_inputs`` to use instead of new ones (``fastgan bench`` gives every
+        variant of a case the same sets, so that where they lie in memory is the same for all)."""
         fn = {"bare": self._bare_fn, "stock": self._stock_fn}.get(variant, self._fn)()
         impl = "native" if variant.startswith("fastgan") else "torch"
         compiled = variant in COMPILE_MODES
         if compiled:
             fn = torch.compile(fn, mode=COMPILE_MODES[variant], dynamic=False)
-        inputs = self.make_inputs(device, sets, seed)
+        if inputs is None:
+            inputs = self.make_inputs(device, sets, seed)
         grad = self.mode == "fwdbwd"
 
         def once(t, dy):
@@ -365,7 +369,8 @@ class StepCase(Case):
         return [(torch.rand((self.batch, 1, 28, 28), generator=gen, device=device),
                  torch.randn((self.batch, 100), generator=gen, device=device)) for _ in range(sets)]
 
-    def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0) -> Runner:
+    def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0,
+             inputs: Optional[list] = None) -> Runner:
         from .train.models import build_models, make_loss
         layers = "fused" if variant.startswith("fastgan") or variant == "eager-ref" else "stock"
         impl = "native" if variant.startswith("fastgan") else "torch"
@@ -383,7 +388,8 @@ class StepCase(Case):
             Gm = torch.compile(G, mode=COMPILE_MODES[variant])
             Dm = torch.compile(D, mode=COMPILE_MODES[variant])
         # D's parameters are toggled through the original module (the compiled wrapper shares them)
-        inputs = self.make_inputs(device, sets, seed)
+        if inputs is None:
+            inputs = self.make_inputs(device, sets, seed)
         cyc = itertools.cycle(inputs)
 
         r1_gamma = R1_GAMMA if self.r1 else 0.0
