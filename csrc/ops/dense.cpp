@@ -160,7 +160,8 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = N;
   const int64_t M = leading(x);
-  const at::Tensor x2 = x.reshape({M, K});  // a view whenever the leading dims allow it
+  const bool flat = x.dim() == 2;  // no reshape / view needed (each costs a TensorImpl)
+  const at::Tensor x2 = flat ? x : x.reshape({M, K});  // a view whenever the leading dims allow it
   if (ex.backend != Backend::CPU && use_kernels(ex, x, M, N, K)) {
     at::Tensor y = at::empty({M, N}, x.options());
     poisoned(y);
@@ -171,7 +172,7 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     p.alpha = alpha;
     p.gain = gain;
     p.clamp = clamp;
-    if (run_gemm(ex, p, y)) return y.view(out_shape);
+    if (run_gemm(ex, p, y)) return flat ? y : y.view(out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
   if (ex.backend == Backend::CPU && has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0 &&
@@ -179,11 +180,11 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     // Nothing to fuse (the D head): the bias rides in the GEMM's accumulator, as F.linear does. (CUDA / EMU
     // products declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises that one.)
     at::addmm_out(y, *b, x2, w.t());
-    return y.view(out_shape);
+    return flat ? y : y.view(out_shape);
   }
   mm_into(y, x2, w.t());
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
-  return y.view(out_shape);
+  return flat ? y : y.view(out_shape);
 }
 
 std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
@@ -203,11 +204,12 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());
   const int64_t M = leading(x);
-  const at::Tensor x2 = x.reshape({M, K}), dz2 = dz.reshape({M, N});
+  const bool flat = x.dim() == 2;  // no reshape / view needed (each costs a TensorImpl)
+  const at::Tensor x2 = flat ? x : x.reshape({M, K}), dz2 = flat ? dz : dz.reshape({M, N});
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
   if (ex.backend == Backend::CPU && N == 1 && mask[0] && mask[1]) {
     at::Tensor dx_ = at::empty({M, K}, x.options()), dw_ = at::empty({N, K}, x.options());
-    if (rank1_backward_cpu(dz2, x2, w, dx_, dw_)) return {dx_.view(x.sizes()), dw_};
+    if (rank1_backward_cpu(dz2, x2, w, dx_, dw_)) return {flat ? dx_ : dx_.view(x.sizes()), dw_};
   }
   // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
   // head), before dx's write (M x K, as large as x) evicts it.
@@ -229,7 +231,7 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
       done = run_gemm(ex, p, out);
     }
     if (!done) mm_into(out, dz2, w);
-    dx = out.view(x.sizes());
+    dx = flat ? out : out.view(x.sizes());
   }
   return {dx, dw};
 }
