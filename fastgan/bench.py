@@ -606,12 +606,15 @@ def write_outputs(doc: dict, out, plot: bool = True) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
+_VARIANT_W = max(map(len, _VARIANT_HELP)) + 2  # the names column of --help's variant list
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="benchmark the fused ops and the training step against stock PyTorch",
         description=__doc__.split("\n\n")[0] + " Prints a table; writes bench.json, bench.md and bench.png.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="variants:\n" + "\n".join(f"  {k:14s}{v}" for k, v in _VARIANT_HELP.items()))
+        epilog="variants:\n" + "\n".join(f"  {k:<{_VARIANT_W}s}{v}" for k, v in _VARIANT_HELP.items()))
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu")
     p.add_argument("--quick", action="store_true",
                    help="fewer repetitions; no torch.compile for single ops (on CPU: none at all, and no large "
