@@ -274,7 +274,8 @@ class OpCase(Case):
     def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0,
              inputs: Optional[list] = None) -> Runner:
         """``inputs``: input sets from ``make_inputs`` to use instead of new ones (``fastgan bench`` gives every
-        variant of a case the same sets, so that where they lie in memory is the same for all)."""
+        variant of a case the same sets, so that where they lie in memory is the same for all); ``sets`` and
+        ``seed`` then play no part."""
         fn = {"bare": self._bare_fn, "stock": self._stock_fn}.get(variant, self._fn)()
         impl = "native" if variant.startswith("fastgan") else "torch"
         compiled = variant in COMPILE_MODES

@@ -214,10 +214,36 @@ def test_linear_one_output_feature_threads(impl):
     torch.testing.assert_close(outs[0][1].double(), ref[1], rtol=1e-5, atol=1e-4)
 
 
+def test_linear_one_output_feature_expanded_grad(impl):
+    """y.sum().backward() hands the head's backward an expanded (stride 0) upstream gradient."""
+    _, dev = impl
+    x = rnd(9, 70, device=dev, requires_grad=True)
+    w = rnd(1, 70, device=dev, scale=0.1, requires_grad=True)
+    b = rnd(1, device=dev, requires_grad=True)
+    for act in ("linear", "lrelu"):
+        got = torch.autograd.grad(FF.linear(x, w, b, act=act).sum(), [x, w, b])
+        xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+        want = torch.autograd.grad(reference(lambda x, w, b: FF.linear(x, w, b, act=act), xd, wd, bd).sum(),
+                                   [xd, wd, bd])
+        for g, r in zip(got, want):
+            assert_close(g, r, torch.float32, f"linear[{act}] with y.sum() upstream")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_linear_one_output_feature_half_rounds_once(dtype):
+    """A half-precision head without activation rounds its output once, as F.linear: bitwise equal."""
+    x = rnd(64, 300, dtype=dtype)
+    w = rnd(1, 300, dtype=dtype, scale=0.05)
+    b = rnd(1, dtype=dtype)
+    with fastgan.use_impl("native" if "native" in fastgan.available_impls() else "torch"):
+        y = FF.linear(x, w, b)
+    assert torch.equal(y, torch.nn.functional.linear(x, w, b))
+
+
 def test_linear_one_output_feature_gradgrad(impl):
     _, dev = impl
-    x = rnd(6, 9, dtype=torch.float64, device=dev, requires_grad=True)
-    w = rnd(1, 9, dtype=torch.float64, device=dev, requires_grad=True)
+    x = rnd(6, 70, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(1, 70, dtype=torch.float64, device=dev, requires_grad=True)
     b = rnd(1, dtype=torch.float64, device=dev, requires_grad=True)
     for act in ("linear", "lrelu"):
         fn = lambda x, w, b: FF.linear(x, w, b, act=act)  # noqa: E731

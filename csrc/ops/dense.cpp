@@ -78,7 +78,8 @@ void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
 // over x: row i writes dx[i, :] = dz[i] * w and adds dz[i] * x[i, :] to dw. ATen needs two passes (a GEMV over x
 // for dw, a broadcast multiply for dx). Threads split the columns, so every dw[k] is summed over the rows in the
 // same order whatever the thread count (bitwise the same result with 1 or 16 threads), and no partial sums are
-// kept. 128 x 2048 on one thread (2-core Zen 4): 42 vs 55 us per torch.ops call, dx and dw.
+// kept. (Across machines the result can differ in the last bit: the AVX2 / AVX-512 clones contract a * b + c into
+// FMAs, the baseline clone does not.) 128 x 2048 on one thread (2-core Zen 4): 42 vs 55 us per torch.ops call, dx and dw.
 constexpr int64_t kRank1MinCols = 64;      // narrower x: ATen's two calls (too little per row to split or vectorise)
 constexpr int64_t kRank1GrainElems = 1 << 15;  // elements of x per parallel task
 
@@ -118,7 +119,8 @@ FG_CPU_CLONES void rank1_cols(const T* __restrict__ dz, int64_t sdz, const T* __
   }
 }
 
-// dz2 (M x 1), x2 (M x K), w (1 x K); dx (M x K) and dw (1 x K) contiguous. False: not this path's case.
+// dz2 (M x 1, any row stride: 0 for the expanded gradient of y.sum()), x2 (M x K, any row stride), w (1 x K); dx
+// (M x K) and dw (1 x K) fresh and contiguous (so no output aliases an input). False: not this path's case.
 bool rank1_backward_cpu(const at::Tensor& dz2, const at::Tensor& x2, const at::Tensor& w, at::Tensor& dx,
                         at::Tensor& dw) {
   const auto st = x2.scalar_type();
@@ -126,7 +128,12 @@ bool rank1_backward_cpu(const at::Tensor& dz2, const at::Tensor& x2, const at::T
   if ((st != at::kFloat && st != at::kDouble) || M == 0 || K < kRank1MinCols || x2.stride(1) != 1 ||
       w.stride(1) != 1)
     return false;
-  const int64_t grain = std::max<int64_t>(16, (kRank1GrainElems / M + 15) / 16 * 16);  // whole vectors per task
+  TORCH_INTERNAL_ASSERT(dz2.size(0) == M && dz2.size(1) == 1);
+  // tasks are runs of whole 16-column blocks (whole cache lines of dx rows and dw for float, so no two threads
+  // write the same line), of ~kRank1GrainElems elements of x each
+  constexpr int64_t kCols = 16;
+  const int64_t nblk = (K + kCols - 1) / kCols;
+  const int64_t grain = std::max<int64_t>(1, kRank1GrainElems / (M * kCols));
   AT_DISPATCH_FLOATING_TYPES(st, "fastgan::dense_backward", [&] {
     const scalar_t* pdz = dz2.const_data_ptr<scalar_t>();
     const scalar_t* px = x2.const_data_ptr<scalar_t>();
@@ -134,8 +141,8 @@ bool rank1_backward_cpu(const at::Tensor& dz2, const at::Tensor& x2, const at::T
     scalar_t* pdx = dx.mutable_data_ptr<scalar_t>();
     scalar_t* pdw = dw.mutable_data_ptr<scalar_t>();
     const int64_t sdz = dz2.stride(0), ldx = x2.stride(0);
-    at::parallel_for(0, K, grain, [=](int64_t k0, int64_t k1) {
-      rank1_cols<scalar_t>(pdz, sdz, px, ldx, pw, pdx, K, pdw, M, k0, k1);
+    at::parallel_for(0, nblk, grain, [=](int64_t b0, int64_t b1) {
+      rank1_cols<scalar_t>(pdz, sdz, px, ldx, pw, pdx, K, pdw, M, b0 * kCols, std::min(K, b1 * kCols));
     });
   });
   return true;
@@ -182,10 +189,13 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     if (run_gemm(ex, p, y)) return flat ? y : y.view(out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
+  const bool reduced = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   if (ex.backend == Backend::CPU && has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0 &&
-      K > 1 && N > 1) {
-    // Nothing to fuse (the D head): the bias rides in the GEMM's accumulator, as F.linear does. (CUDA / EMU
-    // products declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises that one.)
+      K > 1 && (N > 1 || reduced)) {
+    // Nothing to fuse: the bias rides in the GEMM's accumulator, as F.linear does. A float / double layer with one
+    // output feature (the D head) takes the GEMV in mm_into + the epilogue pass instead (faster, and bitwise
+    // F.linear's); a half-precision one stays here, where its result is rounded once. (CUDA / EMU products
+    // declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises that one.)
     at::addmm_out(y, *b, x2, w.t());
     return flat ? y : y.view(out_shape);
   }
