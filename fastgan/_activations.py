@@ -71,11 +71,18 @@ def get(name: str) -> Activation:
     return ACTIVATIONS[name]
 
 
+def _number(v, name: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {v!r}") from None
+
+
 def resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Optional[float]):
     """Validate and fill defaults; returns (Activation, alpha, gain, clamp_or_-1)."""
     spec = get(act)
-    alpha = spec.alpha if alpha is None else float(alpha)
-    gain = spec.gain if gain is None else float(gain)
+    alpha = spec.alpha if alpha is None else _number(alpha, "alpha")
+    gain = spec.gain if gain is None else _number(gain, "gain")
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha: expected a finite number >= 0, got {alpha}")
     if not math.isfinite(gain) or gain <= 0:
@@ -83,7 +90,7 @@ def resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Opti
     if clamp is None:
         clamp = -1.0
     else:
-        clamp = float(clamp)
+        clamp = _number(clamp, "clamp")
         if not (clamp >= 0) or math.isinf(clamp):
             raise ValueError(f"clamp: expected None or a finite number >= 0, got {clamp}")
     return spec, alpha, gain, clamp

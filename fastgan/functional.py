@@ -15,6 +15,7 @@ call (a third of a small linear layer's forward).
 from __future__ import annotations
 
 import numbers
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -85,12 +86,15 @@ def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
 
 
 def _pair(v, name: str, allow_zero: bool) -> tuple:
-    if isinstance(v, numbers.Integral):
-        v = (int(v), int(v))
+    # operator.index, as torch's int[2] arguments: ints, NumPy ints and integer 0-d tensors; a float (even 2.0)
+    # is refused (int(1.5) would silently truncate it)
     try:
-        v = tuple(int(i) for i in v)
+        v = (operator.index(v),) * 2
     except TypeError:
-        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+        try:
+            v = tuple(operator.index(i) for i in v)
+        except TypeError:
+            raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
     if len(v) == 1:
         v = v * 2
     lo = 0 if allow_zero else 1
@@ -130,6 +134,10 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1,
 def _bias_act_checks(x, bias, dim: int) -> int:
     """bias_act's argument checks; returns the normalised dim."""
     _check_tensor(x, "x")
+    try:
+        dim = operator.index(dim)
+    except TypeError:
+        raise TypeError(f"dim: expected an int, got {dim!r}") from None
     if bias is None:
         return dim % x.ndim if x.ndim else 0
     if x.ndim == 0:

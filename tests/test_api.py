@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,14 @@ w4 = torch.randn(5, 3, 3, 3)
     (lambda: FF.conv2d(x4, w4, padding="full"), ValueError, ["padding", "full"]),
     (lambda: FF.conv2d(x4, w4, padding="same", stride=2), ValueError, ["padding", "strided"]),
     (lambda: FF.conv2d(x4, w4, groups=0), ValueError, ["groups"]),
+    (lambda: FF.conv2d(x4, w4, stride=(1.5, 2)), TypeError, ["stride", "pair of ints"]),  # not truncated to 1
+    (lambda: FF.conv2d(x4, w4, padding=(0.7, 1)), TypeError, ["padding", "pair of ints"]),
+    (lambda: FF.conv2d(x4, w4, dilation=[2.9, 1]), TypeError, ["dilation", "pair of ints"]),
+    (lambda: FF.conv2d(x4, w4, stride=2.0), TypeError, ["stride"]),
+    (lambda: FF.bias_act(x4, torch.ones(3), dim=1.0), TypeError, ["dim", "int"]),
+    (lambda: FF.bias_act(x4, act="lrelu", alpha="a"), TypeError, ["alpha", "number"]),
+    (lambda: FF.bias_act(x4, gain=[1.0]), TypeError, ["gain", "number"]),
+    (lambda: FF.bias_act(x4, clamp="x"), TypeError, ["clamp", "number"]),
     (lambda: FF.conv2d(x4, torch.randn(5, 3, 7, 7)), ValueError, ["input", "smaller than the dilated kernel"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), torch.rand(5)), ValueError, ["target", "shape"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), "1"), TypeError, ["target"]),
@@ -74,6 +83,9 @@ def test_argument_normalisation_matches_on_every_path(impl):
     ref = torch.nn.functional.conv2d(x, w, None, (2, 1), (1, 0))
     torch.testing.assert_close(FF.conv2d(x, w, None, [2, 1], [1, 0]), ref)
     torch.testing.assert_close(FF.conv2d(x, w, None, (2, 1), torch.Size([1, 0])), ref)
+    # integer-like values as torch takes them for int[2] arguments (operator.index): NumPy ints, 0-d int tensors
+    torch.testing.assert_close(FF.conv2d(x, w, None, (np.int64(2), torch.tensor(1)), [np.int32(1), 0]), ref)
+    torch.testing.assert_close(FF.bias_act(x, torch.ones(5), dim=np.int64(-1)), x + 1)
     logits = torch.randn(6)
     torch.testing.assert_close(FF.binary_cross_entropy_with_logits(logits, 1),
                                torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))
@@ -113,10 +125,25 @@ def test_ops_check_arguments_in_cpp(call, words):
         assert w in str(e.value), f"{w!r} not in {e.value}"
 
 
-def test_device_mismatch_is_reported():
-    meta = torch.randn(3, 4, device="meta")
-    with pytest.raises(ValueError, match="weight: expected a tensor on cpu"):
-        FF.linear(torch.randn(2, 4), meta)
+@pytest.mark.parametrize("op", ["linear", "conv2d", "bias_act", "bce"])
+def test_device_mismatch_is_reported(impl, op):
+    """An argument on another device than the input (here: meta, which every machine has) is named."""
+    _, dev = impl
+    meta = lambda *shape: torch.randn(*shape, device="meta")  # noqa: E731
+    x2, x4 = torch.randn(2, 4, device=dev), torch.randn(2, 3, 6, 6, device=dev)
+    cases = {
+        "linear": [(lambda: FF.linear(x2, meta(3, 4)), "weight"),
+                   (lambda: FF.linear(x2, torch.randn(3, 4, device=dev), meta(3)), "bias")],
+        "conv2d": [(lambda: FF.conv2d(x4, meta(5, 3, 3, 3)), "weight"),
+                   (lambda: FF.conv2d(x4, torch.randn(5, 3, 3, 3, device=dev), meta(5)), "bias")],
+        "bias_act": [(lambda: FF.bias_act(x4, meta(3)), "bias")],
+        "bce": [(lambda: FF.binary_cross_entropy_with_logits(x2, meta(2, 4)), "target"),
+                (lambda: FF.binary_cross_entropy_with_logits(x2, 1.0, weight=meta(4)), "weight"),
+                (lambda: FF.binary_cross_entropy_with_logits(x2, 1.0, pos_weight=meta(4)), "pos_weight")],
+    }[op]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=f"{name}: expected a tensor on {x2.device}"):
+            call()
 
 
 @needs_C
@@ -382,7 +409,8 @@ def test_linear_fast_path_decides_as_the_python_path(monkeypatch):
     with fwAD.dual_level(), pytest.raises(NotImplementedError, match="jvp"):
         FF.linear(fwAD.make_dual(torch.randn(5, 4), torch.randn(5, 4)), torch.randn(3, 4))
     for kwargs, word in ((dict(act="swish"), "act"), (dict(act="lrelu", alpha=-0.5), "alpha"),
-                         (dict(gain=float("inf")), "gain"), (dict(clamp=-1.0), "clamp"), (dict(alpha="x"), "float")):
+                         (dict(gain=float("inf")), "gain"), (dict(clamp=-1.0), "clamp"),
+                         (dict(alpha="x"), "alpha: expected a number")):
         with pytest.raises((ValueError, TypeError), match=word):
             _linear_node(**kwargs)
     with pytest.raises(ValueError, match="weight"):
