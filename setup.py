@@ -44,6 +44,23 @@ def _has_toolkit(root) -> bool:
     return bool(root) and os.path.isfile(os.path.join(root, "include", "cuda_runtime_api.h"))
 
 
+def wrapped_toolkits(nvcc: str) -> list:
+    """Toolkit roots named by a wrapper script: `exec /path/to/cuda/bin/nvcc "$@"` (the path possibly quoted)."""
+    try:
+        with open(nvcc, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return []
+    if not head.startswith(b"#!"):
+        return []
+    roots = []
+    for tok in head.decode(errors="ignore").split():
+        tok = tok.strip("\"'`;()")
+        if tok.endswith("/bin/nvcc"):
+            roots.append(os.path.dirname(os.path.dirname(tok)))
+    return roots
+
+
 def find_cuda_home():
     """The CUDA toolkit root, found by where include/cuda_runtime_api.h lives (the nvcc on PATH may be a
     wrapper script outside the toolkit, which makes torch's own guess wrong)."""
@@ -51,15 +68,7 @@ def find_cuda_home():
     nvcc = shutil.which("nvcc")
     if nvcc:
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
-        try:  # a wrapper script: `exec /path/to/cuda/bin/nvcc "$@"`
-            with open(nvcc, "rb") as f:
-                head = f.read(4096)
-            if head.startswith(b"#!"):
-                for tok in head.decode(errors="ignore").split():
-                    if tok.endswith("/bin/nvcc"):
-                        candidates.append(os.path.dirname(os.path.dirname(tok)))
-        except OSError:
-            pass
+        candidates += wrapped_toolkits(nvcc)
     if torch.version.cuda:
         candidates.append(f"/usr/local/cuda-{torch.version.cuda}")
     candidates += ["/usr/local/cuda", "/opt/cuda"]
@@ -67,6 +76,17 @@ def find_cuda_home():
         if _has_toolkit(c):
             return os.path.realpath(c)
     return None
+
+
+def _visible_archs() -> str:
+    """'8.0;9.0' for the GPUs this build can see; '' without any (or with a broken driver)."""
+    try:
+        if not torch.cuda.is_available():
+            return ""
+        caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+    except Exception:
+        return ""
+    return ";".join(f"{major}.{minor}" for major, minor in sorted(caps))
 
 
 def configure():
@@ -87,8 +107,10 @@ def configure():
     if cuda_home:
         os.environ["CUDA_HOME"] = cuda_home  # before torch.utils.cpp_extension reads it
         if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            # No GPU is needed to build; without a visible GPU and no list cpp_extension fails (pytorch#137261).
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+            # No GPU is needed to build; without a visible GPU and no list cpp_extension fails (pytorch#137261):
+            # sm_80 + sm_90 (+ PTX for newer). With GPUs visible, torch's own default -- their architectures --
+            # made explicit so the build records it (fastgan doctor).
+            os.environ["TORCH_CUDA_ARCH_LIST"] = _visible_archs() or "8.0;9.0+PTX"
     return cuda_home, with_emu, reason
 
 

@@ -419,3 +419,22 @@ def test_linear_fast_path_decides_as_the_python_path(monkeypatch):
     monkeypatch.setattr(_ext, "load_error", "fastgan._C is not built (test)")
     monkeypatch.setattr(_ext, "_warned", True)
     assert _linear_node()[0] != native
+
+
+def _setup_helpers() -> dict:
+    """setup.py's definitions, without running setup() (the call sits under its last `if True:`)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+    src = open(path).read()
+    ns = {"__file__": path, "__name__": "fastgan_setup_under_test"}
+    exec(compile(src[:src.rindex("\nif True:")], path, "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("line", ['exec /opt/cuda-x/bin/nvcc "$@"', 'exec "/opt/cuda-x/bin/nvcc" "$@"',
+                                  "exec '/opt/cuda-x/bin/nvcc' \"$@\"", 'CUDA=1 "/opt/cuda-x/bin/nvcc" "$@";'])
+def test_setup_finds_the_toolkit_behind_an_nvcc_wrapper(tmp_path, line):
+    wrapper = tmp_path / "nvcc"
+    wrapper.write_text(f"#!/bin/sh\n{line}\n")
+    assert _setup_helpers()["wrapped_toolkits"](str(wrapper)) == ["/opt/cuda-x"]
+    wrapper.write_bytes(b"\x7fELF not a script /opt/cuda-x/bin/nvcc")
+    assert _setup_helpers()["wrapped_toolkits"](str(wrapper)) == []
