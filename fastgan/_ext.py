@@ -20,10 +20,6 @@ load_error: Optional[str] = None  # why it is not loaded
 _warned = False
 
 
-def _torch_base(v: str) -> str:
-    return v.split("+")[0]
-
-
 def _load() -> None:
     global C, load_error
     try:
@@ -41,7 +37,7 @@ def _load() -> None:
         return
     info = mod.build_info()
     built, running = info["torch_version"], torch.__version__
-    if _torch_base(built) != _torch_base(running):
+    if built != running:  # the local part too: a +cu128 build links another CUDA runtime than a +cu130 torch
         load_error = f"fastgan._C was built against torch {built} but torch {running} is running; {_FIX}"
         return
     C = mod

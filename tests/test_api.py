@@ -266,6 +266,11 @@ def test_version_mismatch_warns_and_falls_back():
     r = _run_py(code)
     assert r.returncode == 0, r.stderr
     assert "built against torch 1.0.0" in r.stdout and "--no-build-isolation" in r.stdout
+    # the same version with another local part (CUDA flavour): also refused
+    other = torch.__version__.split("+")[0] + ("+cu999" if "+cu999" not in torch.__version__ else "+cpu")
+    r = _run_py(code.replace("'1.0.0'", repr(other)))
+    assert r.returncode == 0, r.stderr
+    assert f"built against torch {other}" in r.stdout
 
 
 def test_import_never_compiles_and_works_without_C():
