@@ -54,6 +54,8 @@ def report() -> list:
         devices.append("cuda")
     else:
         lines.append("CUDA device: none visible")
+        if torch.version.cuda:  # what CUDA tensors would take on a machine with a GPU
+            devices.append("cuda")
     if _ext.C is None:
         lines.append(f"fastgan._C: NOT LOADED — {_ext.load_error}")
     else:
@@ -91,6 +93,8 @@ def report() -> list:
             impl = f"error: {e}"
         detail = {"native": "C++ kernels" if dev == "cpu" else "CUDA kernels", "emu": "CUDA kernels emulated on CPU",
                   "torch": "pure-PyTorch reference"}.get(impl, impl)
+        if dev == "cuda" and not torch.cuda.is_available():
+            detail += "; no device visible here"
         for op in OPS:
             lines.append(f"  {op:<12} {dev:<5} {impl} ({detail})")
     return lines

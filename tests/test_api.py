@@ -333,7 +333,7 @@ def test_opcheck(namespace):
 
 def test_doctor_reports_versions_build_and_impl_per_op():
     """`python -m fastgan doctor`: torch / CUDA / nvcc versions, what _C was built against and for which archs,
-    and which implementation each op uses on each device (here: CPU)."""
+    and which implementation each op uses on each device (CPU, and CUDA whenever torch is a CUDA build)."""
     r = subprocess.run([sys.executable, "-m", "fastgan", "doctor"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "FASTGAN_IMPL": ""})
     assert r.returncode == 0, r.stderr
@@ -343,6 +343,10 @@ def test_doctor_reports_versions_build_and_impl_per_op():
     cpu_impl = _impl.resolve(torch.device("cpu"))
     for op in OPS:
         assert any(line.split()[:3] == [op, "cpu", cpu_impl] for line in out.splitlines()), (op, out)
+    if torch.version.cuda:  # CUDA tensors' implementation is reported even without a visible device
+        cuda_impl = "native" if _ext.has_cuda() else "torch"
+        for op in OPS:
+            assert any(line.split()[:3] == [op, "cuda", cuda_impl] for line in out.splitlines()), (op, out)
     if _ext.C is not None:
         info = _ext.build_info()
         assert f"built against torch {info['torch_version']}" in out
