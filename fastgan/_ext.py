@@ -7,6 +7,8 @@ pure-PyTorch reference path. ``fastgan doctor`` prints the same diagnosis.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import warnings
 from typing import Optional
 
@@ -43,12 +45,23 @@ def _load() -> None:
     C = mod
 
 
+def user_stacklevel() -> int:
+    """warnings.warn's stacklevel that points at the first caller outside the fastgan package (and torch, whose
+    dispatch or autograd may sit in between), seen from the function calling warnings.warn."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    inner = (pkg + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    f, level = sys._getframe(2), 2  # 1: the caller of warnings.warn, 2: its caller
+    while f is not None and f.f_code.co_filename.startswith(inner):
+        f, level = f.f_back, level + 1
+    return level
+
+
 def warn_once() -> None:
     global _warned
     if load_error and not _warned:
         _warned = True
         warnings.warn(f"fastgan: using the pure-PyTorch reference path (slower): {load_error}", RuntimeWarning,
-                      stacklevel=3)
+                      stacklevel=user_stacklevel())
 
 
 def build_info() -> dict:

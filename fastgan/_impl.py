@@ -178,7 +178,7 @@ def resolve(device: torch.device) -> str:
     if not _cuda_fallback_warned:
         _cuda_fallback_warned = True
         warnings.warn(f"fastgan: no compiled kernels for {device.type} tensors in this build; using the "
-                      "pure-PyTorch reference path", RuntimeWarning, stacklevel=4)
+                      "pure-PyTorch reference path", RuntimeWarning, stacklevel=_ext.user_stacklevel())
     return "torch"
 
 

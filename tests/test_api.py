@@ -262,6 +262,7 @@ def test_version_mismatch_warns_and_falls_back():
         "    y = F.bias_act(torch.ones(2, 3), act='relu'); F.bias_act(torch.ones(2, 3))\n"
         "msgs = [str(x.message) for x in w]\n"
         "assert len(msgs) == 1, msgs\n"
+        "assert w[0].filename == '<string>', w[0].filename  # points at the user's call, not into fastgan\n"
         "print(msgs[0])\n")
     r = _run_py(code)
     assert r.returncode == 0, r.stderr
