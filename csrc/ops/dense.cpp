@@ -79,7 +79,8 @@ void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
 // for dw, a broadcast multiply for dx). Threads split the columns, so every dw[k] is summed over the rows in the
 // same order whatever the thread count (bitwise the same result with 1 or 16 threads), and no partial sums are
 // kept. (Across machines the result can differ in the last bit: the AVX2 / AVX-512 clones contract a * b + c into
-// FMAs, the baseline clone does not.) 128 x 2048 on one thread (2-core Zen 4): 42 vs 55 us per torch.ops call, dx and dw.
+// FMAs, the baseline clone does not.) 128 x 2048 on one thread (2-core Zen 4): 42 vs 55 us per torch.ops call,
+// dx and dw.
 constexpr int64_t kRank1MinCols = 64;      // narrower x: ATen's two calls (too little per row to split or vectorise)
 constexpr int64_t kRank1GrainElems = 1 << 15;  // elements of x per parallel task
 
@@ -148,6 +149,13 @@ bool rank1_backward_cpu(const at::Tensor& dz2, const at::Tensor& x2, const at::T
   return true;
 }
 
+// t as the 2-D (rows x cols) matrix the products take, and a product's 2-D result in the caller's shape; neither
+// builds a view (a TensorImpl each) when the shape already is the one wanted: most layers' inputs are 2-D.
+at::Tensor as_matrix(const at::Tensor& t, int64_t rows, int64_t cols) {
+  return t.dim() == 2 ? t : t.reshape({rows, cols});  // reshape: a view whenever the leading dims allow it
+}
+at::Tensor as_shape(const at::Tensor& t, at::IntArrayRef sizes) { return t.sizes() == sizes ? t : t.view(sizes); }
+
 int64_t leading(const at::Tensor& t) {  // product of all but the last dim (reshape(-1, 0) would be ambiguous)
   int64_t m = 1;
   for (int64_t i = 0; i + 1 < t.dim(); ++i) m *= t.size(i);
@@ -174,8 +182,7 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = N;
   const int64_t M = leading(x);
-  const bool flat = x.dim() == 2;  // no reshape / view needed (each costs a TensorImpl)
-  const at::Tensor x2 = flat ? x : x.reshape({M, K});  // a view whenever the leading dims allow it
+  const at::Tensor x2 = as_matrix(x, M, K);
   if (ex.backend != Backend::CPU && use_kernels(ex, x, M, N, K)) {
     at::Tensor y = at::empty({M, N}, x.options());
     poisoned(y);
@@ -186,7 +193,7 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     p.alpha = alpha;
     p.gain = gain;
     p.clamp = clamp;
-    if (run_gemm(ex, p, y)) return flat ? y : y.view(out_shape);
+    if (run_gemm(ex, p, y)) return as_shape(y, out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
   const bool reduced = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
@@ -197,11 +204,11 @@ at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::
     // F.linear's); a half-precision one stays here, where its result is rounded once. (CUDA / EMU products
     // declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises that one.)
     at::addmm_out(y, *b, x2, w.t());
-    return flat ? y : y.view(out_shape);
+    return as_shape(y, out_shape);
   }
   mm_into(y, x2, w.t());
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
-  return flat ? y : y.view(out_shape);
+  return as_shape(y, out_shape);
 }
 
 std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
@@ -221,12 +228,11 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
   const Exec ex = exec_for(x, emu, op);
   c10::OptionalDeviceGuard guard(x.device());
   const int64_t M = leading(x);
-  const bool flat = x.dim() == 2;  // no reshape / view needed (each costs a TensorImpl)
-  const at::Tensor x2 = flat ? x : x.reshape({M, K}), dz2 = flat ? dz : dz.reshape({M, N});
+  const at::Tensor x2 = as_matrix(x, M, K), dz2 = as_matrix(dz, M, N);
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
   if (ex.backend == Backend::CPU && N == 1 && mask[0] && mask[1]) {
     at::Tensor dx_ = at::empty({M, K}, x.options()), dw_ = at::empty({N, K}, x.options());
-    if (rank1_backward_cpu(dz2, x2, w, dx_, dw_)) return {flat ? dx_ : dx_.view(x.sizes()), dw_};
+    if (rank1_backward_cpu(dz2, x2, w, dx_, dw_)) return {as_shape(dx_, x.sizes()), dw_};
   }
   // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
   // head), before dx's write (M x K, as large as x) evicts it.
@@ -248,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz
       done = run_gemm(ex, p, out);
     }
     if (!done) mm_into(out, dz2, w);
-    dx = flat ? out : out.view(x.sizes());
+    dx = as_shape(out, x.sizes());
   }
   return {dx, dw};
 }
