@@ -137,7 +137,9 @@ def build_extension():
 
     debug = _flag("FASTGAN_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/ops/*.cpp"))
+    # registration + pybind module, the glue, the C++ CPU kernels (csrc/kernels/ is compiled below: by nvcc for the
+    # GPU and, wrapped, by the host compiler for the emulation)
+    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/ops/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     if not cuda_home:
         sources.remove(os.path.join("csrc", "ops", "cuda_stream.cpp"))
     defines = [("FASTGAN_TORCH_VERSION", f'"{torch.__version__}"'), ("TORCH_ASSERT_ONLY_METHOD_OPERATORS", None)]
@@ -166,7 +168,13 @@ def build_extension():
         define_macros=defines,
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
     )
-    return [ext], {"build_ext": cpp_extension.BuildExtension}
+    # `fastgan bench --cpu-allocator caching` only: its own small module, never loaded by `import fastgan`
+    bench_alloc = cpp_extension.CppExtension(
+        name="fastgan.bench._allocator",
+        sources=sorted(glob.glob("csrc/bench/*.cpp")),
+        extra_compile_args={"cxx": [*opt, "-Wall"]},
+    )
+    return [ext, bench_alloc], {"build_ext": cpp_extension.BuildExtension}
 
 
 if True:  # setuptools imports setup.py as __main__ or not, depending on the frontend

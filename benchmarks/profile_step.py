@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastgan  # noqa: E402
-from fastgan.bench_cases import StepCase  # noqa: E402
-from fastgan.bench_timing import _quiet_fd2  # noqa: E402
+from fastgan.bench.cases import StepCase  # noqa: E402
+from fastgan.bench.timing import _quiet_fd2  # noqa: E402
 
 
 def profile_variant(variant: str, device: torch.device, steps: int, r1: bool = False):

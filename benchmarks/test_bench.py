@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: the cases of ``fastgan bench`` (:mod:`fastgan.bench_cases`, the one definition)
+"""pytest-benchmark suite: the cases of ``fastgan bench`` (:mod:`fastgan.bench.cases`, the one definition)
 through pytest-benchmark's timer.
 
     python -m pytest benchmarks                          # time every case (CPU, seed shapes)
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import fastgan
-from fastgan.bench_cases import BASELINE, CHECK_TOL, build_cases, rel_err, variant_available
+from fastgan.bench.cases import BASELINE, CHECK_TOL, build_cases, rel_err, variant_available
 
 DEVICE = torch.device(os.environ.get("FASTGAN_BENCH_DEVICE", "cpu"))
 SIZES = tuple(s.strip() for s in os.environ.get("FASTGAN_BENCH_SIZES", "seed").split(",") if s.strip())

@@ -17,14 +17,20 @@ ref        the activation in pure PyTorch, ``ref(x, alpha)``
 dy_from_y  derivative of ``act`` expressed through its own output ``a = act(x)`` (so ``y`` is saved, not ``x``)
 d2         ``d(act'(x))/d a`` written through ``a`` — non-zero only for smooth activations; ``None`` when the
            derivative is piecewise constant in ``a``.
+module     the ``torch.nn`` module computing it (``fastgan.fuse`` / ``unfuse``), None for linear; ``alpha_attr``: its
+           attribute (and the functions' keyword) holding alpha
+functions  torch functions computing it, ``f(x)`` or ``f(x, alpha)`` (``fastgan.fuse`` of ``torch.fx`` graphs)
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class Activation:
     ref: Callable[[torch.Tensor, float], torch.Tensor]
     dy_from_y: Callable[[torch.Tensor, float], torch.Tensor]
     d2: Optional[Callable[[torch.Tensor, float], torch.Tensor]]
+    module: Optional[type] = None
+    alpha_attr: Optional[str] = None
+    functions: tuple = ()
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -47,20 +56,24 @@ ACTIVATIONS: dict[str, Activation] = {
                    None),
         Activation("relu", 1, 0.0, math.sqrt(2),
                    lambda x, al: torch.relu(x),
-                   lambda a, al: (a > 0).to(a.dtype),
-                   None),
+                   lambda a, al: (~(a <= 0)).to(a.dtype),  # NaN passes the gradient, as torch.relu
+                   None,
+                   nn.ReLU, None, (torch.relu, F.relu)),
         Activation("lrelu", 2, 0.2, math.sqrt(2),
                    lambda x, al: torch.where(x > 0, x, x * al),
                    lambda a, al: torch.where(a > 0, torch.ones_like(a), torch.full_like(a, al)),
-                   None),
+                   None,
+                   nn.LeakyReLU, "negative_slope", (F.leaky_relu,)),
         Activation("sigmoid", 3, 0.0, 1.0,
                    lambda x, al: torch.sigmoid(x),
                    lambda a, al: a * (1 - a),
-                   lambda a, al: 1 - 2 * a),
+                   lambda a, al: 1 - 2 * a,
+                   nn.Sigmoid, None, (torch.sigmoid, F.sigmoid)),
         Activation("tanh", 4, 0.0, 1.0,
                    lambda x, al: torch.tanh(x),
                    lambda a, al: 1 - a * a,
-                   lambda a, al: -2 * a),
+                   lambda a, al: -2 * a,
+                   nn.Tanh, None, (torch.tanh, F.tanh)),
     ]
 }
 
@@ -72,10 +85,13 @@ def get(name: str) -> Activation:
 
 
 def _number(v, name: str) -> float:
-    try:
+    """A real number (int, float, NumPy scalar or a 0-d real tensor) as a float; strings and bools are refused by
+    name (float('1') or float(True) would accept them silently)."""
+    if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_complex():
         return float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {v!r}")
+    return float(v)
 
 
 def resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Optional[float]):

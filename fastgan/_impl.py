@@ -47,28 +47,27 @@ def available_impls() -> list:
     return out
 
 
-# FASTGAN_IMPL is read on every fused call (it may change at run time, e.g. in tests), so the lookup is kept
-# cheap: os.environ.get costs ~0.7 us (key encoding, Mapping machinery); CPython's os.environ keeps the encoded
-# mapping in ``_data``, a plain dict, whose lookup is ~50 ns. Other platforms / interpreters use os.environ.get.
-try:
-    _ENV_DATA, _ENV_KEY, _env_decode = os.environ._data, os.environ.encodekey("FASTGAN_IMPL"), os.environ.decodevalue
-except AttributeError:  # pragma: no cover - not CPython's os._Environ
-    _ENV_DATA = None
 _env_parsed = ("", "auto")  # (raw value, implementation name) of the last successful parse
+_backend = "native"  # what fastgan._C's backend override for CPU tensors was last set to
 
 
-def _env_raw() -> str:
-    if _ENV_DATA is None:  # pragma: no cover
-        return os.environ.get("FASTGAN_IMPL", "")
-    raw = _ENV_DATA.get(_ENV_KEY)
-    return "" if raw is None else _env_decode(raw)
+def _sync_backend(name: str) -> None:
+    """Point the compiled glue's backend override for CPU tensors at the emulated CUDA kernels while ``emu`` is
+    selected (csrc/ops/glue.h: the one place where an emulated or a native launch is chosen)."""
+    global _backend
+    want = "emu" if name == "emu" else "native"
+    if want != _backend and _ext.C is not None:
+        _ext.C.set_cpu_backend(want)
+        _backend = want
 
 
 def current() -> str:
+    """The selected implementation name: use_impl's, else FASTGAN_IMPL's (read on every call: it may change at run
+    time, e.g. in tests), else 'auto'."""
     global _env_parsed
     if _current is not None:
         return _current
-    raw = _env_raw()
+    raw = os.environ.get("FASTGAN_IMPL", "")
     if raw == _env_parsed[0]:
         return _env_parsed[1]
     env = raw.strip()
@@ -79,6 +78,7 @@ def current() -> str:
         except (ValueError, RuntimeError) as e:
             raise RuntimeError(f"FASTGAN_IMPL={env!r}: {e}") from None
     _env_parsed = (raw, name)
+    _sync_backend(name)
     return name
 
 
@@ -139,18 +139,10 @@ class use_impl(_Setting):
     def _set(value):
         global _current
         _current = value
+        _sync_backend(current())
 
 
 _cuda_fallback_warned = False
-
-
-def for_tensor(t: torch.Tensor) -> str:
-    """``resolve(t.device)``, with the common case (compiled kernels for a CPU tensor) answered without building a
-    device object."""
-    name = current()
-    if (name == "auto" or name == "native") and t.is_cpu and _ext.C is not None:
-        return "native"
-    return resolve(t.device)
 
 
 def resolve(device: torch.device) -> str:

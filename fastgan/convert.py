@@ -11,12 +11,14 @@ modules whose ``forward`` is ``torch.fx``-traceable are rewritten on their graph
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from . import _activations
 from . import nn as fnn
 
 log = logging.getLogger("fastgan.convert")
@@ -26,20 +28,26 @@ _FUSED_TO_LAYER = {v: k for k, v in _LAYER_TO_FUSED.items()}
 
 
 def _act_of(m) -> Optional[Tuple[str, Optional[float]]]:
-    """(act, alpha) for a fusable activation module, else None."""
-    if type(m) in (nn.LeakyReLU, fnn.LeakyReLU):
-        return ("lrelu", m.negative_slope) if m.negative_slope >= 0 else None
-    if type(m) is nn.ReLU:
-        return ("relu", None)
-    if type(m) is nn.Sigmoid:
-        return ("sigmoid", None)
-    if type(m) is nn.Tanh:
-        return ("tanh", None)
+    """(act, alpha) for a fusable activation module (the activation table's modules, and fastgan.nn's drop-in
+    twins of them), else None. A negative alpha (leaky ReLU slope) is not fusable."""
+    for spec in _activations.ACTIVATIONS.values():
+        if spec.module is None or type(m) not in (spec.module, getattr(fnn, spec.module.__name__, None)):
+            continue
+        alpha = getattr(m, spec.alpha_attr) if spec.alpha_attr else None
+        return (spec.name, alpha) if alpha is None or alpha >= 0 else None
     return None
 
 
-_FX_FUNCS = {torch.relu: "relu", torch.sigmoid: "sigmoid", torch.tanh: "tanh", nn.functional.relu: "relu",
-             nn.functional.sigmoid: "sigmoid", nn.functional.tanh: "tanh", nn.functional.leaky_relu: "lrelu"}
+# torch function -> activation name, for torch.fx graphs
+_FX_FUNCS = {f: spec.name for spec in _activations.ACTIVATIONS.values() for f in spec.functions}
+
+
+def _fx_defaults(func) -> dict:
+    """func's keyword defaults (F.leaky_relu's slope: 0.01, not the table's 0.2; inplace False)."""
+    try:
+        return {k: v.default for k, v in inspect.signature(func).parameters.items()}
+    except (TypeError, ValueError):  # a builtin without a signature: positional input only
+        return {}
 
 
 class _Placeholder(nn.Identity):
@@ -123,11 +131,17 @@ def _fuse_fx(module: nn.Module, prefix: str, report: List[str]) -> nn.Module:
             act, alpha = _act_of(modules[user.target])
         elif user.op == "call_function" and user.target in _FX_FUNCS and user.args[0] is node:
             act = _FX_FUNCS[user.target]
-            if act == "lrelu":
-                alpha = user.kwargs.get("negative_slope", user.args[1] if len(user.args) > 1 else 0.01)
-                if not isinstance(alpha, (int, float)) or alpha < 0:
+            spec = _activations.get(act)
+            defaults = _fx_defaults(user.target)
+            # other keywords (inplace=...) only at their defaults
+            if any(k != spec.alpha_attr and defaults.get(k, object()) != v for k, v in user.kwargs.items()):
+                continue
+            if spec.alpha_attr:
+                alpha = user.kwargs.get(spec.alpha_attr, user.args[1] if len(user.args) > 1
+                                        else defaults.get(spec.alpha_attr))
+                if not isinstance(alpha, (int, float)) or alpha < 0 or len(user.args) > 2:
                     continue
-            elif len(user.args) > 1 or user.kwargs:
+            elif len(user.args) > 1:
                 continue
         if act is None:
             continue
@@ -201,8 +215,12 @@ def unfuse(model: nn.Module, inplace: bool = False) -> nn.Module:
         model = copy.deepcopy(model)
 
     def act_module(m):
-        return {"relu": nn.ReLU(), "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "linear": None,
-                "lrelu": nn.LeakyReLU(0.2 if m.alpha is None else m.alpha)}[m.act]
+        spec = _activations.get(m.act)
+        if spec.module is None:
+            return None
+        if spec.alpha_attr:
+            return spec.module(**{spec.alpha_attr: spec.alpha if m.alpha is None else m.alpha})
+        return spec.module()
 
     def visit(module: nn.Module) -> nn.Module:
         names = list(module._modules)

@@ -75,14 +75,8 @@ def report() -> list:
         else:
             lines.append("  CUDA kernels: no (CPU-only build: FASTGAN_CUDA=0, CPU-only torch or no toolkit)")
         lines.append(f"  CUDA emulation (impl 'emu'): {'yes' if info['with_emu'] else 'no (FASTGAN_EMU=0)'}")
-        lines.append("  eager autograd: " + ("C++ nodes (fastgan._C.autograd_*; linear's fast path _C.eager_dense; "
-                                            "torch.func, torch function / dispatch modes and forward AD use the "
-                                            "Python Functions)" if hasattr(_ext.C, "autograd_dense")
-                                            else "Python autograd.Function"))
-        onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-        lines.append("  CPU conv forward: " + ("one oneDNN primitive with the activation as a post-op (float32, gain 1, "
-                                              "no clamp), else oneDNN + the fused epilogue pass" if onednn
-                                              else "oneDNN + the fused epilogue pass (torch has no oneDNN fusion op)"))
+        lines.append("  autograd: one torch.autograd.Function per op (fastgan/ops/), the same formulas registered "
+                     "with torch.library.register_autograd for torch.ops.fastgan.* callers")
     lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "
                  f"selected: {_impl.current()}")
     lines.append("implementation per op and device:")

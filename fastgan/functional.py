@@ -6,49 +6,31 @@ their ``torch.nn.functional`` namesakes (same defaults); ``linear`` and ``conv2d
 does not support (``padding="same"`` with an asymmetric split, a negative leaky-ReLU slope, ``inplace=True``)
 falls back to the stock torch computation, never to a different result.
 
-Every argument is validated here, for all implementations, so errors name the argument and what was expected
-whichever implementation runs. On the compiled path the checks run only when they are needed: a plain eager call
-goes straight to the C++ entry point, which validates every argument itself (before doing any work), and if it
-rejects the call the Python checks run to raise the error under this API's argument names. That saves ~10 us per
-call (a third of a small linear layer's forward).
+Every function takes one path: its argument checks (so errors name the argument and what was expected, whichever
+implementation runs), the choice of implementation (:mod:`fastgan._impl`), then either the pure-PyTorch reference
+(:mod:`fastgan.reference`) or the op's one ``torch.autograd.Function`` (:mod:`fastgan.ops`), which runs
+``torch.ops.fastgan.*`` in eager mode, under torch.compile and under torch.func transforms alike.
 """
 from __future__ import annotations
 
 import numbers
-import operator
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from . import _activations, _ext, _impl, _ops, reference
+from . import _activations, _impl, ops, reference
 
 __all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-_PLAIN, _fwd_ad = _ops._PLAIN, _ops._fwd_ad
-_is_compiling = torch.compiler.is_compiling
-_plain_eager_state = getattr(_ext.C, "plain_eager_state", lambda: False)  # no _C: the checked path
-_eager_dense = getattr(_ext.C, "eager_dense", None)  # linear's whole fast path in C++ (csrc/eager_fast.cpp)
-if _eager_dense is not None:
-    _ext.C.set_eager_activations({a.name: (a.alpha, a.gain) for a in _activations.ACTIVATIONS.values()}, _impl,
-                                 _ext, _fwd_ad)
 
 
-def _fast_ops(t):
-    """The C++ autograd entry points (``_ops.direct_entries``) for a call whose first tensor is ``t``, when the fast path
-    applies: a plain tensor, no autocast (its casts happen in the checked path), not under torch.compile (Dynamo
-    traces the checked path, whose checks cost nothing in the compiled graph), no torch.func transform (the
-    batching rules see only the batched tensors, so the per-sample checks must run here), no torch function or
-    dispatch mode and no forward AD (they must see the dispatcher ops), and an implementation other than the
-    reference. None otherwise (the checked path, which also serves those cases). The thread-local part is one C++
-    call, ``_C.plain_eager_state``: this runs before every fused op, where its cost shows on small layers. (Dynamo
-    cannot trace that call: ``_is_compiling()`` comes first and is constant True while it traces.)"""
-    if type(t) not in _PLAIN or _is_compiling() or not _plain_eager_state() or _fwd_ad._current_level >= 0:
-        return None
-    impl = _impl.for_tensor(t)
-    return None if impl == "torch" else _ops.direct_entries(impl)
+def _fn(name: str):
+    """The autograd.Function of op ``name`` (built when fastgan._C is loaded; _impl.resolve only returns 'native'
+    or 'emu' then)."""
+    return ops.FUNCTIONS[name]
 
 
 def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: str = "input") -> None:
@@ -85,22 +67,29 @@ def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
         raise ValueError(f"bias: expected a 1-D tensor of length {n} ({what}), got shape {tuple(bias.shape)}")
 
 
+def _as_int(v):
+    """v as an int when torch's int arguments take it (ints, NumPy ints, integer 0-d tensors), else None. Type tests,
+    not operator.index in try/except: torch.compile (2.11) cannot trace an exception caught inside the graph."""
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_floating_point() and not v.is_complex():
+        return int(v)
+    return None
+
+
 def _pair(v, name: str, allow_zero: bool) -> tuple:
-    # operator.index, as torch's int[2] arguments: ints, NumPy ints and integer 0-d tensors; a float (even 2.0)
-    # is refused (int(1.5) would silently truncate it)
-    try:
-        v = (operator.index(v),) * 2
-    except TypeError:
-        try:
-            v = tuple(operator.index(i) for i in v)
-        except TypeError:
-            raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
-    if len(v) == 1:
-        v = v * 2
+    # as torch's int[2] arguments: an int or a sequence of one or two; a float (even 2.0) is refused (int(1.5) would
+    # silently truncate it)
+    items = list(v) if isinstance(v, (tuple, list)) else [v]
+    ints = [_as_int(i) for i in items]
+    if any(i is None for i in ints):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
+    if len(ints) == 1:
+        ints = ints * 2
     lo = 0 if allow_zero else 1
-    if len(v) != 2 or any(i < lo for i in v):
+    if len(ints) != 2 or any(i < lo for i in ints):
         raise ValueError(f"{name}: expected an int or a pair of ints >= {lo}, got {v!r}")
-    return v
+    return tuple(ints)
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
@@ -112,15 +101,6 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1,
     convention: gain sqrt(2) for relu and lrelu). ``clamp=None`` means no clamping.
     """
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
-    ops = _fast_ops(x)
-    if ops is not None:
-        try:
-            if bias is None:  # the dim only matters with a bias (the checked path accepts any int then)
-                dim = dim % x.ndim if x.ndim else 0
-            return ops.bias_act(x, bias, dim, spec.name, alpha, gain, clamp)
-        except Exception:
-            _bias_act_checks(x, bias, dim)  # raises the named error when an argument is at fault
-            raise
     _check_tensor(x, "x")
     if bias is not None and _autocast_dtype(x) is not None:
         bias = _cast(bias, x.dtype)  # an fp32 bias parameter after an autocast layer
@@ -128,16 +108,15 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1,
     impl = _impl.resolve(x.device)
     if impl == "torch":
         return reference.bias_act(x, bias, dim, spec.name, alpha, gain, clamp)
-    return _ops.ns(impl).bias_act(x, bias, dim, spec.name, alpha, gain, clamp)
+    return _fn("bias_act").apply(x, bias, dim, spec.name, alpha, gain, clamp)
 
 
 def _bias_act_checks(x, bias, dim: int) -> int:
     """bias_act's argument checks; returns the normalised dim."""
     _check_tensor(x, "x")
-    try:
-        dim = operator.index(dim)
-    except TypeError:
-        raise TypeError(f"dim: expected an int, got {dim!r}") from None
+    if _as_int(dim) is None:
+        raise TypeError(f"dim: expected an int, got {dim!r}")
+    dim = _as_int(dim)
     if bias is None:
         return dim % x.ndim if x.ndim else 0
     if x.ndim == 0:
@@ -171,22 +150,7 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
            act: str = "linear", alpha: Optional[float] = None, gain: float = 1.0,
            clamp: Optional[float] = None) -> torch.Tensor:
     """``act(input @ weight.T + bias) * gain`` in one pass over the output; any number of leading dims."""
-    if _eager_dense is not None and not _is_compiling():  # the common eager call, decided in C++ (None: not it)
-        try:
-            y = _eager_dense(input, weight, bias, act, alpha, gain, clamp)
-        except Exception:
-            _linear_checks(input, weight, bias)  # raises the named error when an argument is at fault
-            raise
-        if y is not None:
-            return y
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
-    ops = _fast_ops(input)
-    if ops is not None:
-        try:
-            return ops.dense(input, weight, bias, spec.name, alpha, gain, clamp)
-        except Exception:
-            _linear_checks(input, weight, bias)  # raises the named error when an argument is at fault
-            raise
     _check_tensor(input, "input")
     ac = _autocast_dtype(input)
     if ac is not None:
@@ -195,7 +159,7 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     impl = _impl.resolve(input.device)
     if impl == "torch":
         return reference.dense(input, weight, bias, spec.name, alpha, gain, clamp)
-    return _ops.ns(impl).dense(input, weight, bias, spec.name, alpha, gain, clamp)
+    return _fn("dense").apply(input, weight, bias, spec.name, alpha, gain, clamp)
 
 
 def _same_padding(weight: torch.Tensor, stride, dilation):
@@ -222,15 +186,6 @@ def _check_conv_operands(input, weight, groups, weight_layout: str) -> None:
         raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
 
 
-def _fast_pair(v):
-    """[a, b] for an int or a pair of ints (what the C++ entry point validates), else None (the checked path)."""
-    if type(v) is int:
-        return [v, v]
-    if type(v) in (tuple, list) and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
-        return [v[0], v[1]]
-    return None
-
-
 def _check_conv_size(input, weight, padding, dilation) -> None:
     h, w = input.shape[-2:]
     for i, (size, k) in enumerate(zip((h, w), weight.shape[2:])):
@@ -244,6 +199,8 @@ def _conv2d_checks(input, weight, bias, stride, padding, dilation, groups):
     normalised (stride, dilation)."""
     _check_tensor(input, "input")
     _check_conv_operands(input, weight, groups, "(out_channels, in_channels/groups, kH, kW)")
+    if weight.shape[0] == 0:  # as torch, at the forward
+        raise ValueError(f"weight: expected at least 1 output channel (dimension 0), got shape {tuple(weight.shape)}")
     cin = input.shape[-3]
     if cin != weight.shape[1] * groups:
         raise ValueError(f"input: expected {weight.shape[1] * groups} channels (weight.shape[1] * groups), got {cin}")
@@ -263,15 +220,6 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
            alpha: Optional[float] = None, gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
     """``act(conv2d(input, weight, stride, padding, dilation, groups) + bias) * gain``; 4-D or unbatched 3-D."""
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
-    ops = _fast_ops(input)
-    if ops is not None and input.ndim == 4 and type(groups) is int:
-        s, p, d = _fast_pair(stride), _fast_pair(padding), _fast_pair(dilation)
-        if s is not None and p is not None and d is not None:
-            try:
-                return ops.conv2d(input, weight, bias, s, p, d, groups, spec.name, alpha, gain, clamp)
-            except Exception:
-                _conv2d_checks(input, weight, bias, stride, padding, dilation, groups)  # raises a named error
-                raise
     _check_tensor(input, "input")
     ac = _autocast_dtype(input)
     if ac is not None:
@@ -296,8 +244,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     if impl == "torch":
         y = reference.conv2d(x, weight, bias, stride, padding, dilation, groups, spec.name, alpha, gain, clamp)
     else:
-        y = _ops.ns(impl).conv2d(x, weight, bias, list(stride), list(padding), list(dilation), int(groups),
-                                 spec.name, alpha, gain, clamp)
+        y = _fn("conv2d").apply(x, weight, bias, list(stride), list(padding), list(dilation), int(groups),
+                                spec.name, alpha, gain, clamp)
     return y.squeeze(0) if unbatched else y
 
 
@@ -348,12 +296,12 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
         # conv2d_backward reads only the shape, dtype and memory format of its `x` argument: a zero-stride view
         # carries them without memory, except for channels_last, whose format needs real strides.
         shape = (x.shape[0], weight.shape[1] * groups, *out_hw)
-        if x.ndim == 4 and _ops._memory_format(x) == torch.channels_last:
+        if x.ndim == 4 and ops.conv2d.memory_format(x) == torch.channels_last:
             like = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         else:
             like = x.new_empty(()).expand(shape)
-        y = _ops.ns(impl).conv2d_backward(x, like, weight, list(stride), list(padding), list(dilation), int(groups),
-                                          [True, False])[0]
+        y = _fn("conv2d_backward").apply(x, like, weight, list(stride), list(padding), list(dilation), int(groups),
+                                         [True, False])[0]
     y = bias_act(y, bias, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
     return y.squeeze(0) if unbatched else y
 
@@ -370,15 +318,6 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
     if size_average is not None or reduce is not None:
         from torch.nn import _reduction
         reduction = _reduction.legacy_get_string(size_average, reduce)
-    ops = _fast_ops(input)
-    if ops is not None and (type(target) in _PLAIN or type(target) in (float, int)):
-        try:
-            code = _REDUCTION_CODE[reduction]
-            label, tgt = (0.0, target) if type(target) in _PLAIN else (float(target), None)
-            return ops.sigmoid_bce(input, tgt, label, weight, pos_weight, code)
-        except Exception:
-            _bce_checks(input, target, weight, pos_weight, reduction)  # raises the named error if one applies
-            raise
     _check_tensor(input, "input")
     if _autocast_dtype(input) is not None:  # autocast runs this loss in float32
         input, weight, pos_weight = _cast(input, torch.float32), _cast(weight, torch.float32), \
@@ -389,7 +328,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
     impl = _impl.resolve(input.device)
     if impl == "torch":
         return reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
-    return _ops.ns(impl).sigmoid_bce(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
+    return _fn("sigmoid_bce").apply(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
 
 
 def _bce_checks(input, target, weight, pos_weight, reduction):

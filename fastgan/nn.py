@@ -61,12 +61,20 @@ class FusedBiasAct(_ActMixin, nn.Module):
 class FusedLeakyReLU(FusedBiasAct):
     """Learned bias + leaky ReLU: ``lrelu(x + bias, negative_slope) * gain``.
 
-    ``gain`` defaults to 1 (torch's ``LeakyReLU``); rosinality's StyleGAN2 ``FusedLeakyReLU`` uses
-    ``scale=2**0.5`` — pass ``gain=2**0.5`` for that behaviour.
+    Porting from rosinality's StyleGAN2: its ``FusedLeakyReLU(channel, bias=True, negative_slope=0.2,
+    scale=2**0.5)`` takes ``bias`` second and scales by sqrt(2). Here every argument after ``channels`` is
+    keyword-only (so a positional ``True`` cannot silently become the slope) and ``gain`` defaults to 1 (torch's
+    ``LeakyReLU``): pass ``gain=2**0.5`` for rosinality's behaviour.
     """
 
-    def __init__(self, channels: int, negative_slope: float = 0.2, gain: float = 1.0, clamp: Optional[float] = None,
-                 bias: bool = True, dim: int = 1, device=None, dtype=None):
+    def __init__(self, channels: int, *args, negative_slope: float = 0.2, gain: float = 1.0,
+                 clamp: Optional[float] = None, bias: bool = True, dim: int = 1, device=None, dtype=None):
+        if args:
+            raise TypeError(
+                f"FusedLeakyReLU: every argument after channels is keyword-only, got {len(args)} more positional "
+                f"({', '.join(map(repr, args))}). rosinality's FusedLeakyReLU(channel, bias, negative_slope, scale) "
+                "becomes FusedLeakyReLU(channel, bias=..., negative_slope=..., gain=scale) (its scale defaults to "
+                "sqrt(2), fastgan's gain to 1).")
         super().__init__(channels, "lrelu", negative_slope, gain, clamp, bias, dim, device, dtype)
 
     @property

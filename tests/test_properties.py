@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 import fastgan
 import fastgan.functional as FF
+from fastgan import _activations
 from fastgan import _ext
 from helpers import TOL, assert_close, reference
 
-ACTS = ["linear", "relu", "lrelu", "sigmoid", "tanh"]
+ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # Deterministic by default: the README's test command (and so CI) draws the same examples every run, so a red
 # run is reproducible rather than a coin toss. FASTGAN_HYPOTHESIS=explore draws fresh random examples, 200 per
@@ -428,13 +429,19 @@ def test_bce_property(impl, case):
 
 # ------------------------------------------------------------------------------------- the backward ops
 @pytest.mark.skipif(_ext.C is None, reason="fastgan._C not loaded")
-@pytest.mark.parametrize("namespace", ["fastgan", "fastgan_emu"])
-def test_backward_ops_opcheck(namespace):
+@pytest.mark.parametrize("backend", ["native", "emu"])
+def test_backward_ops_opcheck(backend):
     """torch.library.opcheck of dense_backward / conv2d_backward: schema, fake kernels (shapes and the
-    documented layouts: dx in x's memory format, dw channels_last when x is), autograd registration."""
-    if namespace == "fastgan_emu" and not _ext.has_emu():
+    documented layouts: dx in x's memory format, dw channels_last when x is), autograd registration; on the C++
+    CPU kernels and the emulated CUDA kernels."""
+    if backend not in fastgan.available_impls():
         pytest.skip("built without emulation")
-    ns = getattr(torch.ops, namespace)
+    with fastgan.use_impl(backend):
+        _backward_ops_opcheck()
+
+
+def _backward_ops_opcheck():
+    ns = torch.ops.fastgan
     dz = torch.randn(3, 4, 6, requires_grad=True)
     x = torch.randn(3, 4, 5, requires_grad=True)
     w = torch.randn(6, 5, requires_grad=True)

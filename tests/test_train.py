@@ -420,15 +420,18 @@ def test_corrupt_or_incompatible_checkpoints(tmp_path, capsys):
     ckpt.save(_state(5), good)
     data = good.read_bytes()
     cases = {
-        "truncated.pt": (data[: len(data) // 2], "corrupt or not a fastgan checkpoint"),
-        "garbage.pt": (os.urandom(2000), "corrupt or not a fastgan checkpoint"),
-        "empty.pt": (b"", "corrupt or not a fastgan checkpoint"),
+        "truncated.pt": (data[: len(data) // 2], "not a fastgan checkpoint, or a damaged one"),
+        "garbage.pt": (os.urandom(2000), "not a fastgan checkpoint, or a damaged one"),
+        "empty.pt": (b"", "not a fastgan checkpoint, or a damaged one"),
+        # a pickle with an arbitrary object: torch's text says weights_only=False "will likely succeed"
+        "pickled.pt": (__import__("pickle").dumps(__import__("collections").OrderedDict), "not a fastgan checkpoint"),
     }
     for name, (blob, msg) in cases.items():
         (tmp_path / name).write_bytes(blob)
         with pytest.raises(ckpt.CheckpointError, match=msg) as e:
             ckpt.load(tmp_path / name)
         assert name in str(e.value)
+        assert "weights_only" not in str(e.value)  # never the advice to load unsafely
     torch.save({"weights": torch.ones(3)}, tmp_path / "other.pt")
     with pytest.raises(ckpt.CheckpointError, match="not a fastgan GAN checkpoint"):
         ckpt.load(tmp_path / "other.pt")

@@ -4,7 +4,9 @@
 // Each functor gives
 //   f(x, alpha)        the activation,
 //   d(a, alpha)        its derivative written through its own output a = f(x) (so backward saves y, not x),
-//   d2(a, alpha)       d(f'(x))/da written through a (zero for the piecewise-linear ones).
+// NaN propagates as in torch: f(NaN) = NaN for every activation, and the derivatives at a NaN output are torch's
+// (relu passes the gradient, lrelu scales it by alpha). The second derivatives live in fastgan/_activations.py
+// (the double backward is composed from ops there).
 #pragma once
 
 #include <math.h>
@@ -38,17 +40,14 @@ FG_HD double fg_log1p(double x) { return log1p(x); }
 struct ActLinear {
   template <typename T> static FG_HD T f(T x, T) { return x; }
   template <typename T> static FG_HD T d(T, T) { return T(1); }
-  template <typename T> static FG_HD T d2(T, T) { return T(0); }
 };
 struct ActRelu {
-  template <typename T> static FG_HD T f(T x, T) { return x > T(0) ? x : T(0); }
-  template <typename T> static FG_HD T d(T a, T) { return a > T(0) ? T(1) : T(0); }
-  template <typename T> static FG_HD T d2(T, T) { return T(0); }
+  template <typename T> static FG_HD T f(T x, T) { return x < T(0) ? T(0) : x; }     // NaN stays NaN
+  template <typename T> static FG_HD T d(T a, T) { return a <= T(0) ? T(0) : T(1); }  // NaN passes dy
 };
 struct ActLrelu {
   template <typename T> static FG_HD T f(T x, T alpha) { return x > T(0) ? x : x * alpha; }
   template <typename T> static FG_HD T d(T a, T alpha) { return a > T(0) ? T(1) : alpha; }
-  template <typename T> static FG_HD T d2(T, T) { return T(0); }
 };
 struct ActSigmoid {
   // Stable for any finite x: exp of a non-positive number only.
@@ -58,12 +57,10 @@ struct ActSigmoid {
     return e / (T(1) + e);
   }
   template <typename T> static FG_HD T d(T a, T) { return a * (T(1) - a); }
-  template <typename T> static FG_HD T d2(T a, T) { return T(1) - T(2) * a; }
 };
 struct ActTanh {
   template <typename T> static FG_HD T f(T x, T) { return fg_tanh(x); }
   template <typename T> static FG_HD T d(T a, T) { return T(1) - a * a; }
-  template <typename T> static FG_HD T d2(T a, T) { return T(-2) * a; }
 };
 
 enum class Act : int {
@@ -71,6 +68,12 @@ enum class Act : int {
   FG_ACTIVATIONS(FG_ACT_ENUM)
 #undef FG_ACT_ENUM
 };
+
+// The number of activations (codes are 0 .. kNumActivations - 1).
+#define FG_ACT_COUNT(code, name, F) +1
+constexpr int kNumActivations = 0 FG_ACTIVATIONS(FG_ACT_COUNT);
+#undef FG_ACT_COUNT
+FG_HD bool act_code_valid(int code) { return code >= 0 && code < kNumActivations; }
 
 // Epilogue shared by every fused op: y = clamp(f(z) * gain, -clamp, clamp); clamp < 0 means none.
 template <typename F, typename T>

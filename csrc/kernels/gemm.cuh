@@ -504,7 +504,7 @@ void run_tiled(const GemmParams& p, const Plan& pl, void* stream, const char* na
   const int64_t G = p.groups;
   if (pl.splits > 1 && p.workspace == nullptr)
     throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
-  if (p.act < 0 || p.act > 4) throw std::invalid_argument(std::string(name) + ": unknown activation code");
+  if (!act_code_valid(p.act)) throw std::invalid_argument(std::string(name) + ": unknown activation code");
   if (pl.cfg == 128) {
     if constexpr (!std::is_same<T, double>::value) {
       using C = Cfg128;

@@ -1,11 +1,10 @@
 // conv2d op: y = act(conv2d(x, w) + b) * gain (clamped), and conv2d_backward: dx and dw from dz (the gradient
 // at the pre-activation, from bias_act_backward).
 //
-//   CPU    float32 with gain 1 and no clamp: convolution + bias + activation in one oneDNN primitive
-//          (onednn_fused_conv); otherwise ATen convolution (oneDNN) + one fused bias-activation pass over its
-//          output, in place, in the output's own memory format. The backward through at::convolution_backward,
+//   CPU    ATen convolution (oneDNN) + one fused bias-activation pass over its output, in place, in the output's
+//          own memory format. The backward through at::convolution_backward,
 //          except the backward data of short reductions (a first layer on few channels: Cin/groups*kH*kW <= 72),
-//          which the direct loops of conv2d_cpu.cpp compute several times faster than oneDNN.
+//          which the direct loops of csrc/cpu/conv2d.cpp compute several times faster than oneDNN.
 //   CUDA   implicit-GEMM kernels (csrc/kernels/conv2d.cu, gemm.cuh) with the epilogue fused into the forward;
 //          large problems go to ATen (cuDNN) + the fused pass per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
@@ -15,7 +14,6 @@
 // The kernels compute in full float32 (no TF32), whatever torch.backends.cudnn.allow_tf32 says; problems
 // routed to cuDNN follow that flag through ATen.
 #include <ATen/Context.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
@@ -25,7 +23,7 @@
 #include <vector>
 
 #include "../kernels/activation.cuh"
-#include "conv2d_cpu.h"
+#include "../cpu/conv2d.h"
 #include "gemm_glue.h"
 #include "ops.h"
 
@@ -280,6 +278,7 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, a
                         padding[1] >= 0,
                     op, ": expected stride >= 1, dilation >= 1 and padding >= 0, got stride ", stride, ", padding ",
                     padding, ", dilation ", dilation);
+  TORCH_CHECK_VALUE(w.size(0) >= 1, op, ": w: expected at least one output channel, got shape ", w.sizes());
   TORCH_CHECK_VALUE(groups >= 1 && x.size(1) == w.size(1) * groups && w.size(0) % groups == 0, op,
                     ": x: expected ", w.size(1) * groups, " channels (w.shape[1] * groups) and out_channels divisible by groups=",
                     groups, ", got x.shape ", x.sizes(), " and w.shape ", w.sizes());
@@ -289,52 +288,9 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, a
                       ") is smaller than the dilated kernel ", w.sizes().slice(2));
 }
 
-// CPU forward as one oneDNN primitive: convolution + bias + activation (a oneDNN post-op), through
-// mkldnn::_convolution_pointwise -- the op torch.compile's CPU backend uses for the same fusion. Taken when the
-// epilogue is exactly one post-op (float32, gain 1, no clamp) and x and w share a memory format; otherwise (or
-// when torch was built without oneDNN) an undefined tensor, and the caller runs the convolution and our epilogue
-// pass. Measured (1 thread, channels_last): the seed GAN's conv2 / conv3 forward 3-9% faster than
-// convolution + epilogue, bitwise equal to F.leaky_relu(F.conv2d(x, w, b)).
-at::Tensor onednn_fused_conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
-                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                             int64_t groups, int act, double alpha, double gain, double clamp) {
-  if (x.scalar_type() != at::kFloat || gain != 1.0 || clamp >= 0 || x.numel() == 0 ||
-      channels_last(x) != channels_last(w) || !at::hasMKLDNN() || !at::globalContext().userEnabledMkldnn())
-    return at::Tensor();
-  static const std::optional<c10::OperatorHandle> handle =
-      c10::Dispatcher::singleton().findOp({"mkldnn::_convolution_pointwise", ""});
-  if (!handle) return at::Tensor();
-  const char* attr = nullptr;
-  c10::List<std::optional<at::Scalar>> scalars;
-  switch (static_cast<Act>(act)) {
-    case Act::linear: attr = "none"; break;
-    case Act::relu: attr = "relu"; break;
-    case Act::lrelu: attr = "leaky_relu"; scalars.push_back(at::Scalar(alpha)); break;
-    case Act::sigmoid: attr = "sigmoid"; break;
-    case Act::tanh: attr = "tanh"; break;
-  }
-  if (attr == nullptr) return at::Tensor();
-  std::vector<c10::IValue> stack;
-  stack.reserve(10);
-  stack.emplace_back(x);
-  stack.emplace_back(w);
-  stack.emplace_back(b.has_value() && b->defined() ? c10::IValue(b->contiguous()) : c10::IValue());
-  stack.emplace_back(padding.vec());
-  stack.emplace_back(stride.vec());
-  stack.emplace_back(dilation.vec());
-  stack.emplace_back(groups);
-  stack.emplace_back(std::string(attr));
-  stack.emplace_back(scalars);
-  stack.emplace_back(c10::IValue());  // algorithm: none
-  handle->callBoxed(stack);
-  at::Tensor y = stack.at(0).toTensor();
-  const auto fmt = channels_last(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  return y.is_contiguous(fmt) ? y : y.contiguous(fmt);  // the layout the other paths (and the fake kernel) give
-}
-
 }  // namespace
 
-at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view act, double alpha, double gain, double clamp) {
   const BelowAutograd below;
@@ -345,9 +301,10 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
   check_act_args(op, alpha, gain, clamp);
   check_conv_args(op, x, w, stride, padding, dilation, groups);
   const bool has_b = check_bias(b, x, w.size(0), op, "w's out_channels");
-  const Exec ex = exec_for(x, emu, op);
+  const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
-  if (ex.backend != Backend::CPU) {
+  // (no input channels: ATen's convolution, whose result torch defines with zero channels)
+  if (ex.backend != Backend::CPU && x.size(1) > 0) {
     const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
     const double macs = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     if (use_kernels(ex, x, g.N * g.OH * g.OW, g.Cog, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}))) {
@@ -364,10 +321,6 @@ at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10:
       p.clamp = clamp;
       if (run_gemm(ex, p, y)) return y;
     }
-  }
-  if (ex.backend == Backend::CPU) {
-    at::Tensor y = onednn_fused_conv(x, w, b, stride, padding, dilation, groups, a, alpha, gain, clamp);
-    if (y.defined()) return y;
   }
   at::Tensor y = at::convolution(x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups);
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
@@ -398,7 +351,7 @@ void zero_dead_taps(at::Tensor& dw, const ConvGeom& g) {
 }
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const at::Tensor& x,
                                                    const at::Tensor& w, at::IntArrayRef stride,
                                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                                    std::array<bool, 2> mask) {
@@ -412,7 +365,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& d
   TORCH_CHECK_VALUE(dz.dim() == 4 && dz.size(0) == g.N && dz.size(1) == g.Co && dz.size(2) == g.OH &&
                         dz.size(3) == g.OW,
                     op, ": dz: expected shape [", g.N, ", ", g.Co, ", ", g.OH, ", ", g.OW, "], got ", dz.sizes());
-  const Exec ex = exec_for(x, emu, op);
+  const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   // Layouts (the fake kernel in fastgan/_ops.py says the same): dx in x's memory format; dw channels_last when
   // x is (then the kernels' reduction order (kh, kw, ci) is dw's memory order), contiguous otherwise.

@@ -11,16 +11,26 @@
 
 namespace fastgan {
 
-Exec exec_for(const at::Tensor& t, bool emu, const char* op) {
-  if (emu) {
-#ifdef FASTGAN_WITH_EMU
-    TORCH_CHECK(t.device().is_cpu(), op, ": the emulated CUDA kernels take CPU tensors, got a tensor on ", t.device());
-    return Exec{Backend::EMU, &emu::kernel_table(), nullptr};
-#else
-    TORCH_CHECK(false, op, ": fastgan._C was built without the CUDA emulation (FASTGAN_EMU=0)");
+static std::atomic<bool> g_emulate{false};
+
+void set_cpu_backend(const std::string& name) {
+  TORCH_CHECK_VALUE(name == "native" || name == "emu", "set_cpu_backend: expected 'native' or 'emu', got '", name,
+                    "'");
+#ifndef FASTGAN_WITH_EMU
+  TORCH_CHECK(name == "native", "set_cpu_backend: fastgan._C was built without the CUDA emulation (FASTGAN_EMU=0)");
 #endif
+  g_emulate = name == "emu";
+}
+
+std::string cpu_backend() { return g_emulate ? "emu" : "native"; }
+
+Exec exec_for(const at::Tensor& t, const char* op) {
+  if (t.device().is_cpu()) {
+#ifdef FASTGAN_WITH_EMU
+    if (g_emulate) return Exec{Backend::EMU, &emu::kernel_table(), nullptr};
+#endif
+    return Exec{Backend::CPU, nullptr, nullptr};
   }
-  if (t.device().is_cpu()) return Exec{Backend::CPU, nullptr, nullptr};
 #ifdef FASTGAN_WITH_CUDA
   if (t.device().is_cuda()) return Exec{Backend::CUDA, &cuda::kernel_table(), current_cuda_stream(t)};
 #endif

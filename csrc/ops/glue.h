@@ -30,8 +30,14 @@ struct Exec {
 // autograd needs is skipped; the autograd of the ops themselves is the dispatcher's / csrc/autograd.cpp's.
 using BelowAutograd = at::AutoDispatchBelowADInplaceOrView;
 
-// For the `fastgan` library: the device of `t` decides (CPU or CUDA). For `fastgan_emu`: EMU (CPU tensors).
-Exec exec_for(const at::Tensor& t, bool emu, const char* op);
+// Where an op on `t` runs: the device decides (CPU or CUDA); CPU tensors go to the emulated CUDA kernels while the
+// backend override says "emu". The one place where that choice is made.
+Exec exec_for(const at::Tensor& t, const char* op);
+
+// The backend override for CPU tensors: "native" (the C++ CPU kernels, default) or "emu" (the CUDA kernel sources
+// under CPU emulation; an error in a build without the emulation). Process-wide, as fastgan.use_impl, which sets it.
+void set_cpu_backend(const std::string& name);
+std::string cpu_backend();
 
 DType to_dtype(const at::Tensor& t, const char* op, const char* arg);
 

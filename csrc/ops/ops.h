@@ -1,5 +1,6 @@
-// The op entry points registered with the dispatcher (csrc/registration.cpp). `emu` selects the emulated CUDA
-// kernels on CPU tensors (library fastgan_emu); otherwise the tensors' device decides.
+// The op entry points registered with the dispatcher (csrc/registration.cpp). The tensors' device decides where
+// an op runs; on CPU tensors the process-wide backend override (set_cpu_backend, glue.h) can send it to the
+// emulated CUDA kernels instead of the C++ CPU kernels.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,26 +10,26 @@
 
 namespace fastgan {
 
-at::Tensor bias_act(bool emu, const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim,
+at::Tensor bias_act(const at::Tensor& x, const c10::optional<at::Tensor>& b, int64_t dim,
                     c10::string_view act, double alpha, double gain, double clamp);
-std::tuple<at::Tensor, at::Tensor> bias_act_backward(bool emu, const at::Tensor& dy, const at::Tensor& y,
+std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& dy, const at::Tensor& y,
                                                      bool bias_grad, int64_t dim, c10::string_view act, double alpha,
                                                      double gain, double clamp);
-at::Tensor dense(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
+at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                  c10::string_view act, double alpha, double gain, double clamp);
-std::tuple<at::Tensor, at::Tensor> dense_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> dense_backward(const at::Tensor& dz, const at::Tensor& x,
                                                   const at::Tensor& w, std::array<bool, 2> mask);
-at::Tensor conv2d(bool emu, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view act, double alpha, double gain, double clamp);
-std::tuple<at::Tensor, at::Tensor> conv2d_backward(bool emu, const at::Tensor& dz, const at::Tensor& x,
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const at::Tensor& x,
                                                    const at::Tensor& w, at::IntArrayRef stride,
                                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                                    std::array<bool, 2> mask);
-at::Tensor sigmoid_bce(bool emu, const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
+at::Tensor sigmoid_bce(const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
                        const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                        int64_t reduction);
-at::Tensor sigmoid_bce_backward(bool emu, const at::Tensor& grad, const at::Tensor& logits,
+at::Tensor sigmoid_bce_backward(const at::Tensor& grad, const at::Tensor& logits,
                                 const c10::optional<at::Tensor>& target, double label,
                                 const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                                 int64_t reduction);

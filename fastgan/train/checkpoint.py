@@ -84,8 +84,13 @@ def load(path, map_location="cpu") -> dict:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, KeyError, IndexError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: corrupt or not a fastgan checkpoint (torch.load failed: {first})") from None
+        # torch's own text may suggest weights_only=False: wrong for a file that is not a checkpoint, and unsafe
+        # advice for any file from elsewhere; name the failure, not that advice
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not first or "weights_only" in str(e):
+            first = f"{type(e).__name__}: not a checkpoint torch can read safely"
+        raise CheckpointError(f"{path}: not a fastgan checkpoint, or a damaged one (reading it failed: {first})") \
+            from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fastgan GAN checkpoint (no '{FORMAT}' format tag)")
     if state.get("version") != VERSION:

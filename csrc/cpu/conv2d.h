@@ -1,5 +1,5 @@
-// Convolution geometry and the layout test shared by the conv2d op (conv2d.cpp) and its direct CPU backward
-// data for short reductions (conv2d_cpu.cpp).
+// Convolution geometry and the layout test shared by the conv2d op (ops/conv2d.cpp) and its direct CPU backward
+// data for short reductions (cpu/conv2d.cpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,7 +14,8 @@ struct ConvGeom {
   int64_t sh, sw, ph, pw, dh, dw;
 };
 
-// Whether t's strides suggest channels_last (as ATen decides a convolution's output layout).
+// Whether t's strides suggest channels_last (as ATen decides a convolution's output layout). fastgan/ops/conv2d.py's
+// memory_format() writes out the same rule for the fake kernels.
 inline bool channels_last(const at::Tensor& t) {
   return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }

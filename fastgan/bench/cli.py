@@ -2,9 +2,9 @@
 
     fastgan bench [--device cpu|cuda] [--quick] [--out DIR] [--cases PATTERN] [--variants LIST]
 
-Runs every case of :mod:`fastgan.bench_cases` (each op's forward and forward + backward at the seed GAN's
+Runs every case of :mod:`fastgan.bench.cases` (each op's forward and forward + backward at the seed GAN's
 shapes and at large shapes, and the whole training step) in every variant (fastgan, the stock eager
-baseline, torch.compile modes, CUDA-graph capture), as :mod:`fastgan.bench_timing` describes: warm-up,
+baseline, torch.compile modes, CUDA-graph capture), as :mod:`fastgan.bench.timing` describes: warm-up,
 interleaved blocks, CUDA events on a GPU, rotating input sets larger than the last-level cache, median and
 quartiles, peak memory. Each result also reads as GB/s or FLOP/s and as a fraction of the machine's copy
 bandwidth or float32 GEMM rate, both measured at the start of the run.
@@ -52,12 +52,12 @@ _VARIANT_HELP = {
                        "(fastgan.cuda_gemm_route('kernels'))",
     "fastgan-aten": "dense/conv2d on CUDA: fastgan with every product on cuBLAS/cuDNN + the fused epilogue pass "
                     "(cuda_gemm_route('aten')); with fastgan-kernels, both sides of the size-based routing",
-    "eager": "baseline: stock torch eager. Ops: fastgan.reference (the tests' oracle) via use_impl('torch'); "
-             "step: --layers stock (torch.nn layers, separate activations, nn.BCEWithLogitsLoss)",
+    "eager": "step: the stock baseline, --layers stock (torch.nn layers, separate activations, "
+             "nn.BCEWithLogitsLoss); ops: fastgan's pure-PyTorch reference path (use_impl('torch')), an extra",
     "eager-ref": "step: fused layers on the pure-PyTorch reference path (use_impl('torch'))",
     "eager-nchw": "step, CPU: eager with D in NCHW (the trainer keeps D channels_last on the CPU)",
-    "stock": "ops: the idiomatic torch.nn.functional composition (F.linear/F.conv2d + F.leaky_relu/torch.sigmoid; "
-             "F.binary_cross_entropy_with_logits on a full_like target)",
+    "stock": "ops: the stock baseline, the idiomatic torch.nn.functional composition (F.linear/F.conv2d + "
+             "F.leaky_relu/torch.sigmoid; F.binary_cross_entropy_with_logits on a full_like target)",
     "bare": "dense/conv forward without the activation: F.linear / F.conv2d with bias (lower bound)",
     "compile": "torch.compile(mode='default') of the eager baseline",
     "compile-ro": "torch.compile(mode='reduce-overhead') of the eager baseline (CUDA graphs via inductor)",
@@ -130,9 +130,16 @@ def _loadavg() -> Optional[List[float]]:
         return None
 
 
+def _allocator_active() -> bool:
+    """Whether `--cpu-allocator caching` installed the caching allocator in this process (the module is only
+    imported by that option)."""
+    mod = sys.modules.get(__package__ + "._allocator")
+    return mod is not None and mod.caching_cpu_allocator_active()
+
+
 def environment(device) -> dict:
     import torch
-    from . import __version__, _ext
+    from .. import __version__, _ext
     cuda = device.type == "cuda"
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -146,8 +153,8 @@ def environment(device) -> dict:
         "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "loadavg_start": _loadavg(),
-        "cpu_allocator": ("caching (fastgan._C: freed blocks reused per size, last in first out)"
-                          if _ext.C is not None and getattr(_ext.C, "caching_cpu_allocator_active", lambda: False)()
+        "cpu_allocator": ("caching (fastgan.bench._allocator: freed blocks reused per size, last in first out)"
+                          if _allocator_active()
                           else "default (torch's CPU allocator: the C library's malloc)"),
     }
     if cuda:
@@ -165,7 +172,7 @@ def _short_error(e: BaseException) -> str:
 
 # -------------------------------------------------------------------------------------------- the suite
 def _n_sets(case, device, st) -> int:
-    from .bench_cases import cache_bytes
+    from .cases import cache_bytes
     if st["max_sets"] <= 1 or not case.set_bytes:
         return 1
     want = st["cache_mult"] * cache_bytes(device)
@@ -174,33 +181,49 @@ def _n_sets(case, device, st) -> int:
     return max(1, n)
 
 
+def stock_baseline(family: str) -> str:
+    """The variant every speed-up a user sees is measured against: the idiomatic stock composition (``stock``:
+    torch.nn.functional calls) for the ops, the stock torch.nn model (``eager``) for the training step."""
+    from .cases import BASELINE
+    return BASELINE if family == "step" else "stock"
+
+
 def _derive(case_res: dict, peaks: dict) -> None:
-    """Speed-ups over the baseline, rates and fractions of the measured ceilings."""
-    from .bench_cases import BASELINE
+    """Ratios against stock torch, rates, and fractions of the measured ceilings (never above 100%: a rate above
+    its ceiling means the ceiling does not hold for that row, e.g. a memory-bound case served from cache, and no
+    fraction is given)."""
+    from .cases import BASELINE
     flops, nbytes = case_res["flops"], case_res["bytes"]
-    t_flop = flops / peaks["gemm_flops"] if flops else 0.0
+    compute = peaks.get("compute_flops") or peaks["gemm_flops"]
+    t_flop = flops / compute if flops else 0.0
     t_byte = nbytes / peaks["copy_Bps"] if nbytes else 0.0
     case_res["floor_flop_s"], case_res["floor_byte_s"] = t_flop, t_byte
     case_res["floor_s"] = max(t_flop, t_byte)
     case_res["bound"] = "compute" if t_flop >= t_byte else "memory"
-    base = next((r for r in case_res["results"] if r["variant"] == BASELINE and r.get("median_s")), None)
-    # the idiomatic stock composition: `stock` for the ops; for the step the baseline already is stock torch.nn
-    stock_name = BASELINE if case_res["family"] == "step" else "stock"
+    stock_name = stock_baseline(case_res["family"])
+    case_res["baseline"] = stock_name
     stock = next((r for r in case_res["results"] if r["variant"] == stock_name and r.get("median_s")), None)
+    # fastgan's own pure-PyTorch reference path (ops: the `eager` variant): a labelled extra, never a headline
+    ref = None if case_res["family"] == "step" else \
+        next((r for r in case_res["results"] if r["variant"] == BASELINE and r.get("median_s")), None)
     for r in case_res["results"]:
         med = r.get("median_s")
         if not med:
             continue
-        r["speedup"] = base["median_s"] / med if base else None
-        r["speedup_stock"] = stock["median_s"] / med if stock else None
+        r["baseline"] = stock_name
+        r["ratio_vs_stock"] = stock["median_s"] / med if stock else None
+        r["ratio_vs_reference"] = ref["median_s"] / med if ref else None
         r["flops_per_s"] = flops / med if flops else None
         r["bytes_per_s"] = nbytes / med if nbytes else None
         if case_res["bound"] == "compute":
             r["rate"], r["rate_unit"] = r["flops_per_s"], "FLOP/s"
-            r["pct_peak"] = 100.0 * r["flops_per_s"] / peaks["gemm_flops"]
+            r["ceiling"], r["ceiling_of"] = compute, peaks.get("compute_flops_of", "float32 GEMM")
         else:
             r["rate"], r["rate_unit"] = r["bytes_per_s"], "B/s"
-            r["pct_peak"] = 100.0 * r["bytes_per_s"] / peaks["copy_Bps"]
+            r["ceiling"], r["ceiling_of"] = peaks["copy_Bps"], "copy bandwidth"
+        pct = 100.0 * r["rate"] / r["ceiling"] if r["rate"] and not peaks.get("tiny") else None
+        r["pct_ceiling"] = pct if pct is not None and pct <= 100.0 else None
+        r["above_ceiling"] = bool(pct is not None and pct > 100.0)
         r["x_floor"] = med / case_res["floor_s"] if case_res["floor_s"] else None
 
 
@@ -209,9 +232,9 @@ def _run_case(case, variants: List[str], device, st: dict, smoke: bool, deadline
     """Runs ``variants`` of ``case``; returns (the case's record, the baseline's output for later checks).
     ``baseline_out``: the baseline's output from an earlier call, when the baseline is not among ``variants``."""
     import torch
-    from . import _impl
-    from . import bench_timing as T
-    from .bench_cases import BASELINE, CHECK_TOL, COMPILE_MODES, rel_err, variant_available
+    from .. import _impl
+    from . import timing as T
+    from .cases import BASELINE, CHECK_TOL, COMPILE_MODES, rel_err, variant_available
 
     res = case.to_dict()
     res["results"] = []
@@ -309,7 +332,7 @@ def _run_case(case, variants: List[str], device, st: dict, smoke: bool, deadline
             bar.update(1)
             continue
         try:
-            torch._dynamo.reset()
+            torch.compiler.reset()
             r, out = build(v)
             if baseline_out is not None:
                 record(v, check_rel_err=rel_err(out, baseline_out))
@@ -326,7 +349,7 @@ def _run_case(case, variants: List[str], device, st: dict, smoke: bool, deadline
             record(v, status="error", reason=_short_error(e))
             log(f"  {case.name} [{v}]: {_short_error(e)}")
             bar.update(1)
-        torch._dynamo.reset()
+        torch.compiler.reset()
 
     res["results"] = [results[v] for v in variants if v in results]
     return res, baseline_out
@@ -340,8 +363,8 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
     and bench.png there, also after every case (so an interrupted run leaves what it measured).
     ``smoke``: every case once, one iteration per variant, no warm-up and no statistics (CI)."""
     import torch
-    from . import bench_timing as T
-    from .bench_cases import build_cases, default_variants, select_cases
+    from . import timing as T
+    from .cases import build_cases, default_variants, select_cases
 
     t_start = time.perf_counter()
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -367,7 +390,7 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
     want = None
     if variants:
         want = [v.strip() for v in variants.split(",") if v.strip()]
-        from .bench_cases import VARIANTS
+        from .cases import VARIANTS
         bad = [v for v in want if v not in VARIANTS]
         if bad:
             raise ValueError(f"--variants: unknown {bad}; expected some of {list(VARIANTS)}")
@@ -396,8 +419,9 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
     t0 = time.perf_counter()
     peaks = T.measure_peaks(device, quick, tiny=smoke)
     doc["peaks"] = peaks
-    log(f"ceilings: copy {peaks['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 GEMM "
-        f"{peaks['gemm_flops'] / 1e9:.4g} GFLOP/s ({peaks['gemm_n']}^3) [{time.perf_counter() - t0:.1f} s]")
+    log(f"ceilings: copy {peaks['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 compute "
+        f"{peaks['compute_flops'] / 1e9:.4g} GFLOP/s (best of {', '.join(peaks['compute_rates'])}: "
+        f"{peaks['compute_flops_of']}) [{time.perf_counter() - t0:.1f} s]")
 
     plan = []
     for c in chosen:
@@ -421,7 +445,7 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
             old_term = None
     # first every case without its torch.compile variants, then those (slow to compile; under a time budget
     # they are the ones left out): the baselines' outputs are kept for the compiled variants' checks
-    from .bench_cases import COMPILE_MODES
+    from .cases import COMPILE_MODES
     deferred = []
     try:
         for case, vs in plan:
@@ -466,7 +490,8 @@ def _case_line(res: dict) -> str:
     parts = []
     for r in res["results"]:
         if r.get("median_s"):
-            sp = f" {r['speedup']:.2f}x" if r.get("speedup") else ""
+            sp = f" {r['ratio_vs_stock']:.2f}x vs {r['baseline']}" if r.get("ratio_vs_stock") and \
+                r["variant"] != r["baseline"] else ""
             parts.append(f"{r['variant']} {_fmt_time(r['median_s'])}{sp}")
         else:
             parts.append(f"{r['variant']} {r.get('status', '?')}")
@@ -474,7 +499,8 @@ def _case_line(res: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------------------- output
-_COLUMNS = ("case", "variant", "median", "IQR", "vs eager", "vs stock", "rate", "% peak", "peak mem")
+_COLUMNS = ("case", "variant", "median", "IQR", "vs stock", "baseline", "rate", "% ceiling", "peak mem",
+            "vs fastgan-ref")
 
 
 def _rows(doc: dict) -> List[tuple]:
@@ -483,18 +509,19 @@ def _rows(doc: dict) -> List[tuple]:
         for r in c["results"]:
             if r.get("status") != "ok":
                 rows.append((c["name"], r["variant"], r.get("status", "?"), "", "", "", "", "",
-                             (r.get("reason") or "")[:60]))
+                             (r.get("reason") or "")[:60], ""))
                 continue
             med = r["median_s"]
             iqr = f"{100 * (r['p75_s'] - r['p25_s']) / med:.0f}%" if med else "-"
-            sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+            ss = f"{r['ratio_vs_stock']:.2f}x" if r.get("ratio_vs_stock") else "-"
             if r.get("check_failed"):
-                sp += " (!)"
-            ss = f"{r['speedup_stock']:.2f}x" if r.get("speedup_stock") else "-"
-            rows.append((c["name"], r["variant"], _fmt_time(med), iqr, sp, ss,
-                         _fmt_rate(r.get("rate"), r.get("rate_unit", "")),
-                         f"{r['pct_peak']:.1f}%" if r.get("pct_peak") is not None else "-",
-                         _fmt_bytes(r.get("peak_mem_bytes"))))
+                ss += " (!)"
+            pct = f"{r['pct_ceiling']:.1f}%" if r.get("pct_ceiling") is not None else \
+                ("> ceiling *" if r.get("above_ceiling") else "-")
+            ref = f"{r['ratio_vs_reference']:.2f}x" if r.get("ratio_vs_reference") else "-"
+            rows.append((c["name"], r["variant"], _fmt_time(med), iqr, ss, r.get("baseline", "-"),
+                         _fmt_rate(r.get("rate"), r.get("rate_unit", "")), pct,
+                         _fmt_bytes(r.get("peak_mem_bytes")), ref))
     return rows
 
 
@@ -527,19 +554,23 @@ def _header(doc: dict) -> List[str]:
              f"{e.get('loadavg_start')} -> {e.get('loadavg_end')}",
              f"CPU allocator: {e.get('cpu_allocator', 'default')}"]
     if p:
-        lines.append(f"measured ceilings: copy {p['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 GEMM "
-                     f"{p['gemm_flops'] / 1e9:.4g} GFLOP/s")
+        lines.append(f"measured ceilings: copy {p['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 compute "
+                     f"{p.get('compute_flops', p['gemm_flops']) / 1e9:.4g} GFLOP/s "
+                     f"({p.get('compute_flops_of', 'GEMM')}, the best of the vendor GEMMs and convolutions measured)")
     return lines
 
 
 def format_markdown(doc: dict) -> str:
     lines = ["# fastgan bench", ""] + [f"- {x}" for x in _header(doc)] + [f"- note: {n}" for n in doc["notes"]]
-    lines += ["", "Median over interleaved blocks; IQR = (p75 - p25) / median; `vs eager` = the baseline's median / "
-              "this median (ops: the fastgan.reference composition; step: the torch.nn model); `vs stock` = the "
-              "same against the idiomatic torch.nn.functional composition (ops; the step's eager is already "
-              "that); rate and % peak against the ceilings above (FLOP/s for compute-bound cases, GB/s "
-              "for memory-bound ones); peak mem = extra memory of one iteration. `(!)`: the variant's result "
-              "differs from eager beyond tolerance.", "", format_table(doc, markdown=True), "",
+    lines += ["", "Median over interleaved blocks; IQR = (p75 - p25) / median; `vs stock` = the stock baseline's "
+              "median / this median, at the same precision (`baseline`: `stock` = the idiomatic torch.nn.functional "
+              "composition for the ops, `eager` = the stock torch.nn model for the training step); rate and "
+              "% ceiling against the measured ceilings above (FLOP/s for compute-bound cases, GB/s for "
+              "memory-bound ones; `> ceiling *`: the rate exceeds the ceiling, which therefore does not bound "
+              "that row, e.g. a memory-bound case served from cache: no fraction is given); peak mem = extra memory "
+              "of one iteration; `vs fastgan-ref` (ops): against fastgan's own pure-PyTorch reference path, an "
+              "extra, not a comparison with stock torch. `(!)`: the variant's result differs from the baseline "
+              "beyond tolerance.", "", format_table(doc, markdown=True), "",
               "## Cases", "", "| case | what | FLOPs | min bytes | floor (FLOPs) | floor (bytes) | input sets |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for c in doc["cases"]:
@@ -551,18 +582,23 @@ def format_markdown(doc: dict) -> str:
 
 
 def plot_speedups(doc: dict, path) -> bool:
-    """Horizontal bars: speed-up of every variant over stock eager, per case (log scale)."""
+    """Horizontal bars: every variant's speed-up over the case's stock baseline (ops: the torch.nn.functional
+    composition; step: the torch.nn model), per case (log scale)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [c for c in doc["cases"] if any(r.get("speedup") for r in c["results"] if r["variant"] != "eager")]
+    def shown(c, r):  # not the baseline itself, nor fastgan's reference path (no stock comparison)
+        return r.get("ratio_vs_stock") and r["variant"] != c.get("baseline") and \
+            not (c["family"] != "step" and r["variant"] == "eager")
+
+    cases = [c for c in doc["cases"] if any(shown(c, r) for r in c["results"])]
     if not cases:
         return False
     variants = []
     for c in cases:
         for r in c["results"]:
-            if r["variant"] != "eager" and r.get("speedup") and r["variant"] not in variants:
+            if shown(c, r) and r["variant"] not in variants:
                 variants.append(r["variant"])
     h = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(9, min(40.0, 1.2 + len(cases) * (0.1 + 0.1 * len(variants)))))
@@ -570,17 +606,18 @@ def plot_speedups(doc: dict, path) -> bool:
     for j, v in enumerate(variants):
         ys, xs = [], []
         for i, c in enumerate(cases):
-            r = next((r for r in c["results"] if r["variant"] == v and r.get("speedup")), None)
+            r = next((r for r in c["results"] if r["variant"] == v and shown(c, r)), None)
             if r:
                 ys.append(i + (j - (len(variants) - 1) / 2) * h)
-                xs.append(r["speedup"])
+                xs.append(r["ratio_vs_stock"])
         ax.barh(ys, xs, height=h, label=v, color=colors[j % len(colors)])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_yticks(range(len(cases)))
     ax.set_yticklabels([c["name"] for c in cases], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up over stock eager (higher is better)")
+    ax.set_xlabel("speed-up over stock PyTorch at equal precision (ops: torch.nn.functional; step: torch.nn "
+                  "model; higher is better)", fontsize=8)
     e = doc["env"]
     ax.set_title(f"fastgan bench · {e.get('gpu') or e['cpu']} · torch {e['torch']} · {e['date'][:10]}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
@@ -639,7 +676,7 @@ def add_parser(subparsers) -> None:
 
 def cmd_bench(args) -> int:
     import torch
-    from .bench_cases import build_cases, default_variants, select_cases
+    from .cases import build_cases, default_variants, select_cases
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -651,14 +688,16 @@ def cmd_bench(args) -> int:
 
 def _cmd_bench(args) -> int:
     import torch
-    from .bench_cases import build_cases, default_variants, select_cases
+    from .cases import build_cases, default_variants, select_cases
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if getattr(args, "cpu_allocator", "default") == "caching":
-        from . import _ext
-        if _ext.C is None:
-            print(f"fastgan bench: --cpu-allocator caching needs fastgan._C ({_ext.load_error})", file=sys.stderr)
+        try:
+            from . import _allocator
+        except ImportError as e:
+            print(f"fastgan bench: --cpu-allocator caching needs the compiled fastgan.bench._allocator ({e}); "
+                  "build fastgan with `pip install --no-build-isolation .`", file=sys.stderr)
             return 2
-        _ext.C.use_caching_cpu_allocator()  # process-wide, for the rest of this process
+        _allocator.use_caching_cpu_allocator()  # process-wide, for the rest of this process
     if args.list:
         for c in select_cases(build_cases(device), args.cases):
             print(f"{c.name:28s} {c.desc}  [default variants: {', '.join(default_variants(c, device, args.quick))}]")

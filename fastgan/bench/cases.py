@@ -45,8 +45,8 @@ from typing import Callable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import _ext, _impl
-from . import functional as FF
+from .. import _ext, _impl
+from .. import functional as FF
 
 __all__ = ["Case", "OpCase", "StepCase", "Runner", "VARIANTS", "BASELINE", "build_cases", "select_cases",
            "default_variants", "variant_available", "make_runner", "cache_bytes", "rel_err", "CHECK_TOL"]
@@ -312,7 +312,7 @@ def _step_flops_and_bytes(batch: int, r1_gamma: float = 0.0):
     written once and read once, and Adam's traffic (parameter, gradient, two moments: read and write each); with
     R1, D's activations on the real half once more (the input-gradient pass whose graph is kept)."""
     from torch.utils.flop_counter import FlopCounterMode
-    from .train.models import build_models, make_loss
+    from ..train.models import build_models, make_loss
     with torch.random.fork_rng(devices=[]):
         G, D = build_models("stock", seed=0)
         loss = make_loss("stock")
@@ -372,7 +372,7 @@ class StepCase(Case):
 
     def make(self, variant: str, device: torch.device, sets: int = 1, seed: int = 0,
              inputs: Optional[list] = None) -> Runner:
-        from .train.models import build_models, make_loss
+        from ..train.models import build_models, make_loss
         layers = "fused" if variant.startswith("fastgan") or variant == "eager-ref" else "stock"
         impl = "native" if variant.startswith("fastgan") else "torch"
         graph = variant.endswith("+graph")
@@ -466,7 +466,7 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0):
     logits = Dm(torch.cat([real, fake.detach()]))
     loss_d = loss(logits[:b], 1.0) + loss(logits[b:], 0.0)
     if r1_gamma > 0:
-        from .train.models import r1_penalty
+        from ..train.models import r1_penalty
         loss_d = loss_d + (0.5 * r1_gamma) * r1_penalty(logits[:b], real)
     if optD is not None:
         optD.zero_grad(set_to_none=True)

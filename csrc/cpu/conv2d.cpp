@@ -2,7 +2,7 @@
 // kW small: the first layer of an image model on 1-8 channels). oneDNN's backward data is slow there on CPU:
 // torch 2.14.1 takes ~4 ms for the seed GAN's first layer (dx of 128x1x28x28 from 128x32x14x14, 7.2 M
 // multiply-adds), these loops ~0.4 ms (one Zen 4 core; benchmarks/NOTES.md). Which shapes come here:
-// conv2d_cpu.h.
+// conv2d.h.
 //
 // Per image (and group): the K x P patch gradients (P = OH*OW output pixels) are the product of the transposed
 // Cout x K weight with the Cout x P gradient, in register tiles of 8 rows x 2 vectors of pixels; they are then
@@ -16,7 +16,7 @@
 #include <cstring>
 #include <vector>
 
-#include "conv2d_cpu.h"
+#include "conv2d.h"
 #include "cpu_math.h"
 
 namespace fastgan {

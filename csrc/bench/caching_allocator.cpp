@@ -1,4 +1,5 @@
-// fastgan._C.use_caching_cpu_allocator: a caching CPU allocator for `fastgan bench --cpu-allocator caching`.
+// fastgan.bench._allocator: a caching CPU allocator for `fastgan bench --cpu-allocator caching`. Its own small
+// extension module, loaded only by that option (never by `import fastgan`).
 //
 // With glibc's malloc, where a fresh gradient buffer lands (a reused cache-warm block, cold memory, or pages the
 // heap trimmed and faults back in) depends on everything allocated before it, and moves a small op's time by
@@ -7,6 +8,8 @@
 // first-out, so an op that allocates the same buffers every call gets the same (warm) memory every call, as
 // jemalloc / tcmalloc's caches would give it. Installed process-wide through c10::SetCPUAllocator, for the rest
 // of the process (the bench runs in its own); memory is never returned to the system. Not for training.
+#include <pybind11/pybind11.h>
+
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
@@ -64,3 +67,9 @@ void use_caching_cpu_allocator() {
 bool caching_cpu_allocator_active() { return g_installed && c10::GetCPUAllocator() == &CachingCpuAllocator::instance(); }
 
 }  // namespace fastgan
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("use_caching_cpu_allocator", &fastgan::use_caching_cpu_allocator,
+        "every CPU tensor from a per-size LIFO cache from now on (process-wide)");
+  m.def("caching_cpu_allocator_active", &fastgan::caching_cpu_allocator_active);
+}

@@ -1,0 +1,30 @@
+// The C++ CPU kernels, one file per op (csrc/cpu/<op>.cpp), called by the glue (csrc/ops/) for CPU tensors.
+// They take ATen tensors the glue has checked and allocated (dense, in the layout the comments name) and do the
+// arithmetic; products and convolutions other than those below are ATen's (MKL / oneDNN).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace fastgan {
+
+// bias_act (cpu/bias_act.cpp). x, y (y may be x) and dy, y, dz dense with identical strides, viewed as
+// [outer][C][inner] in memory order (channel_layout, ops/glue.h); b / db: C elements, or undefined.
+void cpu_bias_act(const at::Tensor& x, const at::Tensor& b, const at::Tensor& y, int64_t C, int64_t inner, int act,
+                  double alpha, double gain, double clamp);
+void cpu_bias_act_backward(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dz, const at::Tensor& db,
+                           int64_t C, int64_t inner, int act, double alpha, double gain, double clamp);
+
+// sigmoid_bce (cpu/bce.cpp). Every tensor contiguous with the logits' shape; target / weight / pos_weight may be
+// undefined (then: the constant label, 1, 1). reduction: 0 none, 1 mean, 2 sum.
+struct BceCpuArgs {
+  at::Tensor logits, target, weight, pos_weight;
+  double label;
+  int64_t reduction;
+};
+void cpu_sigmoid_bce(const BceCpuArgs& a, const at::Tensor& out);
+// g: the upstream gradient (contiguous; one element for a reduced loss); dl: the logits' gradient.
+void cpu_sigmoid_bce_backward(const BceCpuArgs& a, const at::Tensor& g, const at::Tensor& dl);
+
+}  // namespace fastgan

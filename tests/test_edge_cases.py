@@ -1,0 +1,178 @@
+"""Defects found against outside references (torch.nn.functional, StyleGAN2-ADA / rosinality definitions), pinned
+on every implementation: NaN propagation, empty and zero-channel inputs, porting traps, and the documented
+differences from torch (README, "Known differences from torch")."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastgan
+import fastgan.functional as FF
+from fastgan import _activations
+
+ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
+
+
+def _stock(act: str, z: torch.Tensor) -> torch.Tensor:
+    """The activation as stock torch computes it: the table's torch function (torch's own NaN handling), or z."""
+    spec = _activations.get(act)
+    if not spec.functions:
+        return z
+    return spec.functions[0](z, 0.2) if spec.alpha_attr else spec.functions[0](z)
+
+
+def _same_nan_mask(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    assert torch.equal(torch.isnan(a), torch.isnan(b)), f"{what}: NaN positions differ:\n{a}\nvs torch\n{b}"
+    fin = ~torch.isnan(b)
+    torch.testing.assert_close(a[fin].double(), b[fin].double(), rtol=1e-5, atol=1e-6, msg=what)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_propagates_through_bias_act_forward_and_backward(impl, act):
+    """NaN in, NaN out, for every activation (relu turned NaN into 0); the backward at a NaN gives what torch's
+    backward gives (relu passes the gradient)."""
+    _, dev = impl
+    x = torch.tensor([[float("nan"), -1.0, 2.0, 0.5]], device=dev).repeat(3, 1).requires_grad_()
+    xs = x.detach().clone().requires_grad_()
+    y = FF.bias_act(x, None, act=act, alpha=0.2, gain=1.0)
+    ys = _stock(act, xs)
+    _same_nan_mask(y.detach(), ys.detach(), f"{act} forward")
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gs,) = torch.autograd.grad(ys, xs, g)
+    _same_nan_mask(gx, gs, f"{act} backward")
+
+
+@pytest.mark.parametrize("op", ["linear", "conv2d", "conv_transpose2d"])
+def test_nan_propagates_through_fused_epilogues(impl, op):
+    """A fused layer + ReLU shows a diverged model's NaN as stock torch does (it hid it as 0)."""
+    _, dev = impl
+    if op == "linear":
+        x = torch.randn(4, 3, device=dev)
+        x[1, 0] = float("nan")
+        w, b = torch.eye(3, device=dev), torch.zeros(3, device=dev)
+        got, want = FF.linear(x, w, b, act="relu"), torch.relu(F.linear(x, w, b))
+    elif op == "conv2d":
+        x = torch.randn(2, 2, 5, 5, device=dev)
+        x[0, 1, 2, 2] = float("nan")
+        w, b = torch.randn(3, 2, 3, 3, device=dev), torch.randn(3, device=dev)
+        got, want = FF.conv2d(x, w, b, padding=1, act="relu"), torch.relu(F.conv2d(x, w, b, padding=1))
+    else:
+        x = torch.randn(2, 2, 4, 4, device=dev)
+        x[1, 0, 1, 1] = float("nan")
+        w, b = torch.randn(2, 3, 3, 3, device=dev), torch.randn(3, device=dev)
+        got = FF.conv_transpose2d(x, w, b, stride=2, padding=1, act="relu")
+        want = torch.relu(F.conv_transpose2d(x, w, b, stride=2, padding=1))
+    assert torch.isnan(want).any()
+    _same_nan_mask(got, want, op)
+
+
+def test_fused_model_shows_nan(impl):
+    """A model converted by fastgan.fuse (Linear + ReLU) keeps the NaN of a diverged weight."""
+    _, dev = impl
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()).to(dev)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    fused = fastgan.fuse(model)
+    x = torch.randn(5, 3, device=dev)
+    _same_nan_mask(fused(x).detach(), model(x).detach(), "fused Linear+ReLU")
+
+
+def test_bce_empty_mean_second_derivative_is_zero(impl):
+    """The mean over no elements: the first derivative is empty, and its derivative with respect to the incoming
+    gradient is 0 (it was NaN: the double backward divided by n = 0)."""
+    _, dev = impl
+    x = torch.zeros(0, device=dev, requires_grad=True)
+    gy = torch.tensor(1.0, device=dev, requires_grad=True)
+    (gx,) = torch.autograd.grad(FF.binary_cross_entropy_with_logits(x, 1.0), x, gy, create_graph=True)
+    (ggy,) = torch.autograd.grad(gx.sum(), gy, allow_unused=True, materialize_grads=True)
+    assert ggy.item() == 0.0
+
+
+def test_conv2d_without_input_channels_matches_torch(impl):
+    """in_channels = 0: torch's output shape, a zero bias gradient and empty input/weight gradients, forward and
+    backward, on every implementation (native's backward raised about an internal argument; emu gave the bias)."""
+    _, dev = impl
+    x = torch.randn(2, 0, 5, 5, device=dev, requires_grad=True)
+    w = torch.randn(4, 0, 3, 3, device=dev, requires_grad=True)
+    b = torch.randn(4, device=dev, requires_grad=True)
+    for kw in (dict(), dict(padding=1, stride=2)):
+        y = FF.conv2d(x, w, b, act="lrelu", **kw)
+        ys = F.leaky_relu(F.conv2d(x, w, b, **kw), 0.2)
+        assert y.shape == ys.shape, (y.shape, ys.shape)
+        got = torch.autograd.grad(y.sum(), [x, w, b])
+        want = torch.autograd.grad(ys.sum(), [x, w, b])
+        for a, c in zip(got, want):
+            assert a.shape == c.shape and torch.equal(a, c)
+
+
+def test_conv2d_without_output_channels_raises_at_forward(impl):
+    _, dev = impl
+    x = torch.randn(2, 3, 5, 5, device=dev)
+    w = torch.randn(0, 3, 3, 3, device=dev)
+    with pytest.raises(ValueError, match="weight: expected at least 1 output channel"):
+        FF.conv2d(x, w)
+    with pytest.raises(RuntimeError):  # torch raises too
+        F.conv2d(x, w)
+
+
+def test_nan_weight_does_not_reach_padding_outputs(impl):
+    """A NaN in one weight tap reaches only the outputs (and input gradients) that tap touches with real data, as
+    in torch: padding and stride gaps take no part in products."""
+    name, dev = impl
+    if name == "emu":
+        pytest.xfail("the implicit-GEMM kernels multiply zero padding by the weight (0 x NaN = NaN): "
+                     "see README, Known limits")
+    x = torch.randn(1, 1, 4, 4, device=dev, requires_grad=True)
+    w = torch.randn(1, 1, 3, 3, device=dev)
+    w[0, 0, 0, 0] = float("nan")
+    (gx,) = torch.autograd.grad(FF.conv2d(x, w).sum(), x)
+    (gs,) = torch.autograd.grad(F.conv2d(x, w).sum(), x)
+    assert torch.equal(torch.isnan(gx), torch.isnan(gs))
+
+
+def test_fused_leaky_relu_refuses_rosinality_positional_arguments():
+    """rosinality's FusedLeakyReLU(channel, bias, negative_slope, scale): a positional bool here would have become
+    the slope (1.0: a plain bias add) without a word."""
+    for args in ((True,), (False,), (True, 0.2), (0.2,)):
+        with pytest.raises(TypeError, match="keyword-only.*rosinality"):
+            fastgan.nn.FusedLeakyReLU(8, *args)
+    m = fastgan.nn.FusedLeakyReLU(8, bias=False, negative_slope=0.1, gain=2 ** 0.5)
+    assert m.bias is None and m.negative_slope == 0.1 and m.gain == 2 ** 0.5
+
+
+@pytest.mark.parametrize("arg", ["alpha", "gain", "clamp"])
+@pytest.mark.parametrize("value", ["1", True, None])
+def test_activation_arguments_must_be_numbers(arg, value):
+    """clamp='1' / clamp=True were taken as 1.0; every numeric argument refuses non-numbers by name (None means
+    the default, or no clamp)."""
+    x = torch.randn(2, 3)
+    if value is None:
+        FF.bias_act(x, act="lrelu", **{arg: value})
+        return
+    with pytest.raises(TypeError, match=f"{arg}: expected a number"):
+        FF.bias_act(x, act="lrelu", **{arg: value})
+
+
+def test_bce_infinite_values_documented_behaviour(impl):
+    """Documented differences from torch (README, Known differences from torch): the loss of a logit of -inf with
+    target 1 is +inf (the true limit; torch gives NaN), and its gradient -1 (torch NaN); an infinite target or
+    pos_weight gives NaN or inf as the formula does, never a finite wrong number."""
+    _, dev = impl
+    x = torch.tensor([-math.inf, math.inf, 0.0], device=dev)
+    loss = FF.binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 1.0], device=dev), reduction="none")
+    assert loss[0].item() == math.inf and loss[1].item() == math.inf and loss[2].item() == pytest.approx(math.log(2))
+    xg = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(FF.binary_cross_entropy_with_logits(xg, torch.tensor([1.0, 0.0, 1.0], device=dev),
+                                                                   reduction="sum"), xg)
+    assert g.tolist() == [-1.0, 1.0, -0.5]
+    t_inf = FF.binary_cross_entropy_with_logits(torch.tensor([0.5], device=dev),
+                                                torch.tensor([math.inf], device=dev), reduction="none")
+    assert not torch.isfinite(t_inf).any()
+    p_inf = FF.binary_cross_entropy_with_logits(torch.tensor([0.5, -0.5], device=dev),
+                                                torch.tensor([1.0, 0.0], device=dev), reduction="none",
+                                                pos_weight=torch.tensor([math.inf, math.inf], device=dev))
+    assert p_inf[0].item() == math.inf and math.isnan(p_inf[1].item())
