@@ -6,10 +6,6 @@ import re
 import shutil
 import subprocess
 
-import torch
-
-from . import __version__, _ext, _impl
-
 OPS = ["bias_act", "dense", "conv2d", "sigmoid_bce"]
 
 
@@ -43,6 +39,9 @@ def _arch_covered(cap: tuple, archs: str) -> bool:
 
 
 def report() -> list:
+    import torch
+
+    from . import __version__, _ext, _impl
     lines = [f"fastgan {__version__}", f"python {platform.python_version()} ({platform.machine()})",
              f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})",
              f"nvcc {_nvcc_version()}"]

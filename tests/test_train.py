@@ -646,12 +646,86 @@ def test_cuda_step_has_no_host_sync(tmp_path, tiny):
 
 @needs_cuda
 def test_cuda_graph_matches_eager(tmp_path, tiny):
+    """--cuda-graph trains what eager trains, lazy R1 schedule included: one graph per kind of step (13 steps: both
+    kinds warmed up, captured and replayed)."""
     outs = {}
     for graph in (False, True):
-        cfg = TrainConfig(out=str(tmp_path / str(graph)), data=tiny, batch_size=32, max_steps=8, device="cuda",
+        cfg = TrainConfig(out=str(tmp_path / str(graph)), data=tiny, batch_size=32, max_steps=13, device="cuda",
                           cuda_graph=graph, quiet=True, log_every=1)
         train(cfg)
         outs[graph] = records(cfg.out)
+    assert len(outs[True]) == len(outs[False]) == 13
     for a, b in zip(outs[False], outs[True]):
-        for k in LOSS_KEYS:
+        assert (a["r1"] > 0) == (b["r1"] > 0) == ((a["step"] - 1) % 4 == 0), a["step"]
+        for k in (*LOSS_KEYS, "r1"):
             assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), (a["step"], k)
+
+
+def test_r1_schedule_and_real_only_pass(tmp_path, tiny):
+    """The lazy R1 schedule (every 4th step from step 0, weighted 4 gamma) is one function that the eager step and
+    the CUDA graphs both follow; on an R1 step D sees the real images in a pass of their own, and the penalty equals
+    the one computed through the joint pass over cat(real, fake) (same D, same images)."""
+    from fastgan.train.models import r1_penalty
+    t = Trainer(TrainConfig(out=str(tmp_path / "r"), data=tiny, batch_size=32, max_steps=1, device="cpu",
+                            quiet=True))
+    assert [t.r1_weight(s) for s in range(6)] == [4.0, 0.0, 0.0, 0.0, 4.0, 0.0]
+    real, z, _ = t._batch(0)
+    with torch.no_grad():
+        fake = t.G(z)
+    x = real.detach().clone().requires_grad_(True)
+    own = r1_penalty(t.D(x), x)
+    xj = real.detach().clone().requires_grad_(True)
+    joint = r1_penalty(t.D(torch.cat([xj, fake]))[: real.shape[0]], xj)
+    torch.testing.assert_close(own, joint, rtol=1e-5, atol=1e-7)
+    out = t._step(real, z)  # step 0: an R1 step
+    assert out[4].item() == pytest.approx(own.item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------ command-line behaviour (issue: legible digits)
+def test_cli_parses_arguments_before_importing_torch():
+    """An argument error (or --help) answers at once: the parser is built without importing torch."""
+    code = ("import sys\nfrom fastgan.cli import build_parser\nbuild_parser()\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, tiny, capsys):
+    out = tmp_path / "done"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--epochs", 1, "--device", "cpu",
+                   "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("train", "--out", out, "--resume", "--device", "cpu") == 0
+    text = capsys.readouterr().out
+    assert "is complete (3 steps, 1 epochs)" in text and "--epochs 31" in text and "nan" not in text
+
+
+def test_interrupt_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    import fastgan.train.trainer as trainer_mod
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "train", interrupted)
+    assert run_cli("train", "--out", tmp_path / "x", "--device", "cpu") == 130
+    err = capsys.readouterr().err
+    assert "nothing was saved yet" in err and "intact" not in err
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "checkpoint.pt").write_bytes(b"x")
+    assert run_cli("train", "--out", tmp_path / "y", "--device", "cpu") == 130
+    assert "is intact" in capsys.readouterr().err
+
+
+def test_sample_defaults_into_the_run_folder_and_threads_option(tmp_path, tiny, monkeypatch):
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--epochs", 1, "--device", "cpu",
+                       "--quiet", "--threads", 1) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("sample", "--checkpoint", out / "checkpoint.pt", "--n", 4) == 0
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "samples.png").exists()

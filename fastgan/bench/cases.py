@@ -319,7 +319,7 @@ def _step_flops_and_bytes(batch: int, r1_gamma: float = 0.0):
         real, z = torch.rand(batch, 1, 28, 28), torch.randn(batch, G.z_dim)
         fc = FlopCounterMode(display=False)
         with fc:
-            _gan_step(G, D, D, loss, None, None, real, z, r1_gamma)
+            _gan_step(G, D, D, loss, None, None, real, z, r1_gamma, counting=True)
     flops = float(fc.get_total_flops())
     n_params = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
     g_act = batch * (128 + 256 + 784)
@@ -454,20 +454,24 @@ class StepCase(Case):
         return Runner(variant, impl, step, check, sets=len(inputs), info=info)
 
 
-def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0):
+def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0, counting: bool = False):
     """One D update and one G update, as ``fastgan.train.trainer.Trainer._step`` (without metrics, EMA, mode seeking
     or DDP; R1 when ``r1_gamma`` > 0, as the trainer computes it); ``Gm``/``Dm`` may be compiled wrappers of G and
     ``D`` (whose parameters are frozen for the G step). Returns (loss_d, loss_g) detached. ``optG``/``optD`` None:
-    no parameter update (FLOP counting)."""
+    no parameter update (FLOP counting). ``counting``: under torch's FlopCounterMode, whose module tracker cannot
+    hook a leaf tensor that autograd.grad differentiates: D then sees the real images through a no-FLOP view."""
     b = real.shape[0]
     fake = Gm(z)
-    if r1_gamma > 0:
+    if r1_gamma > 0:  # (as the trainer: the real images in a pass of their own, so R1's double backward sees them only)
         real = real.detach().requires_grad_(True)
-    logits = Dm(torch.cat([real, fake.detach()]))
-    loss_d = loss(logits[:b], 1.0) + loss(logits[b:], 0.0)
+        lr_, lf = Dm(real.view_as(real) if counting else real), Dm(fake.detach())
+    else:
+        logits = Dm(torch.cat([real, fake.detach()]))
+        lr_, lf = logits[:b], logits[b:]
+    loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
     if r1_gamma > 0:
         from ..train.models import r1_penalty
-        loss_d = loss_d + (0.5 * r1_gamma) * r1_penalty(logits[:b], real)
+        loss_d = loss_d + (0.5 * r1_gamma) * r1_penalty(lr_, real)
     if optD is not None:
         optD.zero_grad(set_to_none=True)
     loss_d.backward()

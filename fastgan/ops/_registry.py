@@ -33,6 +33,20 @@ def op(name: str):
 def register(name: str, *, fake: Callable, setup_context: Callable, backward: Callable,
              vmap: Optional[Callable] = None) -> type:
     qualname = f"fastgan::{name}"
+    user_setup, user_backward = setup_context, backward
+
+    def setup_context(ctx, inputs, output):
+        # An output nobody differentiates (the weight gradient of a conv2d_backward that R1's first-order gradient
+        # computed alongside dx) arrives in the backward as None, not as a tensor of zeros: the formulas then skip
+        # the products it would feed (a zero-filled weight gradient cost a convolution forward and backward each).
+        ctx.set_materialize_grads(False)
+        user_setup(ctx, inputs, output)
+
+    def backward(ctx, *grads):
+        if all(g is None for g in grads):
+            return (None,) * len(ctx.needs_input_grad)
+        return user_backward(ctx, *grads)
+
     torch.library.register_fake(qualname, fake)
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
     if vmap is not None:

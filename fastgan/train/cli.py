@@ -61,7 +61,7 @@ def _add_generator_args(p) -> None:
 
 
 def add_parser(subparsers) -> None:
-    from .trainer import DEFAULT_EPOCHS, DEFAULTS, TrainConfig
+    from .config import DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 
     d = TrainConfig()
     fmt = _Help
@@ -121,6 +121,9 @@ def add_parser(subparsers) -> None:
                    help="read metrics back every STEPS steps (0: every step on CPU, 50 on CUDA)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture the whole training step in a CUDA graph (CUDA, single process)")
+    p.add_argument("--threads", type=_int_ge(0), default=d.threads, metavar="N",
+                   help="torch CPU threads (0: torch's default, one per core; a CPU run repeats exactly for the same "
+                        "seed and thread count)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
     p.set_defaults(func=cmd_train)
 
@@ -128,7 +131,8 @@ def add_parser(subparsers) -> None:
                               description="Write a PNG grid of generator samples from a training checkpoint.")
     s.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
     s.add_argument("--n", type=_int_ge(1), default=64, help="number of samples")
-    s.add_argument("--out", default="samples.png", metavar="PNG")
+    s.add_argument("--out", default=None, metavar="PNG",
+                   help="where to write the grid (default: samples.png in the checkpoint's folder)")
     s.add_argument("--nrow", type=_int_ge(0), default=0, help="images per row (0: square grid)")
     s.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
     _add_generator_args(s)
@@ -171,14 +175,21 @@ def cmd_train(args) -> int:
                       lr=args.lr, lr_d=args.lr_d, ema_beta=args.ema_beta, ms_lambda=args.ms_lambda,
                       inst_noise=args.inst_noise, g_init=args.g_init,
                       beta1=args.beta1, beta2=args.beta2, checkpoint_every=args.checkpoint_every,
-                      log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet)
+                      log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet,
+                      threads=args.threads)
     try:
         train(cfg)
     except _errors() as e:
         return _fail("train", e)
     except KeyboardInterrupt:
-        print(f"\nfastgan train: interrupted; continue with --resume (the last checkpoint in {args.out} is intact)",
-              file=sys.stderr)
+        import os
+        from .trainer import CHECKPOINT_NAME
+        if os.path.isfile(os.path.join(args.out, CHECKPOINT_NAME)):
+            msg = f"continue with --resume (the last checkpoint in {args.out} is intact)"
+        else:
+            msg = (f"nothing was saved yet in {args.out} (the first checkpoint is written at the end of the first "
+                   "epoch); start again")
+        print(f"\nfastgan train: interrupted; {msg}", file=sys.stderr)
         return 130
     return 0
 
@@ -210,6 +221,9 @@ def cmd_sample(args) -> int:
         with _impl.use_impl(args.impl):
             G, state, device = _load(args)
             imgs = generate(G, args.n, seed=args.seed, device=device)
+            if args.out is None:
+                import os
+                args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples.png")
             save_grid(imgs, args.out, nrow=args.nrow)
     except _errors() + (RuntimeError, ValueError, OSError) as e:
         return _fail("sample", e)

@@ -25,8 +25,8 @@ so N processes compute (up to floating-point summation order) the same step as o
 
 On CUDA the data set lives on the device, batches are gathered there, and nothing in the step reads a value back
 to the host; the per-step metrics stay on the device and are read every ``log_every`` steps, with the step times
-from CUDA events. ``--cuda-graph`` captures the whole step (both forwards, backwards and fused Adam updates) in one
-CUDA graph after three eager warm-up steps.
+from CUDA events. ``--cuda-graph`` captures the whole step (both forwards, backwards and fused Adam updates) in CUDA
+graphs, one per kind of step (with and without the lazy R1 penalty), each after two eager warm-up steps of its kind.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,6 +44,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _impl
+from .config import _LEGACY, _MUST_MATCH, DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 from . import checkpoint as ckpt
 from . import distributed
 from .data import load_data
@@ -53,16 +53,6 @@ from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
 __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
 
-DEFAULT_EPOCHS = 30
-# Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
-DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 1.0, "r1_every": 4, "lr": 2e-4, "lr_d": None,
-            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.1, "inst_noise": 0.0, "g_init": "he",
-            "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
-# What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
-# "lr" here means "the checkpoint's --lr".
-_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "torch"}
-_MUST_MATCH = ("batch_size", "seed", "r1_gamma", "r1_every", "lr", "lr_d", "beta1", "beta2", "ema_beta", "ms_lambda",
-               "inst_noise", "g_init", "data")
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 LOSSES_NAME = "losses.png"
@@ -74,35 +64,17 @@ class TrainError(RuntimeError):
     """A problem with the run's configuration or environment, with a message for the user."""
 
 
-@dataclass
-class TrainConfig:
-    out: str = "runs/mnist"
-    epochs: Optional[int] = None
-    max_steps: Optional[int] = None  # 0 = no limit
-    batch_size: Optional[int] = None
-    device: str = "auto"
-    layers: str = "fused"
-    impl: str = "auto"
-    seed: Optional[int] = None
-    resume: Optional[str] = None  # a checkpoint path, or "auto" = OUT/checkpoint.pt
-    overwrite: bool = False
-    data: Optional[str] = None
-    r1_gamma: Optional[float] = None
-    r1_every: Optional[int] = None  # lazy R1: the penalty (weighted gamma * r1_every) on every r1_every-th D step
-    lr: Optional[float] = None  # G's learning rate (and D's unless lr_d is set)
-    lr_d: Optional[float] = None  # D's learning rate (None: the same as lr)
-    ema_beta: Optional[float] = None  # 0: no EMA generator
-    ms_lambda: Optional[float] = None  # weight of the mode-seeking term in G's loss (0: off)
-    inst_noise: Optional[float] = None  # std of the Gaussian instance noise added to every D input (0: off)
-    g_init: Optional[str] = None  # "he" (Kaiming normal for G) or "torch" (PyTorch's default init)
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    checkpoint_every: int = 500  # steps; 0 = only at epoch ends
-    quiet: bool = False
-    progress: Optional[bool] = None  # None: a bar when stderr is a terminal (and not quiet)
-    cuda_graph: bool = False
-    log_every: int = 0  # 0: every step on the CPU, every 50 steps on CUDA
-    samples_every_epoch: bool = True
+def _warn_if_busy(threads: int) -> None:
+    """One line when the load average says the cores are taken: torch's OpenMP threads then wait for each other at
+    every op (a step measured 867 ms instead of 33 ms at load 6 on 2 cores)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return
+    cores = os.cpu_count() or 1
+    if threads > 1 and load > cores - 0.5:
+        print(f"fastgan train: warning: the machine is busy (load average {load:.1f} on {cores} cores); "
+              f"{threads} torch threads will wait for each other: --threads 1 may be much faster", file=sys.stderr)
 
 
 def _seed_from(*keys: int) -> int:
@@ -129,6 +101,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
         cfg, dev = self.cfg, self.device
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if dev.type == "cpu" and not cfg.quiet:
+            _warn_if_busy(torch.get_num_threads())
         if cfg.impl not in _impl.NAMES:
             raise TrainError(f"--impl: unknown implementation {cfg.impl!r}; expected one of {list(_impl.NAMES)}")
         if cfg.impl not in _impl.available_impls():
@@ -199,7 +175,6 @@ class Trainer:
         # the data set on the training device, as uint8 (converted per batch)
         self.images = self.data.images.to(dev)
         self._perm_epoch, self._perm = -1, None
-        self._graph = None
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
@@ -246,11 +221,6 @@ class Trainer:
             raise TrainError(f"--g-init: expected one of {list(G_INITS)}, got {hp['g_init']!r}")
         if not 0 <= hp["ema_beta"] < 1:
             raise TrainError(f"--ema-beta: expected a number in [0, 1), got {hp['ema_beta']!r}")
-        if cfg.cuda_graph and cfg.r1_every is None and state is None and hp["r1_every"] > 1:
-            hp["r1_every"] = 1  # the default lazy R1 as an every-step one: a graph captures one step shape
-        if cfg.cuda_graph and hp["r1_gamma"] > 0 and hp["r1_every"] > 1:
-            raise TrainError("--cuda-graph captures one step shape: lazy R1 (--r1-every > 1) is not supported with "
-                             "it; pass --r1-every 1 (or --r1-gamma 0)")
         for b in ("beta1", "beta2"):
             if not 0 <= hp[b] < 1:
                 raise TrainError(f"--{b}: expected a number in [0, 1), got {hp[b]!r}")
@@ -290,23 +260,36 @@ class Trainer:
         for p in module.parameters():
             p.requires_grad_(flag)
 
-    def _step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def r1_weight(self, step: int) -> float:
+        """The R1 weight gamma of step ``step`` (0-based): lazy R1 applies the penalty on every ``r1_every``-th step,
+        weighted by ``r1_every`` (the same penalty on average); 0 on the other steps. The eager step and the CUDA
+        graphs (one captured per kind of step) follow this one schedule."""
+        gamma, every = self.hp["r1_gamma"], self.hp["r1_every"]
+        if every > 1:
+            return gamma * every if step % every == 0 else 0.0
+        return gamma
+
+    def _step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None,
+              gamma: Optional[float] = None) -> torch.Tensor:
         """One D update and one G update; returns the metrics (loss_d, loss_g, d_real, d_fake, r1) on the device.
 
         ``eps``: instance noise (``2b`` images: the first ``b`` for the real half, the rest for the fake half) added
-        to D's inputs, or None."""
+        to D's inputs, or None. ``gamma``: this step's R1 weight (default: :meth:`r1_weight` of the current step).
+        With R1, D sees the real images in a pass of their own, so the double backward runs through the real half
+        only; without, one pass over cat(real, fake)."""
         G, D, loss, b = self.G_ddp, self.D_ddp, self.loss, real.shape[0]
-        gamma, every = self.hp["r1_gamma"], self.hp["r1_every"]
-        if every > 1:  # lazy R1: every `every`-th step, weighted by `every` (the same penalty on average)
-            gamma = gamma * every if self.step % every == 0 else 0.0
+        if gamma is None:
+            gamma = self.r1_weight(self.step)
         fake = G(z)
         if eps is not None:
             real = real + eps[:b]
+        fake_d = fake if eps is None else fake + eps[b:]
         if gamma > 0:
             real = real.detach().requires_grad_(True)
-        fake_d = fake if eps is None else fake + eps[b:]
-        logits = D(torch.cat([real, fake_d.detach()]))
-        lr_, lf = logits[:b], logits[b:]
+            lr_, lf = D(real), D(fake_d.detach())
+        else:
+            logits = D(torch.cat([real, fake_d.detach()]))
+            lr_, lf = logits[:b], logits[b:]
         loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
         if gamma > 0:
             r1 = r1_penalty(lr_, real)
@@ -352,32 +335,38 @@ class Trainer:
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
 
     def _graph_step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``_step`` through a CUDA graph: 3 eager warm-up steps on a side stream, then capture, then replays."""
-        if self._graph is None and not hasattr(self, "_static_real"):
+        """``_step`` through CUDA graphs: one graph per kind of step (with and without the R1 penalty, as the lazy R1
+        schedule asks: :meth:`r1_weight`), each captured after eager warm-up steps of its kind on a side stream, then
+        replayed. The graphs share the static inputs and one memory pool; the optimisers are capturable."""
+        gamma = self.r1_weight(self.step)
+        kind = gamma > 0
+        if not hasattr(self, "_static_real"):
             self._static_real = torch.empty_like(real)
             self._static_z = torch.empty_like(z)
             self._static_eps = None if eps is None else torch.empty_like(eps)
-            self._warmup_left = 3
+            self._graphs, self._static_outs, self._warm = {}, {}, {False: 0, True: 0}
+            self._graph_pool = torch.cuda.graph_pool_handle()
         self._static_real.copy_(real)
         self._static_z.copy_(z)
         if eps is not None:
             self._static_eps.copy_(eps)
-        if self._graph is None:
-            if self._warmup_left > 0:
-                self._warmup_left -= 1
+        if kind not in self._graphs:
+            if self._warm[kind] < 2:
+                self._warm[kind] += 1
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    out = self._step(self._static_real, self._static_z, self._static_eps)
+                    out = self._step(self._static_real, self._static_z, self._static_eps, gamma)
                 torch.cuda.current_stream().wait_stream(side)
                 return out
             self.optD.zero_grad(set_to_none=True)
             self.optG.zero_grad(set_to_none=True)
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._static_out = self._step(self._static_real, self._static_z, self._static_eps)
-        self._graph.replay()
-        return self._static_out.clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._graph_pool):
+                self._static_outs[kind] = self._step(self._static_real, self._static_z, self._static_eps, gamma)
+            self._graphs[kind] = graph
+        self._graphs[kind].replay()
+        return self._static_outs[kind].clone()
 
     def _batch(self, step: int):
         """(real, z, eps) for global step ``step`` (0-based): this process's slice of the global batch; ``eps`` is
@@ -440,6 +429,14 @@ class Trainer:
     def _run(self) -> dict:
         cfg, dev, main = self.cfg, self.device, self.is_main
         resumed_from = self.step if cfg.resume else None
+        if resumed_from is not None and self.step >= self.total_steps:
+            epochs = self.step // self.steps_per_epoch
+            if main and not cfg.quiet:
+                print(f"fastgan train: the run in {self.out} is complete ({self.step} steps, {epochs} epochs); to "
+                      f"train it longer: fastgan train --out {self.out} --resume --epochs {epochs + 30} (or more)")
+            return {"steps": self.step, "elapsed": 0.0, "complete": True, "epochs": [],
+                    "checkpoint": str(self.out / CHECKPOINT_NAME), "world_size": self.dist.world_size,
+                    "rank": self.dist.rank}
         log = MetricsLog(self.out / METRICS_NAME, resume_step=resumed_from) if main else None
         show = main and not cfg.quiet
         bar = None
