@@ -6,22 +6,26 @@
 #   bash benchmarks/gpu_check.sh --dry-run  the same plumbing with what runs without a GPU (no build; the op
 #                                           suite's API tests, the sanitizer workload and a smoke bench on CPU)
 #
-# Stages, each under `timeout` with its share of the time budget (GPU_CHECK_BUDGET, default 460 s, so the whole
-# script ends within 8 minutes: run it through the device tool with timeout_s 540); a stage that fails or times
-# out is recorded and the next one still runs:
-#   env        nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location          -> env.txt
-#   build      pip install --no-build-isolation --no-deps --no-index -e .  (sm_90, 16 jobs)  -> log.txt
-#   pytest     python -m pytest -q tests -x [-n 8] (the op suite has a native-cuda parameter)   -> pytest.txt
-#   memcheck   compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py          -> sanitizer.txt
-#   racecheck  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py          -> sanitizer.txt
-#   bench      python -m fastgan bench --device cuda --quick                                 -> bench.json/.md/.png
-# Everything lands in one folder: $OUT when set (the device tool brings it back), else gpu_check_out/:
-# log.txt (all output, stage summary last), env.txt, pytest.txt, sanitizer.txt, bench.json, bench.md, bench.png.
+# Stages, each under `timeout` with its cap (the caps add up to 6 minutes; GPU_CHECK_BUDGET, default 360 s, is
+# the whole script's budget: run it through the device tool with timeout_s 420). A stage that fails or times out
+# is recorded and the next one still runs; every stage writes its own file at once, so a run cut short still
+# leaves the earlier stages' results:
+#   env        20 s  nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location        -> env.txt
+#   build     120 s  pip install --no-build-isolation --no-deps --no-index -e . (sm_90 only, all cores, no
+#                    emulation)                                                                -> build.txt
+#   pytest     50 s  the tests that take a CUDA path (-k cuda/graph/ddp), no -x, per-test timeout -> pytest.txt
+#   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
+#   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
+#   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
+#   bench-tf32 35 s  the same with TF32 allowed for stock and fastgan alike                     -> bench_tf32/
+#   trace      25 s  benchmarks/trace_step.py: kernels, count and device time per training step  -> trace.txt
+# Everything lands in one folder: $OUT when set (the device tool brings it back), else gpu_check_out/; the last
+# lines of log.txt are the stage summary. benchmarks/RESULTS.md says how to read them into the results table.
 # Exit status: 0 when every stage passed, 1 otherwise.
 #
 # Knobs (environment): GPU_CHECK_BUDGET (s), PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
-# MAX_JOBS (default 16), GPU_CHECK_EMU=1 (also build and test the CPU emulation; slower), GPU_CHECK_SAN_FILTER
-# (compute-sanitizer --kernel-name filter, default kns=fastgan: only fastgan's kernels are instrumented).
+# MAX_JOBS (default: all cores), GPU_CHECK_SAN_FILTER (compute-sanitizer --kernel-name filter, default
+# kns=fastgan: only fastgan's kernels are instrumented).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,9 +43,10 @@ mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/log.txt"
 : > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
-rm -f "$OUTDIR/bench.json" "$OUTDIR/bench.md" "$OUTDIR/bench.png"
-BUDGET="${GPU_CHECK_BUDGET:-460}"
-BENCH_RESERVE=150   # seconds kept for the benchmark while the earlier stages run
+: > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"
+rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32"
+BUDGET="${GPU_CHECK_BUDGET:-360}"
+BENCH_RESERVE=110   # seconds kept for the benchmarks and the trace while the earlier stages run
 T0=$(date +%s)
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || PY=python
@@ -141,17 +146,18 @@ log "fastgan GPU check: $ROOT -> $OUTDIR, budget ${BUDGET}s, $([[ $DRY == 1 ]] &
 # ---- env (timeout runs programs, not shell functions: through bash -c with the functions exported)
 export -f env_report find_sanitizer
 export ROOT DRY PY
-stage env 60 0 "$OUTDIR/env.txt" bash -c env_report
+stage env 20 0 "$OUTDIR/env.txt" bash -c env_report
 
 # ---- build
 if [[ $DRY == 1 ]]; then
   log "== build: SKIPPED (dry run: using the fastgan already importable here)"
   STAGES+=("build|skipped(dry)|0")
 else
-  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
-  export FASTGAN_EMU="${GPU_CHECK_EMU:-0}" FASTGAN_CUDA=1
-  stage build 240 $(( BENCH_RESERVE + 60 )) "$LOG" "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .
-  stage build-check 60 "$BENCH_RESERVE" "$LOG" "$PY" -c "
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+  export FASTGAN_EMU=0 FASTGAN_CUDA=1
+  stage build 120 $(( BENCH_RESERVE + 60 )) "$OUTDIR/build.txt" \
+    "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .
+  stage build-check 20 "$BENCH_RESERVE" "$OUTDIR/build.txt" "$PY" -c "
 import fastgan, fastgan._ext as e
 from fastgan import doctor
 print(e.build_info())
@@ -165,10 +171,13 @@ fi
 if [[ $DRY == 1 ]]; then
   stage pytest 120 0 "$OUTDIR/pytest.txt" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_api.py
 else
-  # pytest-xdist (in the H200 image) spreads the suite over 8 of the 16 cores; serial without it
-  XDIST=(); "$PY" -c "import xdist" >/dev/null 2>&1 && XDIST=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
-  stage pytest 180 $(( BENCH_RESERVE + 30 )) "$OUTDIR/pytest.txt" \
-    "$PY" -m pytest -q -x -p no:cacheprovider -rs "${XDIST[@]}" tests
+  # Everything that takes a CUDA path: the op suite's native-cuda parameter, graph capture, the trainer on CUDA
+  # (--cuda-graph included), DDP when two GPUs are visible. No -x: one failure must not hide the rest. A per-test
+  # timeout when pytest-timeout is installed; pytest-xdist spreads the tests over 8 cores when it is.
+  EXTRA=(); "$PY" -c "import pytest_timeout" >/dev/null 2>&1 && EXTRA+=(--timeout 30)
+  "$PY" -c "import xdist" >/dev/null 2>&1 && EXTRA+=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
+  stage pytest 50 $(( BENCH_RESERVE + 30 )) "$OUTDIR/pytest.txt" \
+    "$PY" -m pytest -q -p no:cacheprovider -rfEs "${EXTRA[@]}" -k "cuda or graph or ddp or CUDA" tests
 fi
 
 # ---- compute-sanitizer
@@ -179,7 +188,7 @@ if [[ -n "$SAN" && $DRY == 0 ]]; then
   for tool in memcheck racecheck; do
     args=(--tool "$tool" --error-exitcode 9 --print-limit 50)
     [[ -n "$FILTER" ]] && args+=(--kernel-name "$FILTER")
-    limit=75; [[ $tool == racecheck ]] && limit=60
+    limit=35; [[ $tool == racecheck ]] && limit=30
     stage "$tool" "$limit" "$BENCH_RESERVE" "$OUTDIR/sanitizer.txt" \
       env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" "${args[@]}" "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
   done
@@ -191,17 +200,20 @@ else
   STAGES+=("compute-sanitizer|not run ($why)|0")
 fi
 
-# ---- benchmark (whatever time is left, less a margin for the summary)
-BENCH_LIMIT=$(( $(left) - 15 ))
+# ---- benchmarks: equal precision first (FP32 on both sides), then TF32 allowed on both sides
 if [[ $DRY == 1 ]]; then
-  stage bench 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 --out "$OUTDIR"
-elif (( BENCH_LIMIT >= 60 )); then
-  stage bench "$BENCH_LIMIT" 0 "$LOG" "$PY" -m fastgan bench --device cuda --quick --out "$OUTDIR" \
-    --time-budget $(( BENCH_LIMIT - 45 ))
+  stage bench-fp32 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 \
+    --out "$OUTDIR/bench_fp32"
 else
-  log "== bench: SKIPPED (only $(left) s left)"
-  STAGES+=("bench|skipped|0")
+  stage bench-fp32 50 60 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
+    --out "$OUTDIR/bench_fp32" --time-budget 40
+  stage bench-tf32 35 25 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
+    --out "$OUTDIR/bench_tf32" --time-budget 28
 fi
+
+# ---- the training step's kernels: names, count, device time per kernel, device time vs wall time
+TRACE_DEV=cuda; [[ $DRY == 1 ]] && TRACE_DEV=cpu
+stage trace 25 0 "$OUTDIR/trace.txt" "$PY" benchmarks/trace_step.py --device "$TRACE_DEV" --steps 2 --out "$OUTDIR"
 
 # ---- summary (last, so the end of the output carries it)
 log ""
@@ -214,8 +226,10 @@ for s in "${STAGES[@]}"; do
 done
 grep -E "passed|failed|error" "$OUTDIR/pytest.txt" | tail -1 | sed 's/^/  pytest: /' | tee -a "$LOG" || true
 grep -E "ERROR SUMMARY|all checks passed|FAILED" "$OUTDIR/sanitizer.txt" | sed 's/^/  sanitizer: /' | tee -a "$LOG" || true
-if [[ -s "$OUTDIR/bench.md" ]]; then
-  "$PY" - "$OUTDIR/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true
+for b in bench_fp32 bench_tf32; do
+  [[ -s "$OUTDIR/$b/bench.json" ]] || continue
+  log "  $b:"
+  "$PY" - "$OUTDIR/$b/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true
 import json, sys
 d = json.load(open(sys.argv[1]))
 for c in d["cases"]:
@@ -223,7 +237,7 @@ for c in d["cases"]:
         continue
     for r in c["results"]:
         if r.get("median_s"):
-            sp = f"{r['speedup']:.2f}x vs eager" if r.get("speedup") else ""
+            sp = f"{r['ratio_vs_stock']:.2f}x vs {r['baseline']}" if r.get("ratio_vs_stock") else ""
             print(f"  {c['name']:24s} [{r['variant']:14s}] {r['median_s'] * 1e6:9.1f} us  {sp}")
 # the CUDA routing decisions (csrc/ops/gemm_glue.cpp) against both forced routes
 print("  routing: case, auto / kernels / aten (us), fastest forced route")
@@ -234,6 +248,7 @@ for c in d["cases"]:
         auto = f"{t['fastgan'] * 1e6:9.1f}" if "fastgan" in t else "        -"
         print(f"  {c['name']:28s} {auto} / {t['fastgan-kernels'] * 1e6:9.1f} / {t['fastgan-aten'] * 1e6:9.1f}  {best}")
 EOF
-fi
+done
+grep -E "^== " "$OUTDIR/trace.txt" | sed 's/^/  trace: /' | tee -a "$LOG" || true
 log "files: $(cd "$OUTDIR" && ls | tr '\n' ' ')"
 exit $FAIL

@@ -237,7 +237,14 @@ def test_build_info():
     info = _ext.build_info()
     assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
     if info["with_cuda"]:
-        assert "9.0" in info["cuda_archs"] and "8.0" in info["cuda_archs"]
+        # the archs this build was made for (TORCH_CUDA_ARCH_LIST, or the default), whatever they are: not one
+        # build's list (the GPU check builds sm_90 only)
+        import os
+        want = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        assert info["cuda_archs"] and (want is None or info["cuda_archs"] == want), info["cuda_archs"]
+        if torch.cuda.is_available():  # and they cover the visible device
+            from fastgan.doctor import _arch_covered
+            assert _arch_covered(torch.cuda.get_device_capability(0), info["cuda_archs"])
 
 
 def _run_py(code: str, **env) -> subprocess.CompletedProcess:

@@ -671,6 +671,10 @@ def add_parser(subparsers) -> None:
                    help="caching: serve every CPU tensor of this run from fastgan's per-size cache (freed blocks "
                         "reused last in first out), so the C library's placement of fresh buffers -- which moves "
                         "small CPU ops by 10%% and more between runs, for every variant -- stays out of the numbers")
+    p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
+                   help="CUDA: allow TF32 tensor cores for matmuls and cuDNN convolutions (on) or not (off), for "
+                        "stock and fastgan alike (fastgan's own kernels compute in FP32 either way; products it "
+                        "routes to cuBLAS / cuDNN follow the setting); default: torch's settings as they are")
     p.set_defaults(func=cmd_bench)
 
 
@@ -690,6 +694,8 @@ def _cmd_bench(args) -> int:
     import torch
     from .cases import build_cases, default_variants, select_cases
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if getattr(args, "tf32", "default") != "default":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     if getattr(args, "cpu_allocator", "default") == "caching":
         try:
             from . import _allocator
