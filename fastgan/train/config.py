@@ -6,10 +6,10 @@ from typing import Optional
 
 __all__ = ["TrainConfig", "DEFAULTS", "DEFAULT_EPOCHS"]
 
-DEFAULT_EPOCHS = 120
+DEFAULT_EPOCHS = 80
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
-DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 1.0, "r1_every": 4, "lr": 2e-3, "lr_d": None,
-            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.1, "inst_noise": 0.0, "g_init": "he",
+DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.3, "r1_every": 4, "lr": 2e-3, "lr_d": None,
+            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "he",
             "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
 # What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
 # "lr" here means "the checkpoint's --lr".
