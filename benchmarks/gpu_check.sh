@@ -153,7 +153,7 @@ if [[ $DRY == 1 ]]; then
   log "== build: SKIPPED (dry run: using the fastgan already importable here)"
   STAGES+=("build|skipped(dry)|0")
 else
-  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc --all)}"
   export FASTGAN_EMU=0 FASTGAN_CUDA=1
   stage build 120 $(( BENCH_RESERVE + 60 )) "$OUTDIR/build.txt" \
     "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .

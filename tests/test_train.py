@@ -671,7 +671,7 @@ def test_r1_schedule_and_real_only_pass(tmp_path, tiny):
     the one computed through the joint pass over cat(real, fake) (same D, same images)."""
     from fastgan.train.models import r1_penalty
     t = Trainer(TrainConfig(out=str(tmp_path / "r"), data=tiny, batch_size=32, max_steps=1, device="cpu",
-                            quiet=True))
+                            quiet=True, r1_gamma=1.0))
     assert [t.r1_weight(s) for s in range(6)] == [4.0, 0.0, 0.0, 0.0, 4.0, 0.0]
     real, z, _ = t._batch(0)
     with torch.no_grad():

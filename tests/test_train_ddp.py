@@ -82,8 +82,10 @@ def test_ddp_two_gloo_processes_match_each_other_and_one_process(tmp_path):
     for a, b in zip(ddp_recs, one_recs):
         for key in ("loss_d", "loss_g", "d_real", "d_fake", "r1"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (a["step"], key)
+    # parameters: Adam normalises every update to ~lr per element, so an element whose gradient is ~0 can move by a
+    # visible part of a step on summation-order differences alone (2 x 16 vs 1 x 32); 4 steps of lr 2e-4 each
     diffs = np.array([float((r0[k] - one[k]).abs().max()) for k in one])
-    assert diffs.max() < 1e-4, dict(zip(one, diffs))
+    assert diffs.max() < 2 * 2e-4, dict(zip(one, diffs))
 
 
 # Seen once (2026-11-29, two CI-equivalent runs under heavy load): a worker aborted with this message after
