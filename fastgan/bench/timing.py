@@ -182,8 +182,30 @@ def peak_memory(runner, device: torch.device) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------- ceilings
+def _run_times(fn, device: torch.device, n: int) -> list:
+    """Seconds of each of ``n`` calls of ``fn`` (CUDA: device time between events), the first one dropped."""
+    out = []
+    for i in range(n):
+        sync(device)
+        if device.type == "cuda":
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            fn()
+            e1.record()
+            e1.synchronize()
+            dt = e0.elapsed_time(e1) / 1e3
+        else:
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+        if i:
+            out.append(dt)
+    return out
+
+
 def measure_peaks(device: torch.device, quick: bool, tiny: bool = False) -> dict:
-    """Copy bandwidth (B/s, read + write) and float32 GEMM rate (FLOP/s) of ``device``: the best of a few runs
+    """Copy bandwidth (B/s, read + write) and float32 compute rate (FLOP/s: the best vendor GEMM or convolution) of
+    ``device``: the best of a few runs
     (first run discarded; the medians are kept too).
     ``tiny``: small sizes that only exercise the code (smoke runs); the numbers are then not ceilings."""
     cuda = device.type == "cuda"
@@ -193,22 +215,7 @@ def measure_peaks(device: torch.device, quick: bool, tiny: bool = False) -> dict
         nbytes = 16 << 20
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    runs = []
-    for i in range(8 if cuda else (4 if quick else 6)):
-        sync(device)
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            dst.copy_(src)
-            b.record()
-            b.synchronize()
-            dt = a.elapsed_time(b) / 1e3
-        else:
-            t0 = time.perf_counter()
-            dst.copy_(src)
-            dt = time.perf_counter() - t0
-        if i:
-            runs.append(2 * nbytes / dt)
+    runs = [2 * nbytes / dt for dt in _run_times(lambda: dst.copy_(src), device, 8 if cuda else (4 if quick else 6))]
     out["copy_Bps"] = max(runs)  # a ceiling: the best run (the median is in copy_Bps_median)
     out["copy_Bps_median"] = statistics.median(runs)
     out["copy_bytes"] = nbytes
@@ -235,22 +242,7 @@ def measure_peaks(device: torch.device, quick: bool, tiny: bool = False) -> dict
             x = torch.randn(bn, cin, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
             w = torch.randn(cout, cin, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
             fn, flops = (lambda: torch.nn.functional.conv2d(x, w, padding=1)), 2.0 * bn * cout * hw * hw * cin * 9
-        runs = []
-        for i in range(5 if cuda else (3 if quick else 5)):
-            sync(device)
-            if cuda:
-                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record()
-                fn()
-                e1.record()
-                e1.synchronize()
-                dt = e0.elapsed_time(e1) / 1e3
-            else:
-                t0 = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t0
-            if i:
-                runs.append(flops / dt)
+        runs = [flops / dt for dt in _run_times(fn, device, 5 if cuda else (3 if quick else 5))]
         best[f"{kind} {'x'.join(map(str, dims))}"] = max(runs)
     which = max(best, key=best.get)
     out["compute_flops"] = best[which]

@@ -77,3 +77,23 @@ def call(name: str, *args):
     if torch.is_grad_enabled():
         return FUNCTIONS[name].apply(*args)
     return op(name)(*args)
+
+
+def product_double_backward(ctx, gdx, gdw, product: Callable, grads: Callable) -> tuple:
+    """The backward of a product's gradient op -- ``(dx, dw) = grads(dz, x, w, mask)`` for ``z = product(x, w)``
+    (dense, conv2d) -- with respect to (dz, x, w). Both outputs are bilinear: dx in (dz, w), dw in (dz, x), so
+    their adjoints are the product and its gradient op again: gdz = product(gdx, w) + product(x, gdw),
+    gx = grads(dz, x, gdw) [dx part], gw = grads(dz, gdx, w) [dw part]. Saved tensors: (dz, x, w); ctx.mask the
+    forward's mask (an output it did not compute has no gradient)."""
+    dz, x, w = ctx.saved_tensors
+    gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
+    gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
+    gdz = gx = gw = None
+    if ctx.needs_input_grad[0]:
+        terms = ([product(gdx, w)] if gdx is not None else []) + ([product(x, gdw)] if gdw is not None else [])
+        gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
+    if ctx.needs_input_grad[1] and gdw is not None:
+        gx = grads(dz, x, gdw, [True, False])[0]
+    if ctx.needs_input_grad[2] and gdx is not None:
+        gw = grads(dz, gdx, w, [False, True])[1]
+    return gdz, gx, gw

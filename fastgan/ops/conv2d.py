@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import call, register
+from ._registry import call, product_double_backward, register
 
 
 def memory_format(t: torch.Tensor):
@@ -73,23 +73,10 @@ def _backward_setup(ctx, inputs, output):
 
 
 def _backward_backward(ctx, gdx, gdw):
-    dz, x, w = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.conv
-    gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
-    gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
-    gdz = gx = gw = None
-    if ctx.needs_input_grad[0]:
-        terms = []
-        if gdx is not None:
-            terms.append(call("conv2d", gdx, w, None, stride, padding, dilation, groups, "linear", 0.0, 1.0, -1.0))
-        if gdw is not None:
-            terms.append(call("conv2d", x, gdw, None, stride, padding, dilation, groups, "linear", 0.0, 1.0, -1.0))
-        gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
-    if ctx.needs_input_grad[1] and gdw is not None:
-        gx = call("conv2d_backward", dz, x, gdw, stride, padding, dilation, groups, [True, False])[0]
-    if ctx.needs_input_grad[2] and gdx is not None:
-        gw = call("conv2d_backward", dz, gdx, w, stride, padding, dilation, groups, [False, True])[1]
-    return gdz, gx, gw, None, None, None, None, None
+    conv = ctx.conv
+    return (*product_double_backward(
+        ctx, gdx, gdw, lambda a, b: call("conv2d", a, b, None, *conv, "linear", 0.0, 1.0, -1.0),
+        lambda dz, x, w, mask: call("conv2d_backward", dz, x, w, *conv, mask)), None, None, None, None, None)
 
 
 Conv2d = register("conv2d", fake=_fake, setup_context=_setup, backward=_backward)

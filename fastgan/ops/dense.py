@@ -6,9 +6,8 @@ dense_backward again.
 """
 from __future__ import annotations
 
-import torch
 
-from ._registry import call, register
+from ._registry import call, product_double_backward, register
 
 
 def _fake(x, w, b, act, alpha, gain, clamp):
@@ -47,23 +46,8 @@ def _backward_setup(ctx, inputs, output):
 
 
 def _backward_backward(ctx, gdx, gdw):
-    # dx = dz @ w and dw = dz^T @ x are bilinear: each gradient is another dense / dense_backward.
-    dz, x, w = ctx.saved_tensors
-    gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
-    gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
-    gdz = gx = gw = None
-    if ctx.needs_input_grad[0]:
-        terms = []
-        if gdx is not None:
-            terms.append(call("dense", gdx, w, None, "linear", 0.0, 1.0, -1.0))  # gdx @ w^T
-        if gdw is not None:
-            terms.append(call("dense", x, gdw, None, "linear", 0.0, 1.0, -1.0))  # x @ gdw^T
-        gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
-    if ctx.needs_input_grad[1] and gdw is not None:
-        gx = call("dense_backward", dz, x, gdw, [True, False])[0]  # dz @ gdw
-    if ctx.needs_input_grad[2] and gdx is not None:
-        gw = call("dense_backward", dz, gdx, w, [False, True])[1]  # dz^T @ gdx
-    return gdz, gx, gw, None
+    return (*product_double_backward(ctx, gdx, gdw, lambda a, b: call("dense", a, b, None, "linear", 0.0, 1.0, -1.0),
+                                     lambda *args: call("dense_backward", *args)), None)
 
 
 Dense = register("dense", fake=_fake, setup_context=_setup, backward=_backward)
