@@ -6,7 +6,6 @@ dense_backward again.
 """
 from __future__ import annotations
 
-
 from ._registry import call, product_double_backward, register
 
 
