@@ -28,13 +28,20 @@ TEST_DIR = ROOT / "tests" / "emu"
 CXX = os.environ.get("CXX", "g++")
 
 BASE_FLAGS = ["-std=c++17", "-DFG_EMU", "-I", str(CSRC), "-I", str(TEST_DIR), "-pthread", "-Wall", "-Wextra"]
+# Kernel sources get the memory-access instrumentation of the global-memory race check (csrc/emu/memcheck.cpp; the
+# same flags as setup.py's EMU_INSTRUMENT); the runtime and the test driver do not.
+INSTRUMENT_FLAGS = ["-fsanitize=thread", "--param=tsan-distinguish-volatile=1",
+                    "--param=tsan-instrument-func-entry-exit=0"]
+if "clang" in CXX:
+    INSTRUMENT_FLAGS = ["-fsanitize=thread", "-mllvm", "-tsan-distinguish-volatile=1", "-mllvm",
+                        "-tsan-instrument-func-entry-exit=0"]
 
 # Cases implemented by tests/emu/emu_tests.cpp (`emu_tests list` must print exactly these).
 CASES = [
     "activemask", "atomics", "block_reduce", "compaction", "device_assert", "divergent_exit", "dynamic_smem",
-    "grid_index", "histogram", "intrinsics", "launch_limits", "matmul", "nested_launch", "outside_kernel",
-    "partial_warp", "racecheck", "schedules", "shfl_width", "smem_limits", "speed", "sync_votes", "threads",
-    "two_barriers",
+    "global_races", "grid_index", "histogram", "interleaved_blocks", "intrinsics", "launch_limits", "matmul",
+    "nested_launch", "outside_kernel", "partial_warp", "poison", "racecheck", "racecheck_full", "schedules",
+    "shfl_width", "smem_limits", "speed", "sync_votes", "threads", "two_barriers",
     "types_and_helpers", "uninitialized_shared", "warp_deadlock", "warp_reduce", "warp_votes",
 ]
 # Subset run again against the other builds (ucontext fibers, -O0).
@@ -82,12 +89,17 @@ def _compile(src: Path, obj: Path, flags: list[str]) -> str:
 
 
 def build(name: str, extra_flags: list[str], sources: list[Path] | None = None,
-          link_flags: list[str] | None = None) -> tuple[Path, str]:
-    """Builds (or reuses) a test binary; returns its path and the compiler warnings of the build."""
+          link_flags: list[str] | None = None, instrument: bool = True) -> tuple[Path, str]:
+    """Builds (or reuses) a test binary; returns its path and the compiler warnings of the build. ``instrument``:
+    kernel sources (.cu) get INSTRUMENT_FLAGS (not combinable with AddressSanitizer)."""
     sources = sources or (sorted(EMU_DIR.glob("*.cpp")) + [TEST_DIR / "kernels.cu", TEST_DIR / "emu_tests.cpp"])
     flags = BASE_FLAGS + extra_flags
     link_flags = link_flags or []
-    key = _hash(_compiler_id(), flags, link_flags, *_headers(), *sources)
+    key = _hash(_compiler_id(), flags, link_flags, instrument and INSTRUMENT_FLAGS, *_headers(), *sources)
+
+    def flags_for(src: Path) -> list[str]:
+        return flags + INSTRUMENT_FLAGS if instrument and src.suffix == ".cu" else flags
+
     out_dir = _cache_root() / f"{name}-{key}"
     exe = out_dir / "emu_tests"
     if exe.exists():
@@ -97,7 +109,7 @@ def build(name: str, extra_flags: list[str], sources: list[Path] | None = None,
         objs = [work / (s.name + ".o") for s in sources]
         jobs = max(1, min(len(sources), os.cpu_count() or 2))
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            warnings = list(pool.map(lambda so: _compile(so[0], so[1], flags), zip(sources, objs)))
+            warnings = list(pool.map(lambda so: _compile(so[0], so[1], flags_for(so[0])), zip(sources, objs)))
         r = subprocess.run([CXX, "-pthread", *link_flags, *map(str, objs), "-o", str(work / "emu_tests")],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -193,7 +205,8 @@ def test_address_sanitizer_build():
     """CMake's -DFASTGAN_SANITIZE=address: fiber switches are annotated for ASan; no errors and no leaks."""
     if not _asan_available():
         pytest.skip("no AddressSanitizer runtime")
-    exe, _ = build("asan", ["-O1", "-fsanitize=address", "-fno-omit-frame-pointer"], link_flags=["-fsanitize=address"])
+    exe, _ = build("asan", ["-O1", "-fsanitize=address", "-fno-omit-frame-pointer"], link_flags=["-fsanitize=address"],
+                   instrument=False)
     env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
     for case in VARIANT_CASES + ["racecheck", "warp_votes", "grid_index"]:
         run_case(exe, case, env=env)
@@ -207,7 +220,9 @@ def test_debug_build():
 
 
 @pytest.mark.parametrize("env", [{"FGEMU_RACECHECK": "1"}, {"FGEMU_SCHEDULE": "reverse"},
-                                 {"FGEMU_SCHEDULE": "random:7"}, {"FGEMU_RACECHECK": "1", "FGEMU_SCHEDULE": "random:3"}],
+                                 {"FGEMU_SCHEDULE": "random:7"}, {"FGEMU_RACECHECK": "1", "FGEMU_SCHEDULE": "random:3"},
+                                 {"FGEMU_BLOCKS": "4"}, {"FGEMU_RACECHECK": "full"},
+                                 {"FGEMU_RACECHECK": "1", "FGEMU_BLOCKS": "3", "FGEMU_SCHEDULE": "random:11"}],
                          ids=lambda e: ",".join(f"{k}={v}" for k, v in e.items()))
 def test_checking_modes_no_false_alarms(emu_bin, env):
     """Every correct sample kernel passes with the race check on and with other thread orders (the kernels that must

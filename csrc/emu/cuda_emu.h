@@ -46,6 +46,13 @@
 #define __managed__
 #define __grid_constant__
 #define __forceinline__ __inline__ __attribute__((always_inline))
+// Kernel sources compiled with the memory-access instrumentation (csrc/emu/memcheck.cpp): code of the emulator
+// itself that touches kernel memory on the runtime's behalf opts out.
+#if defined(__clang__)
+#define FGEMU_NO_INSTRUMENT __attribute__((no_sanitize("thread")))
+#else
+#define FGEMU_NO_INSTRUMENT __attribute__((no_sanitize_thread))
+#endif
 #define __noinline__ __attribute__((noinline))
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
@@ -75,6 +82,7 @@ struct BuiltinVars {
 };
 extern BuiltinVars g_builtin;
 extern bool g_racecheck;  // FGEMU_RACECHECK: atomics report the bytes they update
+extern bool g_sync_hooks;  // race check or several resident blocks: atomics and fences call the runtime
 
 namespace rt {
 
@@ -98,13 +106,23 @@ void yield_thread();  // __nanosleep: lets the other threads of the block run
 [[noreturn]] void device_trap(const char* what, const char* file, int line);
 long long clock_ticks();  // monotonic nanoseconds (clock64, __globaltimer)
 void note_atomic(const void* addr, size_t size);  // race check: an atomic updated these bytes
+void sync_point(unsigned one_in = 4);  // atomics, __nanosleep: with several resident blocks another may run here
+void device_fence();  // __threadfence(): publishes this block's writes to later atomics/flags (race check)
 // Execution-order and race-check controls (also FGEMU_SCHEDULE=forward|reverse|random[:seed], FGEMU_RACECHECK=1,
 // read at the first launch; calling these overrides the environment).
 enum Schedule : int { kForward = 0, kReverse = 1, kRandom = 2 };
 void set_schedule(int mode, unsigned seed = 0);
-void set_racecheck(bool on);
+void set_racecheck(bool on, bool full = false);  // full: FGEMU_RACECHECK=full
 int get_schedule(unsigned* seed = nullptr);
 bool get_racecheck();
+// FGEMU_BLOCKS=n: resident blocks that interleave (0: the default, 4 under the random schedule, else 1).
+void set_blocks(int resident);
+int get_blocks();
+// FGEMU_POISON=ff|00|<hex byte>|random[:seed]: the byte shared memory is filled with at every block start
+// (-1: a byte per launch drawn from the seed).
+void set_poison(int byte, unsigned seed = 0);
+int get_poison();
+void set_spin_limit(unsigned long switches);  // FGEMU_SPIN_LIMIT: block switches without progress -> deadlock
 void* dynamic_smem();  // this thread's dynamic shared memory (what every `extern __shared__` array names)
 
 struct LaunchDesc {
@@ -168,9 +186,12 @@ inline int __syncthreads_or(int pred, FGEMU_SITE_PARAMS) {
   return ::fgemu::rt::syncthreads_reduce(::fgemu::rt::kBarOr, pred != 0, FGEMU_SITE);
 }
 
-// Fences: blocks run one at a time on one host thread and threads switch only at synchronisation points, so a
-// compiler barrier gives every ordering CUDA promises.
-inline void __threadfence() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+// Fences: emulated threads run one at a time on one host thread and switch only at synchronisation points, so a
+// compiler barrier gives every ordering CUDA promises. The race check models what a fence publishes between blocks.
+inline void __threadfence() {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (__builtin_expect(::fgemu::g_sync_hooks, 0)) ::fgemu::rt::device_fence();
+}
 inline void __threadfence_block() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 inline void __threadfence_system() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
@@ -287,9 +308,11 @@ FGEMU_REDUCE(__reduce_xor_sync, kReduceXor, unsigned)
 // ---------------------------------------------------------------------------------------------------------------
 namespace fgemu {
 namespace detail {
-// *a = f(*a), returns the old value; under FGEMU_RACECHECK the runtime is told which bytes an atomic updated.
+// *a = f(*a), returns the old value; under FGEMU_RACECHECK the runtime is told which bytes an atomic updated. Not
+// instrumented for the global-memory check (FGEMU_INSTRUMENTED): note_atomic records it as an atomic access instead.
 template <typename T, typename F>
-inline T atomic_rmw(T* a, F f) {
+FGEMU_NO_INSTRUMENT inline T atomic_rmw(T* a, F f) {
+  if (__builtin_expect(::fgemu::g_sync_hooks, 0)) ::fgemu::rt::sync_point();
   T old = *a;
   *a = f(old);
   if (__builtin_expect(::fgemu::g_racecheck, 0)) ::fgemu::rt::note_atomic(a, sizeof(T));
@@ -380,7 +403,11 @@ template <typename T> inline void __stwt(T* p, T v) { *p = v; }
 
 inline long long clock64() { return ::fgemu::rt::clock_ticks(); }
 inline unsigned long long __globaltimer() { return (unsigned long long)::fgemu::rt::clock_ticks(); }
-inline void __nanosleep(unsigned int ns) { (void)ns; ::fgemu::rt::yield_thread(); }
+inline void __nanosleep(unsigned int ns) {
+  (void)ns;
+  ::fgemu::rt::yield_thread();
+  if (::fgemu::g_sync_hooks) ::fgemu::rt::sync_point();
+}
 [[noreturn]] inline void __trap(FGEMU_SITE_PARAMS) { ::fgemu::rt::device_trap("__trap()", FGEMU_SITE); }
 [[noreturn]] inline void __brkpt(FGEMU_SITE_PARAMS) { ::fgemu::rt::device_trap("__brkpt()", FGEMU_SITE); }
 inline void __prof_trigger(int) {}

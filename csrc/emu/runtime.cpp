@@ -1,7 +1,10 @@
 // fgemu runtime: executes kernel grids on the CPU with CUDA semantics (see cuda_emu.h and README.md).
 //
 // Execution model
-//   * Blocks run one after another on the launching host thread (launches are serialised by a process-wide mutex).
+//   * Blocks run one after another on the launching host thread (launches are serialised by a process-wide mutex);
+//     with FGEMU_BLOCKS > 1 several are resident and interleave at synchronisation points (run_grid, sync_point).
+//   * FGEMU_RACECHECK: shared memory by shadow comparison at thread switches; global memory through the access hooks
+//     of instrumented kernel code (memcheck.cpp -> mem_access, gc_access).
 //   * Every CUDA thread of a block is a cooperative fiber. A thread runs until it reaches a synchronisation point
 //     (__syncthreads*, a warp intrinsic, __nanosleep) or exits; then the next runnable thread is switched in.
 //   * Fibers are started lazily and a finished thread hands its stack to the next unstarted thread, so a block that never
@@ -49,6 +52,7 @@ void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 namespace fgemu {
 BuiltinVars g_builtin{};
 bool g_racecheck = false;
+bool g_sync_hooks = false;
 }
 
 // =================================================================================================================
@@ -118,6 +122,12 @@ enum { kScheduleForward = 0, kScheduleReverse = 1, kScheduleRandom = 2 };
 int g_schedule = kScheduleForward;
 unsigned g_schedule_seed = 0;
 bool g_env_read = false;
+int g_blocks_env = 0;            // FGEMU_BLOCKS: resident blocks (0: 4 under the random schedule, else 1)
+bool g_racecheck_full = false;   // FGEMU_RACECHECK=full: compare all shared memory at every switch, every block
+int g_poison_mode = -1;          // FGEMU_POISON: a fixed byte 0..255, or -1 = random per launch (from the seed)
+unsigned g_poison_seed = 0;
+unsigned char g_poison_byte = 0xFF;  // this launch's fill byte
+unsigned long g_spin_limit = 200000;  // FGEMU_SPIN_LIMIT: block switches without progress before "deadlock"
 
 void read_env_once() {
   if (g_env_read) return;
@@ -130,7 +140,23 @@ void read_env_once() {
       if (v.size() > 7) g_schedule_seed = (unsigned)strtoul(v.c_str() + 7, nullptr, 10);
     }
   }
-  if (const char* s = getenv("FGEMU_RACECHECK")) ::fgemu::g_racecheck = *s && *s != '0';
+  if (const char* s = getenv("FGEMU_RACECHECK")) {
+    ::fgemu::g_racecheck = *s && *s != '0';
+    g_racecheck_full = strcmp(s, "full") == 0;
+  }
+  if (const char* s = getenv("FGEMU_BLOCKS")) g_blocks_env = std::max(0, atoi(s));
+  if (const char* s = getenv("FGEMU_SPIN_LIMIT")) g_spin_limit = std::max(1L, atol(s));
+  if (const char* s = getenv("FGEMU_POISON")) {
+    std::string v = s;
+    if (v.compare(0, 6, "random") == 0) {
+      g_poison_mode = -1;
+      g_poison_seed = v.size() > 7 ? (unsigned)strtoul(v.c_str() + 7, nullptr, 10) : 0;
+    } else {
+      g_poison_mode = (int)(strtoul(v.c_str(), nullptr, 16) & 0xFF);  // "00", "ff", "0x5a"
+    }
+  } else {
+    g_poison_mode = 0xFF;
+  }
 }
 
 struct Ctx {
@@ -220,9 +246,10 @@ struct Fiber {
   Thread* thread;
 };
 
-struct Engine {
-  const LaunchDesc* d = nullptr;
-  int nthreads = 0, nwarps = 0;
+// The state of one resident block. The running block's state lives in E (an Engine is a BlockState); with several
+// resident blocks (FGEMU_BLOCKS) the others are parked in g_slots and swapped in (vectors move, pointers into them
+// stay valid) when the scheduler switches blocks.
+struct BlockState {
   std::vector<Thread> threads;
   std::vector<WarpState> warps;
   // ready queue (each thread at most once)
@@ -231,6 +258,7 @@ struct Engine {
   int next_unstarted = 0;
   std::vector<int> order;  // thread start / release order (FGEMU_SCHEDULE)
   size_t fibers_used = 0;            // pool entries used by this block
+  size_t fiber_base = 0;             // first pool entry of this block's slot
   std::vector<Fiber*> free_fibers;   // stacks of finished threads, reusable within the block
   int n_exited = 0, n_at_bar = 0;
   // current barrier episode
@@ -238,6 +266,15 @@ struct Engine {
   int bar_line = 0, bar_kind = 0, bar_true = 0;
   bool bar_mismatch = false;
   int bar_result = 0;
+  uint32_t bar_epoch = 0;  // barriers released so far (global-memory race check)
+  uint3 block_idx{0, 0, 0};
+  bool started = false;
+  std::vector<unsigned char> smem;  // shared memory while parked
+};
+
+struct Engine : BlockState {
+  const LaunchDesc* d = nullptr;
+  int nthreads = 0, nwarps = 0;
   // failure
   bool failed = false;
   std::string error;
@@ -252,6 +289,19 @@ struct Engine {
 };
 
 Engine E;
+
+// Blocks that interleave (FGEMU_BLOCKS > 1): see run_grid().
+int g_resident = 1;                // resident blocks requested for this launch
+bool g_interleave = false;         // this launch runs several resident blocks (run_grid's second path)
+std::vector<BlockState> g_slots;   // parked blocks (slot s's state while another block runs)
+bool g_yielded = false;            // the running thread gave the host thread back to the scheduler
+unsigned long g_spins = 0;         // block switches since the last progress (a block finished or a barrier released)
+uint64_t g_sched_rng = 1;
+
+uint3 block_at(uint64_t linear, dim3 g) {
+  return uint3{(unsigned)(linear % g.x), (unsigned)((linear / g.x) % g.y), (unsigned)(linear / ((uint64_t)g.x * g.y))};
+}
+
 std::vector<Fiber*>& g_fibers = *new std::vector<Fiber*>();  // pool, grows on demand, never freed (not even at exit)
 size_t g_stack_size = 0;
 std::mutex g_launch_mutex;
@@ -385,6 +435,7 @@ struct RaceState {
 };
 std::unordered_map<const void*, std::vector<uint8_t>> g_rc_learned;
 RaceState R;
+std::vector<RaceState> g_slot_rc;  // parked blocks' race state (FGEMU_BLOCKS > 1)
 
 inline unsigned char* rc_addr(uint32_t i) {
   for (const RaceRange& r : R.ranges)
@@ -461,7 +512,7 @@ inline void rc_begin(Thread* t) {
   if (R.view == me) return;
   if (R.view)
     for (uint32_t i : R.owned[R.view])
-      if (!(R.owner[i] & kAtomicBit)) rc_set(i, 0xFF);
+      if (!(R.owner[i] & kAtomicBit)) rc_set(i, g_poison_byte);
   for (uint32_t i : R.owned[me]) rc_set(i, R.committed[i]);
   R.view = me;
 }
@@ -668,7 +719,7 @@ Thread* start_on_new_fiber() {
     f = E.free_fibers.back();
     E.free_fibers.pop_back();
   } else {
-    f = fiber_at(E.fibers_used++);
+    f = fiber_at(E.fiber_base + E.fibers_used++);
   }
   f->thread = t;
   t->fiber = f;
@@ -905,6 +956,8 @@ void release_barrier() {
     default: r = 0; break;
   }
   E.bar_result = r;
+  ++E.bar_epoch;
+  g_spins = 0;
   rc_commit_all(E.bar_file, E.bar_line);
   for (int w = 0; w < E.nwarps; ++w) E.warps[w].at_bar = 0;
   for (int k = 0; k < E.nthreads; ++k) {
@@ -1142,7 +1195,7 @@ struct ShmemPlan {
 ShmemPlan g_plan;
 
 void poison_range(unsigned char* lo, unsigned char* hi) {
-  if (hi > lo) memset(lo, 0xFF, (size_t)(hi - lo));
+  if (hi > lo) memset(lo, g_poison_byte, (size_t)(hi - lo));
 }
 
 void poison_shared() {
@@ -1277,13 +1330,183 @@ std::string config_error(const LaunchDesc& d) {
   return std::string();
 }
 
-void run_block() {
+// ---- global-memory race check (FGEMU_RACECHECK=1, kernels compiled with the access instrumentation) -----------
+// Every load and store of an instrumented kernel (see memcheck.cpp) outside the thread's own stack and shared memory
+// is global memory. Per byte the last writer is kept (thread, its block's clock, its barrier interval, atomic or
+// not). Ordering between blocks follows CUDA's rule for fences: __threadfence() releases the block's writes made so
+// far; a later atomic or volatile store publishes what was released; an atomic or volatile load by another block
+// acquires it. Within a block, __syncthreads() orders threads; lanes of one warp are not checked against each other.
+// Reported: a read of bytes another thread wrote plainly without that ordering, two unordered writes of the same
+// bytes, and a plain write and an atomic update of the same bytes without ordering.
+struct GCell {
+  uint64_t tid;    // global thread id + 1 (block linear * kMaxThreads + thread linear + 1); 0: never written
+  uint32_t clk;    // the writer block's clock at the write
+  uint32_t epoch;  // the writer's barrier interval
+  uint8_t atomic;
+  uint64_t seq;    // atomics: position in the launch's sequence of atomic accesses
+};
+struct GBlock {
+  uint32_t clock = 1;
+  std::unordered_map<uint64_t, uint32_t> vc;   // block -> clock of that block this block has acquired
+  std::unordered_map<uint64_t, uint32_t> rel;  // what the last __threadfence() released
+  std::unordered_map<uintptr_t, uint64_t> atomic_seq;  // address -> this block's last atomic there
+};
+constexpr size_t kGPageBits = 12;
+struct GlobalCheck {
+  bool on = false;
+  bool instrumented = false;  // some kernel module called the access hooks
+  std::unordered_map<uintptr_t, std::unique_ptr<GCell[]>> pages;
+  uintptr_t last_pg = ~(uintptr_t)0;
+  GCell* last = nullptr;
+  std::unordered_map<uint64_t, GBlock> blocks;
+  std::unordered_map<uintptr_t, std::unordered_map<uint64_t, uint32_t>> syncs;  // atomic/flag address -> released
+  uint64_t seq = 0;
+};
+GlobalCheck G;
+
+void gc_begin_launch(const LaunchDesc&) {
+  G.on = ::fgemu::g_racecheck;
+  G.pages.clear();
+  G.blocks.clear();
+  G.syncs.clear();
+  G.last_pg = ~(uintptr_t)0;
+  G.last = nullptr;
+  G.seq = 0;
+}
+
+inline uint64_t gc_block_linear() {
+  const uint3 b = g_builtin.block_idx;
+  const dim3 g = g_builtin.grid_dim;
+  return (uint64_t)b.x + (uint64_t)g.x * ((uint64_t)b.y + (uint64_t)g.y * b.z);
+}
+
+inline GCell* gc_cell(uintptr_t a, bool create) {
+  const uintptr_t pg = a >> kGPageBits;
+  if (pg != G.last_pg) {
+    auto it = G.pages.find(pg);
+    if (it == G.pages.end()) {
+      if (!create) return nullptr;
+      it = G.pages.emplace(pg, std::unique_ptr<GCell[]>(new GCell[(size_t)1 << kGPageBits]())).first;
+    }
+    G.last_pg = pg;
+    G.last = it->second.get();
+  }
+  return G.last + (a & (((uintptr_t)1 << kGPageBits) - 1));
+}
+
+std::string gc_who(uint64_t tid) {
+  const uint64_t id = tid - 1, blk = id / kMaxThreads, th = id % kMaxThreads;
+  const dim3 bd = g_builtin.block_dim;
+  uint3 t{(unsigned)(th % bd.x), (unsigned)((th / bd.x) % bd.y), (unsigned)(th / ((uint64_t)bd.x * bd.y))};
+  return "thread " + fmt_dim(dim3(t)) + " of block " + fmt_dim(dim3(block_at(blk, g_builtin.grid_dim)));
+}
+
+void join_into(std::unordered_map<uint64_t, uint32_t>& dst, const std::unordered_map<uint64_t, uint32_t>& src) {
+  for (const auto& kv : src) {
+    uint32_t& v = dst[kv.first];
+    if (kv.second > v) v = kv.second;
+  }
+}
+
+// Is the access by the current thread ordered after the write recorded in c?
+inline bool gc_ordered(const GCell& c, uint64_t me, uint64_t my_block, const GBlock& gb) {
+  if (c.tid == me) return true;
+  const uint64_t blk = (c.tid - 1) / kMaxThreads;
+  if (blk == my_block) {
+    if ((c.tid - 1) % kMaxThreads / 32 == (me - 1) % kMaxThreads / 32) return true;  // same warp: not modelled
+    return c.epoch < E.bar_epoch;
+  }
+  auto it = gb.vc.find(blk);
+  return it != gb.vc.end() && it->second >= c.clk;
+}
+
+[[noreturn]] void gc_fail(uint64_t me, const char* verb, const void* a, size_t n, uint64_t other, const char* did) {
+  char addr[32];
+  snprintf(addr, sizeof addr, "%p", a);
+  record_failure(launch_prefix() + ": global memory race: " + gc_who(me) + " " + verb + " " + std::to_string(n) +
+                 " bytes at " + addr + " that " + gc_who(other) + " " + did + ", unordered. Within a block a "
+                 "__syncthreads() must order the two; between blocks the writer needs a __threadfence() before the "
+                 "atomic or flag that the other block reads first");
+  abandon_fiber();
+}
+
+enum GKind { kGRead = 0, kGWrite = 1, kGVolatileRead = 2, kGVolatileWrite = 3, kGAtomic = 4 };
+
+void gc_access(const void* addr, size_t n, int kind) {
+  Thread* t = E.cur;
+  const uint64_t blk = gc_block_linear();
+  const uint64_t me = blk * kMaxThreads + (uint64_t)t->linear + 1;
+  GBlock& gb = G.blocks[blk];
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  const bool sync_load = kind == kGVolatileRead || kind == kGAtomic;
+  const bool sync_store = kind == kGVolatileWrite || kind == kGAtomic;
+  if (sync_load) {
+    auto it = G.syncs.find(a);
+    if (it != G.syncs.end()) join_into(gb.vc, it->second);
+  }
+  const bool writes = kind == kGWrite || kind == kGVolatileWrite || kind == kGAtomic;
+  // Atomics on one address are ordered among themselves: a block whose own atomic there came later is ordered after
+  // the earlier ones (e.g. the last block of a reduction resets the counter the others incremented).
+  uint64_t my_seq = 0;
+  if (kind == kGAtomic) {
+    my_seq = ++G.seq;
+  } else {
+    auto it = gb.atomic_seq.find(a);
+    if (it != gb.atomic_seq.end()) my_seq = it->second;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    GCell* c = gc_cell(a + i, writes);
+    if (!c) {
+      i += ((size_t)1 << kGPageBits) - 1 - ((a + i) & (((uintptr_t)1 << kGPageBits) - 1));  // skip the page
+      continue;
+    }
+    if (c->tid && !(c->atomic && c->seq < my_seq) && !gc_ordered(*c, me, blk, gb)) {
+      if (!writes) {
+        if (!c->atomic) gc_fail(me, "reads", addr, n, c->tid, "wrote");
+      } else if (kind == kGAtomic) {
+        if (!c->atomic) gc_fail(me, "updates atomically", addr, n, c->tid, "wrote plainly");
+      } else {
+        gc_fail(me, "writes", addr, n, c->tid, c->atomic ? "updated atomically" : "wrote");
+      }
+    }
+    if (writes) *c = GCell{me, gb.clock, E.bar_epoch, (uint8_t)(kind == kGAtomic || kind == kGVolatileWrite), my_seq};
+  }
+  if (kind == kGAtomic) gb.atomic_seq[a] = my_seq;
+  if (sync_store) join_into(G.syncs[a], gb.rel);
+}
+
+inline bool gc_is_private(const void* addr) {
+  const char* p = static_cast<const char*>(addr);
+  const char* tls = reinterpret_cast<const char*>(g_plan.tls);
+  const char* dyn = reinterpret_cast<const char*>(g_plan.dyn);
+  const Fiber* f = E.cur->fiber;
+  if (f && p >= f->stack_lo - page_size() && p < f->stack_lo + stack_size()) return true;
+  if (tls && p >= tls && p < tls + g_plan.tls_size) return true;
+  return p >= dyn && p < dyn + g_plan.dyn_size;
+}
+
+// ---- blocks that interleave (FGEMU_BLOCKS > 1) --------------------------------------------------------------
+// Several blocks are resident at once; a thread may hand the host thread to another resident block at a
+// synchronisation point (barrier exit, atomic, __threadfence, volatile load of instrumented code, __nanosleep), drawn
+// from the schedule seed. A grid larger than the resident set keeps the hardware's rule: a block starts when a
+// resident one finishes. Switching blocks swaps the block's engine state and its shared memory.
+
+inline uint64_t sched_next() {
+  uint64_t& x = g_sched_rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return x;
+}
+
+void block_init() {
   E.rhead = E.rcount = 0;
   E.next_unstarted = 0;
   E.fibers_used = 0;
   E.free_fibers.clear();
   E.n_exited = E.n_at_bar = 0;
   E.bar_mismatch = false;
+  E.bar_epoch = 0;
   for (Thread& t : E.threads) {
     t.state = kUnstarted;
     t.fiber = nullptr;
@@ -1304,17 +1527,33 @@ void run_block() {
     }
   }
   rc_setup_block();
-  Thread* t0 = start_on_new_fiber();
-  switch_to(t0);
+}
+
+enum BlockRun { kBlockDone, kBlockYielded, kBlockFailed };
+
+// Runs the installed block until it finishes, fails, or (several resident blocks) a thread yields to another block.
+BlockRun block_drive() {
+  if (!E.started) {
+    E.started = true;
+    switch_to(start_on_new_fiber());
+  } else if (E.next_unstarted < E.nthreads) {
+    switch_to(start_on_new_fiber());  // a resident block's threads all run: start the next one
+  } else if (E.rcount) {
+    switch_to(pop_ready());
+  }
   for (;;) {
-    // Back on the launching stack: the block finished, failed, or nobody can run.
-    if (E.failed) return;
+    // Back on the launching stack: the block finished, failed, yielded, or nobody can run.
+    if (E.failed) return kBlockFailed;
+    if (g_yielded) {
+      g_yielded = false;
+      return kBlockYielded;
+    }
     if (E.n_exited == E.nthreads) {
       if (R.on) {
         rc_learn();
-        R.full_scan = false;
+        R.full_scan = g_racecheck_full;
       }
-      return;
+      return kBlockDone;
     }
     if (E.rcount) {  // cannot happen (fibers only come back when nothing is ready), but stay safe
       switch_to(pop_ready());
@@ -1327,9 +1566,125 @@ void run_block() {
     }
     E.failed = true;
     E.error = diagnose_stuck();
-    return;
+    return kBlockFailed;
   }
 }
+
+// Shared memory of the installed block <-> its parking buffer (everything poison_shared() fills).
+void smem_save(std::vector<unsigned char>& buf) {
+  ShmemPlan& p = g_plan;
+  buf.resize(p.tls_size + p.dyn_poison);
+  if (p.tls) copy_excluding_dyn(buf.data(), p.tls);
+  if (p.dyn_poison) memcpy(buf.data() + p.tls_size, p.dyn, p.dyn_poison);
+}
+void smem_load(const std::vector<unsigned char>& buf) {
+  ShmemPlan& p = g_plan;
+  if (p.tls) copy_excluding_dyn(p.tls, buf.data());
+  if (p.dyn_poison) memcpy(p.dyn, buf.data() + p.tls_size, p.dyn_poison);
+}
+
+void run_grid(const LaunchDesc& d) {
+  const uint64_t nblocks = (uint64_t)d.grid.x * d.grid.y * d.grid.z;
+  g_interleave = g_resident > 1 && nblocks > 1;
+  if (!g_interleave) {  // one block at a time, in index order (x fastest)
+    for (uint64_t b = 0; b < nblocks && !E.failed; ++b) {
+      g_builtin.block_idx = block_at(b, d.grid);
+      E.block_idx = g_builtin.block_idx;
+      E.started = false;
+      poison_shared();
+      block_init();
+      block_drive();
+    }
+    return;
+  }
+  const int nslots = (int)std::min<uint64_t>((uint64_t)g_resident, nblocks);
+  g_slots.assign((size_t)nslots, static_cast<const BlockState&>(E));  // thread tables as set up by launch()
+  g_slot_rc.assign((size_t)nslots, R);  // each resident block has its own shared-memory race state
+  uint64_t next = 0;
+  std::vector<int> live;
+  for (int s = 0; s < nslots; ++s) {
+    g_slots[(size_t)s].fiber_base = (size_t)s * E.threads.size();
+    g_slots[(size_t)s].block_idx = block_at(next++, d.grid);
+    g_slots[(size_t)s].started = false;
+    live.push_back(s);
+  }
+  g_spins = 0;
+  while (!live.empty() && !E.failed) {
+    const size_t k = (size_t)(sched_next() % live.size());
+    const int s = live[k];
+    std::swap(static_cast<BlockState&>(E), g_slots[(size_t)s]);
+    std::swap(R, g_slot_rc[(size_t)s]);
+    g_builtin.block_idx = E.block_idx;
+    if (E.started) {
+      smem_load(E.smem);
+    } else {
+      poison_shared();
+      block_init();
+    }
+    BlockRun r = block_drive();
+    if (r == kBlockFailed) break;
+    if (r == kBlockDone) {
+      g_spins = 0;
+      if (next < nblocks) {
+        E.block_idx = block_at(next++, d.grid);
+        E.started = false;
+      } else {
+        live.erase(live.begin() + (std::ptrdiff_t)k);
+      }
+    } else {
+      smem_save(E.smem);
+    }
+    std::swap(static_cast<BlockState&>(E), g_slots[(size_t)s]);
+    std::swap(R, g_slot_rc[(size_t)s]);
+  }
+}
+
+}  // namespace
+
+// A thread at a synchronisation point may let another resident block run (FGEMU_BLOCKS > 1): with probability 1/4 at
+// atomics, fences, volatile accesses and __nanosleep (where blocks communicate), 1/32 after barriers (a switch copies
+// the block's shared memory, the module's whole thread-local block: ~0.8 MB for fastgan's kernels).
+void sync_point(unsigned one_in) {
+  if (!g_interleave || !E.active || !E.cur || E.failed) return;
+  if (sched_next() % one_in != 0) return;
+  Thread* t = E.cur;
+  rc_end(t);
+  if (E.failed) abandon_fiber();
+  if (++g_spins > g_spin_limit) {
+    std::string where = launch_prefix() + ": no progress after " + std::to_string(g_spin_limit) +
+                        " switches between the " + std::to_string(g_slots.size()) +
+                        " resident blocks (no block finished, no barrier released): the threads wait for each other " +
+                        "or for a block that is not resident (FGEMU_BLOCKS=" + std::to_string(g_resident) +
+                        " blocks are modelled as resident; a grid-wide wait needs every block resident at once). " +
+                        "Last: " + where_thread(t);
+    record_failure(where);
+    abandon_fiber();
+  }
+  push_ready(t);
+  g_yielded = true;
+  switch_to_main();
+}
+
+// Called by the instrumented loads and stores of kernel code (memcheck.cpp).
+void mem_access(const void* addr, size_t size, int kind) {
+  if (!E.active || !E.cur || E.failed) return;
+  G.instrumented = true;
+  if ((kind == kGVolatileRead || kind == kGVolatileWrite) && g_interleave) sync_point();  // spin loops progress
+  if (!G.on || gc_is_private(addr)) return;
+  gc_access(addr, size, kind);
+}
+
+void device_fence() {
+  if (!E.active || !E.cur || E.failed) return;
+  if (G.on) {
+    GBlock& gb = G.blocks[gc_block_linear()];
+    gb.rel = gb.vc;
+    gb.rel[gc_block_linear()] = gb.clock++;
+  }
+  sync_point();
+}
+
+namespace {
 
 struct LaunchScope {
   LaunchScope() { g_launch_thread.store((unsigned long)pthread_self()); }
@@ -1337,6 +1692,7 @@ struct LaunchScope {
     // Restore the host thread's TLS and leave the engine reusable whatever happened.
     if (g_plan.tls && !g_plan.saved.empty()) copy_excluding_dyn(g_plan.tls, g_plan.saved.data());
     g_plan.tls = nullptr;
+    g_interleave = false;
     remove_fault_handlers();
     E.active = false;
     E.cur = nullptr;
@@ -1436,6 +1792,17 @@ void launch(const LaunchDesc& d) {
   E.order.resize((size_t)nthreads);
   for (int i = 0; i < nthreads; ++i) E.order[(size_t)i] = g_schedule == kScheduleReverse ? nthreads - 1 - i : i;
   R.on = ::fgemu::g_racecheck;
+  // Resident blocks: FGEMU_BLOCKS, else 4 under the random schedule (but 1 under the race check unless FGEMU_BLOCKS
+  // says otherwise), else 1: one block at a time, in index order.
+  g_resident = g_blocks_env ? g_blocks_env : (R.on || g_schedule != kScheduleRandom ? 1 : 4);
+  static uint64_t launch_count = 0;
+  ++launch_count;
+  g_sched_rng = ((uint64_t)g_schedule_seed + 1) * 0x9E3779B97F4A7C15ull ^ (launch_count * 0xD1B54A32D192ED03ull);
+  if (!g_sched_rng) g_sched_rng = 1;
+  g_poison_byte = g_poison_mode >= 0 ? (unsigned char)g_poison_mode
+                                     : (unsigned char)((g_poison_seed + 1) * 2654435761u ^ launch_count * 40503u) ;
+  ::fgemu::g_sync_hooks = R.on || g_resident > 1;
+  gc_begin_launch(d);
   R.ranges.clear();
   R.total = 0;
   if (R.on) {
@@ -1454,7 +1821,7 @@ void launch(const LaunchDesc& d) {
     }
     add(g_plan.dyn, g_plan.dyn + d.smem, true);
     std::vector<uint8_t>& learned = g_rc_learned[d.kernel_id];
-    R.full_scan = learned.empty();  // first launch of this kernel under the check: compare everything in block 0
+    R.full_scan = learned.empty() || g_racecheck_full;  // first launch of this kernel under the check: compare everything in block 0
     learned.resize(R.total / kPage, 0);
     R.learned = &learned;
     R.scan_pages.clear();
@@ -1466,13 +1833,7 @@ void launch(const LaunchDesc& d) {
         }
   }
 
-  for (unsigned bz = 0; bz < d.grid.z && !E.failed; ++bz)
-    for (unsigned by = 0; by < d.grid.y && !E.failed; ++by)
-      for (unsigned bx = 0; bx < d.grid.x && !E.failed; ++bx) {
-        g_builtin.block_idx = uint3{bx, by, bz};
-        poison_shared();
-        run_block();
-      }
+  run_grid(d);
 
   if (E.failed) {
     std::string msg = E.error;
@@ -1482,13 +1843,19 @@ void launch(const LaunchDesc& d) {
   }
 }
 
-void syncthreads(const char* file, int line) { (void)barrier(kBarPlain, 0, file, line); }
+void syncthreads(const char* file, int line) {
+  (void)barrier(kBarPlain, 0, file, line);
+  if (g_interleave) sync_point(32);
+}
 
 void note_atomic(const void* addr, size_t size) {
   if (!R.on || !E.active || !E.cur || E.failed) return;
   bool found = false;
   uint32_t i0 = rc_index(addr, &found);
-  if (!found) return;  // global memory
+  if (!found) {  // global memory
+    if (G.on && !gc_is_private(addr)) gc_access(addr, size, kGAtomic);
+    return;
+  }
   const uint32_t me = (uint32_t)E.cur->linear + 1;
   for (uint32_t i = i0; i < i0 + size && i < R.total; ++i) {
     uint32_t& o = R.owner[i];
@@ -1509,7 +1876,11 @@ void note_atomic(const void* addr, size_t size) {
   }
 }
 
-int syncthreads_reduce(int kind, int pred, const char* file, int line) { return barrier(kind, pred, file, line); }
+int syncthreads_reduce(int kind, int pred, const char* file, int line) {
+  int r = barrier(kind, pred, file, line);
+  if (g_interleave) sync_point(32);
+  return r;
+}
 
 WarpResult warp_op(int kind, unsigned mask, uint64_t value, int value_size, int param, int width, const char* file,
                    int line) {
@@ -1600,10 +1971,11 @@ void set_schedule(int mode, unsigned seed) {
   g_schedule_seed = seed;
 }
 
-void set_racecheck(bool on) {
+void set_racecheck(bool on, bool full) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
-  g_env_read = true;
+  read_env_once();
   ::fgemu::g_racecheck = on;
+  g_racecheck_full = on && full;
 }
 
 int get_schedule(unsigned* seed) {
@@ -1611,6 +1983,37 @@ int get_schedule(unsigned* seed) {
   read_env_once();
   if (seed) *seed = g_schedule_seed;
   return g_schedule;
+}
+
+void set_blocks(int resident) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  g_blocks_env = std::max(0, resident);
+}
+
+int get_blocks() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  return g_blocks_env;
+}
+
+void set_poison(int byte, unsigned seed) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  g_poison_mode = byte < 0 ? -1 : (byte & 0xFF);
+  g_poison_seed = seed;
+}
+
+int get_poison() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  return g_poison_mode;
+}
+
+void set_spin_limit(unsigned long n) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  read_env_once();
+  g_spin_limit = std::max(1UL, n);
 }
 
 bool get_racecheck() {

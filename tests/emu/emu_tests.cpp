@@ -488,7 +488,7 @@ void t_launch_limits() {
 }
 
 void t_smem_limits() {
-  std::vector<float> y(256);
+  std::vector<float> y(512);  // one row of 256 per block
   expect_error(
       [&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, nullptr, y.data()); },
       {"kernel 'big_smem'", "65536 B of dynamic shared memory exceed the 49152 B", "cudaFuncSetAttribute"});
@@ -579,12 +579,141 @@ struct ModeScope {
   int schedule;
   unsigned seed;
   bool racecheck;
-  ModeScope() : schedule(fgemu::rt::get_schedule(&seed)), racecheck(fgemu::rt::get_racecheck()) {}
+  int blocks, poison;
+  ModeScope()
+      : schedule(fgemu::rt::get_schedule(&seed)), racecheck(fgemu::rt::get_racecheck()),
+        blocks(fgemu::rt::get_blocks()), poison(fgemu::rt::get_poison()) {}
   ~ModeScope() {
     fgemu::rt::set_schedule(schedule, seed);
     fgemu::rt::set_racecheck(racecheck);
+    fgemu::rt::set_blocks(blocks);
+    fgemu::rt::set_poison(poison);
+    fgemu::rt::set_spin_limit(200000);
   }
 };
+
+// Memory shared between blocks: a lost update, a reduction and a handoff with and without their fence.
+void t_global_races() {
+  ModeScope scope;
+  fgemu::rt::set_schedule(fgemu::rt::kForward);
+  fgemu::rt::set_blocks(0);
+  fgemu::rt::set_racecheck(false);
+  int c = 0;
+  fgemu::launch("count_plain", count_plain, dim3(64), dim3(256), 0, &c);
+  CHECK_EQ(c, 64 * 256);  // blocks and threads run one at a time: no update is lost here ...
+  fgemu::rt::set_racecheck(true);
+  c = 0;
+  expect_error([&] { fgemu::launch("count_plain", count_plain, dim3(64), dim3(256), 0, &c); },  // ... but reported
+               {"kernel 'count_plain'", "global memory race: thread (32,0,0) of block (0,0,0) reads 4 bytes at",
+                "that thread (31,0,0) of block (0,0,0) wrote, unordered"});
+  c = 0;
+  fgemu::launch("count_atomic", count_atomic, dim3(64), dim3(256), 0, &c);
+  CHECK_EQ(c, 64 * 256);
+
+  std::vector<float> x = rand_ints_f(8 * 128, -20, 20), partial(8, 0.0f);
+  float expect = 0.0f;
+  for (float v : x) expect += v;
+  unsigned count = 0;
+  float out = 0.0f;
+  for (int blocks : {0, 3}) {  // one block at a time, then three resident blocks that interleave
+    fgemu::rt::set_blocks(blocks);
+    out = 0.0f;
+    fgemu::launch("last_block_sum", last_block_sum, dim3(8), dim3(128), 0, x.data(), partial.data(), &count, &out, 1);
+    CHECK_EQ(out, expect);
+    CHECK_EQ(count, 0u);
+    expect_error([&] { fgemu::launch("last_block_sum", last_block_sum, dim3(8), dim3(128), 0, x.data(), partial.data(),
+                                     &count, &out, 0); },
+                 {"kernel 'last_block_sum'", "global memory race", "reads 4 bytes at", "wrote, unordered",
+                  "__threadfence()"});
+    count = 0;
+  }
+  // A handoff between blocks needs both resident (FGEMU_BLOCKS >= 2); without the fence the data read is reported.
+  fgemu::rt::set_blocks(2);
+  std::vector<int> data(1, 0), flag(1, 0), got(1, 0);
+  fgemu::launch("flag_handoff", flag_handoff, dim3(2), dim3(32), 0, data.data(), flag.data(), got.data(), 1);
+  CHECK_EQ(got[0], 42);
+  flag[0] = 0;
+  expect_error([&] { fgemu::launch("flag_handoff", flag_handoff, dim3(2), dim3(32), 0, data.data(), flag.data(),
+                                   got.data(), 0); },
+               {"kernel 'flag_handoff'", "thread (0,0,0) of block (0,0,0) reads 4 bytes at",
+                "that thread (0,0,0) of block (1,0,0) wrote, unordered"});
+}
+
+// Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
+// is a deadlock with a message.
+void t_interleaved_blocks() {
+  ModeScope scope;
+  fgemu::rt::set_racecheck(false);
+  for (int sched : {fgemu::rt::kForward, fgemu::rt::kRandom}) {
+    fgemu::rt::set_schedule(sched, 5);
+    fgemu::rt::set_blocks(2);
+    std::vector<int> data(1, 0), flag(1, 0), got(1, 0);
+    fgemu::launch("flag_handoff", flag_handoff, dim3(2), dim3(32), 0, data.data(), flag.data(), got.data(), 1);
+    CHECK_EQ(got[0], 42);
+    fgemu::rt::set_blocks(4);
+    unsigned arrived = 0;
+    std::vector<int> done(8, 0);
+    fgemu::launch("grid_spin_barrier", grid_spin_barrier, dim3(4), dim3(32), 0, &arrived, done.data());
+    CHECK_EQ(arrived, 4u);
+    for (int b = 0; b < 4; ++b) CHECK_EQ(done[(size_t)b], 1);
+    arrived = 0;
+    fgemu::rt::set_spin_limit(5000);
+    expect_error([&] { fgemu::launch("grid_spin_barrier", grid_spin_barrier, dim3(8), dim3(32), 0, &arrived,
+                                     done.data()); },
+                 {"kernel 'grid_spin_barrier'", "no progress after 5000 switches", "4 resident blocks",
+                  "not resident"});
+    fgemu::rt::set_spin_limit(200000);
+    check_still_usable();
+  }
+  // The sample kernels give the same results with blocks that interleave.
+  fgemu::rt::set_blocks(3);
+  t_block_reduce();
+  t_histogram();
+  t_compaction();
+  t_grid_index();
+}
+
+// An uninitialised shared read that a 0xFF (or 0x00) fill happens to hide shows with another fill byte.
+void t_poison() {
+  ModeScope scope;
+  fgemu::rt::set_schedule(fgemu::rt::kForward);
+  fgemu::rt::set_racecheck(false);
+  std::vector<int> x = rand_ints(32, 0, 1000);
+  int expect = 0;
+  for (int v : x) expect = std::max(expect, v);
+  int out = -1;
+  for (int byte : {0xFF, 0x00}) {
+    fgemu::rt::set_poison(byte);
+    fgemu::launch("uninitialized_max", uninitialized_max, dim3(1), dim3(64), 0, x.data(), &out);
+    CHECK_EQ(out, expect);  // -1 and 0 are below every input: the bug is invisible
+  }
+  fgemu::rt::set_poison(0x5A);
+  fgemu::launch("uninitialized_max", uninitialized_max, dim3(1), dim3(64), 0, x.data(), &out);
+  CHECK_EQ(out, 0x5A5A5A5A);
+  // A byte per launch drawn from the seed: 0x01-0x7F fills show this bug (about half of the launches).
+  int differ = 0;
+  for (unsigned seed = 1; seed <= 8; ++seed) {
+    fgemu::rt::set_poison(-1, seed);
+    fgemu::launch("uninitialized_max", uninitialized_max, dim3(1), dim3(64), 0, x.data(), &out);
+    differ += out != expect;
+  }
+  CHECK(differ >= 1);
+}
+
+// The default race check compares only the shared-memory pages a kernel's first block wrote (and pages learned
+// later); FGEMU_RACECHECK=full compares everything in every block.
+void t_racecheck_full() {
+  ModeScope scope;
+  fgemu::rt::set_schedule(fgemu::rt::kForward);
+  fgemu::rt::set_blocks(0);
+  std::vector<int> out(4 * 32, 0);
+  fgemu::rt::set_racecheck(true);
+  fgemu::launch("race_in_later_block", race_in_later_block, dim3(4), dim3(32), 0, out.data());  // missed
+  fgemu::rt::set_racecheck(true, true);
+  expect_error([&] { fgemu::launch("race_in_later_block", race_in_later_block, dim3(4), dim3(32), 0, out.data()); },
+               {"kernel 'race_in_later_block'", "shared memory race in block (2,0,0)",
+                "is written by thread (0,0,0) and by thread (1,0,0)"});
+}
 
 void t_racecheck() {
   ModeScope scope;
@@ -734,6 +863,10 @@ const std::map<std::string, void (*)()>& cases() {
       {"speed", t_speed},
       {"racecheck", t_racecheck},
       {"schedules", t_schedules},
+      {"global_races", t_global_races},
+      {"interleaved_blocks", t_interleaved_blocks},
+      {"poison", t_poison},
+      {"racecheck_full", t_racecheck_full},
   };
   return m;
 }

@@ -326,7 +326,7 @@ __global__ void big_smem(float* y) {
   extern __shared__ float dyn_tile[];
   dyn_tile[threadIdx.x] = (float)threadIdx.x;
   __syncthreads();
-  y[threadIdx.x] = dyn_tile[blockDim.x - 1 - threadIdx.x];
+  y[blockIdx.x * blockDim.x + threadIdx.x] = dyn_tile[blockDim.x - 1 - threadIdx.x];
 }
 __global__ void noop(int*) {}
 __global__ void null_write(int* p) {
@@ -461,5 +461,89 @@ void run_scale_copy_f64(const double* x, double* y, int n, float s) {
     using T = decltype(tag);
     launch("scale_copy<f64>", scale_copy<T>, dim3((n + 127) / 128), dim3(128), 0, nullptr, (const T*)x, (T*)y, n, s);
   });
+}
+}  // namespace fgemu_tests
+
+// ---- memory shared between blocks (global-memory race check, interleaved blocks, poison) ---------------------------
+namespace fgemu_tests {
+// Every thread of the grid counts once: with a plain += updates are lost on a GPU (the emulator's default order never
+// interrupts the read-modify-write, so only the race check shows it).
+__global__ void count_plain(int* c) { *c += 1; }
+__global__ void count_atomic(int* c) { atomicAdd(c, 1); }
+
+// The last block to finish sums the per-block partial sums (CUDA's threadFenceReduction pattern). Without the fence
+// the partial sum may not be visible to the last block when it reads it.
+__global__ void last_block_sum(const float* x, float* partial, unsigned* count, float* out, int use_fence) {
+  __shared__ float s[128];
+  __shared__ bool is_last;
+  s[threadIdx.x] = x[blockIdx.x * 128 + threadIdx.x];
+  __syncthreads();
+  for (int h = 64; h > 0; h >>= 1) {
+    if ((int)threadIdx.x < h) s[threadIdx.x] += s[threadIdx.x + h];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = s[0];
+    if (use_fence) __threadfence();
+    unsigned ticket = atomicInc(count, gridDim.x);
+    is_last = ticket == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (is_last && threadIdx.x == 0) {
+    float acc = 0.0f;
+    for (unsigned b = 0; b < gridDim.x; ++b) acc += partial[b];
+    *out = acc;
+    *count = 0;  // ready for the next launch (ordered after every block's atomicInc)
+  }
+}
+
+// Block 1 hands a value to block 0 through a flag; block 0 spins on the flag (it needs block 1 to be resident).
+__global__ void flag_handoff(int* data, volatile int* flag, int* out, int use_fence) {
+  if (threadIdx.x != 0) return;
+  if (blockIdx.x == 1) {
+    data[0] = 42;
+    if (use_fence) __threadfence();
+    *flag = 1;
+  } else if (blockIdx.x == 0) {
+    while (*flag == 0) {
+    }
+    __threadfence();
+    out[0] = data[0];
+  }
+}
+
+// A grid-wide barrier by spinning on a counter: correct only when every block of the grid is resident at once.
+__global__ void grid_spin_barrier(unsigned* arrived, int* out) {
+  if (threadIdx.x == 0) {
+    atomicAdd(arrived, 1u);
+    while (atomicAdd(arrived, 0u) < gridDim.x) {
+    }
+    out[blockIdx.x] = 1;
+  }
+}
+
+// Reads 64 shared ints of which only 32 were written: the maximum of non-negative inputs is unaffected by a 0xFF fill
+// (-1) or a 0x00 fill, but not by others.
+__global__ void uninitialized_max(const int* x, int* out) {
+  __shared__ int s[64];
+  if (threadIdx.x < 32) s[threadIdx.x] = x[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int m = 0;
+    for (int i = 0; i < 64; ++i) m = max(m, s[i]);
+    *out = m;
+  }
+}
+
+// Only block 2 writes `only_block2`, and two of its threads race there: the default race check learns the pages a
+// kernel writes from its first block, so this race is found by FGEMU_RACECHECK=full only.
+__global__ void race_in_later_block(int* out) {
+  __shared__ int first[32];
+  __shared__ int only_block2[256];
+  first[threadIdx.x] = (int)threadIdx.x;
+  __syncthreads();
+  if (blockIdx.x == 2 && threadIdx.x < 2) only_block2[100] = (int)threadIdx.x + 1;
+  __syncthreads();
+  out[blockIdx.x * 32 + threadIdx.x] = first[31 - threadIdx.x] + (blockIdx.x == 2 ? only_block2[100] : 0);
 }
 }  // namespace fgemu_tests

@@ -52,6 +52,13 @@ __global__ void write_write_race(int* out);
 __global__ void same_value_writes(int* out);
 __global__ void plain_vs_atomic(int* out);
 __global__ void warp_smem_reduce(const int* x, int* out, int use_syncwarp);
+__global__ void count_plain(int* c);
+__global__ void count_atomic(int* c);
+__global__ void last_block_sum(const float* x, float* partial, unsigned* count, float* out, int use_fence);
+__global__ void flag_handoff(int* data, volatile int* flag, int* out, int use_fence);
+__global__ void grid_spin_barrier(unsigned* arrived, int* out);
+__global__ void uninitialized_max(const int* x, int* out);
+__global__ void race_in_later_block(int* out);
 
 void run_act_lrelu(const float* x, float* y, int n);
 void run_scale_copy_half(const __half* x, __half* y, int n, float s);

@@ -1,0 +1,116 @@
+// Memory-access hooks for the global-memory race check and for blocks that interleave (csrc/emu/README.md).
+//
+// Kernel sources are compiled for the emulation with the compiler's ThreadSanitizer instrumentation
+// (`-fsanitize=thread`, volatile accesses distinguished, no function entry/exit hooks) but WITHOUT its runtime
+// library: every load and store of kernel code calls one of the functions below, which hand it to the emulator
+// (fgemu::rt::mem_access). This file itself, the runtime and all host code are compiled without the instrumentation.
+// The hooks cost a call and a test when no check is on. Atomics of the emulated CUDA API are not instrumented
+// (FGEMU_NO_INSTRUMENT); C++ atomics in kernel code are performed here and count as atomics.
+#include <cstddef>
+#include <cstdint>
+
+namespace fgemu {
+namespace rt {
+void mem_access(const void* addr, size_t size, int kind);  // kind: 0 read, 1 write, 2/3 volatile read/write, 4 atomic
+}
+}  // namespace fgemu
+
+namespace {
+inline void hook(const void* a, size_t n, int kind) { ::fgemu::rt::mem_access(a, n, kind); }
+}  // namespace
+
+// Hidden: the hooks serve the kernels linked into the same module and must not take the place of a real
+// ThreadSanitizer runtime another library of the process may use.
+#pragma GCC visibility push(hidden)
+extern "C" {
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+void __tsan_ignore_thread_begin() {}
+void __tsan_ignore_thread_end() {}
+
+#define FGEMU_HOOKS(N)                                                        \
+  void __tsan_read##N(void* a) { hook(a, N, 0); }                             \
+  void __tsan_write##N(void* a) { hook(a, N, 1); }                            \
+  void __tsan_unaligned_read##N(void* a) { hook(a, N, 0); }                   \
+  void __tsan_unaligned_write##N(void* a) { hook(a, N, 1); }                  \
+  void __tsan_volatile_read##N(void* a) { hook(a, N, 2); }                    \
+  void __tsan_volatile_write##N(void* a) { hook(a, N, 3); }                   \
+  void __tsan_unaligned_volatile_read##N(void* a) { hook(a, N, 2); }          \
+  void __tsan_unaligned_volatile_write##N(void* a) { hook(a, N, 3); }         \
+  void __tsan_read##N##_pc(void* a, void*) { hook(a, N, 0); }                 \
+  void __tsan_write##N##_pc(void* a, void*) { hook(a, N, 1); }
+FGEMU_HOOKS(1)
+FGEMU_HOOKS(2)
+FGEMU_HOOKS(4)
+FGEMU_HOOKS(8)
+FGEMU_HOOKS(16)
+#undef FGEMU_HOOKS
+
+void __tsan_read_range(void* a, unsigned long n) { hook(a, n, 0); }
+void __tsan_write_range(void* a, unsigned long n) { hook(a, n, 1); }
+void __tsan_vptr_read(void**) {}
+void __tsan_vptr_update(void**, void*) {}
+
+// C++ atomics in instrumented code: performed here (one emulated thread runs at a time), reported as atomics.
+// The memory-order argument uses the values of the __ATOMIC_* constants.
+#define FGEMU_ATOMICS(N, T)                                                                              \
+  T __tsan_atomic##N##_load(const volatile T* a, int mo) {                                               \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_load_n(a, mo);                                                                       \
+  }                                                                                                      \
+  void __tsan_atomic##N##_store(volatile T* a, T v, int mo) {                                            \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    __atomic_store_n(a, v, mo);                                                                          \
+  }                                                                                                      \
+  T __tsan_atomic##N##_exchange(volatile T* a, T v, int mo) {                                            \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_exchange_n(a, v, mo);                                                                \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_add(volatile T* a, T v, int mo) {                                           \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_add(a, v, mo);                                                                 \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_sub(volatile T* a, T v, int mo) {                                           \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_sub(a, v, mo);                                                                 \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_and(volatile T* a, T v, int mo) {                                           \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_and(a, v, mo);                                                                 \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_or(volatile T* a, T v, int mo) {                                            \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_or(a, v, mo);                                                                  \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_xor(volatile T* a, T v, int mo) {                                           \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_xor(a, v, mo);                                                                 \
+  }                                                                                                      \
+  T __tsan_atomic##N##_fetch_nand(volatile T* a, T v, int mo) {                                          \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_fetch_nand(a, v, mo);                                                                \
+  }                                                                                                      \
+  int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int mo, int fmo) {            \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_compare_exchange_n(a, c, v, false, mo, fmo);                                         \
+  }                                                                                                      \
+  int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int mo, int fmo) {              \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    return __atomic_compare_exchange_n(a, c, v, true, mo, fmo);                                          \
+  }                                                                                                      \
+  T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int mo, int fmo) {                  \
+    hook((const void*)a, sizeof(T), 4);                                                                  \
+    __atomic_compare_exchange_n(a, &c, v, false, mo, fmo);                                               \
+    return c;                                                                                            \
+  }
+FGEMU_ATOMICS(8, uint8_t)
+FGEMU_ATOMICS(16, uint16_t)
+FGEMU_ATOMICS(32, uint32_t)
+FGEMU_ATOMICS(64, uint64_t)
+#undef FGEMU_ATOMICS
+
+void __tsan_atomic_thread_fence(int mo) { __atomic_thread_fence(mo); }
+void __tsan_atomic_signal_fence(int mo) { __atomic_signal_fence(mo); }
+}
+#pragma GCC visibility pop
