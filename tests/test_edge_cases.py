@@ -119,19 +119,32 @@ def test_conv2d_without_output_channels_raises_at_forward(impl):
         F.conv2d(x, w)
 
 
-def test_nan_weight_does_not_reach_padding_outputs(impl):
-    """A NaN in one weight tap reaches only the outputs (and input gradients) that tap touches with real data, as
-    in torch: padding and stride gaps take no part in products."""
+@pytest.mark.parametrize("case", ["conv_valid", "conv_padded", "conv_strided", "conv_transpose_s2"])
+def test_nan_weight_does_not_reach_padding_outputs(impl, case):
+    """A NaN in one weight tap reaches only the outputs and gradients that tap touches with real data, as in torch:
+    zero padding takes no part in products (forward, input gradient, weight gradient)."""
     name, dev = impl
-    if name == "emu":
-        pytest.xfail("the implicit-GEMM kernels multiply zero padding by the weight (0 x NaN = NaN): "
-                     "see README, Known limits")
-    x = torch.randn(1, 1, 4, 4, device=dev, requires_grad=True)
-    w = torch.randn(1, 1, 3, 3, device=dev)
-    w[0, 0, 0, 0] = float("nan")
-    (gx,) = torch.autograd.grad(FF.conv2d(x, w).sum(), x)
-    (gs,) = torch.autograd.grad(F.conv2d(x, w).sum(), x)
-    assert torch.equal(torch.isnan(gx), torch.isnan(gs))
+    torch.manual_seed(0)
+    if case == "conv_transpose_s2":
+        x = torch.randn(1, 2, 4, 4, device=dev, requires_grad=True)
+        w = torch.randn(2, 3, 3, 3, device=dev, requires_grad=True)
+        kw = dict(stride=2)
+        ours, stock = FF.conv_transpose2d, F.conv_transpose2d
+    else:
+        x = torch.randn(2, 2, 6, 6, device=dev, requires_grad=True)
+        w = torch.randn(3, 2, 3, 3, device=dev, requires_grad=True)
+        kw = {"conv_valid": {}, "conv_padded": dict(padding=1), "conv_strided": dict(stride=2, padding=1)}[case]
+        ours, stock = FF.conv2d, F.conv2d
+    with torch.no_grad():
+        w[0, 1, 0, 0] = float("nan")
+    results = []
+    for f in (ours, stock):
+        y = f(x, w, **kw)
+        gy = torch.randn_like(y, generator=torch.Generator(y.device).manual_seed(1))
+        gx, gw = torch.autograd.grad(y, (x, w), gy)
+        results.append([torch.isnan(t) for t in (y, gx, gw)])
+    for what, a, b in zip(("output", "input gradient", "weight gradient"), *results):
+        assert torch.equal(a, b), f"{what}: {int(a.sum())} NaN, torch {int(b.sum())}"
 
 
 def test_fused_leaky_relu_refuses_rosinality_positional_arguments():

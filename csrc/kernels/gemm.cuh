@@ -116,6 +116,8 @@ struct TileLoader {
   bool rok[E];
   int rl0, kl0;
   M v[E];
+  bool pad[E];      // im2col: the element is zero padding (it must not take part in products: 0 x NaN = NaN)
+  bool nonfinite;   // the tile just fetched holds an inf or NaN
 
   __device__ __forceinline__ void init(const DevOperand<T>& op, int group, int64_t row0, int64_t rows, int tid) {
     base = op.ptr + (int64_t)group * op.group_stride;
@@ -137,12 +139,19 @@ struct TileLoader {
     }
   }
 
-  __device__ __forceinline__ M element(const DevOperand<T>& op, int e, const Coord& kc, bool kok) const {
+  __device__ __forceinline__ M element(const DevOperand<T>& op, int e, const Coord& kc, bool kok) {
     bool ok = rok[e] && kok;
     if (KIND == OperandKind::mat) return ok ? load(base, roff[e] + kc.off) : M(0);
     const int32_t hc = rh[e] + kc.h, wc = rw[e] + kc.w;  // im2col: zero outside [0, H) x [0, W)
-    ok = ok && (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
-    return ok ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
+    const bool inside = (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
+    pad[e] = ok && !inside;
+    return ok && inside ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
+  }
+
+  __device__ __forceinline__ void check_finite() {
+    nonfinite = false;
+#pragma unroll
+    for (int e = 0; e < E; ++e) nonfinite |= !(v[e] - v[e] == M(0));  // inf - inf and NaN - NaN are NaN
   }
 
   __device__ __forceinline__ void fetch(const DevOperand<T>& op, int64_t k0, int64_t kend) {
@@ -161,6 +170,7 @@ struct TileLoader {
         v[e] = element(op, e, kc, kok);
       }
     }
+    if (KIND == OperandKind::mat) check_finite();
   }
 
   __device__ __forceinline__ void store(M* S, bool k_fast) const {
@@ -171,6 +181,18 @@ struct TileLoader {
     } else {
 #pragma unroll
       for (int e = 0; e < E; ++e) S[(kl0 + e * KSTEP) * LD + rl0] = v[e];
+    }
+  }
+
+  // im2col operands: which elements of the stored tile are padding (same layout as store()).
+  __device__ __forceinline__ void store_pad(unsigned char* S, bool k_fast) const {
+    constexpr int LD = ROWS + 4;
+    if (k_fast) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) S[kl0 * LD + rl0 + e * RSTEP] = pad[e];
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) S[(kl0 + e * KSTEP) * LD + rl0] = pad[e];
     }
   }
 };
@@ -209,6 +231,13 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
   constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB;
   __shared__ __align__(16) M smem[Cfg::kSmemElems];
+  // Convolutions: padding must not take part in products (0 x inf = NaN would reach outputs the non-finite value
+  // does not touch in torch). When a k-tile of the plain operand holds an inf or NaN (a block-uniform flag from the
+  // barrier), that tile is multiplied with the im2col operand's padding masked out; otherwise the plain loop runs.
+  constexpr bool kMaskA = AK == OperandKind::im2col && BKIND == OperandKind::mat;
+  constexpr bool kMaskB = AK == OperandKind::mat && BKIND == OperandKind::im2col;
+  constexpr int kPadRows = kMaskA ? BM : (kMaskB ? BN : 1);
+  __shared__ unsigned char pad_s[kMaskA || kMaskB ? 2 * BK * (kPadRows + 4) : 1];
 
   const int tid = threadIdx.x;
   const int tx = tid % Cfg::TX, ty = tid / Cfg::TX;
@@ -232,13 +261,24 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
 
   M* As = smem;
   M* Bs = smem + 2 * BK * LDA;
+  constexpr int LDP = kPadRows + 4;
+  auto store_tiles = [&](int buf) {
+    la.store(As + buf * BK * LDA, p.a.k_fast);
+    lb.store(Bs + buf * BK * LDB, p.b.k_fast);
+    if (kMaskA) la.store_pad(pad_s + buf * BK * LDP, p.a.k_fast);
+    if (kMaskB) lb.store_pad(pad_s + buf * BK * LDP, p.b.k_fast);
+  };
+  auto tile_nonfinite = [&]() { return kMaskA ? lb.nonfinite : (kMaskB ? la.nonfinite : false); };
+  bool nonfinite = false;
   if (nt > 0) {
     la.fetch(p.a, kbeg, kend);
     lb.fetch(p.b, kbeg, kend);
-    la.store(As, p.a.k_fast);
-    lb.store(Bs, p.b.k_fast);
+    store_tiles(0);
   }
-  __syncthreads();
+  if (kMaskA || kMaskB)
+    nonfinite = __syncthreads_or(nt > 0 && tile_nonfinite()) != 0;
+  else
+    __syncthreads();
 
   for (int t = 0; t < nt; ++t) {
     const int cur = t & 1;
@@ -249,23 +289,44 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
     }
     const M* Ac = As + cur * BK * LDA + ty * 4;
     const M* Bc = Bs + cur * BK * LDB + tx * 4;
+    if (!(kMaskA || kMaskB) || !nonfinite) {
 #pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      M a[TM], b[TN];
+      for (int kk = 0; kk < BK; ++kk) {
+        M a[TM], b[TN];
 #pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
+        for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
+        for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
 #pragma unroll
-      for (int i = 0; i < TM; ++i)
+        for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+          for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+      }
+    } else {  // rare: padding masked out of the products
+      const unsigned char* Pc = pad_s + cur * BK * LDP + (kMaskA ? ty : tx) * 4;
+      constexpr int kStride = kMaskA ? Cfg::TY * 4 : Cfg::TX * 4;
+#pragma unroll 1
+      for (int kk = 0; kk < BK; ++kk) {
+        M a[TM], b[TN];
+        bool pz[kMaskA ? TM : TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
+#pragma unroll
+        for (int q = 0; q < (kMaskA ? TM : TN); ++q) pz[q] = Pc[kk * LDP + (q / 4) * kStride + (q % 4)] != 0;
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j)
+            if (!pz[kMaskA ? i : j]) acc[i][j] += a[i] * b[j];
+      }
     }
-    if (more) {
-      la.store(As + (cur ^ 1) * BK * LDA, p.a.k_fast);
-      lb.store(Bs + (cur ^ 1) * BK * LDB, p.b.k_fast);
-    }
-    __syncthreads();
+    if (more) store_tiles(cur ^ 1);
+    if (kMaskA || kMaskB)
+      nonfinite = __syncthreads_or(more && tile_nonfinite()) != 0;
+    else
+      __syncthreads();
   }
 
   // Epilogue: stage CH rows at a time through shared memory (the main loop's last barrier freed it).
