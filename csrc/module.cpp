@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "kernels/activation.cuh"
 #include "ops/gemm_glue.h"
@@ -17,6 +18,15 @@
 #endif
 #ifndef FASTGAN_CUDA_ARCHS
 #define FASTGAN_CUDA_ARCHS ""
+#endif
+
+#ifdef FASTGAN_WITH_EMU
+namespace fgemu {
+namespace rt {  // csrc/emu/runtime.cpp (its header defines CUDA's keywords: not for torch translation units)
+void set_launch_log(bool on);
+std::vector<std::string> take_launch_log();
+}  // namespace rt
+}  // namespace fgemu
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -48,6 +58,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_backend", &fastgan::cpu_backend);
   m.def("set_cuda_gemm_route", &fastgan::set_cuda_gemm_route, "CUDA products: 'auto' | 'kernels' | 'aten'");
   m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
+#ifdef FASTGAN_WITH_EMU
+  m.def("emu_launch_log", [](bool start) {
+    std::vector<std::string> names = fgemu::rt::take_launch_log();
+    fgemu::rt::set_launch_log(start);
+    return names;
+  }, "Emulated launches: start (or stop) recording kernel names; returns those recorded so far");
+#endif
   m.def("activations", [] {
     pybind11::dict d;
 #define FG_ACT_PY(code, name, F) d[#name] = code;

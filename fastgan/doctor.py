@@ -93,14 +93,81 @@ def report() -> list:
     return lines
 
 
+# Dispatcher calls that launch no kernel on a GPU (allocation, aliasing); every other ATen call counts as one.
+_NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach", "alias",
+              "_unsafe_view", "lift_fresh", "_local_scalar_dense", "set_", "resize_", "sym_size", "sym_stride",
+              "sym_numel"}
+
+
+def count_step_kernels(r1: bool) -> tuple:
+    """Kernel launches of one ``fastgan train`` step (batch, D and G updates, EMA) with the CUDA kernels under the
+    CPU emulation: fastgan's launches as the emulator records them, plus one per ATen call the step still makes
+    (seen by a dispatch mode; views and allocations excluded), with Adam fused as on CUDA. An estimate of the GPU
+    count: an ATen call may be more than one kernel on a GPU (a copy between layouts, a reduction in two passes).
+    Returns (total, [(name, count), ...])."""
+    import collections
+    import tempfile
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import fastgan
+    from fastgan import _ext
+    from fastgan.train.config import TrainConfig
+    from fastgan.train.trainer import Trainer
+
+    if _ext.C is None or not hasattr(_ext.C, "emu_launch_log"):
+        raise RuntimeError("fastgan._C was built without the CUDA emulation (FASTGAN_EMU=0)")
+    aten = collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ns = func.namespace
+            name = func.__name__.split(".")[0]
+            if ns == "aten" and not func.is_view and name not in _NO_KERNEL:
+                aten[f"aten::{name}"] += 1
+            return func(*args, **(kwargs or {}))
+
+    with tempfile.TemporaryDirectory() as out, fastgan.use_impl("emu"):
+        cfg = TrainConfig(out=out, device="cpu", quiet=True, epochs=1, r1_gamma=1.0 if r1 else 0.0, r1_every=1,
+                          threads=1)
+        t = Trainer(cfg)
+        for name in ("optG", "optD"):  # as on CUDA: one fused Adam per optimiser
+            opt = getattr(t, name)
+            setattr(t, name, torch.optim.Adam(opt.param_groups[0]["params"], lr=opt.param_groups[0]["lr"],
+                                              betas=opt.param_groups[0]["betas"], fused=True))
+        t._step(*t._batch(0))  # warm-up (first-call work is not per step)
+        _ext.C.emu_launch_log(True)
+        with Count():
+            t._step(*t._batch(1))
+            t.step = 2
+            if t.G_ema is not None:
+                t._update_ema()
+        launches = collections.Counter(_ext.C.emu_launch_log(False))
+    rows = sorted(launches.items(), key=lambda kv: -kv[1]) + sorted(aten.items(), key=lambda kv: -kv[1])
+    return sum(launches.values()) + sum(aten.values()), rows
+
+
 def main(args=None) -> int:
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # doctor prints the reason itself
+        if args is not None and getattr(args, "kernels", False):
+            plain, plain_rows = count_step_kernels(r1=False)
+            with_r1, r1_rows = count_step_kernels(r1=True)
+            print(f"kernels per training step: {plain} (plain), {with_r1} (with R1)")
+            print("(counted on the CPU: fastgan's CUDA kernels under emulation + one per remaining ATen call)")
+            for title, rows in (("plain step", plain_rows), ("step with R1", r1_rows)):
+                print(f"{title}:")
+                for name, n in rows:
+                    print(f"  {n:4d}  {name}")
+            return 0
         print("\n".join(report()))
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="show the build, the torch/CUDA versions and which implementation each op uses")
+    p.add_argument("--kernels", action="store_true",
+                   help="count the kernel launches of one training step (plain and with R1) under the CUDA emulation")
     p.set_defaults(func=main)

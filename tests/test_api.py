@@ -3,6 +3,7 @@ build information, the activation table shared by Python and C++, and the dispat
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -368,6 +369,30 @@ def test_doctor_reports_versions_build_and_impl_per_op():
             assert info["cuda_archs"] in out
     else:
         assert "fastgan._C: NOT LOADED" in out
+
+
+@pytest.mark.skipif(_ext.C is None or not _ext.build_info().get("with_emu"), reason="needs the CUDA emulation")
+def test_doctor_counts_kernels_per_training_step(capsys):
+    """`fastgan doctor --kernels`: one trainer step under the CUDA emulation; every convolution and GEMM of the step
+    is a launch of fastgan's kernels (G's three layers, D's three convolutions and head, forward and backward), the
+    R1 step's double backward adds launches, and the printed totals are the sums of the listed rows. (~40 s: two
+    emulated steps at batch 128; the count depends on the shapes, so no smaller batch.)"""
+    import argparse
+    from fastgan import doctor
+    assert doctor.main(argparse.Namespace(kernels=True)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    m = re.fullmatch(r"kernels per training step: (\d+) \(plain\), (\d+) \(with R1\)", lines[0])
+    assert m, lines[0]
+    plain, with_r1 = int(m.group(1)), int(m.group(2))
+    i_plain, i_r1 = lines.index("plain step:"), lines.index("step with R1:")
+    rows = {ln.split(None, 1)[1]: int(ln.split(None, 1)[0]) for ln in lines[i_plain + 1:i_r1]}
+    r1_rows = {ln.split(None, 1)[1]: int(ln.split(None, 1)[0]) for ln in lines[i_r1 + 1:]}
+    assert plain == sum(rows.values()) and with_r1 == sum(r1_rows.values()) and with_r1 > plain
+    assert rows["conv2d_gemm (forward / backward data)"] >= 6  # D on cat(real, fake), D(fake) for G, backward data
+    assert rows["dense_gemm"] >= 3 and rows["conv2d_wgrad_gemm"] >= 3
+    assert rows.get("aten::_fused_adam_") == 2  # one fused Adam per optimiser, as on CUDA
+    assert r1_rows["conv2d_wgrad_gemm"] > rows["conv2d_wgrad_gemm"]
+    assert not any(name.startswith("aten::") and ("view" in name or "empty" in name) for name in rows)
 
 
 # ------------------------------------------------------------------ linear's fast path (csrc/eager_fast.cpp)

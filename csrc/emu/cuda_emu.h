@@ -122,6 +122,8 @@ int get_blocks();
 // (-1: a byte per launch drawn from the seed).
 void set_poison(int byte, unsigned seed = 0);
 int get_poison();
+void set_launch_log(bool on);                 // record the name of every launch (clears the record)
+std::vector<std::string> take_launch_log();  // and hand it over
 void set_spin_limit(unsigned long switches);  // FGEMU_SPIN_LIMIT: block switches without progress -> deadlock
 void* dynamic_smem();  // this thread's dynamic shared memory (what every `extern __shared__` array names)
 

@@ -1708,6 +1708,24 @@ struct LaunchScope {
 // =================================================================================================================
 // Public entry points.
 // =================================================================================================================
+namespace {
+bool g_log_launches = false;
+std::vector<std::string> g_launch_log;  // kernel names, for `fastgan doctor --kernels`
+}  // namespace
+
+void set_launch_log(bool on) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_log_launches = on;
+  g_launch_log.clear();
+}
+
+std::vector<std::string> take_launch_log() {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  std::vector<std::string> out;
+  out.swap(g_launch_log);
+  return out;
+}
+
 void launch(const LaunchDesc& d) {
   std::string bad = config_error(d);
   if (!bad.empty()) throw std::runtime_error(bad);
@@ -1717,6 +1735,7 @@ void launch(const LaunchDesc& d) {
                              "' launched from inside a running kernel (dynamic parallelism is not emulated)");
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   read_env_once();
+  if (g_log_launches) g_launch_log.emplace_back(d.name ? d.name : "?");
 
   // Locate the shared memory of this launch before the scope starts (TLS of this module is still "live" here).
   TlsModule mod;
