@@ -13,6 +13,7 @@
 #   env        20 s  nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location        -> env.txt
 #   build     120 s  pip install --no-build-isolation --no-deps --no-index -e . (sm_90 only, all cores, no
 #                    emulation)                                                                -> build.txt
+#   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/ldmatrix layouts = the emulation's  -> tensorcore.txt
 #   pytest     50 s  the tests that take a CUDA path (-k cuda/graph/ddp), no -x, per-test timeout -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
@@ -43,7 +44,7 @@ mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/log.txt"
 : > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
-: > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"
+: > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"
 rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32"
 BUDGET="${GPU_CHECK_BUDGET:-360}"
 BENCH_RESERVE=110   # seconds kept for the benchmarks and the trace while the earlier stages run
@@ -165,6 +166,18 @@ assert e.C is not None, e.load_error
 assert e.has_cuda(), 'fastgan._C has no CUDA kernels'
 "
   "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
+fi
+
+# ---- tensor-core layouts: the emulated mma.sync / ldmatrix fragment layouts (csrc/kernels/mma.cuh) against the
+# hardware, with the scalar models of tests/emu/emu_tests.cpp's `tensor_cores` case (a dry run only compiles)
+NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
+TC_BUILD=("$NVCC" -std=c++17 -O2 -I csrc -I tests/emu -gencode arch=compute_90,code=sm_90 tests/emu/tensorcore.cu
+          tests/emu/tensorcore_gpu.cu -o "$OUTDIR/tensorcore_check")
+if [[ $DRY == 1 ]]; then
+  stage tensor-cores 60 0 "$OUTDIR/tensorcore.txt" "${TC_BUILD[@]}"
+else
+  stage tensor-cores 30 "$(( BENCH_RESERVE + 60 ))" "$OUTDIR/tensorcore.txt" \
+    bash -c '"$@" && "${@: -1}"' _ "${TC_BUILD[@]}"
 fi
 
 # ---- tests

@@ -41,7 +41,7 @@ CASES = [
     "activemask", "atomics", "block_reduce", "compaction", "device_assert", "divergent_exit", "dynamic_smem",
     "global_races", "grid_index", "histogram", "interleaved_blocks", "intrinsics", "launch_limits", "matmul",
     "nested_launch", "outside_kernel", "partial_warp", "poison", "racecheck", "racecheck_full", "schedules",
-    "shfl_width", "smem_limits", "speed", "sync_votes", "threads", "two_barriers",
+    "shfl_width", "smem_limits", "speed", "sync_votes", "tensor_cores", "threads", "two_barriers",
     "types_and_helpers", "uninitialized_shared", "warp_deadlock", "warp_reduce", "warp_votes",
 ]
 # Subset run again against the other builds (ucontext fibers, -O0).
@@ -92,7 +92,8 @@ def build(name: str, extra_flags: list[str], sources: list[Path] | None = None,
           link_flags: list[str] | None = None, instrument: bool = True) -> tuple[Path, str]:
     """Builds (or reuses) a test binary; returns its path and the compiler warnings of the build. ``instrument``:
     kernel sources (.cu) get INSTRUMENT_FLAGS (not combinable with AddressSanitizer)."""
-    sources = sources or (sorted(EMU_DIR.glob("*.cpp")) + [TEST_DIR / "kernels.cu", TEST_DIR / "emu_tests.cpp"])
+    sources = sources or (sorted(EMU_DIR.glob("*.cpp")) + [TEST_DIR / "kernels.cu", TEST_DIR / "tensorcore.cu",
+                                                           TEST_DIR / "emu_tests.cpp"])
     flags = BASE_FLAGS + extra_flags
     link_flags = link_flags or []
     key = _hash(_compiler_id(), flags, link_flags, instrument and INSTRUMENT_FLAGS, *_headers(), *sources)

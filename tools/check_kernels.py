@@ -53,14 +53,18 @@ def main() -> int:
     if not nvcc:
         print("check_kernels: nvcc not found (set CUDA_HOME)", file=sys.stderr)
         return 2
-    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cu")))
+    # the kernels, and the tensor-core instruction tests (csrc/kernels/mma.cuh's inline PTX is compiled nowhere else
+    # until a kernel uses it)
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cu"))) + [
+        os.path.join(ROOT, "tests", "emu", "tensorcore.cu")]
     failed = False
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for src in sources:
             gencode = sum((["-gencode", f"arch=compute_{a},code=sm_{a}"] for a in archs), [])
             cmd = [nvcc, "-c", src, "-o", os.path.join(tmp, "k.o"), "-std=c++17", "-O3", "-I",
-                   os.path.join(ROOT, "csrc"), *gencode, "-Xptxas", "-v", "--Werror", "all-warnings",
+                   os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "tests", "emu"), *gencode,
+                   "-Xptxas", "-v", "--Werror", "all-warnings",
                    "-Xcompiler", "-Wall,-Wextra,-Werror"]
             r = subprocess.run(cmd, capture_output=True, text=True)
             log = r.stdout + r.stderr

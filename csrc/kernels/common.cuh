@@ -4,7 +4,8 @@
 //   * raw pointers, sizes, strides and a stream only -- no torch headers;
 //   * the same source compiles with nvcc (namespace fastgan::cuda) and with the host compiler under the CPU
 //     emulation (-DFG_EMU, namespace fastgan::emu, csrc/emu/cuda_emu.h);
-//   * no #ifdef FG_EMU inside kernels: the only backend switch lives in this header (launch helper, types).
+//   * no #ifdef FG_EMU inside kernels: the backend switch lives in this header (launch helper, types) and, for the
+//     tensor-core instructions, in mma.cuh.
 #pragma once
 
 #include <cstddef>

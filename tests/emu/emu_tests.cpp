@@ -5,6 +5,7 @@
 #include "kernels/common.cuh"
 
 #include "kernels.cuh"
+#include "tensorcore.cuh"
 
 #include <chrono>
 #include <cinttypes>
@@ -592,6 +593,81 @@ struct ModeScope {
   }
 };
 
+// Tensor-core instruction wrappers (csrc/kernels/mma.cuh) against a scalar model of each PTX fragment layout.
+void t_tensor_cores() {
+  // cvt.rna.tf32.f32: 10 mantissa bits, ties away from zero.
+  const uint32_t in[] = {0x3F801000u, 0x3F800800u, 0xBF801000u, 0x3F801800u, 0x3F800FFFu, 0x7FC00001u, 0x7F800000u,
+                         0x00000000u, 0x00001000u, 0x7F7FF000u, 0xC0490FDBu};
+  const uint32_t want[] = {0x3F802000u, 0x3F800000u, 0xBF802000u, 0x3F802000u, 0x3F800000u, 0x7FFFFFFFu,
+                           0x7F800000u, 0x00000000u, 0x00002000u, 0x7F800000u, 0xC0490000u};
+  const int n = (int)(sizeof in / sizeof in[0]);
+  std::vector<float> xf((size_t)n);
+  for (int i = 0; i < n; ++i) memcpy(&xf[(size_t)i], &in[i], 4);
+  std::vector<uint32_t> got((size_t)n, 0u);
+  fgemu::launch("tc_to_tf32", tc_to_tf32, dim3(1), dim3(32), 0, xf.data(), got.data(), n);
+  for (int i = 0; i < n; ++i) CHECK_EQ(got[(size_t)i], want[i]);
+
+  // m16n8k8 TF32: integer-valued operands make every sum exact, so the layout alone decides the result.
+  std::vector<float> A = rand_ints_f(16 * 8, -8, 8), B = rand_ints_f(8 * 8, -8, 8), C = rand_ints_f(16 * 8, -50, 50);
+  std::vector<float> D(16 * 8, 0.0f);
+  for (int round : {0, 1}) {
+    fgemu::launch("tc_mma_tf32", tc_mma_tf32, dim3(1), dim3(32), 0, A.data(), B.data(), C.data(), D.data(), round);
+    for (int r = 0; r < 16; ++r)
+      for (int c = 0; c < 8; ++c) {
+        float e = C[(size_t)(r * 8 + c)];
+        for (int k = 0; k < 8; ++k) e += A[(size_t)(r * 8 + k)] * B[(size_t)(k * 8 + c)];
+        CHECK_EQ(D[(size_t)(r * 8 + c)], e);
+      }
+  }
+  // The tensor core reads 19 bits of a .tf32 register: 1 + 2^-20 counts as 1 (raw bits) and rounds to 1 (to_tf32).
+  std::vector<float> ones(16 * 8, 1.0f + 1.0f / (1 << 20)), bones(8 * 8, 1.0f), zeros(16 * 8, 0.0f);
+  for (int round : {0, 1}) {
+    fgemu::launch("tc_mma_tf32", tc_mma_tf32, dim3(1), dim3(32), 0, ones.data(), bones.data(), zeros.data(),
+                  D.data(), round);
+    for (float v : D) CHECK_EQ(v, 8.0f);
+  }
+
+  // m16n8k16 BF16 / FP16.
+  for (int bf16 : {0, 1}) {
+    std::vector<float> a = rand_ints_f(16 * 16, -8, 8), b = rand_ints_f(16 * 8, -8, 8);
+    std::vector<unsigned short> a16(a.size()), b16(b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      a16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(a[i])) : __half_as_ushort(__float2half_rn(a[i]));
+    for (size_t i = 0; i < b.size(); ++i)
+      b16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(b[i])) : __half_as_ushort(__float2half_rn(b[i]));
+    fgemu::launch("tc_mma_16bit", tc_mma_16bit, dim3(1), dim3(32), 0, a16.data(), b16.data(), C.data(), D.data(),
+                  bf16);
+    for (int r = 0; r < 16; ++r)
+      for (int c = 0; c < 8; ++c) {
+        float e = C[(size_t)(r * 8 + c)];
+        for (int k = 0; k < 16; ++k) e += a[(size_t)(r * 16 + k)] * b[(size_t)(k * 8 + c)];
+        CHECK_EQ(D[(size_t)(r * 8 + c)], e);
+      }
+  }
+
+  // ldmatrix .x1 / .x2 / .x4, plain and .trans, from four stacked 8x8 matrices of distinct values.
+  std::vector<unsigned short> M(32 * 8);
+  for (int i = 0; i < 32 * 8; ++i) M[(size_t)i] = (unsigned short)(i + 1);
+  std::vector<uint32_t> regs(32 * 4);
+  for (int nm : {1, 2, 4})
+    for (int trans : {0, 1}) {
+      fgemu::launch("tc_ldmatrix", tc_ldmatrix, dim3(1), dim3(32), 0, M.data(), regs.data(), nm, trans);
+      for (int l = 0; l < 32; ++l)
+        for (int m = 0; m < 4; ++m) {
+          uint32_t expect = 0u;
+          if (m < nm) {
+            uint32_t e[2];
+            for (int i = 0; i < 2; ++i) {
+              const int row = trans ? 2 * (l % 4) + i : l / 4, col = trans ? l / 4 : 2 * (l % 4) + i;
+              e[i] = M[(size_t)((8 * m + row) * 8 + col)];
+            }
+            expect = e[0] | (e[1] << 16);
+          }
+          CHECK_EQ(regs[(size_t)(l * 4 + m)], expect);
+        }
+    }
+}
+
 // Memory shared between blocks: a lost update, a reduction and a handoff with and without their fence.
 void t_global_races() {
   ModeScope scope;
@@ -864,6 +940,7 @@ const std::map<std::string, void (*)()>& cases() {
       {"racecheck", t_racecheck},
       {"schedules", t_schedules},
       {"global_races", t_global_races},
+      {"tensor_cores", t_tensor_cores},
       {"interleaved_blocks", t_interleaved_blocks},
       {"poison", t_poison},
       {"racecheck_full", t_racecheck_full},

@@ -1,0 +1,203 @@
+// Tensor-core instructions, the one place kernels get them from (issue 20: the tensor-core GEMM builds on this).
+//
+// On the GPU each function is one PTX instruction (inline asm; sm_80 and later). Under the CPU emulation (FG_EMU) the
+// same call is a warp collective written with __shfl_sync over the exact fragment layouts of the PTX ISA
+// ("Matrix Fragments for mma.m16n8k8 / mma.m16n8k16", "ldmatrix"): a lane that passes the wrong fragment gets the
+// wrong product, as on the hardware. Every lane of the warp must call them together (mask 0xffffffff).
+//
+//   groupID g = lane >> 2, threadID_in_group t = lane & 3
+//   m16n8k8  .tf32: A (16x8, row)  a0 (g, t)    a1 (g+8, t)    a2 (g, t+4)    a3 (g+8, t+4)
+//                   B (8x8, col)   b0 (t, g)    b1 (t+4, g)
+//   m16n8k16 .bf16/.f16 (two 16-bit elements per .b32 register, the lower column/row in the low half):
+//                   A (16x16, row) r0 (g, 2t..2t+1)  r1 (g+8, 2t..)  r2 (g, 2t+8..)  r3 (g+8, 2t+8..)
+//                   B (16x8, col)  r0 (2t..2t+1, g)  r1 (2t+8..2t+9, g)
+//   C / D (16x8, f32): d0 (g, 2t)  d1 (g, 2t+1)  d2 (g+8, 2t)  d3 (g+8, 2t+1)
+//
+// What the emulation fixes where the ISA leaves it open: TF32 operands are read with their low 13 bits ignored
+// (pass to_tf32() values: cvt.rna.tf32.f32, which the ISA defines exactly); products of TF32/BF16/FP16 values are
+// exact in float32; they are summed in k order and C added last, in float32 round-to-nearest. The hardware's
+// internal accumulation order and precision are not specified by the ISA, so results with cancellation may differ
+// from a GPU in the last bits; exactly representable sums (the tests' integer-valued inputs) agree.
+#pragma once
+
+#include <cstring>
+
+#include "common.cuh"
+
+namespace fastgan {
+namespace FG_NS {
+namespace tc {
+
+// cvt.rna.tf32.f32: round to 10 explicit mantissa bits, nearest, ties away from zero; returns the .b32 register.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+#ifdef FG_EMU
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u) return (u & 0x007FFFFFu) ? 0x7FFFFFFFu : u;  // NaN (canonical), inf
+  u += 0x1000u;  // half an ulp of the 10-bit mantissa on the magnitude: ties round away from zero
+  return u & 0xFFFFE000u;
+#else
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+#endif
+}
+
+#ifdef FG_EMU
+namespace detail {
+inline float tf32_operand(uint32_t bits) {  // the tensor core reads 19 bits of a .tf32 register
+  bits &= 0xFFFFE000u;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+inline float to_float(__half v) { return __half2float(v); }
+inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename H>
+inline float half_lo(uint32_t r) {
+  uint16_t h = (uint16_t)(r & 0xFFFFu);
+  H v;
+  memcpy(&v, &h, 2);
+  return to_float(v);
+}
+template <typename H>
+inline float half_hi(uint32_t r) {
+  uint16_t h = (uint16_t)(r >> 16);
+  H v;
+  memcpy(&v, &h, 2);
+  return to_float(v);
+}
+
+// m16n8k16 with 16-bit operands, H = __half or __nv_bfloat16.
+template <typename H>
+inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
+  const int g = lane >> 2, t = lane & 3;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int kp = 0; kp < 8; ++kp) {  // k = 2kp, 2kp + 1: one register holds both
+    const int kq = kp & 3, khi = kp >> 2;
+    float av[2][2], bv[2][2];
+    for (int h = 0; h < 2; ++h) {  // rows g and g + 8
+      uint32_t r = __shfl_sync(0xffffffffu, a[h + 2 * khi], g * 4 + kq);
+      av[h][0] = half_lo<H>(r);
+      av[h][1] = half_hi<H>(r);
+    }
+    for (int j = 0; j < 2; ++j) {  // columns 2t and 2t + 1
+      uint32_t r = __shfl_sync(0xffffffffu, b[khi], (2 * t + j) * 4 + kq);
+      bv[j][0] = half_lo<H>(r);
+      bv[j][1] = half_hi<H>(r);
+    }
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 2; ++j) {
+        acc[2 * h + j] += av[h][0] * bv[j][0];
+        acc[2 * h + j] += av[h][1] * bv[j][1];
+      }
+  }
+  for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
+}
+}  // namespace detail
+#endif
+
+// D = A * B + C, m16n8k8, TF32 operands (registers from to_tf32), float32 accumulate.
+__device__ __forceinline__ void mma_tf32_16x8x8(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                const float c[4]) {
+#ifdef FG_EMU
+  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
+  const int g = lane >> 2, t = lane & 3;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int k = 0; k < 8; ++k) {
+    const int kq = k & 3, khi = k >> 2;
+    float av[2], bv[2];
+    for (int h = 0; h < 2; ++h)  // A(g + 8h, k): lane g*4 + k%4, register a[h + 2 * (k / 4)]
+      av[h] = detail::tf32_operand(__shfl_sync(0xffffffffu, a[h + 2 * khi], g * 4 + kq));
+    for (int j = 0; j < 2; ++j)  // B(k, 2t + j): lane (2t + j)*4 + k%4, register b[k / 4]
+      bv[j] = detail::tf32_operand(__shfl_sync(0xffffffffu, b[khi], (2 * t + j) * 4 + kq));
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 2; ++j) acc[2 * h + j] += av[h] * bv[j];
+  }
+  for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#endif
+}
+
+// D = A * B + C, m16n8k16, BF16 operands, float32 accumulate.
+__device__ __forceinline__ void mma_bf16_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                 const float c[4]) {
+#ifdef FG_EMU
+  detail::mma_16x8x16<__nv_bfloat16>(d, a, b, c);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#endif
+}
+
+// D = A * B + C, m16n8k16, FP16 operands, float32 accumulate.
+__device__ __forceinline__ void mma_f16_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                const float c[4]) {
+#ifdef FG_EMU
+  detail::mma_16x8x16<__half>(d, a, b, c);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.xN(.trans).shared.b16: N 8x8 matrices of 16-bit elements from shared memory. Lanes
+// 8m..8m+7 pass the addresses of rows 0..7 of matrix m (16 bytes each, 16-byte aligned). Lane l receives in r[m]
+// the elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix m, or with TRANS (2(l%4), l/4) and (2(l%4)+1, l/4);
+// the first in the low half.
+template <int N, bool TRANS>
+__device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row_addr) {
+  static_assert(N == 1 || N == 2 || N == 4, "ldmatrix: .x1, .x2 or .x4");
+#ifdef FG_EMU
+  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
+  const unsigned long long mine = (unsigned long long)(uintptr_t)row_addr;
+  for (int m = 0; m < N; ++m) {
+    uint16_t e[2];
+    for (int i = 0; i < 2; ++i) {
+      const int row = TRANS ? 2 * (lane & 3) + i : lane >> 2;
+      const int col = TRANS ? lane >> 2 : 2 * (lane & 3) + i;
+      const unsigned long long p = __shfl_sync(0xffffffffu, mine, 8 * m + row);
+      memcpy(&e[i], reinterpret_cast<const unsigned char*>((uintptr_t)p) + 2 * col, 2);
+    }
+    r[m] = (uint32_t)e[0] | ((uint32_t)e[1] << 16);
+  }
+#else
+  const unsigned s = (unsigned)__cvta_generic_to_shared(row_addr);
+  if (N == 1 && !TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(s));
+  if (N == 1 && TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(s));
+  if (N == 2 && !TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+  if (N == 2 && TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(s));
+  if (N == 4 && !TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+  if (N == 4 && TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#endif
+}
+
+}  // namespace tc
+}  // namespace FG_NS
+}  // namespace fastgan

@@ -1,0 +1,115 @@
+// GPU side of the tensor-core layout tests: runs the kernels of tensorcore.cu on a real GPU and checks them against
+// the same scalar models as emu_tests.cpp's `tensor_cores` case, so the first GPU run confirms that the emulated
+// fragment layouts are the hardware's. Built and run by benchmarks/gpu_check.sh:
+//   nvcc -std=c++17 -I csrc -I tests/emu -arch=sm_90 tests/emu/tensorcore.cu tests/emu/tensorcore_gpu.cu -o tc && ./tc
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "tensorcore.cuh"
+
+using namespace fgemu_tests;
+
+static int failures = 0;
+#define CK(call)                                                                     \
+  do {                                                                               \
+    cudaError_t e_ = (call);                                                         \
+    if (e_ != cudaSuccess) {                                                         \
+      printf("FAIL %s: %s\n", #call, cudaGetErrorString(e_));                        \
+      exit(1);                                                                       \
+    }                                                                                \
+  } while (0)
+static void expect(bool ok, const char* what, int i) {
+  if (!ok && failures++ < 10) printf("FAIL %s at %d\n", what, i);
+}
+template <typename T>
+static T* dev(const std::vector<T>& h) {
+  T* d;
+  CK(cudaMalloc(&d, h.size() * sizeof(T)));
+  CK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+template <typename T>
+static std::vector<T> host(const T* d, size_t n) {
+  std::vector<T> h(n);
+  CK(cudaDeviceSynchronize());
+  CK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+static std::vector<float> ints(int n, int lo, int hi, unsigned seed) {
+  std::vector<float> v((size_t)n);
+  for (auto& x : v) x = (float)(lo + (int)((seed = seed * 1103515245u + 12345u) >> 16) % (hi - lo + 1));
+  return v;
+}
+
+int main() {
+  const uint32_t in[] = {0x3F801000u, 0x3F800800u, 0xBF801000u, 0x3F801800u, 0x3F800FFFu, 0x7FC00001u, 0x7F800000u,
+                         0x00000000u, 0x00001000u, 0x7F7FF000u, 0xC0490FDBu};
+  const uint32_t want[] = {0x3F802000u, 0x3F800000u, 0xBF802000u, 0x3F802000u, 0x3F800000u, 0x7FFFFFFFu,
+                           0x7F800000u, 0x00000000u, 0x00002000u, 0x7F800000u, 0xC0490000u};
+  const int n = 11;
+  std::vector<float> xf(n);
+  memcpy(xf.data(), in, sizeof in);
+  float* dx = dev(xf);
+  uint32_t* dout = dev(std::vector<uint32_t>(128, 0u));
+  tc_to_tf32<<<1, 32>>>(dx, dout, n);
+  auto got = host(dout, n);
+  for (int i = 0; i < n; ++i) expect(got[i] == want[i] || (want[i] == 0x7FFFFFFFu && (got[i] & 0x7FFFFFFFu) > 0x7F800000u),
+                                     "to_tf32", i);
+
+  std::vector<float> A = ints(128, -8, 8, 1), B = ints(64, -8, 8, 2), C = ints(128, -50, 50, 3);
+  float *dA = dev(A), *dB = dev(B), *dC = dev(C), *dD = dev(std::vector<float>(128, 0.0f));
+  for (int round : {0, 1}) {
+    tc_mma_tf32<<<1, 32>>>(dA, dB, dC, dD, round);
+    auto D = host(dD, 128);
+    for (int r = 0; r < 16; ++r)
+      for (int c = 0; c < 8; ++c) {
+        float e = C[r * 8 + c];
+        for (int k = 0; k < 8; ++k) e += A[r * 8 + k] * B[k * 8 + c];
+        expect(D[r * 8 + c] == e, "mma tf32", r * 8 + c);
+      }
+  }
+  for (int bf16 : {0, 1}) {
+    std::vector<float> a = ints(256, -8, 8, 4), b = ints(128, -8, 8, 5);
+    std::vector<unsigned short> a16(256), b16(128);
+    for (int i = 0; i < 256; ++i)
+      a16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(a[i])) : __half_as_ushort(__float2half_rn(a[i]));
+    for (int i = 0; i < 128; ++i)
+      b16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(b[i])) : __half_as_ushort(__float2half_rn(b[i]));
+    unsigned short *da = dev(a16), *db = dev(b16);
+    tc_mma_16bit<<<1, 32>>>(da, db, dC, dD, bf16);
+    auto D = host(dD, 128);
+    for (int r = 0; r < 16; ++r)
+      for (int c = 0; c < 8; ++c) {
+        float e = C[r * 8 + c];
+        for (int k = 0; k < 16; ++k) e += a[r * 16 + k] * b[k * 8 + c];
+        expect(D[r * 8 + c] == e, bf16 ? "mma bf16" : "mma f16", r * 8 + c);
+      }
+  }
+  std::vector<unsigned short> M(256);
+  for (int i = 0; i < 256; ++i) M[i] = (unsigned short)(i + 1);
+  unsigned short* dM = dev(M);
+  for (int nm : {1, 2, 4})
+    for (int trans : {0, 1}) {
+      tc_ldmatrix<<<1, 32>>>(dM, dout, nm, trans);
+      auto regs = host(dout, 128);
+      for (int l = 0; l < 32; ++l)
+        for (int m = 0; m < nm; ++m) {
+          uint32_t e[2];
+          for (int i = 0; i < 2; ++i) {
+            const int row = trans ? 2 * (l % 4) + i : l / 4, col = trans ? l / 4 : 2 * (l % 4) + i;
+            e[i] = M[(8 * m + row) * 8 + col];
+          }
+          expect(regs[l * 4 + m] == (e[0] | (e[1] << 16)), trans ? "ldmatrix.trans" : "ldmatrix", l * 4 + m);
+        }
+    }
+  CK(cudaGetLastError());
+  printf(failures ? "tensor-core layouts: %d FAILURES\n" : "tensor-core layouts: all match the emulation%.0d\n",
+         failures);
+  return failures ? 1 : 0;
+}
