@@ -234,6 +234,25 @@ def test_checking_modes_no_false_alarms(emu_bin, env):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("env,expected", [
+    ({"FGEMU_SCHEDULE": "sideways"}, "forward, reverse, random or random:<seed>"),
+    ({"FGEMU_SCHEDULE": "random:x"}, "forward, reverse, random or random:<seed>"),
+    ({"FGEMU_RACECHECK": "yes"}, "0, 1 or full"),
+    ({"FGEMU_BLOCKS": "-2"}, "a number of resident blocks"),
+    ({"FGEMU_POISON": "zz"}, "a fill byte in hex"),
+    ({"FGEMU_POISON": "0x100"}, "a fill byte in hex"),
+    ({"FGEMU_SPIN_LIMIT": "0"}, "a positive integer"),
+])
+def test_bad_environment_is_an_error_naming_the_variable(emu_bin, env, expected):
+    """A malformed FGEMU_* value fails the launch with the variable, its value and what was expected (not a silent
+    default that would make a checking run check nothing)."""
+    r = subprocess.run([str(emu_bin), "block_reduce"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **env})
+    (name, value), = env.items()
+    assert r.returncode != 0, r.stdout
+    assert f"fgemu: {name}={value}: expected {expected}" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("case,needle", [
     ("crash_null_write", "fgemu: segmentation fault at address 0xc in kernel 'null_write', block (0,0,0), thread (3,0,0)"),
     ("crash_stack_overflow", "in kernel 'stack_hog', block (0,0,0), thread (0,0,0) -- fiber stack overflow"),

@@ -21,7 +21,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -124,39 +126,89 @@ unsigned g_schedule_seed = 0;
 bool g_env_read = false;
 int g_blocks_env = 0;            // FGEMU_BLOCKS: resident blocks (0: 4 under the random schedule, else 1)
 bool g_racecheck_full = false;   // FGEMU_RACECHECK=full: compare all shared memory at every switch, every block
-int g_poison_mode = -1;          // FGEMU_POISON: a fixed byte 0..255, or -1 = random per launch (from the seed)
+int g_poison_mode = 0xFF;        // FGEMU_POISON: a fixed byte 0..255, or -1 = random per launch (from the seed)
 unsigned g_poison_seed = 0;
 unsigned char g_poison_byte = 0xFF;  // this launch's fill byte
 unsigned long g_spin_limit = 200000;  // FGEMU_SPIN_LIMIT: block switches without progress before "deadlock"
 
+[[noreturn]] void bad_env(const char* name, const char* value, const char* expected) {
+  throw std::runtime_error(std::string("fgemu: ") + name + "=" + value + ": expected " + expected);
+}
+
+// Parses an unsigned decimal integer (the whole string); false if it is not one.
+bool parse_uint(const char* s, unsigned long long* out) {
+  if (!*s) return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end || errno || *s == '-') return false;
+  *out = v;
+  return true;
+}
+
+// The FGEMU_* environment, read at the first launch; a malformed value is an error naming the variable (every
+// launch reports it until it is fixed).
 void read_env_once() {
   if (g_env_read) return;
-  g_env_read = true;
+  unsigned long long n = 0;
+  int schedule = kScheduleForward;
+  unsigned seed = 0;
   if (const char* s = getenv("FGEMU_SCHEDULE")) {
     std::string v = s;
-    if (v == "reverse") g_schedule = kScheduleReverse;
-    if (v.compare(0, 6, "random") == 0) {
-      g_schedule = kScheduleRandom;
-      if (v.size() > 7) g_schedule_seed = (unsigned)strtoul(v.c_str() + 7, nullptr, 10);
+    if (v == "reverse") {
+      schedule = kScheduleReverse;
+    } else if (v == "random" || (v.compare(0, 7, "random:") == 0 && parse_uint(s + 7, &n) && n <= 0xFFFFFFFFull)) {
+      schedule = kScheduleRandom;
+      seed = v == "random" ? 0u : (unsigned)n;
+    } else if (!(v.empty() || v == "forward")) {
+      bad_env("FGEMU_SCHEDULE", s, "forward, reverse, random or random:<seed>");
     }
   }
+  bool race = false, race_full = false;
   if (const char* s = getenv("FGEMU_RACECHECK")) {
-    ::fgemu::g_racecheck = *s && *s != '0';
-    g_racecheck_full = strcmp(s, "full") == 0;
+    std::string v = s;
+    if (v == "1" || v == "full") {
+      race = true;
+      race_full = v == "full";
+    } else if (!(v.empty() || v == "0")) {
+      bad_env("FGEMU_RACECHECK", s, "0, 1 or full");
+    }
   }
-  if (const char* s = getenv("FGEMU_BLOCKS")) g_blocks_env = std::max(0, atoi(s));
-  if (const char* s = getenv("FGEMU_SPIN_LIMIT")) g_spin_limit = std::max(1L, atol(s));
+  int blocks = 0;
+  if (const char* s = getenv("FGEMU_BLOCKS")) {
+    if (!parse_uint(s, &n) || n > 4096) bad_env("FGEMU_BLOCKS", s, "a number of resident blocks in [0, 4096]");
+    blocks = (int)n;
+  }
+  unsigned long spin = g_spin_limit;
+  if (const char* s = getenv("FGEMU_SPIN_LIMIT")) {
+    if (!parse_uint(s, &n) || n == 0) bad_env("FGEMU_SPIN_LIMIT", s, "a positive integer");
+    spin = (unsigned long)n;
+  }
+  int poison = 0xFF;
+  unsigned poison_seed = 0;
   if (const char* s = getenv("FGEMU_POISON")) {
     std::string v = s;
-    if (v.compare(0, 6, "random") == 0) {
-      g_poison_mode = -1;
-      g_poison_seed = v.size() > 7 ? (unsigned)strtoul(v.c_str() + 7, nullptr, 10) : 0;
+    const char* hex = v.compare(0, 2, "0x") == 0 ? s + 2 : s;
+    char* end = nullptr;
+    if (v == "random" || (v.compare(0, 7, "random:") == 0 && parse_uint(s + 7, &n) && n <= 0xFFFFFFFFull)) {
+      poison = -1;
+      poison_seed = v == "random" ? 0u : (unsigned)n;
     } else {
-      g_poison_mode = (int)(strtoul(v.c_str(), nullptr, 16) & 0xFF);  // "00", "ff", "0x5a"
+      unsigned long byte = *hex ? strtoul(hex, &end, 16) : 256;
+      if (!end || *end || byte > 255 || strlen(hex) > 2)
+        bad_env("FGEMU_POISON", s, "a fill byte in hex (ff, 00, 0x5a) or random / random:<seed>");
+      poison = (int)byte;
     }
-  } else {
-    g_poison_mode = 0xFF;
   }
+  g_schedule = schedule;
+  g_schedule_seed = seed;
+  ::fgemu::g_racecheck = race;
+  g_racecheck_full = race_full;
+  g_blocks_env = blocks;
+  g_spin_limit = spin;
+  g_poison_mode = poison;
+  g_poison_seed = poison_seed;
+  g_env_read = true;
 }
 
 struct Ctx {
@@ -1985,7 +2037,7 @@ void yield_thread() {
 
 void set_schedule(int mode, unsigned seed) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
-  g_env_read = true;
+  read_env_once();
   g_schedule = mode;
   g_schedule_seed = seed;
 }
