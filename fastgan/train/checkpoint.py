@@ -121,7 +121,7 @@ def load_models(path, layers: str = "fused", device=None, ema: bool = True):
 
     state = load(path)
     z_dim = int(state["config"].get("z_dim", 100))
-    G, D = build_models(layers, z_dim=z_dim)
+    G, D = build_models(layers, z_dim=z_dim, arch=state["config"].get("arch", "seed"))
     if ema and state.get("G_ema") is not None:
         load_state_dict(G, state["G_ema"], "EMA generator", path)
     else:

@@ -107,6 +107,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ms-lambda", type=_float_ge0, default=None, metavar="LAMBDA",
                    help="weight of the mode-seeking term in G's loss (Mao et al. 2019): penalises G for mapping "
                         f"different noise to similar images; 0: off (default {DEFAULTS['ms_lambda']:g})")
+    p.add_argument("--arch", choices=("wide", "seed"), default=None,
+                   help="G's hidden widths: wide (100-256-512-784) or seed (the classic 100-128-256-784; D is the "
+                        f"same conv 32/64/128 + dense in both) (default {DEFAULTS['arch']})")
     p.add_argument("--g-init", choices=("he", "torch"), default=None,
                    help="G's initialisation: he (Kaiming normal for leaky-ReLU) or torch (PyTorch's default, with "
                         f"which this GAN collapses to one digit) (default {DEFAULTS['g_init']})")
@@ -173,7 +176,7 @@ def cmd_train(args) -> int:
                       device=args.device, layers=args.layers, impl=args.impl, seed=args.seed, resume=args.resume,
                       overwrite=args.overwrite, data=args.data, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
                       lr=args.lr, lr_d=args.lr_d, ema_beta=args.ema_beta, ms_lambda=args.ms_lambda,
-                      inst_noise=args.inst_noise, g_init=args.g_init,
+                      inst_noise=args.inst_noise, g_init=args.g_init, arch=args.arch,
                       beta1=args.beta1, beta2=args.beta2, checkpoint_every=args.checkpoint_every,
                       log_every=args.log_every, cuda_graph=args.cuda_graph, quiet=args.quiet,
                       threads=args.threads)

@@ -9,13 +9,14 @@ __all__ = ["TrainConfig", "DEFAULTS", "DEFAULT_EPOCHS"]
 DEFAULT_EPOCHS = 80
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
 DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.3, "r1_every": 4, "lr": 2e-3, "lr_d": None,
-            "beta1": 0.5, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "he",
-            "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0}
+            "beta1": 0.0, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "he",
+            "data": None, "epochs": DEFAULT_EPOCHS, "max_steps": 0, "arch": "wide"}
 # What a checkpoint written before a setting existed was trained with (resuming it keeps its trajectory);
 # "lr" here means "the checkpoint's --lr".
-_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "torch"}
+_LEGACY = {"r1_every": 1, "lr_d": "lr", "ema_beta": 0.0, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "torch",
+           "arch": "seed"}
 _MUST_MATCH = ("batch_size", "seed", "r1_gamma", "r1_every", "lr", "lr_d", "beta1", "beta2", "ema_beta", "ms_lambda",
-               "inst_noise", "g_init", "data")
+               "inst_noise", "g_init", "data", "arch")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainConfig:
     ms_lambda: Optional[float] = None  # weight of the mode-seeking term in G's loss (0: off)
     inst_noise: Optional[float] = None  # std of the Gaussian instance noise added to every D input (0: off)
     g_init: Optional[str] = None  # "he" (Kaiming normal for G) or "torch" (PyTorch's default init)
+    arch: Optional[str] = None  # G's hidden widths: "wide" (256, 512) or "seed" (128, 256); D is the seed's
     beta1: Optional[float] = None
     beta2: Optional[float] = None
     checkpoint_every: int = 500  # steps; 0 = only at epoch ends

@@ -48,7 +48,7 @@ from .config import _LEGACY, _MUST_MATCH, DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 from . import checkpoint as ckpt
 from . import distributed
 from .data import load_data
-from .models import G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss, r1_penalty
+from .models import G_ARCHS, G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss, r1_penalty
 from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
 __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
@@ -142,7 +142,7 @@ class Trainer:
                 raise TrainError("--cuda-graph is not supported together with torchrun/DDP; run one process")
 
         # models, losses, optimisers
-        self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev, g_init=hp["g_init"])
+        self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev, g_init=hp["g_init"], arch=hp["arch"])
         self.loss = make_loss(cfg.layers)
         adam = dict(betas=(hp["beta1"], hp["beta2"]))
         if dev.type == "cuda":
@@ -217,6 +217,8 @@ class Trainer:
         for key in ("ms_lambda", "inst_noise"):
             if not (hp[key] >= 0 and math.isfinite(hp[key])):
                 raise TrainError(f"--{key.replace('_', '-')}: expected a finite number >= 0, got {hp[key]!r}")
+        if hp["arch"] not in G_ARCHS:
+            raise TrainError(f"--arch: expected one of {list(G_ARCHS)}, got {hp['arch']!r}")
         if hp["g_init"] not in G_INITS:
             raise TrainError(f"--g-init: expected one of {list(G_INITS)}, got {hp['g_init']!r}")
         if not 0 <= hp["ema_beta"] < 1:
