@@ -1406,7 +1406,6 @@ struct GBlock {
 constexpr size_t kGPageBits = 12;
 struct GlobalCheck {
   bool on = false;
-  bool instrumented = false;  // some kernel module called the access hooks
   std::unordered_map<uintptr_t, std::unique_ptr<GCell[]>> pages;
   uintptr_t last_pg = ~(uintptr_t)0;
   GCell* last = nullptr;
@@ -1720,7 +1719,6 @@ void sync_point(unsigned one_in) {
 // Called by the instrumented loads and stores of kernel code (memcheck.cpp).
 void mem_access(const void* addr, size_t size, int kind) {
   if (!E.active || !E.cur || E.failed) return;
-  G.instrumented = true;
   if ((kind == kGVolatileRead || kind == kGVolatileWrite) && g_interleave) sync_point();  // spin loops progress
   if (!G.on || gc_is_private(addr)) return;
   gc_access(addr, size, kind);
