@@ -155,8 +155,9 @@ def compile_emu_kernels(build_dir: str, opt: list) -> list:
     instrument = _instrument_flags(cxx)
     deps = glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h")
     newest = max([os.path.getmtime(d) for d in deps] + [os.path.getmtime(__file__)])
+    sources = emu_wrappers(build_dir)
     jobs = []
-    for src in emu_wrappers(build_dir):
+    for src in sources:
         obj = os.path.splitext(src)[0] + ".o"
         if not (os.path.exists(obj) and os.path.getmtime(obj) > max(newest, os.path.getmtime(src))):
             jobs.append((src, obj))
@@ -177,7 +178,7 @@ def compile_emu_kernels(build_dir: str, opt: list) -> list:
         n = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(max(1, n)) as pool:
             list(pool.map(run, jobs))
-    return [os.path.splitext(src)[0] + ".o" for src in emu_wrappers(build_dir)]
+    return [os.path.splitext(src)[0] + ".o" for src in sources]
 
 
 def build_extension():

@@ -54,61 +54,49 @@ void __tsan_vptr_update(void**, void*) {}
 
 // C++ atomics in instrumented code: performed here (one emulated thread runs at a time), reported as atomics.
 // The memory-order argument uses the values of the __ATOMIC_* constants.
-#define FGEMU_ATOMICS(N, T)                                                                              \
-  T __tsan_atomic##N##_load(const volatile T* a, int mo) {                                               \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_load_n(a, mo);                                                                       \
-  }                                                                                                      \
-  void __tsan_atomic##N##_store(volatile T* a, T v, int mo) {                                            \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    __atomic_store_n(a, v, mo);                                                                          \
-  }                                                                                                      \
-  T __tsan_atomic##N##_exchange(volatile T* a, T v, int mo) {                                            \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_exchange_n(a, v, mo);                                                                \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_add(volatile T* a, T v, int mo) {                                           \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_add(a, v, mo);                                                                 \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_sub(volatile T* a, T v, int mo) {                                           \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_sub(a, v, mo);                                                                 \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_and(volatile T* a, T v, int mo) {                                           \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_and(a, v, mo);                                                                 \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_or(volatile T* a, T v, int mo) {                                            \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_or(a, v, mo);                                                                  \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_xor(volatile T* a, T v, int mo) {                                           \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_xor(a, v, mo);                                                                 \
-  }                                                                                                      \
-  T __tsan_atomic##N##_fetch_nand(volatile T* a, T v, int mo) {                                          \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_fetch_nand(a, v, mo);                                                                \
-  }                                                                                                      \
-  int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int mo, int fmo) {            \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_compare_exchange_n(a, c, v, false, mo, fmo);                                         \
-  }                                                                                                      \
-  int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int mo, int fmo) {              \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    return __atomic_compare_exchange_n(a, c, v, true, mo, fmo);                                          \
-  }                                                                                                      \
-  T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int mo, int fmo) {                  \
-    hook((const void*)a, sizeof(T), 4);                                                                  \
-    __atomic_compare_exchange_n(a, &c, v, false, mo, fmo);                                               \
-    return c;                                                                                            \
+#define FGEMU_ATOMIC_FETCH(N, T, OP)                                      \
+  T __tsan_atomic##N##_fetch_##OP(volatile T* a, T v, int mo) {           \
+    hook((const void*)a, sizeof(T), 4);                                   \
+    return __atomic_fetch_##OP(a, v, mo);                                 \
+  }
+#define FGEMU_ATOMICS(N, T)                                                                   \
+  T __tsan_atomic##N##_load(const volatile T* a, int mo) {                                    \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    return __atomic_load_n(a, mo);                                                            \
+  }                                                                                           \
+  void __tsan_atomic##N##_store(volatile T* a, T v, int mo) {                                 \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    __atomic_store_n(a, v, mo);                                                               \
+  }                                                                                           \
+  T __tsan_atomic##N##_exchange(volatile T* a, T v, int mo) {                                 \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    return __atomic_exchange_n(a, v, mo);                                                     \
+  }                                                                                           \
+  FGEMU_ATOMIC_FETCH(N, T, add)                                                               \
+  FGEMU_ATOMIC_FETCH(N, T, sub)                                                               \
+  FGEMU_ATOMIC_FETCH(N, T, and)                                                               \
+  FGEMU_ATOMIC_FETCH(N, T, or)                                                                \
+  FGEMU_ATOMIC_FETCH(N, T, xor)                                                               \
+  FGEMU_ATOMIC_FETCH(N, T, nand)                                                              \
+  int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int mo, int fmo) { \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    return __atomic_compare_exchange_n(a, c, v, false, mo, fmo);                              \
+  }                                                                                           \
+  int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int mo, int fmo) {   \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    return __atomic_compare_exchange_n(a, c, v, true, mo, fmo);                               \
+  }                                                                                           \
+  T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int mo, int fmo) {       \
+    hook((const void*)a, sizeof(T), 4);                                                       \
+    __atomic_compare_exchange_n(a, &c, v, false, mo, fmo);                                    \
+    return c;                                                                                 \
   }
 FGEMU_ATOMICS(8, uint8_t)
 FGEMU_ATOMICS(16, uint16_t)
 FGEMU_ATOMICS(32, uint32_t)
 FGEMU_ATOMICS(64, uint64_t)
 #undef FGEMU_ATOMICS
+#undef FGEMU_ATOMIC_FETCH
 
 void __tsan_atomic_thread_fence(int mo) { __atomic_thread_fence(mo); }
 void __tsan_atomic_signal_fence(int mo) { __atomic_signal_fence(mo); }

@@ -1415,7 +1415,7 @@ struct GlobalCheck {
 };
 GlobalCheck G;
 
-void gc_begin_launch(const LaunchDesc&) {
+void gc_begin_launch() {
   G.on = ::fgemu::g_racecheck;
   G.pages.clear();
   G.blocks.clear();
@@ -1871,7 +1871,7 @@ void launch(const LaunchDesc& d) {
   g_poison_byte = g_poison_mode >= 0 ? (unsigned char)g_poison_mode
                                      : (unsigned char)((g_poison_seed + 1) * 2654435761u ^ launch_count * 40503u) ;
   ::fgemu::g_sync_hooks = R.on || g_resident > 1;
-  gc_begin_launch(d);
+  gc_begin_launch();
   R.ranges.clear();
   R.total = 0;
   if (R.on) {

@@ -173,28 +173,21 @@ struct TileLoader {
     if (KIND == OperandKind::mat) check_finite();
   }
 
-  __device__ __forceinline__ void store(M* S, bool k_fast) const {
+  // Writes one value per element into a [BK][ROWS + 4] shared-memory tile at the element's (k, r) position.
+  template <typename S, typename V>
+  __device__ __forceinline__ void scatter(S* dst, const V (&vals)[E], bool k_fast) const {
     constexpr int LD = ROWS + 4;
     if (k_fast) {
 #pragma unroll
-      for (int e = 0; e < E; ++e) S[kl0 * LD + rl0 + e * RSTEP] = v[e];
+      for (int e = 0; e < E; ++e) dst[kl0 * LD + rl0 + e * RSTEP] = vals[e];
     } else {
 #pragma unroll
-      for (int e = 0; e < E; ++e) S[(kl0 + e * KSTEP) * LD + rl0] = v[e];
+      for (int e = 0; e < E; ++e) dst[(kl0 + e * KSTEP) * LD + rl0] = vals[e];
     }
   }
-
+  __device__ __forceinline__ void store(M* S, bool k_fast) const { scatter(S, v, k_fast); }
   // im2col operands: which elements of the stored tile are padding (same layout as store()).
-  __device__ __forceinline__ void store_pad(unsigned char* S, bool k_fast) const {
-    constexpr int LD = ROWS + 4;
-    if (k_fast) {
-#pragma unroll
-      for (int e = 0; e < E; ++e) S[kl0 * LD + rl0 + e * RSTEP] = pad[e];
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) S[(kl0 + e * KSTEP) * LD + rl0] = pad[e];
-    }
-  }
+  __device__ __forceinline__ void store_pad(unsigned char* S, bool k_fast) const { scatter(S, pad, k_fast); }
 };
 
 template <typename T, typename A>

@@ -126,35 +126,25 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float d[4], const uint32_t a[4],
 #endif
 }
 
-// D = A * B + C, m16n8k16, BF16 operands, float32 accumulate.
-__device__ __forceinline__ void mma_bf16_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2],
-                                                 const float c[4]) {
+// D = A * B + C, m16n8k16, BF16 / FP16 operands, float32 accumulate.
+#define FG_MMA_16X8X16(NAME, H, PTX_TYPE)                                                                         \
+  __device__ __forceinline__ void NAME(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) { \
+    FG_MMA_16X8X16_BODY(H, PTX_TYPE)                                                                           \
+  }
 #ifdef FG_EMU
-  detail::mma_16x8x16<__nv_bfloat16>(d, a, b, c);
+#define FG_MMA_16X8X16_BODY(H, PTX_TYPE) detail::mma_16x8x16<H>(d, a, b, c);
 #else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%10, %11, %12, %13};"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-        "f"(c[3]));
+#define FG_MMA_16X8X16_BODY(H, PTX_TYPE)                                                                        \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE                                    \
+               ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"                        \
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                                 \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),        \
+                 "f"(c[2]), "f"(c[3]));
 #endif
-}
-
-// D = A * B + C, m16n8k16, FP16 operands, float32 accumulate.
-__device__ __forceinline__ void mma_f16_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2],
-                                                const float c[4]) {
-#ifdef FG_EMU
-  detail::mma_16x8x16<__half>(d, a, b, c);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%10, %11, %12, %13};"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-        "f"(c[3]));
-#endif
-}
+FG_MMA_16X8X16(mma_bf16_16x8x16, __nv_bfloat16, "bf16")
+FG_MMA_16X8X16(mma_f16_16x8x16, __half, "f16")
+#undef FG_MMA_16X8X16
+#undef FG_MMA_16X8X16_BODY
 
 // ldmatrix.sync.aligned.m8n8.xN(.trans).shared.b16: N 8x8 matrices of 16-bit elements from shared memory. Lanes
 // 8m..8m+7 pass the addresses of rows 0..7 of matrix m (16 bytes each, 16-byte aligned). Lane l receives in r[m]
@@ -178,23 +168,19 @@ __device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row_addr) {
   }
 #else
   const unsigned s = (unsigned)__cvta_generic_to_shared(row_addr);
-  if (N == 1 && !TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(s));
-  if (N == 1 && TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(s));
-  if (N == 2 && !TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
-  if (N == 2 && TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
-                 : "=r"(r[0]), "=r"(r[1])
-                 : "r"(s));
-  if (N == 4 && !TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-  if (N == 4 && TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
+#define FG_LDMATRIX(XN, REGS, ...)                                                                      \
+  if (TRANS)                                                                                            \
+    asm volatile("ldmatrix.sync.aligned.m8n8." XN ".trans.shared.b16 " REGS ";" : __VA_ARGS__ : "r"(s)); \
+  else                                                                                                  \
+    asm volatile("ldmatrix.sync.aligned.m8n8." XN ".shared.b16 " REGS ";" : __VA_ARGS__ : "r"(s));
+  if constexpr (N == 1) {
+    FG_LDMATRIX("x1", "{%0}, [%1]", "=r"(r[0]))
+  } else if constexpr (N == 2) {
+    FG_LDMATRIX("x2", "{%0, %1}, [%2]", "=r"(r[0]), "=r"(r[1]))
+  } else {
+    FG_LDMATRIX("x4", "{%0, %1, %2, %3}, [%4]", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
+  }
+#undef FG_LDMATRIX
 #endif
 }
 

@@ -630,11 +630,13 @@ void t_tensor_cores() {
   // m16n8k16 BF16 / FP16.
   for (int bf16 : {0, 1}) {
     std::vector<float> a = rand_ints_f(16 * 16, -8, 8), b = rand_ints_f(16 * 8, -8, 8);
-    std::vector<unsigned short> a16(a.size()), b16(b.size());
-    for (size_t i = 0; i < a.size(); ++i)
-      a16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(a[i])) : __half_as_ushort(__float2half_rn(a[i]));
-    for (size_t i = 0; i < b.size(); ++i)
-      b16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(b[i])) : __half_as_ushort(__float2half_rn(b[i]));
+    auto bits16 = [bf16](const std::vector<float>& v) {
+      std::vector<unsigned short> o(v.size());
+      for (size_t i = 0; i < v.size(); ++i)
+        o[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v[i])) : __half_as_ushort(__float2half_rn(v[i]));
+      return o;
+    };
+    std::vector<unsigned short> a16 = bits16(a), b16 = bits16(b);
     fgemu::launch("tc_mma_16bit", tc_mma_16bit, dim3(1), dim3(32), 0, a16.data(), b16.data(), C.data(), D.data(),
                   bf16);
     for (int r = 0; r < 16; ++r)

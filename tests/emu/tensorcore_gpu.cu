@@ -76,12 +76,13 @@ int main() {
   }
   for (int bf16 : {0, 1}) {
     std::vector<float> a = ints(256, -8, 8, 4), b = ints(128, -8, 8, 5);
-    std::vector<unsigned short> a16(256), b16(128);
-    for (int i = 0; i < 256; ++i)
-      a16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(a[i])) : __half_as_ushort(__float2half_rn(a[i]));
-    for (int i = 0; i < 128; ++i)
-      b16[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(b[i])) : __half_as_ushort(__float2half_rn(b[i]));
-    unsigned short *da = dev(a16), *db = dev(b16);
+    auto bits16 = [bf16](const std::vector<float>& v) {
+      std::vector<unsigned short> o(v.size());
+      for (size_t i = 0; i < v.size(); ++i)
+        o[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v[i])) : __half_as_ushort(__float2half_rn(v[i]));
+      return o;
+    };
+    unsigned short *da = dev(bits16(a)), *db = dev(bits16(b));
     tc_mma_16bit<<<1, 32>>>(da, db, dC, dD, bf16);
     auto D = host(dD, 128);
     for (int r = 0; r < 16; ++r)
