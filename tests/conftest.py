@@ -42,6 +42,15 @@ def _seed(request):
 
 
 @pytest.fixture(autouse=True)
+def _fp32_exact():
+    """float32 tests are exact float32 unless they ask for TF32 (helpers.tf32): torch's default lets convolutions
+    use TF32, which the CUDA kernels follow (tests of that path: test_ops.py, TF32 section)."""
+    from helpers import tf32
+    with tf32(False):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _poison_outputs():
     """Outputs allocated by the compiled ops are filled with NaN before the kernels run, so an element a
     kernel forgets to write fails the comparison."""

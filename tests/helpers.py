@@ -1,12 +1,34 @@
 """Test helpers shared by the op suite and the benchmarks (which import their baselines from here)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 import fastgan
 
 # Relative error allowed against a float64 reference, per dtype (GUIDE §3).
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+# float32 products on TF32 tensor cores: inputs keep 10 mantissa bits (as float16), sums stay float32.
+TOL_TF32 = 4e-3
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """torch's TF32 flags for matmuls and convolutions, which fastgan's CUDA kernels follow (legacy setters, as
+    the bench uses: torch refuses to read the legacy flags once the new fp32_precision API has set them)."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def round_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded as cvt.rna.tf32.f32 does (10 mantissa bits, ties away from zero; finite inputs)."""
+    u = t.detach().float().contiguous().view(torch.int32)
+    return ((u + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor | None = None) -> float:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import fastgan
 import fastgan.functional as FF
 from fastgan import _activations
+from helpers import tf32
 
 ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 
@@ -119,11 +120,15 @@ def test_conv2d_without_output_channels_raises_at_forward(impl):
         F.conv2d(x, w)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
 @pytest.mark.parametrize("case", ["conv_valid", "conv_padded", "conv_strided", "conv_transpose_s2"])
-def test_nan_weight_does_not_reach_padding_outputs(impl, case):
+def test_nan_weight_does_not_reach_padding_outputs(impl, case, precision):
     """A NaN in one weight tap reaches only the outputs and gradients that tap touches with real data, as in torch:
-    zero padding takes no part in products (forward, input gradient, weight gradient)."""
+    zero padding takes no part in products (forward, input gradient, weight gradient). With TF32 on, the CUDA
+    kernels' tensor-core tiles take the same masked path."""
     name, dev = impl
+    if precision == "tf32" and not (name == "emu" or dev.type == "cuda"):
+        pytest.skip("TF32 is a CUDA-kernel path")
     torch.manual_seed(0)
     if case == "conv_transpose_s2":
         x = torch.randn(1, 2, 4, 4, device=dev, requires_grad=True)
@@ -139,9 +144,11 @@ def test_nan_weight_does_not_reach_padding_outputs(impl, case):
         w[0, 1, 0, 0] = float("nan")
     results = []
     for f in (ours, stock):
-        y = f(x, w, **kw)
+        with tf32(precision == "tf32"):
+            y = f(x, w, **kw)
         gy = torch.randn_like(y, generator=torch.Generator(y.device).manual_seed(1))
-        gx, gw = torch.autograd.grad(y, (x, w), gy)
+        with tf32(precision == "tf32"):
+            gx, gw = torch.autograd.grad(y, (x, w), gy)
         results.append([torch.isnan(t) for t in (y, gx, gw)])
     for what, a, b in zip(("output", "input gradient", "weight gradient"), *results):
         assert torch.equal(a, b), f"{what}: {int(a.sum())} NaN, torch {int(b.sum())}"

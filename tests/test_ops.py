@@ -13,7 +13,7 @@ import torch
 import fastgan
 import fastgan.functional as FF
 from fastgan import _activations
-from helpers import TOL, assert_close, reference
+from helpers import TOL, TOL_TF32, assert_close, reference, rel_err, round_tf32, tf32
 
 ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -483,6 +483,114 @@ def test_conv_transpose2d_gradgradcheck(impl):
     fn = lambda x, w, b: FF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, act="sigmoid")  # noqa
     assert torch.autograd.gradcheck(fn, (x, w, b))
     assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+# ------------------------------------------------------------------------------------ TF32 tensor cores (float32)
+# With torch's TF32 flags on (torch.backends.cudnn.allow_tf32 is on by default, cuda.matmul.allow_tf32 off), the
+# CUDA kernels multiply float32 on TF32 tensor cores. The forward must equal the float64 product of the inputs
+# rounded to TF32 (cvt.rna) to float32 accuracy, and sit clearly closer to it than to the exact product (so the
+# rounding, i.e. the tensor-core path, is proven); gradients must pass the TF32 tolerance. The CPU paths ignore
+# the flags, as torch does on the CPU. (Half types always take the tensor-core tiles: every bf16/fp16 test above.)
+TF32_FACTOR = TOL_TF32 / TOL[torch.float32]
+TF32_DENSE = {"tile64": (37, 70, 45), "split_k": (50, 1100, 60), "tile128": (1536, 24, 1408)}  # M, K, N
+
+
+def needs_tensor_cores(impl):
+    name, dev = impl
+    if dev.type == "cpu" and name != "emu":
+        pytest.skip("TF32 is a CUDA-kernel path; on the CPU float32 stays exact (as in torch)")
+
+
+def check_tf32(f, inputs, what, grads=True):
+    """f(x, w[, b]) with TF32 on, against the float64 model of TF32 products: x and w rounded to TF32 (the bias is
+    added in float32, unrounded). The gradients are compared with the model's too, so that an activation's
+    derivative is taken at the same side of zero (the exact product can differ in sign near zero)."""
+    ins = [t.detach().clone().requires_grad_() for t in inputs]
+    with tf32(True):
+        y = f(*ins)
+    exact = reference(f, *[t.detach().double() for t in inputs])
+    model_ins = [(round_tf32(t) if i < 2 else t.detach()).double().requires_grad_() for i, t in enumerate(inputs)]
+    model = reference(f, *model_ins)
+    if y.numel():
+        e_model, e_exact = rel_err(y, model), rel_err(y, exact)
+        assert e_model <= 4 * TOL[torch.float32], f"{what}: {e_model:.3g} from the TF32 model"
+        assert e_exact > 10 * e_model, f"{what}: as close to the exact product ({e_exact:.3g}): inputs not rounded"
+    if grads:
+        g = torch.randn(y.shape, dtype=torch.float64)
+        with tf32(True):
+            got = torch.autograd.grad(y, ins, g.float().to(y.device))
+        want = torch.autograd.grad(model, model_ins, g)
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_close(a, b, torch.float32, f"{what} grad of input {i}", TF32_FACTOR)
+    with tf32(False):  # and the flag off is exact float32 again
+        assert_close(f(*inputs), exact, torch.float32, f"{what} with TF32 off")
+
+
+@pytest.mark.parametrize("case", list(TF32_DENSE))
+def test_linear_tf32(impl, case):
+    needs_tensor_cores(impl)
+    _, dev = impl
+    M, K, N = TF32_DENSE[case]
+    x, w, b = rnd(M, K, device=dev), rnd(N, K, device=dev, scale=0.2), rnd(N, device=dev)
+    # tile128's backward products are the other cases' tiles (and slow to emulate at this size)
+    check_tf32(lambda x, w, b: FF.linear(x, w, b, act="lrelu", alpha=0.2), [x, w, b], f"linear {case}",
+               grads=case != "tile128")
+
+
+# (same_asymmetric is computed by stock F.conv2d + bias_act, see fastgan.functional.conv2d: not our GEMM)
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c != "same_asymmetric"])
+def test_conv2d_tf32(impl, case):
+    needs_tensor_cores(impl)
+    _, dev = impl
+    c = dict(CONV_CASES[case])
+    x = rnd(*c.pop("x"), device=dev)
+    w = rnd(*c.pop("w"), device=dev, scale=0.3)
+    b = rnd(w.shape[0], device=dev)
+    check_tf32(lambda x, w, b: FF.conv2d(x, w, b, **c, act="lrelu", alpha=0.2), [x, w, b], f"conv2d {case}")
+
+
+def test_conv_transpose2d_tf32(impl):
+    needs_tensor_cores(impl)
+    _, dev = impl
+    x, w = rnd(2, 6, 5, 5, device=dev), rnd(6, 4, 3, 3, device=dev, scale=0.3)
+    check_tf32(lambda x, w: FF.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1), [x, w],
+               "conv_transpose2d")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_linear_half_128_tile(impl, dtype):
+    """The 128 x 128 tensor-core tile of the 16-bit types (chosen when the output fills the device)."""
+    _, dev = impl
+    x = rnd(1536, 40, dtype=dtype, device=dev)
+    w = rnd(1408, 40, dtype=dtype, device=dev, scale=0.2)
+    ref = reference(lambda x, w: FF.linear(x, w, act="lrelu"), x.double().cpu(), w.double().cpu())
+    assert_close(FF.linear(x, w, act="lrelu"), ref, dtype, "linear 128 tile")
+
+
+def test_tf32_follows_torch_fp32_precision_api():
+    """The newer torch.backends.*.fp32_precision settings are honoured too (fresh interpreter: torch refuses the
+    legacy allow_tf32 getters in a process that used them)."""
+    if "emu" not in fastgan.available_impls():
+        pytest.skip("needs the emulated CUDA kernels")
+    code = """
+import torch, fastgan, fastgan.functional as FF
+def tf32_used(f, *a):
+    with fastgan.use_impl("emu"):
+        y = f(*a)
+    return (y.double() - f(*[t.double() for t in a])).abs().max().item() > 1e-4 * y.abs().max().item()
+torch.manual_seed(0)
+x, w = torch.randn(40, 60), torch.randn(30, 60)
+xc, wc = torch.randn(2, 8, 6, 6), torch.randn(16, 8, 3, 3)
+out = [tf32_used(FF.linear, x, w), tf32_used(FF.conv2d, xc, wc)]  # torch's defaults: matmul ieee, conv tf32
+torch.backends.cuda.matmul.fp32_precision = "tf32"
+torch.backends.cudnn.conv.fp32_precision = "ieee"
+out += [tf32_used(FF.linear, x, w), tf32_used(FF.conv2d, xc, wc)]
+print(out)
+"""
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[False, True, True, False]", r.stdout
 
 
 # --------------------------------------------------------------------------------------------- sigmoid + BCE

@@ -89,7 +89,7 @@ namespace rt {
 enum WarpKind : int {
   kShflIdx = 0, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kUni, kSyncwarp, kMatchAny, kMatchAll,
   kReduceAddU, kReduceAddI, kReduceMinU, kReduceMinI, kReduceMaxU, kReduceMaxI, kReduceAnd, kReduceOr, kReduceXor,
-  kNumWarpKinds
+  kExchange, kNumWarpKinds
 };
 struct WarpResult {
   uint64_t value;
@@ -280,6 +280,20 @@ inline int __uni_sync(unsigned mask, int predicate, FGEMU_SITE_PARAMS) {
 inline void __syncwarp(unsigned mask = 0xFFFFFFFFu, FGEMU_SITE_PARAMS) {
   (void)::fgemu::rt::warp_op(::fgemu::rt::kSyncwarp, mask, 0, 4, 0, 32, FGEMU_SITE);
 }
+namespace fgemu {
+// Not a CUDA intrinsic: the emulator's model of warp-wide instructions that read other lanes' registers (mma.sync,
+// ldmatrix; csrc/kernels/mma.cuh). Every lane of `mask` passes `bytes` bytes; each receives all 32 lanes' bytes in
+// lane order in `all` (32 * bytes; a lane outside the mask reads as 0xFF bytes). One collective instead of one
+// __shfl_sync per register element.
+struct ExchangeArgs {
+  const void* mine;
+  void* all;
+};
+inline void warp_exchange(unsigned mask, const void* mine, void* all, int bytes, FGEMU_SITE_PARAMS) {
+  ExchangeArgs args{mine, all};
+  (void)rt::warp_op(rt::kExchange, mask, (uint64_t)(uintptr_t)&args, 8, bytes, 32, FGEMU_SITE);
+}
+}  // namespace fgemu
 // The lanes of the warp that reach this call together: the group is formed once every other lane of the warp has
 // exited or is waiting at some synchronisation point.
 inline unsigned int __activemask(FGEMU_SITE_PARAMS) { return ::fgemu::rt::activemask(FGEMU_SITE); }

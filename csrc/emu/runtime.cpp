@@ -415,7 +415,7 @@ const char* warp_name(int kind) {
       "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__ballot_sync", "__any_sync",
       "__all_sync", "__uni_sync", "__syncwarp", "__match_any_sync", "__match_all_sync", "__reduce_add_sync",
       "__reduce_add_sync", "__reduce_min_sync", "__reduce_min_sync", "__reduce_max_sync", "__reduce_max_sync",
-      "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+      "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync", "fgemu::warp_exchange (mma / ldmatrix)"};
   return (kind >= 0 && kind < kNumWarpKinds) ? names[kind] : "warp intrinsic";
 }
 std::string fmt_mask(unsigned m) {
@@ -875,6 +875,21 @@ void complete_group(int w, unsigned group) {
       for (unsigned m = group; m; m &= m - 1) base[__builtin_ctz(m)].w_result = WarpResult{0, 0};
       rc_commit_lanes(w, group);
       break;
+    case kExchange: {  // every lane's bytes to every lane (the sizes were checked equal in try_group)
+      const size_t bytes = (size_t)first->w_param;
+      for (unsigned m = group; m; m &= m - 1) {
+        Thread* t = base + __builtin_ctz(m);
+        unsigned char* all = static_cast<unsigned char*>(reinterpret_cast<ExchangeArgs*>(t->w_value)->all);
+        for (int j = 0; j < 32; ++j) {
+          if ((group >> j) & 1u)
+            std::memcpy(all + j * bytes, reinterpret_cast<ExchangeArgs*>(base[j].w_value)->mine, bytes);
+          else
+            std::memset(all + j * bytes, 0xFF, bytes);
+        }
+        t->w_result = WarpResult{0, 0};
+      }
+      break;
+    }
     case kMatchAny:
     case kMatchAll: {
       bool all_equal = true;
@@ -939,8 +954,9 @@ void try_group(int w, unsigned mask) {
   for (unsigned m = need; m; m &= m - 1) {
     Thread* t = base + __builtin_ctz(m);
     bool same_kind = t->w_kind == ref->w_kind || (t->w_kind == kSyncwarp && ref->w_kind == kSyncwarp);
-    if (t->w_mask != mask || !same_kind || (!is_shfl(t->w_kind) && t->w_size != ref->w_size && ref->w_kind >= kMatchAny &&
-                                             ref->w_kind <= kMatchAll)) {
+    if (t->w_mask != mask || !same_kind ||
+        (!is_shfl(t->w_kind) && t->w_size != ref->w_size && ref->w_kind >= kMatchAny && ref->w_kind <= kMatchAll) ||
+        (ref->w_kind == kExchange && t->w_param != ref->w_param)) {
       std::string msg = launch_prefix() + ": warp collectives do not match in " + where_block() + ", warp " +
                         std::to_string(w) + ": lane " + std::to_string(ref->lane) + " waits at " +
                         warp_name(ref->w_kind) + " (" + fmt_site(ref->w_file, ref->w_line) + ") with mask " +

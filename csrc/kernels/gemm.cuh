@@ -1,11 +1,18 @@
-// Tiled SIMT implicit GEMM with a fused bias/activation/gain/clamp epilogue: the engine of dense (forward,
-// dX, dW) and conv2d (forward, backward data, backward weight). See GemmParams in launchers.h for the operand
-// model (mixed-radix indices; kinds mat / im2col).
+// Tiled implicit GEMM with a fused bias/activation/gain/clamp epilogue: the engine of dense (forward, dX, dW)
+// and conv2d (forward, backward data, backward weight). See GemmParams in launchers.h for the operand model
+// (mixed-radix indices; kinds mat / im2col).
 //
 // Design (predictions in benchmarks/notes_kernels.md):
-//   * block tile BM x BN x BK in shared memory (two stages), 256 threads, each thread a TM x TN register tile
-//     made of 4x4 sub-tiles spaced so that a warp's shared-memory fragment reads are contiguous (no bank
-//     conflicts, 16-byte reads where the compiler can vectorise them);
+//   * block tile BM x BN x BK in shared memory (two stages), 256 threads; two ways to multiply a tile:
+//     - tensor cores (TcCfg): 8 warps as 2 x 4, each warp (BM/32) m16 x (BN/32) n8 mma.sync tiles: TF32
+//       m16n8k8 for float32 when torch allows TF32 (GemmParams::tf32), BF16/FP16 m16n8k16 for half types
+//       (always), float32 accumulators. A warp's m16 tiles are spaced 32 rows apart (not adjacent) so that
+//       m-tile c of every warp forms one contiguous 32-row chunk for the epilogue. Fragments are read from the
+//       float tile with one 32-bit load per register (the row pad makes those reads conflict-free); float32
+//       values are rounded to TF32 once, when the tile is stored;
+//     - SIMT FMA (TileCfg): each thread a TM x TN register tile made of 4x4 sub-tiles spaced so that a warp's
+//       shared-memory fragment reads are contiguous (no bank conflicts, 16-byte reads where the compiler can
+//       vectorise them). The full-precision path: float32 without TF32, float64;
 //   * global -> register prefetch of tile t+1 while tile t is multiplied: one __syncthreads per k-tile;
 //   * operand loads are scalar and coalesced along whichever index has unit stride (GemmOperand::k_fast);
 //     half types are widened to float when they enter shared memory, so all arithmetic is float (double for
@@ -18,13 +25,14 @@
 //     and applies the epilogue;
 //   * index arithmetic: 32-bit digit indices with multiply-shift division (FastDiv, < 2^31), 64-bit element
 //     offsets. The host side rejects problems beyond these limits (the glue routes them to ATen first).
-// No tensor-core instructions: the CPU emulation runs this very source.
+// The CPU emulation runs this very source (the tensor-core instructions through mma.cuh's emulated layouts).
 #pragma once
 
 #include <type_traits>
 
 #include "common.cuh"
 #include "fastdiv.cuh"
+#include "mma.cuh"
 
 namespace fastgan {
 namespace FG_NS {
@@ -72,6 +80,7 @@ struct GemmArgs {
   const T* bias;
   M alpha, gain, clamp;
   int act;
+  int tf32;  // float32 tiles multiply on tensor cores (inputs rounded to TF32)
   int splits;
   int64_t Mrows, Ncols, K, kchunk;
   M* ws;  // split-K partial sums: [groups * splits][M][N]
@@ -79,14 +88,20 @@ struct GemmArgs {
 
 // Tile configurations. NT threads arranged TY x TX; each thread owns TM x TN outputs as (TM/4) x (TN/4)
 // sub-tiles of 4 x 4, sub-tile rows spaced by TY*4, columns by TX*4.
+// Both kinds of configuration describe a thread's accumulators acc[TM][TN] the same way for the epilogue: row i
+// of the tile is (i / IPC) * CH + crow(tid, i % IPC) (chunk i / IPC of CH rows), column j is col(tid, j).
 template <int BM_, int BN_, int BK_, int TM_, int TN_, int MINB_>
 struct TileCfg {
+  static constexpr bool kTensorCores = false;
   static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_, MINB = MINB_;
   static constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
   static constexpr int PAD = 4;  // keeps rows 16-byte aligned; k-fast smem stores are at most 2-way conflicted
   static constexpr int LDA = BM + PAD, LDB = BN + PAD;
   static constexpr int CH = TY * 4;  // epilogue staging: rows per chunk (one sub-tile row of every thread)
+  static constexpr int IPC = 4;
   static constexpr int LDC = BN + 1;
+  __device__ __forceinline__ static int crow(int tid, int ii) { return (tid / TX) * 4 + ii; }
+  __device__ __forceinline__ static int col(int tid, int j) { return (tid % TX) * 4 + (j / 4) * (TX * 4) + (j % 4); }
   static constexpr int kMainElems = 2 * BK * LDA + 2 * BK * LDB;
   static constexpr int kStageElems = CH * LDC;
   static constexpr int kSmemElems = kMainElems > kStageElems ? kMainElems : kStageElems;
@@ -100,8 +115,36 @@ struct TileCfg {
 using Cfg64 = TileCfg<64, 64, 16, 4, 4, 2>;    // float/half types; small and medium problems, split-K capable
 using Cfg64d = TileCfg<64, 64, 16, 4, 4, 1>;   // float64
 using Cfg128 = TileCfg<128, 128, 8, 8, 8, 1>;  // float/half types; problems that fill the device
+
+// Tensor-core tiles: 8 warps as WARPS_M x WARPS_N; a warp owns MT m16 tiles (rows (c * WARPS_M + wm) * 16 ...)
+// and NJ n8 tiles (columns (j * WARPS_N + wn) * 8 ...). A lane holds rows g, g + 8 and columns 2t, 2t + 1 of
+// each (g = lane / 4, t = lane % 4): the mma accumulator layout. PAD makes the fragment loads conflict-free:
+// TF32 reads rows k = t (LDA = 8 mod 32 banks), 16-bit types rows k = 2t (LDA = 4 mod 32).
+template <int BM_, int BN_, int BK_, int PAD_, int MINB_>
+struct TcCfg {
+  static constexpr bool kTensorCores = true;
+  static constexpr int WARPS_M = 2, WARPS_N = 4;
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, MINB = MINB_, NT = 32 * WARPS_M * WARPS_N;
+  static constexpr int MT = BM / (16 * WARPS_M), NJ = BN / (8 * WARPS_N);
+  static constexpr int TM = 2 * MT, TN = 2 * NJ;
+  static constexpr int PAD = PAD_, LDA = BM + PAD, LDB = BN + PAD;
+  static constexpr int CH = 16 * WARPS_M, IPC = 2;
+  static constexpr int LDC = BN + 1;
+  static constexpr int kMainElems = 2 * BK * LDA + 2 * BK * LDB;
+  static constexpr int kStageElems = CH * LDC;
+  static constexpr int kSmemElems = kMainElems > kStageElems ? kMainElems : kStageElems;
+  __device__ __forceinline__ static int crow(int tid, int h) { return ((tid >> 5) / WARPS_N) * 16 + ((tid & 31) >> 2) + 8 * h; }
+  __device__ __forceinline__ static int col(int tid, int j) {
+    return ((j >> 1) * WARPS_N + (tid >> 5) % WARPS_N) * 8 + 2 * (tid & 3) + (j & 1);
+  }
+  static_assert(BM % (16 * WARPS_M) == 0 && BN % (8 * WARPS_N) == 0 && BK % 16 == 0, "whole mma tiles");
+  static_assert(NT % BM == 0 && NT % BN == 0 && NT % BK == 0, "loader mappings need NT divisible by the tile");
+  static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0 && (CH * BN) % NT == 0, "even work split");
+};
 template <typename T>
-using Cfg64For = typename std::conditional<std::is_same<T, double>::value, Cfg64d, Cfg64>::type;
+using Tc64For = TcCfg<64, 64, 16, sizeof(T) == 2 ? 4 : 8, 2>;
+template <typename T>
+using Tc128For = TcCfg<128, 128, 16, sizeof(T) == 2 ? 4 : 8, 1>;
 
 // Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
 // from there into shared memory laid out [BK][ROWS + PAD] (r contiguous).
@@ -173,10 +216,9 @@ struct TileLoader {
     if (KIND == OperandKind::mat) check_finite();
   }
 
-  // Writes one value per element into a [BK][ROWS + 4] shared-memory tile at the element's (k, r) position.
-  template <typename S, typename V>
+  // Writes one value per element into a [BK][LD] shared-memory tile at the element's (k, r) position.
+  template <int LD, typename S, typename V>
   __device__ __forceinline__ void scatter(S* dst, const V (&vals)[E], bool k_fast) const {
-    constexpr int LD = ROWS + 4;
     if (k_fast) {
 #pragma unroll
       for (int e = 0; e < E; ++e) dst[kl0 * LD + rl0 + e * RSTEP] = vals[e];
@@ -185,9 +227,20 @@ struct TileLoader {
       for (int e = 0; e < E; ++e) dst[(kl0 + e * KSTEP) * LD + rl0] = vals[e];
     }
   }
-  __device__ __forceinline__ void store(M* S, bool k_fast) const { scatter(S, v, k_fast); }
-  // im2col operands: which elements of the stored tile are padding (same layout as store()).
-  __device__ __forceinline__ void store_pad(unsigned char* S, bool k_fast) const { scatter(S, pad, k_fast); }
+  // TF32: the tile holds the values the tensor cores read (rounded once here, not per fragment load).
+  template <int LD, bool TF32>
+  __device__ __forceinline__ void store(M* S, bool k_fast) const {
+    if constexpr (TF32) {
+      M r[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) r[e] = tc::round_tf32(v[e]);
+      scatter<LD>(S, r, k_fast);
+    } else {
+      scatter<LD>(S, v, k_fast);
+    }
+  }
+  // im2col operands: which elements of the stored tile are padding (same layout as store(), LD = ROWS + 4).
+  __device__ __forceinline__ void store_pad(unsigned char* S, bool k_fast) const { scatter<ROWS + 4>(S, pad, k_fast); }
 };
 
 template <typename T, typename A>
@@ -218,11 +271,107 @@ __device__ __forceinline__ void write_chunk(const GemmArgs<T>& p, const typename
   }
 }
 
+// One k-tile on tensor cores: acc (the mma accumulator layout of TcCfg) += As^T Bs, As [BK][LDA] (m contiguous),
+// Bs [BK][LDB] (n contiguous), float values exactly representable in the operand type (TF32-rounded for float).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void mma_tile(float (&acc)[Cfg::TM][Cfg::TN], const float* As, const float* Bs, int tid) {
+  constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB, MT = Cfg::MT, NJ = Cfg::NJ;
+  const int g = (tid & 31) >> 2, t = tid & 3;
+  const float* Ac = As + ((tid >> 5) / Cfg::WARPS_N) * 16 + g;  // m-tile c adds c * 16 * WARPS_M
+  const float* Bc = Bs + ((tid >> 5) % Cfg::WARPS_N) * 8 + g;   // n-tile j adds j * 8 * WARPS_N
+  auto mma = [&](int c, int j, const uint32_t (&af)[4], const uint32_t (&bf)[2]) {
+    float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
+    if constexpr (std::is_same<T, float>::value)
+      tc::mma_tf32_16x8x8(d, af, bf, d);
+    else if constexpr (std::is_same<T, __half>::value)
+      tc::mma_f16_16x8x16(d, af, bf, d);
+    else
+      tc::mma_bf16_16x8x16(d, af, bf, d);
+    acc[2 * c][2 * j] = d[0];
+    acc[2 * c][2 * j + 1] = d[1];
+    acc[2 * c + 1][2 * j] = d[2];
+    acc[2 * c + 1][2 * j + 1] = d[3];
+  };
+  if constexpr (std::is_same<T, float>::value) {  // m16n8k8: A (g, t) (g+8, t) (g, t+4) (g+8, t+4); B (t, g) (t+4, g)
+#pragma unroll
+    for (int kk = 0; kk < Cfg::BK; kk += 8) {
+      uint32_t af[MT][4], bf[NJ][2];
+#pragma unroll
+      for (int c = 0; c < MT; ++c) {
+        const float* a = Ac + (kk + t) * LDA + c * 16 * Cfg::WARPS_M;
+        af[c][0] = __float_as_uint(a[0]);
+        af[c][1] = __float_as_uint(a[8]);
+        af[c][2] = __float_as_uint(a[4 * LDA]);
+        af[c][3] = __float_as_uint(a[4 * LDA + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        const float* b = Bc + (kk + t) * LDB + j * 8 * Cfg::WARPS_N;
+        bf[j][0] = __float_as_uint(b[0]);
+        bf[j][1] = __float_as_uint(b[4 * LDB]);
+      }
+#pragma unroll
+      for (int c = 0; c < MT; ++c)
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) mma(c, j, af[c], bf[j]);
+    }
+  } else {  // m16n8k16: A rows g, g+8 x k pairs (2t, 2t+1), (2t+8, 2t+9); B k pairs (2t, 2t+1), (2t+8, 2t+9) x column g
+#pragma unroll
+    for (int kk = 0; kk < Cfg::BK; kk += 16) {
+      uint32_t af[MT][4], bf[NJ][2];
+#pragma unroll
+      for (int c = 0; c < MT; ++c) {
+        const float* a = Ac + (kk + 2 * t) * LDA + c * 16 * Cfg::WARPS_M;
+        af[c][0] = tc::pack2<T>(a[0], a[LDA]);
+        af[c][1] = tc::pack2<T>(a[8], a[LDA + 8]);
+        af[c][2] = tc::pack2<T>(a[8 * LDA], a[9 * LDA]);
+        af[c][3] = tc::pack2<T>(a[8 * LDA + 8], a[9 * LDA + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) {
+        const float* b = Bc + (kk + 2 * t) * LDB + j * 8 * Cfg::WARPS_N;
+        bf[j][0] = tc::pack2<T>(b[0], b[LDB]);
+        bf[j][1] = tc::pack2<T>(b[8 * LDB], b[9 * LDB]);
+      }
+#pragma unroll
+      for (int c = 0; c < MT; ++c)
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) mma(c, j, af[c], bf[j]);
+    }
+  }
+}
+
+// One k-tile on the SIMT path (TileCfg): each thread its TM x TN outer products.
+template <typename Cfg, typename M>
+__device__ __forceinline__ void fma_tile(M (&acc)[Cfg::TM][Cfg::TN], const M* As, const M* Bs, int tid) {
+  const M* Ac = As + (tid / Cfg::TX) * 4;
+  const M* Bc = Bs + (tid % Cfg::TX) * 4;
+#pragma unroll
+  for (int kk = 0; kk < Cfg::BK; ++kk) {
+    M a[Cfg::TM], b[Cfg::TN];
+#pragma unroll
+    for (int i = 0; i < Cfg::TM; ++i) a[i] = Ac[kk * Cfg::LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
+#pragma unroll
+    for (int j = 0; j < Cfg::TN; ++j) b[j] = Bc[kk * Cfg::LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
+#pragma unroll
+    for (int i = 0; i < Cfg::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < Cfg::TN; ++j) acc[i][j] += a[i] * b[j];
+  }
+}
+
+template <typename Cfg>
+__device__ __forceinline__ int tile_row(int tid, int i) {
+  return (i / Cfg::IPC) * Cfg::CH + Cfg::crow(tid, i % Cfg::IPC);
+}
+
 template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
 __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs<T> p) {
   using M = typename OpMath<T>::type;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
   constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB;
+  constexpr bool kTF32 = Cfg::kTensorCores && std::is_same<T, float>::value;
+  static_assert(!Cfg::kTensorCores || std::is_same<M, float>::value, "tensor-core tiles accumulate in float");
   __shared__ __align__(16) M smem[Cfg::kSmemElems];
   // Convolutions: padding must not take part in products (0 x inf = NaN would reach outputs the non-finite value
   // does not touch in torch). When a k-tile of the plain operand holds an inf or NaN (a block-uniform flag from the
@@ -233,7 +382,6 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   __shared__ unsigned char pad_s[kMaskA || kMaskB ? 2 * BK * (kPadRows + 4) : 1];
 
   const int tid = threadIdx.x;
-  const int tx = tid % Cfg::TX, ty = tid / Cfg::TX;
   const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
   const int z = blockIdx.z;
   const int g = z / p.splits, s = z - g * p.splits;
@@ -256,8 +404,8 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   M* Bs = smem + 2 * BK * LDA;
   constexpr int LDP = kPadRows + 4;
   auto store_tiles = [&](int buf) {
-    la.store(As + buf * BK * LDA, p.a.k_fast);
-    lb.store(Bs + buf * BK * LDB, p.b.k_fast);
+    la.template store<LDA, kTF32>(As + buf * BK * LDA, p.a.k_fast);
+    lb.template store<LDB, kTF32>(Bs + buf * BK * LDB, p.b.k_fast);
     if (kMaskA) la.store_pad(pad_s + buf * BK * LDP, p.a.k_fast);
     if (kMaskB) lb.store_pad(pad_s + buf * BK * LDP, p.b.k_fast);
   };
@@ -280,34 +428,26 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
       la.fetch(p.a, kbeg + (int64_t)(t + 1) * BK, kend);
       lb.fetch(p.b, kbeg + (int64_t)(t + 1) * BK, kend);
     }
-    const M* Ac = As + cur * BK * LDA + ty * 4;
-    const M* Bc = Bs + cur * BK * LDB + tx * 4;
+    const M* Ac = As + cur * BK * LDA;
+    const M* Bc = Bs + cur * BK * LDB;
     if (!(kMaskA || kMaskB) || !nonfinite) {
-#pragma unroll
-      for (int kk = 0; kk < BK; ++kk) {
-        M a[TM], b[TN];
-#pragma unroll
-        for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-          for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
-      }
-    } else {  // rare: padding masked out of the products
-      const unsigned char* Pc = pad_s + cur * BK * LDP + (kMaskA ? ty : tx) * 4;
-      constexpr int kStride = kMaskA ? Cfg::TY * 4 : Cfg::TX * 4;
+      if constexpr (Cfg::kTensorCores)
+        mma_tile<T, Cfg>(acc, Ac, Bc, tid);
+      else
+        fma_tile<Cfg>(acc, Ac, Bc, tid);
+    } else {  // rare: padding masked out of the products (scalar FMA in either accumulator layout)
+      const unsigned char* Pc = pad_s + cur * BK * LDP;
 #pragma unroll 1
       for (int kk = 0; kk < BK; ++kk) {
         M a[TM], b[TN];
         bool pz[kMaskA ? TM : TN];
 #pragma unroll
-        for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + (i / 4) * (Cfg::TY * 4) + (i % 4)];
+        for (int i = 0; i < TM; ++i) a[i] = Ac[kk * LDA + tile_row<Cfg>(tid, i)];
 #pragma unroll
-        for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + (j / 4) * (Cfg::TX * 4) + (j % 4)];
+        for (int j = 0; j < TN; ++j) b[j] = Bc[kk * LDB + Cfg::col(tid, j)];
 #pragma unroll
-        for (int q = 0; q < (kMaskA ? TM : TN); ++q) pz[q] = Pc[kk * LDP + (q / 4) * kStride + (q % 4)] != 0;
+        for (int q = 0; q < (kMaskA ? TM : TN); ++q)
+          pz[q] = Pc[kk * LDP + (kMaskA ? tile_row<Cfg>(tid, q) : Cfg::col(tid, q))] != 0;
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -329,12 +469,11 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   T* out = p.out + (int64_t)g * p.out_group_stride;
   const T* bias = p.bias != nullptr ? p.bias + (int64_t)g * p.Ncols : nullptr;
 #pragma unroll
-  for (int c = 0; c < TM / 4; ++c) {
+  for (int c = 0; c < TM / Cfg::IPC; ++c) {
 #pragma unroll
-    for (int ii = 0; ii < 4; ++ii)
+    for (int ii = 0; ii < Cfg::IPC; ++ii)
 #pragma unroll
-      for (int j = 0; j < TN; ++j)
-        Cs[(ty * 4 + ii) * Cfg::LDC + (j / 4) * (Cfg::TX * 4) + tx * 4 + (j % 4)] = acc[c * 4 + ii][j];
+      for (int j = 0; j < TN; ++j) Cs[Cfg::crow(tid, ii) * Cfg::LDC + Cfg::col(tid, j)] = acc[c * Cfg::IPC + ii][j];
     __syncthreads();
     const int64_t mbase = m0 + c * Cfg::CH;
     if (split) {
@@ -381,7 +520,8 @@ __global__ void __launch_bounds__(256) gemm_splitk_reduce(const GemmArgs<T> p, i
 constexpr int64_t kIndexLimit = 2147483647;  // digit indices and coordinates are 32-bit
 
 struct Plan {
-  int cfg = 64;  // 64 or 128 (tile configurations); 0: the dot kernel (dense.cu)
+  int cfg = 64;     // 64 or 128 (tile configurations); 0: the dot kernel (dense.cu)
+  bool tc = false;  // tensor-core tiles: half types always, float32 when p.tf32
   int splits = 1;
   int64_t kchunk = 0;
 };
@@ -391,6 +531,7 @@ inline size_t accum_size(DType dt) { return dt == DType::f64 ? sizeof(double) : 
 // The size heuristic, shared by both backends so the emulation takes the same decisions as an H200.
 inline Plan make_plan(const GemmParams& p) {
   Plan pl;
+  pl.tc = p.dtype == DType::f16 || p.dtype == DType::bf16 || (p.dtype == DType::f32 && p.tf32);
   const int64_t sm = p.sm_count > 0 ? p.sm_count : 132;
   const int64_t G = p.groups < 1 ? 1 : p.groups;
   const int64_t t128 = ceil_div(p.M, 128) * ceil_div(p.N, 128) * G;
@@ -524,6 +665,7 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.gain = (M)p.gain;
   a.clamp = (M)p.clamp;
   a.act = p.act;
+  a.tf32 = pl.tc && p.dtype == DType::f32;
   a.splits = pl.splits;
   a.Mrows = p.M;
   a.Ncols = p.N;
@@ -551,33 +693,49 @@ void launch_splitk_reduce(const GemmArgs<T>& a, int64_t groups, void* stream) {
   if (!ok) throw std::invalid_argument("gemm: unknown activation code " + std::to_string(a.act));
 }
 
-// Runs the tiled kernel (configuration from the plan) and, with split-K, the reduction.
+template <typename T, typename C, OperandKind AK, OperandKind BKIND>
+void launch_tiled(const GemmArgs<T>& a, const GemmParams& p, const Plan& pl, void* stream, const char* name) {
+  launch(name, gemm_kernel<T, C, AK, BKIND>,
+         dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)(p.groups * pl.splits)),
+         dim3(C::NT), 0, stream, a);
+  if (pl.splits > 1) launch_splitk_reduce<T>(a, p.groups, stream);
+}
+
+// Runs the tiled kernel (configuration from the plan) and, with split-K, the reduction. Half types have only the
+// tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full precision).
 template <typename T, OperandKind AK, OperandKind BKIND>
 void run_tiled(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
   const GemmArgs<T> a = make_args<T>(p, pl);
-  const int64_t G = p.groups;
   if (pl.splits > 1 && p.workspace == nullptr)
     throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
+  if (pl.cfg == 128 && pl.splits > 1) throw std::invalid_argument(std::string(name) + ": the 128 tile has no split-K");
   if (!act_code_valid(p.act)) throw std::invalid_argument(std::string(name) + ": unknown activation code");
-  if (pl.cfg == 128) {
-    if constexpr (!std::is_same<T, double>::value) {
-      using C = Cfg128;
-      launch(name, gemm_kernel<T, C, AK, BKIND>,
-             dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)G), dim3(C::NT), 0,
-             stream, a);
+  constexpr bool kDouble = std::is_same<T, double>::value, kFloat = std::is_same<T, float>::value;
+  if constexpr (!kDouble) {
+    if (pl.tc) {
+      if (pl.cfg == 128)
+        launch_tiled<T, Tc128For<T>, AK, BKIND>(a, p, pl, stream, name);
+      else
+        launch_tiled<T, Tc64For<T>, AK, BKIND>(a, p, pl, stream, name);
       return;
     }
-    throw std::invalid_argument(std::string(name) + ": the 128 tile is not built for float64");
-  } else {
-    using C = Cfg64For<T>;
-    launch(name, gemm_kernel<T, C, AK, BKIND>,
-           dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)(G * pl.splits)),
-           dim3(C::NT), 0, stream, a);
-    if (pl.splits > 1) launch_splitk_reduce<T>(a, G, stream);
   }
+  if constexpr (kFloat) {
+    if (pl.cfg == 128)
+      launch_tiled<T, Cfg128, AK, BKIND>(a, p, pl, stream, name);
+    else
+      launch_tiled<T, Cfg64, AK, BKIND>(a, p, pl, stream, name);
+    return;
+  }
+  if constexpr (kDouble) {
+    if (pl.cfg != 128 && !pl.tc) {
+      launch_tiled<T, Cfg64d, AK, BKIND>(a, p, pl, stream, name);
+      return;
+    }
+  }
+  throw std::invalid_argument(std::string(name) + ": no tile configuration for this dtype and plan");
 }
 
-// float64 never takes the 128 tile (its 64 double accumulators would not fit the register budget).
 template <OperandKind AK, OperandKind BKIND>
 void run_tiled_any(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
   dispatch_dtype(p.dtype, name, [&](auto tag) {

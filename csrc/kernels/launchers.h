@@ -117,6 +117,7 @@ struct GemmParams {
   int act = 0;
   double alpha = 0, gain = 1, clamp = -1;
   DType dtype{};
+  bool tf32 = false;          // float32 may multiply on TF32 tensor cores (torch's allow_tf32 flag for the op)
   int sm_count = 132;         // multiprocessors of the device (the emulation models an H200: 132)
   void* workspace = nullptr;  // gemm_workspace(p) bytes when that is > 0 (split-K partial sums)
 };

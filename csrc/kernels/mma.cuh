@@ -1,9 +1,10 @@
 // Tensor-core instructions, the one place kernels get them from (issue 20: the tensor-core GEMM builds on this).
 //
 // On the GPU each function is one PTX instruction (inline asm; sm_80 and later). Under the CPU emulation (FG_EMU) the
-// same call is a warp collective written with __shfl_sync over the exact fragment layouts of the PTX ISA
-// ("Matrix Fragments for mma.m16n8k8 / mma.m16n8k16", "ldmatrix"): a lane that passes the wrong fragment gets the
-// wrong product, as on the hardware. Every lane of the warp must call them together (mask 0xffffffff).
+// same call is one warp collective (fgemu::warp_exchange: every lane sees every lane's fragment registers), then
+// each lane computes its part with the exact fragment layouts of the PTX ISA ("Matrix Fragments for
+// mma.m16n8k8 / mma.m16n8k16", "ldmatrix"): a lane that passes the wrong fragment gets the wrong product, as on
+// the hardware. Every lane of the warp must call them together (mask 0xffffffff).
 //
 //   groupID g = lane >> 2, threadID_in_group t = lane & 3
 //   m16n8k8  .tf32: A (16x8, row)  a0 (g, t)    a1 (g+8, t)    a2 (g, t+4)    a3 (g+8, t+4)
@@ -43,6 +44,22 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 #endif
 }
 
+// A float32 value rounded as cvt.rna.tf32.f32 does, as a float (what a TF32 tile stores in shared memory).
+__device__ __forceinline__ float round_tf32(float x) { return __uint_as_float(to_tf32(x)); }
+
+// Two floats exactly representable in H (__half / __nv_bfloat16) as one .b32 operand register, lo in the low half.
+template <typename H>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+         ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+}
+
 #ifdef FG_EMU
 namespace detail {
 inline float tf32_operand(uint32_t bits) {  // the tensor core reads 19 bits of a .tf32 register
@@ -68,22 +85,32 @@ inline float half_hi(uint32_t r) {
   return to_float(v);
 }
 
+struct Operands {  // one lane's fragment registers, as the tensor core collects them from the warp
+  uint32_t a[4], b[2];
+};
+inline int lane_id() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
+inline void gather(Operands (&all)[32], const uint32_t a[4], const uint32_t b[2]) {
+  const Operands mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+  fgemu::warp_exchange(0xffffffffu, &mine, all, (int)sizeof(Operands));
+}
+
 // m16n8k16 with 16-bit operands, H = __half or __nv_bfloat16.
 template <typename H>
 inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
-  const int g = lane >> 2, t = lane & 3;
+  Operands all[32];
+  gather(all, a, b);
+  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int kp = 0; kp < 8; ++kp) {  // k = 2kp, 2kp + 1: one register holds both
     const int kq = kp & 3, khi = kp >> 2;
     float av[2][2], bv[2][2];
     for (int h = 0; h < 2; ++h) {  // rows g and g + 8
-      uint32_t r = __shfl_sync(0xffffffffu, a[h + 2 * khi], g * 4 + kq);
+      const uint32_t r = all[g * 4 + kq].a[h + 2 * khi];
       av[h][0] = half_lo<H>(r);
       av[h][1] = half_hi<H>(r);
     }
     for (int j = 0; j < 2; ++j) {  // columns 2t and 2t + 1
-      uint32_t r = __shfl_sync(0xffffffffu, b[khi], (2 * t + j) * 4 + kq);
+      const uint32_t r = all[(2 * t + j) * 4 + kq].b[khi];
       bv[j][0] = half_lo<H>(r);
       bv[j][1] = half_hi<H>(r);
     }
@@ -102,16 +129,17 @@ inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], co
 __device__ __forceinline__ void mma_tf32_16x8x8(float d[4], const uint32_t a[4], const uint32_t b[2],
                                                 const float c[4]) {
 #ifdef FG_EMU
-  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
-  const int g = lane >> 2, t = lane & 3;
+  detail::Operands all[32];
+  detail::gather(all, a, b);
+  const int lane = detail::lane_id(), g = lane >> 2, t = lane & 3;
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int k = 0; k < 8; ++k) {
     const int kq = k & 3, khi = k >> 2;
     float av[2], bv[2];
     for (int h = 0; h < 2; ++h)  // A(g + 8h, k): lane g*4 + k%4, register a[h + 2 * (k / 4)]
-      av[h] = detail::tf32_operand(__shfl_sync(0xffffffffu, a[h + 2 * khi], g * 4 + kq));
+      av[h] = detail::tf32_operand(all[g * 4 + kq].a[h + 2 * khi]);
     for (int j = 0; j < 2; ++j)  // B(k, 2t + j): lane (2t + j)*4 + k%4, register b[k / 4]
-      bv[j] = detail::tf32_operand(__shfl_sync(0xffffffffu, b[khi], (2 * t + j) * 4 + kq));
+      bv[j] = detail::tf32_operand(all[(2 * t + j) * 4 + kq].b[khi]);
     for (int h = 0; h < 2; ++h)
       for (int j = 0; j < 2; ++j) acc[2 * h + j] += av[h] * bv[j];
   }
@@ -154,15 +182,15 @@ template <int N, bool TRANS>
 __device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row_addr) {
   static_assert(N == 1 || N == 2 || N == 4, "ldmatrix: .x1, .x2 or .x4");
 #ifdef FG_EMU
-  const int lane = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
-  const unsigned long long mine = (unsigned long long)(uintptr_t)row_addr;
+  const int lane = detail::lane_id();
+  const void* rows[32];
+  fgemu::warp_exchange(0xffffffffu, &row_addr, rows, (int)sizeof(const void*));
   for (int m = 0; m < N; ++m) {
     uint16_t e[2];
     for (int i = 0; i < 2; ++i) {
       const int row = TRANS ? 2 * (lane & 3) + i : lane >> 2;
       const int col = TRANS ? lane >> 2 : 2 * (lane & 3) + i;
-      const unsigned long long p = __shfl_sync(0xffffffffu, mine, 8 * m + row);
-      memcpy(&e[i], reinterpret_cast<const unsigned char*>((uintptr_t)p) + 2 * col, 2);
+      memcpy(&e[i], static_cast<const unsigned char*>(rows[8 * m + row]) + 2 * col, 2);
     }
     r[m] = (uint32_t)e[0] | ((uint32_t)e[1] << 16);
   }

@@ -11,8 +11,8 @@
 // The kernels address every tensor through its strides, so NCHW, channels_last and non-contiguous inputs need
 // no copy; the output is channels_last when x or w is (as ATen does), NCHW otherwise. A problem beyond the
 // kernels' index limits (gemm_workspace() < 0) is computed by ATen, never wrongly.
-// The kernels compute in full float32 (no TF32), whatever torch.backends.cudnn.allow_tf32 says; problems
-// routed to cuDNN follow that flag through ATen.
+// float32 follows torch.backends.cudnn.allow_tf32 (on by default, as in torch): TF32 tensor-core tiles when it
+// is set, the full-precision SIMT tiles otherwise; half types always run on tensor cores (gemm.cuh).
 #include <ATen/Context.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
@@ -29,6 +29,12 @@
 
 namespace fastgan {
 namespace {
+
+// torch.backends.cudnn.conv.fp32_precision / allow_tf32, resolved by at::Context (public ATen) as for cuDNN.
+bool conv_allows_tf32() {
+  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV) ==
+         at::Float32Precision::TF32;
+}
 
 ConvGeom geometry(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
                   at::IntArrayRef dilation, int64_t groups) {
@@ -131,6 +137,7 @@ GemmParams fwd_params(const ConvGeom& g, const at::Tensor& x, const at::Tensor& 
   b.k_fast = gemm_k_fast(w.stride(0), fastest_stride(b.k));
   set_out(p.c, y, g.Co, g.OH * g.OW, g.Cog);
   p.dtype = to_dtype(x, "conv2d", "x");
+  p.tf32 = conv_allows_tf32();
   return p;
 }
 
@@ -221,6 +228,7 @@ std::vector<GemmParams> dgrad_phase_params(const ConvGeom& g, const at::Tensor& 
       c.s_n = dx.stride(1);
       c.group_stride = g.Cg * dx.stride(1);
       p.dtype = to_dtype(dz, "conv2d_backward", "dz");
+      p.tf32 = conv_allows_tf32();
       out.push_back(p);
     }
   }
@@ -252,6 +260,7 @@ GemmParams wgrad_params(const ConvGeom& g, const at::Tensor& dz, const at::Tenso
   p.c.s_n = 1;
   p.c.group_stride = g.Cog * g.Cg * g.KH * g.KW;
   p.dtype = to_dtype(x, "conv2d_backward", "x");
+  p.tf32 = conv_allows_tf32();
   return p;
 }
 

@@ -5,8 +5,9 @@
 //   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/dense.cu, gemm.cuh); large products go to
 //          cuBLAS through at::mm (+ the fused pass) per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
-// torch.backends.cuda.matmul.allow_tf32 is honoured by construction: our kernels compute in full float32
-// (SIMT FMA, never TF32); products routed to cuBLAS follow the flag through ATen.
+// float32 follows torch.backends.cuda.matmul.allow_tf32 (off by default, as in torch): TF32 tensor-core tiles
+// when it is set, the full-precision SIMT tiles otherwise; half types always run on tensor cores (gemm.cuh).
+#include <ATen/Context.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -41,6 +42,10 @@ GemmParams matmul_params(const at::Tensor& a, int64_t sa_m, int64_t sa_k, const 
   p.c.s_inner = N;
   p.c.s_n = 1;
   p.dtype = to_dtype(c, "dense", "x");
+  // torch.backends.cuda.matmul.fp32_precision / allow_tf32, resolved by at::Context (public ATen). Not
+  // allowTF32CuBLAS(): it throws once the new fp32_precision API has been used.
+  p.tf32 = at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+           at::Float32Precision::TF32;
   return p;
 }
 
