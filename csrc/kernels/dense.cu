@@ -8,6 +8,8 @@
 //     shuffle reduction in a fixed order, epilogue by lane 0. A tile kernel would waste >= 7/8 of its tile.
 //   * otherwise the tiled GEMM of gemm.cuh (128 tile when the output fills the device, else the 64 tile with
 //     split-K when K is long and the tile grid is small).
+#include <vector>
+
 #include "gemm.cuh"
 
 namespace fastgan {
@@ -61,6 +63,11 @@ Plan make_dense_plan(const GemmParams& p) {
   return gemm::make_plan(p);
 }
 
+Plan plan_for(const GemmParams& p) {
+  const bool mat = p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat;
+  return mat ? make_dense_plan(p) : gemm::make_plan(p);
+}
+
 void run_dot(const GemmParams& p, const Plan& pl, void* stream) {
   dispatch_dtype(p.dtype, "dense_dot", [&](auto tag) {
     using T = decltype(tag);
@@ -78,23 +85,39 @@ void run_dot(const GemmParams& p, const Plan& pl, void* stream) {
 
 int64_t gemm_workspace(const GemmParams& p) {
   if (!gemm::within_limits(p)) return -1;
-  const bool mat = p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat;
-  const Plan pl = mat ? make_dense_plan(p) : gemm::make_plan(p);
-  return gemm::workspace_bytes(p, pl);
+  return gemm::workspace_bytes(p, plan_for(p));
 }
 
-void gemm_run(const GemmParams& p, void* stream) {
-  gemm::check_limits(p, "gemm");
-  if (p.M == 0 || p.N == 0) return;
-  if (p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat) {
-    const Plan pl = make_dense_plan(p);
-    if (pl.cfg == 0)
-      run_dot(p, pl, stream);
-    else
-      gemm::run_tiled_any<OperandKind::mat, OperandKind::mat>(p, pl, stream, "dense_gemm");
+void gemm_run(const GemmParams* ps, int n, void* stream) {
+  if (n < 1) return;
+  std::vector<GemmParams> parts;  // the non-empty ones, in order
+  std::vector<Plan> plans;
+  for (int i = 0; i < n; ++i) {
+    gemm::check_limits(ps[i], "gemm");
+    if (ps[i].a.kind != ps[0].a.kind || ps[i].b.kind != ps[0].b.kind)
+      throw std::invalid_argument("gemm: the parts of one call must have the same operand kinds");
+    if (ps[i].M == 0 || ps[i].N == 0) continue;
+    parts.push_back(ps[i]);
+    plans.push_back(plan_for(ps[i]));
+  }
+  const int m = (int)parts.size();
+  if (m == 0) return;
+  if (parts[0].a.kind == OperandKind::mat && parts[0].b.kind == OperandKind::mat) {
+    for (int i = 0; i < m;) {
+      if (plans[i].cfg == 0) {
+        run_dot(parts[i], plans[i], stream);
+        ++i;
+        continue;
+      }
+      int j = i + 1;
+      while (j < m && plans[j].cfg != 0) ++j;
+      gemm::run_tiled_parts<OperandKind::mat, OperandKind::mat>(parts.data() + i, plans.data() + i, j - i, stream,
+                                                               "dense_gemm");
+      i = j;
+    }
     return;
   }
-  gemm::run_conv_gemm(p, gemm::make_plan(p), stream);
+  gemm::run_conv_gemm(parts.data(), plans.data(), m, stream);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 // The CPU emulation runs this very source (the tensor-core instructions through mma.cuh's emulated layouts).
 #pragma once
 
+#include <algorithm>
 #include <type_traits>
 
 #include "common.cuh"
@@ -84,6 +85,17 @@ struct GemmArgs {
   int splits;
   int64_t Mrows, Ncols, K, kchunk;
   M* ws;  // split-K partial sums: [groups * splits][M][N]
+};
+
+// Up to kMaxParts independent GEMMs of one shape class in one launch (the stride phases of a convolution's input
+// gradient: one launch instead of sh * sw). grid.z = parts x zper; a part's blocks beyond its own M x N tile grid
+// exit at once. Read in place from the parameter space (__grid_constant__: no per-thread copy).
+constexpr int kMaxParts = 4;
+template <typename T>
+struct GemmBatch {
+  GemmArgs<T> part[kMaxParts];
+  int nparts;
+  int zper;  // groups x splits (splits > 1 only in single-part batches)
 };
 
 // Tile configurations. NT threads arranged TY x TX; each thread owns TM x TN outputs as (TM/4) x (TN/4)
@@ -279,19 +291,6 @@ __device__ __forceinline__ void mma_tile(float (&acc)[Cfg::TM][Cfg::TN], const f
   const int g = (tid & 31) >> 2, t = tid & 3;
   const float* Ac = As + ((tid >> 5) / Cfg::WARPS_N) * 16 + g;  // m-tile c adds c * 16 * WARPS_M
   const float* Bc = Bs + ((tid >> 5) % Cfg::WARPS_N) * 8 + g;   // n-tile j adds j * 8 * WARPS_N
-  auto mma = [&](int c, int j, const uint32_t (&af)[4], const uint32_t (&bf)[2]) {
-    float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
-    if constexpr (std::is_same<T, float>::value)
-      tc::mma_tf32_16x8x8(d, af, bf, d);
-    else if constexpr (std::is_same<T, __half>::value)
-      tc::mma_f16_16x8x16(d, af, bf, d);
-    else
-      tc::mma_bf16_16x8x16(d, af, bf, d);
-    acc[2 * c][2 * j] = d[0];
-    acc[2 * c][2 * j + 1] = d[1];
-    acc[2 * c + 1][2 * j] = d[2];
-    acc[2 * c + 1][2 * j + 1] = d[3];
-  };
   if constexpr (std::is_same<T, float>::value) {  // m16n8k8: A (g, t) (g+8, t) (g, t+4) (g+8, t+4); B (t, g) (t+4, g)
 #pragma unroll
     for (int kk = 0; kk < Cfg::BK; kk += 8) {
@@ -310,10 +309,7 @@ __device__ __forceinline__ void mma_tile(float (&acc)[Cfg::TM][Cfg::TN], const f
         bf[j][0] = __float_as_uint(b[0]);
         bf[j][1] = __float_as_uint(b[4 * LDB]);
       }
-#pragma unroll
-      for (int c = 0; c < MT; ++c)
-#pragma unroll
-        for (int j = 0; j < NJ; ++j) mma(c, j, af[c], bf[j]);
+      tc::mma_grid<T, MT, NJ>(acc, af, bf);
     }
   } else {  // m16n8k16: A rows g, g+8 x k pairs (2t, 2t+1), (2t+8, 2t+9); B k pairs (2t, 2t+1), (2t+8, 2t+9) x column g
 #pragma unroll
@@ -333,10 +329,7 @@ __device__ __forceinline__ void mma_tile(float (&acc)[Cfg::TM][Cfg::TN], const f
         bf[j][0] = tc::pack2<T>(b[0], b[LDB]);
         bf[j][1] = tc::pack2<T>(b[8 * LDB], b[9 * LDB]);
       }
-#pragma unroll
-      for (int c = 0; c < MT; ++c)
-#pragma unroll
-        for (int j = 0; j < NJ; ++j) mma(c, j, af[c], bf[j]);
+      tc::mma_grid<T, MT, NJ>(acc, af, bf);
     }
   }
 }
@@ -366,7 +359,7 @@ __device__ __forceinline__ int tile_row(int tid, int i) {
 }
 
 template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
-__global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs<T> p) {
+__global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_constant__ GemmBatch<T> batch) {
   using M = typename OpMath<T>::type;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
   constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB;
@@ -381,9 +374,12 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const GemmArgs
   constexpr int kPadRows = kMaskA ? BM : (kMaskB ? BN : 1);
   __shared__ unsigned char pad_s[kMaskA || kMaskB ? 2 * BK * (kPadRows + 4) : 1];
 
-  const int tid = threadIdx.x;
+  const int part = (int)blockIdx.z / batch.zper;
+  const GemmArgs<T>& p = batch.part[part];
+  const int z = (int)blockIdx.z - part * batch.zper;
   const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
-  const int z = blockIdx.z;
+  if (m0 >= p.Mrows || n0 >= p.Ncols) return;  // outside this part's tile grid (block-uniform, before any barrier)
+  const int tid = threadIdx.x;
   const int g = z / p.splits, s = z - g * p.splits;
   const int64_t kbeg = (int64_t)s * p.kchunk;
   const int64_t kend = kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K;
@@ -693,59 +689,87 @@ void launch_splitk_reduce(const GemmArgs<T>& a, int64_t groups, void* stream) {
   if (!ok) throw std::invalid_argument("gemm: unknown activation code " + std::to_string(a.act));
 }
 
+// One launch for parts [0, n) (n <= kMaxParts, same tile configuration; split-K only when n == 1).
 template <typename T, typename C, OperandKind AK, OperandKind BKIND>
-void launch_tiled(const GemmArgs<T>& a, const GemmParams& p, const Plan& pl, void* stream, const char* name) {
-  launch(name, gemm_kernel<T, C, AK, BKIND>,
-         dim3((unsigned)ceil_div(p.M, C::BM), (unsigned)ceil_div(p.N, C::BN), (unsigned)(p.groups * pl.splits)),
-         dim3(C::NT), 0, stream, a);
-  if (pl.splits > 1) launch_splitk_reduce<T>(a, p.groups, stream);
+void launch_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
+  const Plan& pl = pls[0];
+  GemmBatch<T> batch{};
+  int64_t gx = 0, gy = 0;
+  for (int i = 0; i < n; ++i) {
+    batch.part[i] = make_args<T>(ps[i], pls[i]);  // each part its own k extent
+    gx = std::max<int64_t>(gx, ceil_div(ps[i].M, C::BM));
+    gy = std::max<int64_t>(gy, ceil_div(ps[i].N, C::BN));
+  }
+  batch.nparts = n;
+  batch.zper = (int)(ps[0].groups * pl.splits);
+  launch(name, gemm_kernel<T, C, AK, BKIND>, dim3((unsigned)gx, (unsigned)gy, (unsigned)(n * batch.zper)), dim3(C::NT),
+         0, stream, batch);
+  if (pl.splits > 1) launch_splitk_reduce<T>(batch.part[0], ps[0].groups, stream);
 }
 
-// Runs the tiled kernel (configuration from the plan) and, with split-K, the reduction. Half types have only the
-// tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full precision).
+// Runs the tiled kernel (configuration from the plan) for n parts that share it, and with split-K (n == 1) the
+// reduction. Half types have only the tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full
+// precision).
 template <typename T, OperandKind AK, OperandKind BKIND>
-void run_tiled(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
-  const GemmArgs<T> a = make_args<T>(p, pl);
-  if (pl.splits > 1 && p.workspace == nullptr)
-    throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
+void run_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
+  const Plan& pl = pls[0];
+  if (n < 1 || n > kMaxParts || (n > 1 && pl.splits > 1))
+    throw std::invalid_argument(std::string(name) + ": bad batch of " + std::to_string(n) + " parts");
+  for (int i = 0; i < n; ++i) {
+    if (pl.splits > 1 && ps[i].workspace == nullptr)
+      throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
+    if (!act_code_valid(ps[i].act)) throw std::invalid_argument(std::string(name) + ": unknown activation code");
+    if (ps[i].groups != ps[0].groups) throw std::invalid_argument(std::string(name) + ": parts differ in groups");
+  }
   if (pl.cfg == 128 && pl.splits > 1) throw std::invalid_argument(std::string(name) + ": the 128 tile has no split-K");
-  if (!act_code_valid(p.act)) throw std::invalid_argument(std::string(name) + ": unknown activation code");
   constexpr bool kDouble = std::is_same<T, double>::value, kFloat = std::is_same<T, float>::value;
   if constexpr (!kDouble) {
     if (pl.tc) {
       if (pl.cfg == 128)
-        launch_tiled<T, Tc128For<T>, AK, BKIND>(a, p, pl, stream, name);
+        launch_tiled<T, Tc128For<T>, AK, BKIND>(ps, pls, n, stream, name);
       else
-        launch_tiled<T, Tc64For<T>, AK, BKIND>(a, p, pl, stream, name);
+        launch_tiled<T, Tc64For<T>, AK, BKIND>(ps, pls, n, stream, name);
       return;
     }
   }
   if constexpr (kFloat) {
     if (pl.cfg == 128)
-      launch_tiled<T, Cfg128, AK, BKIND>(a, p, pl, stream, name);
+      launch_tiled<T, Cfg128, AK, BKIND>(ps, pls, n, stream, name);
     else
-      launch_tiled<T, Cfg64, AK, BKIND>(a, p, pl, stream, name);
+      launch_tiled<T, Cfg64, AK, BKIND>(ps, pls, n, stream, name);
     return;
   }
   if constexpr (kDouble) {
     if (pl.cfg != 128 && !pl.tc) {
-      launch_tiled<T, Cfg64d, AK, BKIND>(a, p, pl, stream, name);
+      launch_tiled<T, Cfg64d, AK, BKIND>(ps, pls, n, stream, name);
       return;
     }
   }
   throw std::invalid_argument(std::string(name) + ": no tile configuration for this dtype and plan");
 }
 
-template <OperandKind AK, OperandKind BKIND>
-void run_tiled_any(const GemmParams& p, const Plan& pl, void* stream, const char* name) {
-  dispatch_dtype(p.dtype, name, [&](auto tag) {
-    using T = decltype(tag);
-    run_tiled<T, AK, BKIND>(p, pl, stream, name);
-  });
+// Parts i and j can share a launch: same plan (tile, tensor cores, no split-K), dtype, activation, groups.
+inline bool same_launch(const GemmParams& a, const Plan& pa, const GemmParams& b, const Plan& pb) {
+  return pa.cfg == pb.cfg && pa.tc == pb.tc && pa.splits == 1 && pb.splits == 1 && a.dtype == b.dtype &&
+         a.act == b.act && a.groups == b.groups && a.a.kind == b.a.kind && a.b.kind == b.b.kind;
 }
 
-// Defined in conv2d.cu: the three convolution combinations.
-void run_conv_gemm(const GemmParams& p, const Plan& pl, void* stream);
+// Runs n GEMMs of operand kinds (AK, BKIND) in as few launches as same_launch allows (consecutive parts).
+template <OperandKind AK, OperandKind BKIND>
+void run_tiled_parts(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
+  for (int i = 0; i < n;) {
+    int j = i + 1;
+    while (j < n && j - i < kMaxParts && same_launch(ps[i], pls[i], ps[j], pls[j])) ++j;
+    dispatch_dtype(ps[i].dtype, name, [&](auto tag) {
+      using T = decltype(tag);
+      run_tiled<T, AK, BKIND>(ps + i, pls + i, j - i, stream, name);
+    });
+    i = j;
+  }
+}
+
+// Defined in conv2d.cu: the three convolution combinations, for n parts of one kind pair.
+void run_conv_gemm(const GemmParams* ps, const Plan* pls, int n, void* stream);
 
 }  // namespace gemm
 }  // namespace FG_NS

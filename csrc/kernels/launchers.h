@@ -132,9 +132,10 @@ struct KernelTable {
   // offsets inside one operand < 2^31, coordinates < 2^30) and must be computed another way (ATen).
   // The glue allocates the workspace and sets p.workspace.
   int64_t (*gemm_workspace)(const GemmParams& p);
-  // Any supported (a.kind, b.kind): (mat, mat) dense; (im2col, mat) conv forward and each stride phase of the
-  // conv backward data; (mat, im2col) conv backward weight. Throws std::invalid_argument for anything else.
-  void (*gemm)(const GemmParams& p, void* stream);
+  // n independent GEMMs with one (a.kind, b.kind): (mat, mat) dense; (im2col, mat) conv forward, or the stride
+  // phases of one conv backward data; (mat, im2col) conv backward weight. Parts that share a tile plan run in one
+  // launch. Throws std::invalid_argument for anything else.
+  void (*gemm)(const GemmParams* parts, int n, void* stream);
 };
 
 namespace cuda { const KernelTable& kernel_table(); }

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstring>
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -85,32 +86,38 @@ inline float half_hi(uint32_t r) {
   return to_float(v);
 }
 
-struct Operands {  // one lane's fragment registers, as the tensor core collects them from the warp
-  uint32_t a[4], b[2];
-};
 inline int lane_id() { return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
-inline void gather(Operands (&all)[32], const uint32_t a[4], const uint32_t b[2]) {
-  const Operands mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-  fgemu::warp_exchange(0xffffffffu, &mine, all, (int)sizeof(Operands));
-}
 
-// m16n8k16 with 16-bit operands, H = __half or __nv_bfloat16.
-template <typename H>
-inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-  Operands all[32];
-  gather(all, a, b);
+// This lane's D fragment of one m16n8 product from the warp's gathered registers: ra(l, i) / rb(l, i) return
+// register i of lane l's A / B fragment. Products exact in float32, summed in k order, C added last.
+template <typename RA, typename RB>
+inline void lane_tf32_16x8x8(float d[4], const float c[4], RA ra, RB rb) {
+  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int k = 0; k < 8; ++k) {
+    const int kq = k & 3, khi = k >> 2;
+    float av[2], bv[2];
+    for (int h = 0; h < 2; ++h) av[h] = tf32_operand(ra(g * 4 + kq, h + 2 * khi));  // A(g + 8h, k)
+    for (int j = 0; j < 2; ++j) bv[j] = tf32_operand(rb((2 * t + j) * 4 + kq, khi));  // B(k, 2t + j)
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 2; ++j) acc[2 * h + j] += av[h] * bv[j];
+  }
+  for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
+}
+template <typename H, typename RA, typename RB>
+inline void lane_16x8x16(float d[4], const float c[4], RA ra, RB rb) {
   const int lane = lane_id(), g = lane >> 2, t = lane & 3;
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int kp = 0; kp < 8; ++kp) {  // k = 2kp, 2kp + 1: one register holds both
     const int kq = kp & 3, khi = kp >> 2;
     float av[2][2], bv[2][2];
     for (int h = 0; h < 2; ++h) {  // rows g and g + 8
-      const uint32_t r = all[g * 4 + kq].a[h + 2 * khi];
+      const uint32_t r = ra(g * 4 + kq, h + 2 * khi);
       av[h][0] = half_lo<H>(r);
       av[h][1] = half_hi<H>(r);
     }
     for (int j = 0; j < 2; ++j) {  // columns 2t and 2t + 1
-      const uint32_t r = all[(2 * t + j) * 4 + kq].b[khi];
+      const uint32_t r = rb((2 * t + j) * 4 + kq, khi);
       bv[j][0] = half_lo<H>(r);
       bv[j][1] = half_hi<H>(r);
     }
@@ -122,6 +129,43 @@ inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], co
   }
   for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
 }
+
+// MT x NJ products of one k-step with one warp exchange (H = float: TF32 m16n8k8; else m16n8k16 of H).
+template <typename H, int MT, int NJ>
+inline void mma_grid(float (&acc)[2 * MT][2 * NJ], const uint32_t (&a)[MT][4], const uint32_t (&b)[NJ][2]) {
+  struct Regs {
+    uint32_t a[MT][4], b[NJ][2];
+  };
+  Regs mine, all[32];
+  memcpy(mine.a, a, sizeof(mine.a));
+  memcpy(mine.b, b, sizeof(mine.b));
+  fgemu::warp_exchange(0xffffffffu, &mine, all, (int)sizeof(Regs));
+  for (int c = 0; c < MT; ++c)
+    for (int j = 0; j < NJ; ++j) {
+      float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
+      auto ra = [&](int l, int i) { return all[l].a[c][i]; };
+      auto rb = [&](int l, int i) { return all[l].b[j][i]; };
+      if constexpr (std::is_same<H, float>::value)
+        lane_tf32_16x8x8(d, d, ra, rb);
+      else
+        lane_16x8x16<H>(d, d, ra, rb);
+      acc[2 * c][2 * j] = d[0];
+      acc[2 * c][2 * j + 1] = d[1];
+      acc[2 * c + 1][2 * j] = d[2];
+      acc[2 * c + 1][2 * j + 1] = d[3];
+    }
+}
+template <typename H>
+inline void mma_one(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+  float acc[2][2] = {{c[0], c[1]}, {c[2], c[3]}};
+  const uint32_t a1[1][4] = {{a[0], a[1], a[2], a[3]}};
+  const uint32_t b1[1][2] = {{b[0], b[1]}};
+  mma_grid<H, 1, 1>(acc, a1, b1);
+  d[0] = acc[0][0];
+  d[1] = acc[0][1];
+  d[2] = acc[1][0];
+  d[3] = acc[1][1];
+}
 }  // namespace detail
 #endif
 
@@ -129,21 +173,7 @@ inline void mma_16x8x16(float d[4], const uint32_t a[4], const uint32_t b[2], co
 __device__ __forceinline__ void mma_tf32_16x8x8(float d[4], const uint32_t a[4], const uint32_t b[2],
                                                 const float c[4]) {
 #ifdef FG_EMU
-  detail::Operands all[32];
-  detail::gather(all, a, b);
-  const int lane = detail::lane_id(), g = lane >> 2, t = lane & 3;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int k = 0; k < 8; ++k) {
-    const int kq = k & 3, khi = k >> 2;
-    float av[2], bv[2];
-    for (int h = 0; h < 2; ++h)  // A(g + 8h, k): lane g*4 + k%4, register a[h + 2 * (k / 4)]
-      av[h] = detail::tf32_operand(all[g * 4 + kq].a[h + 2 * khi]);
-    for (int j = 0; j < 2; ++j)  // B(k, 2t + j): lane (2t + j)*4 + k%4, register b[k / 4]
-      bv[j] = detail::tf32_operand(all[(2 * t + j) * 4 + kq].b[khi]);
-    for (int h = 0; h < 2; ++h)
-      for (int j = 0; j < 2; ++j) acc[2 * h + j] += av[h] * bv[j];
-  }
-  for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
+  detail::mma_one<float>(d, a, b, c);
 #else
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -160,7 +190,7 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float d[4], const uint32_t a[4],
     FG_MMA_16X8X16_BODY(H, PTX_TYPE)                                                                           \
   }
 #ifdef FG_EMU
-#define FG_MMA_16X8X16_BODY(H, PTX_TYPE) detail::mma_16x8x16<H>(d, a, b, c);
+#define FG_MMA_16X8X16_BODY(H, PTX_TYPE) detail::mma_one<H>(d, a, b, c);
 #else
 #define FG_MMA_16X8X16_BODY(H, PTX_TYPE)                                                                        \
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PTX_TYPE "." PTX_TYPE                                    \
@@ -173,6 +203,35 @@ FG_MMA_16X8X16(mma_bf16_16x8x16, __nv_bfloat16, "bf16")
 FG_MMA_16X8X16(mma_f16_16x8x16, __half, "f16")
 #undef FG_MMA_16X8X16
 #undef FG_MMA_16X8X16_BODY
+
+// A warp's (16 MT) x (8 NJ) tile for one k-step: MT x NJ mma.sync, A fragment a[c] of m-tile c, B fragment b[j] of
+// n-tile j. acc[2c + h][2j + e] accumulates row g + 8h of m-tile c, column 2t + e of n-tile j (the D layout above).
+// H = float: TF32 m16n8k8 (registers from to_tf32); __half / __nv_bfloat16: m16n8k16. Under the emulation the whole
+// step is one warp exchange (the per-instruction functions above are one each).
+template <typename H, int MT, int NJ>
+__device__ __forceinline__ void mma_grid(float (&acc)[2 * MT][2 * NJ], const uint32_t (&a)[MT][4],
+                                         const uint32_t (&b)[NJ][2]) {
+#ifdef FG_EMU
+  detail::mma_grid<H, MT, NJ>(acc, a, b);
+#else
+#pragma unroll
+  for (int c = 0; c < MT; ++c)
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
+      if constexpr (std::is_same<H, float>::value)
+        mma_tf32_16x8x8(d, a[c], b[j], d);
+      else if constexpr (std::is_same<H, __half>::value)
+        mma_f16_16x8x16(d, a[c], b[j], d);
+      else
+        mma_bf16_16x8x16(d, a[c], b[j], d);
+      acc[2 * c][2 * j] = d[0];
+      acc[2 * c][2 * j + 1] = d[1];
+      acc[2 * c + 1][2 * j] = d[2];
+      acc[2 * c + 1][2 * j + 1] = d[3];
+    }
+#endif
+}
 
 // ldmatrix.sync.aligned.m8n8.xN(.trans).shared.b16: N 8x8 matrices of 16-bit elements from shared memory. Lanes
 // 8m..8m+7 pass the addresses of rows 0..7 of matrix m (16 bytes each, 16-byte aligned). Lane l receives in r[m]

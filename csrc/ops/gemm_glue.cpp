@@ -32,17 +32,17 @@ bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& li
     bytes[i] = ex.kernels->gemm_workspace(ps[i]);
     if (bytes[i] < 0) return false;
   }
+  std::vector<at::Tensor> ws(ps.size());  // caching allocator, stream-ordered: reusable once the launches are queued
   for (size_t i = 0; i < ps.size(); ++i) {
-    at::Tensor ws;  // from the caching allocator, stream-ordered: freed (reusable) once this launch is queued
     if (bytes[i] > 0) {
-      ws = at::empty({bytes[i]}, like.options().dtype(at::kByte));
-      ps[i].workspace = ws.mutable_data_ptr();
+      ws[i] = at::empty({bytes[i]}, like.options().dtype(at::kByte));
+      ps[i].workspace = ws[i].mutable_data_ptr();
     }
-    try {
-      ex.kernels->gemm(ps[i], ex.stream);
-    } catch (const std::invalid_argument& e) {
-      TORCH_CHECK(false, e.what());
-    }
+  }
+  try {
+    ex.kernels->gemm(ps.data(), (int)ps.size(), ex.stream);
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, e.what());
   }
   return true;
 }
