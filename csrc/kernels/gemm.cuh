@@ -21,8 +21,8 @@
 //     stride across the warp (NCHW conv outputs are m-contiguous, dense outputs n-contiguous), applying
 //     bias + activation + gain + clamp on the way: one store per element;
 //   * split-K (grid.z = groups x splits) when the tile grid cannot fill the device: each split writes float
-//     partial sums to a workspace and gemm_splitk_reduce sums them in a fixed order (bitwise deterministic)
-//     and applies the epilogue;
+//     partial sums to a workspace; the last split of a tile to arrive (an atomic counter per tile, fenced) sums
+//     them in a fixed order (bitwise deterministic) and applies the epilogue: no second launch;
 //   * index arithmetic: 32-bit digit indices with multiply-shift division (FastDiv, < 2^31), 64-bit element
 //     offsets. The host side rejects problems beyond these limits (the glue routes them to ATen first).
 // The CPU emulation runs this very source (the tensor-core instructions through mma.cuh's emulated layouts).
@@ -84,7 +84,8 @@ struct GemmArgs {
   int tf32;  // float32 tiles multiply on tensor cores (inputs rounded to TF32)
   int splits;
   int64_t Mrows, Ncols, K, kchunk;
-  M* ws;  // split-K partial sums: [groups * splits][M][N]
+  M* ws;          // split-K partial sums: [groups * splits][M][N]
+  int* counters;  // split-K: one zero slot per output tile (arrivals), left zero
 };
 
 // Up to kMaxParts independent GEMMs of one shape class in one launch (the stride phases of a convolution's input
@@ -358,6 +359,23 @@ __device__ __forceinline__ int tile_row(int tid, int i) {
   return (i / Cfg::IPC) * Cfg::CH + Cfg::crow(tid, i % Cfg::IPC);
 }
 
+// Split-K finish of one output tile (group g, rows m0.., columns n0..): C = sum over s in order of the partials.
+template <typename Cfg, typename T, typename A>
+__device__ __forceinline__ void finish_splits(const GemmArgs<T>& p, T* out, const T* bias, int g, int64_t m0,
+                                              int64_t n0, int tid) {
+  using M = typename OpMath<T>::type;
+  const int64_t MN = p.Mrows * p.Ncols;
+  const M* w = p.ws + (int64_t)g * p.splits * MN;
+  for (int idx = tid; idx < Cfg::BM * Cfg::BN; idx += Cfg::NT) {
+    const int64_t m = m0 + idx / Cfg::BN, n = n0 + idx % Cfg::BN;
+    if (m >= p.Mrows || n >= p.Ncols) continue;
+    const M* e = w + m * p.Ncols + n;
+    M acc = M(0);
+    for (int s = 0; s < p.splits; ++s) acc += e[s * MN];
+    epilogue_store<T, A>(p, out, bias, m, n, acc);
+  }
+}
+
 template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
 __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_constant__ GemmBatch<T> batch) {
   using M = typename OpMath<T>::type;
@@ -493,22 +511,27 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
     }
     __syncthreads();
   }
-}
-
-// Split-K: C[g][m][n] = sum over s (in order) of ws[g * splits + s][m][n], then the epilogue.
-template <typename T, typename A>
-__global__ void __launch_bounds__(256) gemm_splitk_reduce(const GemmArgs<T> p, int64_t groups) {
-  using M = typename OpMath<T>::type;
-  const int64_t MN = p.Mrows * p.Ncols, total = groups * MN;
-  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t g = i / MN, r = i - g * MN;
-    const int64_t m = r / p.Ncols, n = r - m * p.Ncols;
-    const M* w = p.ws + g * p.splits * MN + r;
-    M acc = M(0);
-    for (int s = 0; s < p.splits; ++s) acc += w[s * MN];
-    epilogue_store<T, A>(p, p.out + g * p.out_group_stride, p.bias != nullptr ? p.bias + g * p.Ncols : nullptr, m,
-                         n, acc);
+  if (!split) return;
+  // Split-K, in the kernel: the last split of this tile to arrive sums the splits' partials in order (s = 0, 1, ..:
+  // bitwise deterministic, whichever arrives last) and applies the epilogue. Release: each block fences its
+  // partials before its arrival is counted; acquire: the last block fences after seeing the count.
+  __shared__ int last_split;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int* slot = p.counters + ((int64_t)g * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    last_split = atomicAdd(slot, 1) == p.splits - 1;
+    if (last_split) atomicExch(slot, 0);  // every split has arrived: the slot is free for the next launch
+  }
+  __syncthreads();
+  if (!last_split) return;
+  __threadfence();
+  switch (p.act) {
+#define FG_GEMM_FINISH_CASE(code, name, F) \
+  case code: finish_splits<Cfg, T, F>(p, out, bias, g, m0, n0, tid); break;
+    FG_ACTIVATIONS(FG_GEMM_FINISH_CASE)
+#undef FG_GEMM_FINISH_CASE
+    default: break;
   }
 }
 
@@ -668,25 +691,8 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.K = p.K;
   a.kchunk = pl.kchunk > 0 ? pl.kchunk : 1;
   a.ws = static_cast<M*>(p.workspace);
+  a.counters = p.split_counters;
   return a;
-}
-
-template <typename T>
-void launch_splitk_reduce(const GemmArgs<T>& a, int64_t groups, void* stream) {
-  const int64_t total = groups * a.Mrows * a.Ncols;
-  const unsigned blocks = (unsigned)(ceil_div(total, 256) < 65536 ? ceil_div(total, 256) : 65536);
-  bool ok = false;
-  switch (a.act) {
-#define FG_REDUCE_CASE(code, name, F)                                                                           \
-  case code:                                                                                                  \
-    launch("gemm_splitk_reduce", gemm_splitk_reduce<T, F>, dim3(blocks), dim3(256), 0, stream, a, groups); \
-    ok = true;                                                                                                \
-    break;
-    FG_ACTIVATIONS(FG_REDUCE_CASE)
-#undef FG_REDUCE_CASE
-    default: break;
-  }
-  if (!ok) throw std::invalid_argument("gemm: unknown activation code " + std::to_string(a.act));
 }
 
 // One launch for parts [0, n) (n <= kMaxParts, same tile configuration; split-K only when n == 1).
@@ -702,9 +708,12 @@ void launch_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, co
   }
   batch.nparts = n;
   batch.zper = (int)(ps[0].groups * pl.splits);
+  if (pl.splits > 1 && (ps[0].split_counters == nullptr || gx * gy * ps[0].groups > kSplitCounterSlots))
+    throw std::invalid_argument(std::string(name) + ": split-K needs " + std::to_string(gx * gy * ps[0].groups) +
+                                " zeroed counter slots (GemmParams::split_counters, at most " +
+                                std::to_string(kSplitCounterSlots) + ")");
   launch(name, gemm_kernel<T, C, AK, BKIND>, dim3((unsigned)gx, (unsigned)gy, (unsigned)(n * batch.zper)), dim3(C::NT),
          0, stream, batch);
-  if (pl.splits > 1) launch_splitk_reduce<T>(batch.part[0], ps[0].groups, stream);
 }
 
 // Runs the tiled kernel (configuration from the plan) for n parts that share it, and with split-K (n == 1) the

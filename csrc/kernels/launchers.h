@@ -120,7 +120,11 @@ struct GemmParams {
   bool tf32 = false;          // float32 may multiply on TF32 tensor cores (torch's allow_tf32 flag for the op)
   int sm_count = 132;         // multiprocessors of the device (the emulation models an H200: 132)
   void* workspace = nullptr;  // gemm_workspace(p) bytes when that is > 0 (split-K partial sums)
+  // With a workspace (split-K): kSplitCounterSlots int32 that are zero; the kernels leave them zero. Kernels on one
+  // stream run in order, so one buffer per stream serves every launch on it.
+  int* split_counters = nullptr;
 };
+constexpr int kSplitCounterSlots = 1024;  // split-K plans have at most sm_count / 2 output tiles
 
 struct KernelTable {
   const char* backend;

@@ -31,3 +31,18 @@ int current_cuda_sm_count(const at::Tensor& t) {
 }
 
 }  // namespace fastgan
+
+namespace fastgan {
+
+// Whether work queued on `stream` is being captured into a CUDA graph (the split-K counters then come from the
+// graph's own memory, zeroed inside the graph).
+bool cuda_stream_capturing(void* stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &st) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return st != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace fastgan
