@@ -595,9 +595,9 @@ print(out)
 
 # ----------------------------------------------------------------------------------------- split-K in the kernel
 def test_split_k_same_bits_whichever_split_finishes_last():
-    """Split-K products finish in the kernel: the last split of a tile to arrive sums all splits in a fixed order.
-    Whatever order the splits run and interleave in (emulator schedules, several resident blocks), the bits are
-    the same, and repeated calls agree (every launch leaves its tile counters at zero)."""
+    """Split-K products and split bias gradients finish in the kernel: the last split to arrive sums all splits in
+    a fixed order. Whatever order the splits run and interleave in (emulator schedules, several resident blocks),
+    the bits are the same, and repeated calls agree (every launch leaves its counter slots at zero)."""
     if "emu" not in fastgan.available_impls():
         pytest.skip("needs the emulated CUDA kernels")
     import hashlib, os, subprocess, sys
@@ -613,6 +613,9 @@ with fastgan.use_impl("emu"):
         xg, wg = xc.clone().requires_grad_(), wc.clone().requires_grad_()
         y = FF.conv2d(xg, wg, None, padding=1)
         h.update(torch.autograd.grad(y, wg, torch.ones_like(y))[0].numpy().tobytes())
+        for shape in ((64, 32, 14, 14), (300, 1000)):                # bias gradients in 4 / 5 splits
+            yb, dyb = torch.randn(shape), torch.randn(shape)
+            h.update(torch.ops.fastgan.bias_act_backward(dyb, yb, True, 1, "lrelu", 0.2, 1.0, -1.0)[1].numpy().tobytes())
 print(h.hexdigest())
 """
     digests = set()

@@ -128,41 +128,60 @@ bias_act_bwd_kernel(const T* dy, const T* __restrict__ y, T* dz, int64_t numel, 
 // when channels are many and small).
 constexpr int kWarps = kThreads / 32;
 
+// The bias gradient of channel c from its splits' partial sums, added in split order (bitwise deterministic).
+template <typename T>
+__device__ __forceinline__ void finish_bias_grad(const typename OpMath<T>::type* partial, T* db, int64_t c, int64_t C,
+                                                 int splits) {
+  using M = typename OpMath<T>::type;
+  if (c >= C) return;
+  M s = M(0);
+  for (int k = 0; k < splits; ++k) s += partial[c * splits + k];
+  store(db, c, s);
+}
+
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpMath<T>::type* __restrict__ partial,
-                       int64_t outer, int64_t rows_per_split, int64_t C, int64_t inner, int64_t step_o,
-                       int64_t step_j, typename OpMath<T>::type alpha, typename OpMath<T>::type gain,
-                       typename OpMath<T>::type clamp) {
+                       T* __restrict__ db, int* counters, int64_t outer, int64_t rows_per_split, int64_t C,
+                       int64_t inner, int64_t step_o, int64_t step_j, typename OpMath<T>::type alpha,
+                       typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
   const int lane = threadIdx.x % 32;
   const int64_t c = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
-  if (c >= C) return;  // whole warps only: the shuffles below see all 32 lanes
-  const int64_t o_begin = rows_per_split * blockIdx.y;
-  const int64_t o_end = o_begin + rows_per_split < outer ? o_begin + rows_per_split : outer;
-  // The lane's first element: (o_begin, lane) carried into the next runs when inner < 32 (32-bit division).
-  int64_t o = o_begin, j = lane;
-  if (inner < 32) {
-    const int q = lane / (int)inner;
-    o += q;
-    j = lane - q * (int)inner;
-  }
-  M acc = M(0);
-  while (o < o_end) {
-    const int64_t i = (o * C + c) * inner + j;
-    const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
-    store(dz, i, g);
-    acc += g;
-    o += step_o;  // advance by 32 elements: step_o = 32 / inner, step_j = 32 % inner (from the host)
-    j += step_j;
-    if (j >= inner) {
-      j -= inner;
-      ++o;
+  if (c < C) {  // whole warps: the shuffles below see all 32 lanes
+    const int64_t o_begin = rows_per_split * blockIdx.y;
+    const int64_t o_end = o_begin + rows_per_split < outer ? o_begin + rows_per_split : outer;
+    // The lane's first element: (o_begin, lane) carried into the next runs when inner < 32 (32-bit division).
+    int64_t o = o_begin, j = lane;
+    if (inner < 32) {
+      const int q = lane / (int)inner;
+      o += q;
+      j = lane - q * (int)inner;
+    }
+    M acc = M(0);
+    while (o < o_end) {
+      const int64_t i = (o * C + c) * inner + j;
+      const M g = act_backward<A, M>(load(dy, i), load(y, i), alpha, gain, clamp);
+      store(dz, i, g);
+      acc += g;
+      o += step_o;  // advance by 32 elements: step_o = 32 / inner, step_j = 32 % inner (from the host)
+      j += step_j;
+      if (j >= inner) {
+        j -= inner;
+        ++o;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) {
+      if (gridDim.y == 1)
+        store(db, c, acc);
+      else
+        partial[c * gridDim.y + blockIdx.y] = acc;
     }
   }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  if (lane == 0) partial[c * gridDim.y + blockIdx.y] = acc;
+  if (gridDim.y > 1 && last_arrival(counters + blockIdx.x, (int)gridDim.y) && threadIdx.x < kWarps)
+    finish_bias_grad<T>(partial, db, (int64_t)blockIdx.x * kWarps + threadIdx.x, C, (int)gridDim.y);
 }
 
 // Backward with the bias gradient, inner == 1 (channels fastest: dense layers, channels_last): block (bx, s)
@@ -172,9 +191,9 @@ bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpM
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
-                            typename OpMath<T>::type* __restrict__ partial, int64_t rows, int64_t chunk, int64_t C,
-                            typename OpMath<T>::type alpha, typename OpMath<T>::type gain,
-                            typename OpMath<T>::type clamp) {
+                            typename OpMath<T>::type* __restrict__ partial, T* __restrict__ db, int* counters,
+                            int64_t rows, int64_t chunk, int64_t C, typename OpMath<T>::type alpha,
+                            typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
   using M = typename OpMath<T>::type;
   __shared__ M red[kWarps][32];
   const int lane = threadIdx.x % 32, rw = threadIdx.x / 32;
@@ -195,19 +214,13 @@ bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
   if (rw == 0 && c < C) {
     M s = M(0);
     for (int r = 0; r < kWarps; ++r) s += red[r][lane];
-    partial[c * gridDim.y + blockIdx.y] = s;
+    if (gridDim.y == 1)
+      store(db, c, s);
+    else
+      partial[c * gridDim.y + blockIdx.y] = s;
   }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bias_grad_finalize(const typename OpMath<T>::type* __restrict__ partial, T* __restrict__ db, int64_t C, int splits) {
-  using M = typename OpMath<T>::type;
-  const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  M s = M(0);
-  for (int k = 0; k < splits; ++k) s += partial[c * splits + k];
-  store(db, c, s);
+  if (gridDim.y > 1 && last_arrival(counters + blockIdx.x, (int)gridDim.y) && threadIdx.x < 32)
+    finish_bias_grad<T>(partial, db, c, C, (int)gridDim.y);
 }
 
 int64_t grid_for(int64_t work) {
@@ -267,28 +280,36 @@ void bias_act_bwd(const BiasActBwdParams& p, void* stream) {
       }
       if (p.C > 2147483647) throw std::invalid_argument("bias_act_backward: more than 2^31-1 channels");
       M* partial = static_cast<M*>(p.workspace);
+      T* db = static_cast<T*>(p.db);
       const int64_t per_channel = p.C == 0 ? 0 : p.numel / p.C;
       // Splits of each channel's elements: enough parallelism for big tensors, at most kBiasGradSplits
-      // (the workspace), and no more than the work needs (~4096 elements per warp, ~64 rows per block).
+      // (the workspace), and no more than the work needs (~4096 elements per warp, ~64 rows per block). The last
+      // block of each channel group to finish adds the splits' partials (last_arrival: one counter slot per
+      // group; with more groups than slots there is parallelism enough without splits).
       // All divisions here, on the host: the kernels keep no 64-bit division (its call frame would spill).
-      int64_t splits;
+      auto check_counters = [&](int64_t groups, int64_t splits) {
+        if (splits > 1 && p.counters == nullptr)
+          throw std::invalid_argument("bias_act_backward: split bias gradient without counters (BiasActBwdParams)");
+        return splits > 1 && groups > kCounterSlots ? int64_t(1) : splits;
+      };
       if (p.inner == 1) {
-        splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 64)));
+        const int64_t gx = ceil_div(p.C, 32);
+        int64_t splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 64)));
+        splits = check_counters(gx, splits);
         const int64_t chunk = ceil_div(per_channel, splits);
-        launch("bias_act_bwd_db_rows", bias_act_bwd_db_rows_kernel<T, A>,
-               dim3((unsigned)ceil_div(p.C, 32), (unsigned)splits), dim3(kThreads), 0, stream, dy, y, dz, partial,
-               per_channel, chunk, p.C, (M)p.alpha, (M)p.gain, (M)p.clamp);
+        launch("bias_act_bwd_db_rows", bias_act_bwd_db_rows_kernel<T, A>, dim3((unsigned)gx, (unsigned)splits),
+               dim3(kThreads), 0, stream, dy, y, dz, partial, db, p.counters, per_channel, chunk, p.C, (M)p.alpha,
+               (M)p.gain, (M)p.clamp);
       } else {
-        const int64_t inner = p.inner, outer = per_channel / inner;
-        splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 4096)));
+        const int64_t inner = p.inner, outer = per_channel / inner, gx = ceil_div(p.C, kWarps);
+        int64_t splits = std::min<int64_t>(kBiasGradSplits, std::max<int64_t>(1, ceil_div(per_channel, 4096)));
         splits = std::min<int64_t>(splits, std::max<int64_t>(outer, 1));  // whole runs per split
+        splits = check_counters(gx, splits);
         const int64_t rows_per_split = std::max<int64_t>(1, ceil_div(outer, splits));
-        launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)ceil_div(p.C, kWarps), (unsigned)splits),
-               dim3(kThreads), 0, stream, dy, y, dz, partial, outer, rows_per_split, p.C, inner, 32 / inner,
+        launch("bias_act_bwd_db", bias_act_bwd_db_kernel<T, A>, dim3((unsigned)gx, (unsigned)splits), dim3(kThreads),
+               0, stream, dy, y, dz, partial, db, p.counters, outer, rows_per_split, p.C, inner, 32 / inner,
                32 % inner, (M)p.alpha, (M)p.gain, (M)p.clamp);
       }
-      launch("bias_grad_finalize", bias_grad_finalize<T>, dim3((unsigned)ceil_div(p.C, kThreads)), dim3(kThreads),
-             0, stream, static_cast<const M*>(p.workspace), static_cast<T*>(p.db), p.C, (int)splits);
     });
     if (!ok) throw std::invalid_argument("bias_act_backward: unknown activation code " + std::to_string(p.act));
   });

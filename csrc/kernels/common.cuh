@@ -90,16 +90,23 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
 #endif
 }
 
-// Raise a kernel's dynamic shared-memory limit above 48 KB (sm_90: up to 227 KB).
-template <typename... KArgs>
-void allow_dynamic_smem(const char* name, void (*kernel)(KArgs...), size_t bytes) {
-  cudaError_t err =
-      cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(bytes));
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("fastgan: cannot give kernel '") + name + "' " + std::to_string(bytes) +
-                             " B of dynamic shared memory: " + cudaGetErrorString(err));
+// Cross-block reduction in one launch: every thread of a block calls this after the block has written its
+// partial results; it returns true in the last of `arrivals` blocks sharing `slot` (one of the kCounterSlots
+// zeroed int32 slots, launchers.h), which may then read every block's partials, and resets the slot. Release: a
+// fence before the arrival is counted; acquire: a fence after the last arrival is seen.
+__device__ __forceinline__ bool last_arrival(int* slot, int arrivals) {
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+    last = atomicAdd(slot, 1) == arrivals - 1;
+    if (last) atomicExch(slot, 0);
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last != 0;
 }
+
 
 }  // namespace FG_NS
 }  // namespace fastgan

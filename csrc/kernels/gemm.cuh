@@ -515,17 +515,7 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   // Split-K, in the kernel: the last split of this tile to arrive sums the splits' partials in order (s = 0, 1, ..:
   // bitwise deterministic, whichever arrives last) and applies the epilogue. Release: each block fences its
   // partials before its arrival is counted; acquire: the last block fences after seeing the count.
-  __shared__ int last_split;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    int* slot = p.counters + ((int64_t)g * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    last_split = atomicAdd(slot, 1) == p.splits - 1;
-    if (last_split) atomicExch(slot, 0);  // every split has arrived: the slot is free for the next launch
-  }
-  __syncthreads();
-  if (!last_split) return;
-  __threadfence();
+  if (!last_arrival(p.counters + ((int64_t)g * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x, p.splits)) return;
   switch (p.act) {
 #define FG_GEMM_FINISH_CASE(code, name, F) \
   case code: finish_splits<Cfg, T, F>(p, out, bias, g, m0, n0, tid); break;
@@ -691,7 +681,7 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.K = p.K;
   a.kchunk = pl.kchunk > 0 ? pl.kchunk : 1;
   a.ws = static_cast<M*>(p.workspace);
-  a.counters = p.split_counters;
+  a.counters = p.counters;
   return a;
 }
 
@@ -708,10 +698,10 @@ void launch_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, co
   }
   batch.nparts = n;
   batch.zper = (int)(ps[0].groups * pl.splits);
-  if (pl.splits > 1 && (ps[0].split_counters == nullptr || gx * gy * ps[0].groups > kSplitCounterSlots))
+  if (pl.splits > 1 && (ps[0].counters == nullptr || gx * gy * ps[0].groups > kCounterSlots))
     throw std::invalid_argument(std::string(name) + ": split-K needs " + std::to_string(gx * gy * ps[0].groups) +
-                                " zeroed counter slots (GemmParams::split_counters, at most " +
-                                std::to_string(kSplitCounterSlots) + ")");
+                                " zeroed counter slots (GemmParams::counters, at most " +
+                                std::to_string(kCounterSlots) + ")");
   launch(name, gemm_kernel<T, C, AK, BKIND>, dim3((unsigned)gx, (unsigned)gy, (unsigned)(n * batch.zper)), dim3(C::NT),
          0, stream, batch);
 }

@@ -7,6 +7,11 @@
 
 namespace fastgan {
 
+// Kernels that reduce across blocks in one launch (split-K, bias gradients) count arrivals in int32 slots that
+// are zero before the launch; the last block to arrive finishes and resets its slot, so every launch leaves the
+// slots zero. Kernels on one stream run in order: the glue keeps one zeroed buffer of kCounterSlots per stream.
+constexpr int kCounterSlots = 65536;
+
 // Element types understood by the kernels; the glue maps at::ScalarType onto these.
 enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
 
@@ -28,6 +33,7 @@ struct BiasActBwdParams {
   void* dz = nullptr;
   void* db = nullptr;         // C elements of dtype, or nullptr
   void* workspace = nullptr;  // >= C * kBiasGradSplits accumulators (float, or double for f64) when db
+  int* counters = nullptr;    // when db: kCounterSlots zeroed slots
   int64_t numel = 0, C = 1, inner = 1;
   int act = 0;
   double alpha = 0, gain = 1, clamp = -1;
@@ -120,11 +126,8 @@ struct GemmParams {
   bool tf32 = false;          // float32 may multiply on TF32 tensor cores (torch's allow_tf32 flag for the op)
   int sm_count = 132;         // multiprocessors of the device (the emulation models an H200: 132)
   void* workspace = nullptr;  // gemm_workspace(p) bytes when that is > 0 (split-K partial sums)
-  // With a workspace (split-K): kSplitCounterSlots int32 that are zero; the kernels leave them zero. Kernels on one
-  // stream run in order, so one buffer per stream serves every launch on it.
-  int* split_counters = nullptr;
+  int* counters = nullptr;    // with a workspace (split-K): kCounterSlots zeroed slots (see kCounterSlots)
 };
-constexpr int kSplitCounterSlots = 1024;  // split-K plans have at most sm_count / 2 output tiles
 
 struct KernelTable {
   const char* backend;

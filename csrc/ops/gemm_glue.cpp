@@ -1,13 +1,8 @@
 #include "gemm_glue.h"
 
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/zeros.h>
 
 #include <atomic>
-#include <map>
-#include <mutex>
-#include <tuple>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -16,7 +11,6 @@ namespace fastgan {
 
 #if defined(FASTGAN_WITH_CUDA)
 int current_cuda_sm_count(const at::Tensor& t);  // cuda_stream.cpp
-bool cuda_stream_capturing(void* stream);        // cuda_stream.cpp
 #endif
 
 int gemm_sm_count(const Exec& ex, const at::Tensor& t) {
@@ -29,29 +23,6 @@ int gemm_sm_count(const Exec& ex, const at::Tensor& t) {
   return 132;
 }
 
-namespace {
-// Zeroed int32 slots for the split-K tile counters (GemmParams::split_counters): one buffer per (device, stream),
-// zeroed once when created; every kernel leaves its slots zero and kernels on one stream run in order. While a
-// stream is being captured into a CUDA graph, a fresh zeroed buffer per call instead (its zeroing is part of the
-// graph, so a replay on any stream never shares slots with eager work). Held for the process's lifetime
-// (deliberately leaked: no CUDA frees during static destruction).
-int* split_counters(const Exec& ex, const at::Tensor& like, at::Tensor& per_call) {
-  const auto opts = like.options().dtype(at::kInt);
-#if defined(FASTGAN_WITH_CUDA)
-  if (ex.backend == Backend::CUDA && cuda_stream_capturing(ex.stream)) {
-    per_call = at::zeros({kSplitCounterSlots}, opts);
-    return per_call.mutable_data_ptr<int>();
-  }
-#endif
-  static std::mutex mu;
-  static auto* buffers = new std::map<std::tuple<int, int, void*>, at::Tensor>();
-  const std::tuple<int, int, void*> key{static_cast<int>(like.device().type()), like.device().index(), ex.stream};
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = buffers->find(key);
-  if (it == buffers->end()) it = buffers->emplace(key, at::zeros({kSplitCounterSlots}, opts)).first;
-  return it->second.mutable_data_ptr<int>();
-}
-}  // namespace
 
 bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& like) {
   TORCH_CHECK(ex.kernels != nullptr && ex.kernels->gemm != nullptr, "fastgan: no GEMM kernels in this backend");
@@ -69,17 +40,14 @@ bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& li
     if (bytes[i] > 0) {
       ws[i] = at::empty({bytes[i]}, like.options().dtype(at::kByte));
       ps[i].workspace = ws[i].mutable_data_ptr();
-      if (counters == nullptr) counters = split_counters(ex, like, counters_per_call);
-      ps[i].split_counters = counters;
+      if (counters == nullptr) counters = zeroed_counters(ex, like, counters_per_call);
+      ps[i].counters = counters;
     }
   }
   try {
     ex.kernels->gemm(ps.data(), (int)ps.size(), ex.stream);
   } catch (const std::exception& e) {
-    // An emulated kernel that failed part-way may leave counters set: zero them before anything else runs (on a
-    // GPU a kernel fault is a sticky error of the whole context instead).
-    if (counters != nullptr && ex.backend != Backend::CUDA)
-      at::from_blob(counters, {kSplitCounterSlots}, like.options().dtype(at::kInt)).zero_();
+    counters_after_failure(ex, like, counters);
     if (dynamic_cast<const std::invalid_argument*>(&e) != nullptr) TORCH_CHECK(false, e.what());
     throw;
   }

@@ -1,9 +1,14 @@
 #include "glue.h"
 
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
 
 #include <atomic>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include <cmath>
 
@@ -35,6 +40,38 @@ Exec exec_for(const at::Tensor& t, const char* op) {
   if (t.device().is_cuda()) return Exec{Backend::CUDA, &cuda::kernel_table(), current_cuda_stream(t)};
 #endif
   TORCH_CHECK(false, op, ": no fastgan kernels for device ", t.device());
+}
+
+#if defined(FASTGAN_WITH_CUDA)
+bool cuda_stream_capturing(void* stream);  // cuda_stream.cpp
+#endif
+
+// One buffer per (device, stream), zeroed once when created: kernels on one stream run in order and each leaves
+// its slots zero. While the stream is being captured into a CUDA graph, a fresh zeroed buffer per call instead
+// (its zeroing is part of the graph, so a replay on any stream never shares slots with eager work). The
+// per-stream buffers live as long as the process (deliberately leaked: no CUDA frees during static destruction).
+int* zeroed_counters(const Exec& ex, const at::Tensor& like, at::Tensor& per_call) {
+  const auto opts = like.options().dtype(at::kInt);
+#if defined(FASTGAN_WITH_CUDA)
+  if (ex.backend == Backend::CUDA && cuda_stream_capturing(ex.stream)) {
+    per_call = at::zeros({kCounterSlots}, opts);
+    return per_call.mutable_data_ptr<int>();
+  }
+#endif
+  static std::mutex mu;
+  static auto* buffers = new std::map<std::tuple<int, int, void*>, at::Tensor>();
+  const std::tuple<int, int, void*> key{static_cast<int>(like.device().type()), like.device().index(), ex.stream};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = buffers->find(key);
+  if (it == buffers->end()) it = buffers->emplace(key, at::zeros({kCounterSlots}, opts)).first;
+  return it->second.mutable_data_ptr<int>();
+}
+
+void counters_after_failure(const Exec& ex, const at::Tensor& like, int* counters) {
+  // An emulated kernel that stopped part-way may leave slots set: zero them before anything else runs. (On a GPU a
+  // kernel fault is a sticky error of the whole context instead.)
+  if (counters != nullptr && ex.backend == Backend::EMU)
+    at::from_blob(counters, {kCounterSlots}, like.options().dtype(at::kInt)).zero_();
 }
 
 DType to_dtype(const at::Tensor& t, const char* op, const char* arg) {

@@ -64,6 +64,12 @@ void bias_act_backward_into(const Exec& ex, const at::Tensor& dy, const at::Tens
 void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C, int64_t* inner);
 
 // Debug aid used by the tests: fill freshly allocated outputs with NaN so an unwritten element shows up.
+// Zeroed int32 slots (kCounterSlots) for kernels that reduce across blocks in one launch (launchers.h); `per_call`
+// holds the buffer when one is made for this call (CUDA-graph capture). After a kernel call that threw:
+// counters_after_failure (an emulated kernel may have stopped with slots set).
+int* zeroed_counters(const Exec& ex, const at::Tensor& like, at::Tensor& per_call);
+void counters_after_failure(const Exec& ex, const at::Tensor& like, int* counters);
+
 void set_poison(bool on);
 bool poison_enabled();
 const at::Tensor& poisoned(const at::Tensor& t);  // fills t when poisoning is on; returns t
