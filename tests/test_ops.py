@@ -595,8 +595,8 @@ print(out)
 
 # ----------------------------------------------------------------------------------------- split-K in the kernel
 def test_split_k_same_bits_whichever_split_finishes_last():
-    """Split-K products and split bias gradients finish in the kernel: the last split to arrive sums all splits in
-    a fixed order. Whatever order the splits run and interleave in (emulator schedules, several resident blocks),
+    """Split-K products, split bias gradients and the BCE sum finish in the kernel: the last block to arrive sums
+    all partials in a fixed order. Whatever order the splits run and interleave in (emulator schedules, several resident blocks),
     the bits are the same, and repeated calls agree (every launch leaves its counter slots at zero)."""
     if "emu" not in fastgan.available_impls():
         pytest.skip("needs the emulated CUDA kernels")
@@ -616,6 +616,7 @@ with fastgan.use_impl("emu"):
         for shape in ((64, 32, 14, 14), (300, 1000)):                # bias gradients in 4 / 5 splits
             yb, dyb = torch.randn(shape), torch.randn(shape)
             h.update(torch.ops.fastgan.bias_act_backward(dyb, yb, True, 1, "lrelu", 0.2, 1.0, -1.0)[1].numpy().tobytes())
+        h.update(FF.binary_cross_entropy_with_logits(torch.randn(5000), 1.0).numpy().tobytes())  # 5 blocks
 print(h.hexdigest())
 """
     digests = set()

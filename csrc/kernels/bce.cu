@@ -41,40 +41,39 @@ __global__ void __launch_bounds__(kThreads) bce_none_kernel(BceElem<T> e, T* __r
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) store(out, i, e.loss(i));
 }
 
-// Stage 1: block b sums a grid-stride share of the elements into partial[b].
+// Sum of the elements' losses in one launch: block b sums a grid-stride share into partial[b]; the last block to
+// finish (last_arrival) combines the partials in a fixed order and writes the result (mean divides by numel;
+// 0/0 = NaN as in torch). Bitwise deterministic whichever block finishes last.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bce_partial_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int64_t numel) {
+__device__ __forceinline__ typename OpMath<T>::type block_sum(typename OpMath<T>::type acc) {
   using M = typename OpMath<T>::type;
   __shared__ M red[kThreads];
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const M total = red[0];
+  __syncthreads();  // red may be reused by the next call
+  return total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bce_sum_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int* counters, T* __restrict__ out,
+               int64_t numel, int mean) {
+  using M = typename OpMath<T>::type;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   M acc = M(0);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) acc += e.loss(i);
-  red[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = red[0];
-}
-
-// Stage 2: one block combines the partials in a fixed order; mean divides by numel (0/0 = NaN as in torch).
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bce_finalize_kernel(const typename OpMath<T>::type* __restrict__ partial, int nparts, T* __restrict__ out,
-                    int64_t numel, int mean) {
-  using M = typename OpMath<T>::type;
-  __shared__ M red[kThreads];
-  M acc = M(0);
-  for (int k = threadIdx.x; k < nparts; k += blockDim.x) acc += partial[k];
-  red[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) store(out, 0, mean ? red[0] / M(numel) : red[0]);
+  const M block = block_sum<T>(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = block;
+  if (!last_arrival(counters, (int)gridDim.x)) return;
+  acc = M(0);
+  for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) acc += partial[k];
+  const M total = block_sum<T>(acc);
+  if (threadIdx.x == 0) store(out, 0, mean ? total / M(numel) : total);
 }
 
 template <typename T>
@@ -113,10 +112,9 @@ void bce_fwd(const BceParams& p, void* stream) {
     }
     int64_t blocks = ceil_div(p.numel, (int64_t)kThreads * kItemsPerThread);
     blocks = blocks < 1 ? 1 : (blocks > kBceMaxBlocks ? kBceMaxBlocks : blocks);
-    launch("bce_partial", bce_partial_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, elem<T>(p),
-           static_cast<M*>(p.workspace), p.numel);
-    launch("bce_finalize", bce_finalize_kernel<T>, dim3(1), dim3(kThreads), 0, stream,
-           static_cast<const M*>(p.workspace), (int)blocks, static_cast<T*>(p.out), p.numel, p.reduction == 1 ? 1 : 0);
+    if (p.counters == nullptr) throw std::invalid_argument("sigmoid_bce: a reduction needs counters (BceParams)");
+    launch("bce_sum", bce_sum_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, elem<T>(p),
+           static_cast<M*>(p.workspace), p.counters, static_cast<T*>(p.out), p.numel, p.reduction == 1 ? 1 : 0);
   });
 }
 

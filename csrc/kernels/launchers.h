@@ -51,6 +51,7 @@ struct BceParams {
   const void* pos_weight = nullptr;
   void* out = nullptr;
   void* workspace = nullptr;  // kBceMaxBlocks accumulators (float, or double for f64) for reductions
+  int* counters = nullptr;    // for reductions: kCounterSlots zeroed slots
   double label = 0;
   int64_t numel = 0;
   int reduction = 1;
