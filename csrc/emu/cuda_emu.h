@@ -103,6 +103,10 @@ WarpResult warp_op(int kind, unsigned mask, uint64_t value, int value_size, int 
                    int line);
 unsigned activemask(const char* file, int line);
 void yield_thread();  // __nanosleep: lets the other threads of the block run
+// cp.async (csrc/kernels/mma.cuh): a copy lands at the wait_group that covers its commit group, not before.
+void async_copy(void* dst, const void* src, int bytes, int src_bytes);
+void async_commit();
+void async_wait(int newer_groups);
 [[noreturn]] void device_trap(const char* what, const char* file, int line);
 long long clock_ticks();  // monotonic nanoseconds (clock64, __globaltimer)
 void note_atomic(const void* addr, size_t size);  // race check: an atomic updated these bytes

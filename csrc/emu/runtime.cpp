@@ -1072,8 +1072,43 @@ int barrier(int kind, int pred, const char* file, int line) {
   return E.bar_result;
 }
 
+// ---- cp.async: copies land at the matching wait_group -----------------------------------------------------------
+// Per thread (keyed by its Thread, whose address is stable while the block runs): the copies issued and not yet
+// landed, each with its group (the number of commits before it). The destination holds the launch's fill byte from
+// the issue until the copy lands, so reading it before the wait reads poison, not the data.
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char data[16];
+  int bytes;
+  unsigned group;
+};
+struct AsyncQueue {
+  std::vector<AsyncCopy> pending;
+  unsigned committed = 0;
+};
+std::unordered_map<const Thread*, AsyncQueue> g_async;
+
+void async_clear() { g_async.clear(); }
+
+void async_land(AsyncQueue& q, unsigned groups_below) {
+  size_t keep = 0;
+  for (size_t i = 0; i < q.pending.size(); ++i) {
+    AsyncCopy& c = q.pending[i];
+    if (c.group < groups_below)
+      memcpy(c.dst, c.data, (size_t)c.bytes);
+    else
+      q.pending[keep++] = c;
+  }
+  q.pending.resize(keep);
+}
+
 // ---- thread exit -----------------------------------------------------------------------------------------------
 void thread_exited(Thread* t) {
+  auto async = g_async.find(t);
+  if (async != g_async.end()) {  // copies still in flight land (nothing of this thread can read them any more)
+    async_land(async->second, ~0u);
+    g_async.erase(async);
+  }
   t->state = kExited;
   ++E.n_exited;
   WarpState& ws = E.warps[t->warp];
@@ -1887,6 +1922,7 @@ void launch(const LaunchDesc& d) {
   g_poison_byte = g_poison_mode >= 0 ? (unsigned char)g_poison_mode
                                      : (unsigned char)((g_poison_seed + 1) * 2654435761u ^ launch_count * 40503u) ;
   ::fgemu::g_sync_hooks = R.on || g_resident > 1;
+  async_clear();
   gc_begin_launch();
   R.ranges.clear();
   R.total = 0;
@@ -2020,6 +2056,36 @@ unsigned activemask(const char* file, int line) {
   else
     rc_begin(t);
   return (unsigned)t->w_result.value;
+}
+
+void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
+  Thread* t = current_or_throw("cp.async");
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || src_bytes < 0 || src_bytes > bytes ||
+      (reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) % (uintptr_t)bytes != 0) {
+    record_failure(launch_prefix() + ": " + where_thread(t) + " cp.async of " + std::to_string(bytes) + " bytes (" +
+                   std::to_string(src_bytes) + " from the source): sizes 4, 8, 16 with addresses aligned to the size");
+    abandon_fiber();
+  }
+  AsyncQueue& q = g_async[t];
+  AsyncCopy c;
+  c.dst = static_cast<unsigned char*>(dst);
+  c.bytes = bytes;
+  c.group = q.committed;
+  memset(c.data, 0, sizeof(c.data));  // beyond src_bytes: zero fill, as the instruction's src-size operand says
+  if (src_bytes > 0) memcpy(c.data, src, (size_t)src_bytes);
+  memset(dst, g_poison_byte, (size_t)bytes);
+  q.pending.push_back(c);
+}
+
+void async_commit() { ++g_async[current_or_throw("cp.async.commit_group")].committed; }
+
+void async_wait(int newer_groups) {
+  Thread* t = current_or_throw("cp.async.wait_group");
+  auto it = g_async.find(t);
+  if (it == g_async.end()) return;
+  AsyncQueue& q = it->second;
+  const unsigned n = newer_groups < 0 ? 0u : (unsigned)newer_groups;
+  async_land(q, q.committed > n ? q.committed - n : 0u);
 }
 
 void yield_thread() {

@@ -271,6 +271,44 @@ __device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row_addr) {
 #endif
 }
 
+// cp.async.{ca,cg}.shared.global: an asynchronous BYTES-byte copy (4, 8 or 16; addresses aligned to it) from global
+// to shared memory, of which the first src_bytes come from the source and the rest are zero (bounds / padding).
+// The copy belongs to the group the next cp_async_commit() closes, and may be read only after a cp_async_wait<N>()
+// that leaves at most N newer groups pending (a barrier does not wait for it). Under the emulation the destination
+// holds the launch's fill byte until then, so a missing or short wait reads poison, as it may read stale data on a
+// GPU. sm_80 and later.
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* smem_dst, const void* gmem_src, int src_bytes = BYTES) {
+  static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#ifdef FG_EMU
+  fgemu::rt::async_copy(smem_dst, gmem_src, BYTES, src_bytes);
+#else
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+  if constexpr (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem_src), "r"(src_bytes) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(s), "l"(gmem_src), "n"(BYTES), "r"(src_bytes)
+                 : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef FG_EMU
+  fgemu::rt::async_commit();
+#else
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifdef FG_EMU
+  fgemu::rt::async_wait(N);
+#else
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
 }  // namespace tc
 }  // namespace FG_NS
 }  // namespace fastgan

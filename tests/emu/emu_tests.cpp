@@ -488,20 +488,31 @@ void t_launch_limits() {
   check_still_usable();
 }
 
+// Raises a kernel's dynamic shared-memory limit through the emulated cudaFuncSetAttribute (no fastgan kernel needs
+// more than 48 KB, so this lives with the test).
+template <typename... KArgs>
+void allow_dynamic_smem(const char* name, void (*kernel)(KArgs...), size_t bytes) {
+  cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("cannot give kernel '") + name + "' " + std::to_string(bytes) +
+                             " B of dynamic shared memory: " + cudaGetErrorString(err));
+}
+
 void t_smem_limits() {
   std::vector<float> y(512);  // one row of 256 per block
   expect_error(
       [&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, nullptr, y.data()); },
       {"kernel 'big_smem'", "65536 B of dynamic shared memory exceed the 49152 B", "cudaFuncSetAttribute"});
   fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 49152, nullptr, y.data());  // at the limit: fine
-  fastgan::emu::allow_dynamic_smem("big_smem", big_smem, 65536);
+  allow_dynamic_smem("big_smem", big_smem, 65536);
   fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, nullptr, y.data());
   for (int t = 0; t < 256; ++t) CHECK_EQ(y[(size_t)t], (float)(255 - t));
   expect_error([&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65537, nullptr, y.data()); },
                {"65537 B of dynamic shared memory exceed the 65536 B set with cudaFuncSetAttribute"});
-  fastgan::emu::allow_dynamic_smem("big_smem", big_smem, 232448);  // 227 KB: the sm_90 maximum
+  allow_dynamic_smem("big_smem", big_smem, 232448);  // 227 KB: the sm_90 maximum
   fastgan::emu::launch("big_smem", big_smem, dim3(2), dim3(256), 232448, nullptr, y.data());
-  expect_error([&] { fastgan::emu::allow_dynamic_smem("big_smem", big_smem, 232449); },
+  expect_error([&] { allow_dynamic_smem("big_smem", big_smem, 232449); },
                {"cannot give kernel 'big_smem' 232449 B", "invalid argument"});
   CHECK_EQ((int)cudaGetLastError(), (int)cudaErrorInvalidValue);
   CHECK_EQ((int)cudaGetLastError(), (int)cudaSuccess);
@@ -668,6 +679,38 @@ void t_tensor_cores() {
           CHECK_EQ(regs[(size_t)(l * 4 + m)], expect);
         }
     }
+
+  // mma_grid: a warp's 2 x 2 tiles of m16n8k8 in one call, accumulators in the grid layout.
+  {
+    std::vector<float> a = rand_ints_f(32 * 8, -8, 8), b = rand_ints_f(8 * 16, -8, 8), d(32 * 16, -1.0f);
+    fgemu::launch("tc_mma_grid_tf32", tc_mma_grid_tf32, dim3(1), dim3(32), 0, a.data(), b.data(), d.data());
+    for (int r = 0; r < 32; ++r)
+      for (int c = 0; c < 16; ++c) {
+        float e = 0.0f;
+        for (int k = 0; k < 8; ++k) e += a[(size_t)(r * 8 + k)] * b[(size_t)(k * 16 + c)];
+        CHECK_EQ(d[(size_t)(r * 16 + c)], e);
+      }
+  }
+
+  // cp.async lands at the wait that covers its group: before it the destination holds the fill byte.
+  {
+    ModeScope scope;
+    fgemu::rt::set_poison(0x5A);
+    std::vector<uint4> src(64), out(64);
+    for (int i = 0; i < 64; ++i) src[(size_t)i] = uint4{(unsigned)i, 100u + i, 200u + i, 300u + i};
+    auto is_src = [&](int i) {
+      const uint4 e = src[(size_t)i], o = out[(size_t)i];
+      return o.x == e.x && o.y == e.y && (i == 37 ? o.z == 0u && o.w == 0u : o.z == e.z && o.w == e.w);
+    };
+    auto is_fill = [&](int i) { return out[(size_t)i].x == 0x5A5A5A5Au && out[(size_t)i].w == 0x5A5A5A5Au; };
+    for (int mode : {0, 1, 2}) {
+      fgemu::launch("tc_cp_async", tc_cp_async, dim3(1), dim3(32), 0, src.data(), out.data(), mode);
+      for (int i = 0; i < 64; ++i) {
+        const bool landed = mode == 0 || (mode == 1 && i < 32);
+        CHECK(landed ? is_src(i) : is_fill(i));
+      }
+    }
+  }
 }
 
 // Memory shared between blocks: a lost update, a reduction and a handoff with and without their fence.

@@ -84,4 +84,42 @@ __global__ void tc_to_tf32(const float* x, uint32_t* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = to_tf32(x[i]);
 }
+// mma_grid<float, 2, 2>: the warp's 32x16 tile of A (32x8, row-major) times B (8x16, B[k][n]), TF32 from to_tf32,
+// fragments loaded by the m16n8k8 layout per m-tile c (rows 16c..) and n-tile j (columns 8j..); D 32x16 row-major.
+__global__ void tc_mma_grid_tf32(const float* A, const float* B, float* D) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  uint32_t a[2][4], b[2][2];
+  float acc[4][4] = {};
+  for (int c = 0; c < 2; ++c) {
+    const float* Ac = A + 16 * c * 8;
+    a[c][0] = to_tf32(Ac[g * 8 + t]);
+    a[c][1] = to_tf32(Ac[(g + 8) * 8 + t]);
+    a[c][2] = to_tf32(Ac[g * 8 + t + 4]);
+    a[c][3] = to_tf32(Ac[(g + 8) * 8 + t + 4]);
+  }
+  for (int j = 0; j < 2; ++j) {
+    b[j][0] = to_tf32(B[t * 16 + 8 * j + g]);
+    b[j][1] = to_tf32(B[(t + 4) * 16 + 8 * j + g]);
+  }
+  mma_grid<float, 2, 2>(acc, a, b);
+  for (int i = 0; i < 4; ++i)      // row 16 (i / 2) + g + 8 (i % 2)
+    for (int jj = 0; jj < 4; ++jj)  // column 8 (jj / 2) + 2t + jj % 2
+      D[(16 * (i / 2) + g + 8 * (i % 2)) * 16 + 8 * (jj / 2) + 2 * t + jj % 2] = acc[i][jj];
+}
+
+// cp.async: thread t copies 16-byte chunk t in group 0 and chunk 32 + t in group 1 (chunk 37: only its first 8
+// bytes from the source, the rest zero-filled), then waits: mode 0 for everything, mode 1 leaving the newest group
+// pending, mode 2 not at all; then reads its own two chunks back into out. Only mode 0 is defined on a GPU.
+__global__ void tc_cp_async(const uint4* src, uint4* out, int mode) {
+  __shared__ __align__(16) uint4 s[64];
+  const int t = threadIdx.x & 31;
+  cp_async<16>(&s[t], &src[t]);
+  cp_async_commit();
+  cp_async<16>(&s[32 + t], &src[32 + t], t == 5 ? 8 : 16);
+  cp_async_commit();
+  if (mode == 0) cp_async_wait<0>();
+  if (mode == 1) cp_async_wait<1>();
+  out[t] = s[t];
+  out[32 + t] = s[32 + t];
+}
 }  // namespace fgemu_tests

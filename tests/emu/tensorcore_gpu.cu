@@ -109,6 +109,30 @@ int main() {
           expect(regs[l * 4 + m] == (e[0] | (e[1] << 16)), trans ? "ldmatrix.trans" : "ldmatrix", l * 4 + m);
         }
     }
+  {  // mma_grid<float, 2, 2>
+    std::vector<float> a = ints(32 * 8, -8, 8, 5u), b = ints(8 * 16, -8, 8, 6u);
+    float *da = dev(a), *db = dev(b), *dd = dev(std::vector<float>(32 * 16, -1.0f));
+    tc_mma_grid_tf32<<<1, 32>>>(da, db, dd);
+    auto d = host(dd, 32 * 16);
+    for (int r = 0; r < 32; ++r)
+      for (int c = 0; c < 16; ++c) {
+        float e = 0.0f;
+        for (int k = 0; k < 8; ++k) e += a[r * 8 + k] * b[k * 16 + c];
+        expect(d[r * 16 + c] == e, "mma_grid", r * 16 + c);
+      }
+  }
+  {  // cp.async with a wait for every group (the only mode defined on a GPU)
+    std::vector<uint4> src(64);
+    for (int i = 0; i < 64; ++i) src[i] = uint4{(unsigned)i, 100u + i, 200u + i, 300u + i};
+    uint4 *ds = dev(src), *dout4 = dev(std::vector<uint4>(64, uint4{0u, 0u, 0u, 0u}));
+    tc_cp_async<<<1, 32>>>(ds, dout4, 0);
+    auto o = host(dout4, 64);
+    for (int i = 0; i < 64; ++i) {
+      const bool ok = o[i].x == src[i].x && o[i].y == src[i].y &&
+                      (i == 37 ? o[i].z == 0u && o[i].w == 0u : o[i].z == src[i].z && o[i].w == src[i].w);
+      expect(ok, "cp.async", i);
+    }
+  }
   CK(cudaGetLastError());
   printf(failures ? "tensor-core layouts: %d FAILURES\n" : "tensor-core layouts: all match the emulation%.0d\n",
          failures);
