@@ -102,6 +102,18 @@ void gemm_run(const GemmParams* ps, int n, void* stream) {
   }
   const int m = (int)parts.size();
   if (m == 0) return;
+  // Parts of one call run side by side (the stride phases of an input gradient): split-K only when their tiles
+  // together leave more than half the device idle (then each part keeps the split its own plan chose).
+  if (m > 1) {
+    int64_t tiles = 0;
+    for (const GemmParams& q : parts) tiles += ceil_div(q.M, 64) * ceil_div(q.N, 64) * q.groups;
+    if (tiles * 2 > (parts[0].sm_count > 0 ? parts[0].sm_count : 132))
+      for (int i = 0; i < m; ++i)
+        if (plans[i].splits > 1) {
+          plans[i].splits = 1;
+          plans[i].kchunk = parts[i].K;
+        }
+  }
   if (parts[0].a.kind == OperandKind::mat && parts[0].b.kind == OperandKind::mat) {
     for (int i = 0; i < m;) {
       if (plans[i].cfg == 0) {
