@@ -13,7 +13,7 @@
 #   env        20 s  nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location        -> env.txt
 #   build     120 s  pip install --no-build-isolation --no-deps --no-index -e . (sm_90 only, all cores, no
 #                    emulation)                                                                -> build.txt
-#   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/ldmatrix layouts = the emulation's  -> tensorcore.txt
+#   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/mma_grid/ldmatrix layouts, cp.async = the emulation -> tensorcore.txt
 #   pytest     50 s  the tests that take a CUDA path (-k cuda/graph/ddp), no -x, per-test timeout -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
