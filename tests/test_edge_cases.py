@@ -120,14 +120,15 @@ def test_conv2d_without_output_channels_raises_at_forward(impl):
         F.conv2d(x, w)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "tf32_overflow"])
 @pytest.mark.parametrize("case", ["conv_valid", "conv_padded", "conv_strided", "conv_transpose_s2"])
 def test_nan_weight_does_not_reach_padding_outputs(impl, case, precision):
     """A NaN in one weight tap reaches only the outputs and gradients that tap touches with real data, as in torch:
     zero padding takes no part in products (forward, input gradient, weight gradient). With TF32 on, the CUDA
-    kernels' tensor-core tiles take the same masked path."""
+    kernels' tensor-core tiles take the same masked path; tf32_overflow: a finite weight that TF32 rounding makes
+    infinite (3.40265e38) must behave like torch's with that weight infinite."""
     name, dev = impl
-    if precision == "tf32" and not (name == "emu" or dev.type == "cuda"):
+    if precision != "fp32" and not (name == "emu" or dev.type == "cuda"):
         pytest.skip("TF32 is a CUDA-kernel path")
     torch.manual_seed(0)
     if case == "conv_transpose_s2":
@@ -140,18 +141,20 @@ def test_nan_weight_does_not_reach_padding_outputs(impl, case, precision):
         w = torch.randn(3, 2, 3, 3, device=dev, requires_grad=True)
         kw = {"conv_valid": {}, "conv_padded": dict(padding=1), "conv_strided": dict(stride=2, padding=1)}[case]
         ours, stock = FF.conv2d, F.conv2d
+    w_stock = w.detach().clone().requires_grad_()
     with torch.no_grad():
-        w[0, 1, 0, 0] = float("nan")
+        w[0, 1, 0, 0] = 3.40265e38 if precision == "tf32_overflow" else float("nan")
+        w_stock[0, 1, 0, 0] = float("inf") if precision == "tf32_overflow" else float("nan")
     results = []
-    for f in (ours, stock):
-        with tf32(precision == "tf32"):
-            y = f(x, w, **kw)
+    for f, wf in ((ours, w), (stock, w_stock)):
+        with tf32(precision != "fp32"):
+            y = f(x, wf, **kw)
         gy = torch.randn_like(y, generator=torch.Generator(y.device).manual_seed(1))
-        with tf32(precision == "tf32"):
-            gx, gw = torch.autograd.grad(y, (x, w), gy)
-        results.append([torch.isnan(t) for t in (y, gx, gw)])
+        with tf32(precision != "fp32"):
+            gx, gw = torch.autograd.grad(y, (x, wf), gy)
+        results.append([torch.isfinite(t) for t in (y, gx, gw)])
     for what, a, b in zip(("output", "input gradient", "weight gradient"), *results):
-        assert torch.equal(a, b), f"{what}: {int(a.sum())} NaN, torch {int(b.sum())}"
+        assert torch.equal(a, b), f"{what}: {int((~a).sum())} not finite, torch {int((~b).sum())}"
 
 
 def test_fused_leaky_relu_refuses_rosinality_positional_arguments():

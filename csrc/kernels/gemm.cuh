@@ -204,10 +204,12 @@ struct TileLoader {
     return ok && inside ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
   }
 
+  // inf, NaN, and finite values that TF32 rounding (cvt.rna) turns into inf: |v| >= 0x1.ffep+127 (flagging
+  // those on the exact paths too only costs the masked loop).
   __device__ __forceinline__ void check_finite() {
     nonfinite = false;
 #pragma unroll
-    for (int e = 0; e < E; ++e) nonfinite |= !(v[e] - v[e] == M(0));  // inf - inf and NaN - NaN are NaN
+    for (int e = 0; e < E; ++e) nonfinite |= !(v[e] < M(0x1.ffep+127) && v[e] > -M(0x1.ffep+127));
   }
 
   __device__ __forceinline__ void fetch(const DevOperand<T>& op, int64_t k0, int64_t kend) {
@@ -758,7 +760,9 @@ template <OperandKind AK, OperandKind BKIND>
 void run_tiled_parts(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
   for (int i = 0; i < n;) {
     int j = i + 1;
-    while (j < n && j - i < kMaxParts && same_launch(ps[i], pls[i], ps[j], pls[j])) ++j;
+    while (j < n && j - i < kMaxParts && (j - i + 1) * ps[i].groups <= 65535 &&  // grid.z = parts x groups
+           same_launch(ps[i], pls[i], ps[j], pls[j]))
+      ++j;
     dispatch_dtype(ps[i].dtype, name, [&](auto tag) {
       using T = decltype(tag);
       run_tiled<T, AK, BKIND>(ps + i, pls + i, j - i, stream, name);

@@ -50,8 +50,16 @@ bool cuda_stream_capturing(void* stream);  // cuda_stream.cpp
 // its slots zero. While the stream is being captured into a CUDA graph, a fresh zeroed buffer per call instead
 // (its zeroing is part of the graph, so a replay on any stream never shares slots with eager work). The
 // per-stream buffers live as long as the process (deliberately leaked: no CUDA frees during static destruction).
+// Streams are told apart by their handle: a stream destroyed while its kernels still run, whose handle is reused
+// at once by a new stream, would share the buffer (torch's pooled streams are never destroyed). The emulation:
+// one buffer per host thread (its launches run to completion in that thread, and a failure re-zeroes only its own).
 int* zeroed_counters(const Exec& ex, const at::Tensor& like, at::Tensor& per_call) {
   const auto opts = like.options().dtype(at::kInt);
+  if (ex.backend == Backend::EMU) {
+    thread_local at::Tensor emu_counters;
+    if (!emu_counters.defined()) emu_counters = at::zeros({kCounterSlots}, opts);
+    return emu_counters.mutable_data_ptr<int>();
+  }
 #if defined(FASTGAN_WITH_CUDA)
   if (ex.backend == Backend::CUDA && cuda_stream_capturing(ex.stream)) {
     per_call = at::zeros({kCounterSlots}, opts);
