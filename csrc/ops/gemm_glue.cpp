@@ -118,10 +118,10 @@ bool cuda_prefers_aten(const at::Tensor& t, double macs, int64_t min_dim, bool p
     case Route::automatic: break;
   }
   if (poor_fit) return true;
-  // Predictions (no GPU measurement yet): our SIMT kernels reach a fraction of cuBLAS/cuDNN on large
-  // products; tensor cores make half types ~10x faster there. The fused epilogue saves one pass over the
-  // output (~2 * output bytes / 3.3 TB/s) and a launch (~3-5 us): worth less than the GEMM gap beyond these
-  // sizes (arithmetic in benchmarks/notes_kernels.md).
+  // Predictions (no GPU measurement yet): our mma.sync tiles (no cp.async / ldmatrix pipelining yet) and the
+  // SIMT tiles of exact float32 reach a fraction of cuBLAS/cuDNN on large products. The fused epilogue saves one
+  // pass over the output (~2 * output bytes / 3.3 TB/s) and a launch (~3-5 us): worth less than the GEMM gap
+  // beyond these sizes (arithmetic in benchmarks/notes_kernels.md). To be set from the GPU check's measurements.
   const bool half = t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
   if (half) return macs >= double(1 << 26) && min_dim >= 16;
   return macs >= double(1 << 30) && min_dim >= 64;
