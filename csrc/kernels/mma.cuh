@@ -130,41 +130,34 @@ inline void lane_16x8x16(float d[4], const float c[4], RA ra, RB rb) {
   for (int i = 0; i < 4; ++i) d[i] = acc[i] + c[i];
 }
 
-// MT x NJ products of one k-step with one warp exchange (H = float: TF32 m16n8k8; else m16n8k16 of H).
-template <typename H, int MT, int NJ>
-inline void mma_grid(float (&acc)[2 * MT][2 * NJ], const uint32_t (&a)[MT][4], const uint32_t (&b)[NJ][2]) {
-  struct Regs {
-    uint32_t a[MT][4], b[NJ][2];
-  };
-  Regs mine, all[32];
+template <typename H, typename RA, typename RB>  // H = float: TF32 m16n8k8; else m16n8k16 of H
+inline void lane_mma(float d[4], const float c[4], RA ra, RB rb) {
+  if constexpr (std::is_same<H, float>::value)
+    lane_tf32_16x8x8(d, c, ra, rb);
+  else
+    lane_16x8x16<H>(d, c, ra, rb);
+}
+
+// Every lane's fragment registers of an MT x NJ grid of products, as the tensor cores collect them: one exchange.
+template <int MT, int NJ>
+struct GridRegs {
+  uint32_t a[MT][4], b[NJ][2];
+};
+template <int MT, int NJ>
+inline void gather(GridRegs<MT, NJ> (&all)[32], const uint32_t (&a)[MT][4], const uint32_t (&b)[NJ][2]) {
+  GridRegs<MT, NJ> mine;
   memcpy(mine.a, a, sizeof(mine.a));
   memcpy(mine.b, b, sizeof(mine.b));
-  fgemu::warp_exchange(0xffffffffu, &mine, all, (int)sizeof(Regs));
-  for (int c = 0; c < MT; ++c)
-    for (int j = 0; j < NJ; ++j) {
-      float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
-      auto ra = [&](int l, int i) { return all[l].a[c][i]; };
-      auto rb = [&](int l, int i) { return all[l].b[j][i]; };
-      if constexpr (std::is_same<H, float>::value)
-        lane_tf32_16x8x8(d, d, ra, rb);
-      else
-        lane_16x8x16<H>(d, d, ra, rb);
-      acc[2 * c][2 * j] = d[0];
-      acc[2 * c][2 * j + 1] = d[1];
-      acc[2 * c + 1][2 * j] = d[2];
-      acc[2 * c + 1][2 * j + 1] = d[3];
-    }
+  fgemu::warp_exchange(0xffffffffu, &mine, all, (int)sizeof(mine));
 }
+
 template <typename H>
 inline void mma_one(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-  float acc[2][2] = {{c[0], c[1]}, {c[2], c[3]}};
   const uint32_t a1[1][4] = {{a[0], a[1], a[2], a[3]}};
   const uint32_t b1[1][2] = {{b[0], b[1]}};
-  mma_grid<H, 1, 1>(acc, a1, b1);
-  d[0] = acc[0][0];
-  d[1] = acc[0][1];
-  d[2] = acc[1][0];
-  d[3] = acc[1][1];
+  GridRegs<1, 1> all[32];
+  gather(all, a1, b1);
+  lane_mma<H>(d, c, [&](int l, int i) { return all[l].a[0][i]; }, [&](int l, int i) { return all[l].b[0][i]; });
 }
 }  // namespace detail
 #endif
@@ -212,25 +205,28 @@ template <typename H, int MT, int NJ>
 __device__ __forceinline__ void mma_grid(float (&acc)[2 * MT][2 * NJ], const uint32_t (&a)[MT][4],
                                          const uint32_t (&b)[NJ][2]) {
 #ifdef FG_EMU
-  detail::mma_grid<H, MT, NJ>(acc, a, b);
-#else
-#pragma unroll
-  for (int c = 0; c < MT; ++c)
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
+  detail::GridRegs<MT, NJ> all[32];
+  detail::gather(all, a, b);
+#endif
+  for (int c = 0; c < MT; ++c)  // constant trip counts: nvcc unrolls both loops (no #pragma: the emulation's
+    for (int j = 0; j < NJ; ++j) {  // host compiler would warn)
       float d[4] = {acc[2 * c][2 * j], acc[2 * c][2 * j + 1], acc[2 * c + 1][2 * j], acc[2 * c + 1][2 * j + 1]};
+#ifdef FG_EMU
+      detail::lane_mma<H>(d, d, [&](int l, int i) { return all[l].a[c][i]; },
+                          [&](int l, int i) { return all[l].b[j][i]; });
+#else
       if constexpr (std::is_same<H, float>::value)
         mma_tf32_16x8x8(d, a[c], b[j], d);
       else if constexpr (std::is_same<H, __half>::value)
         mma_f16_16x8x16(d, a[c], b[j], d);
       else
         mma_bf16_16x8x16(d, a[c], b[j], d);
+#endif
       acc[2 * c][2 * j] = d[0];
       acc[2 * c][2 * j + 1] = d[1];
       acc[2 * c + 1][2 * j] = d[2];
       acc[2 * c + 1][2 * j + 1] = d[3];
     }
-#endif
 }
 
 // ldmatrix.sync.aligned.m8n8.xN(.trans).shared.b16: N 8x8 matrices of 16-bit elements from shared memory. Lanes

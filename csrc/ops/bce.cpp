@@ -76,14 +76,10 @@ at::Tensor sigmoid_bce(const at::Tensor& logits, const c10::optional<at::Tensor>
   p.numel = n;
   p.reduction = (int)reduction;
   p.dtype = to_dtype(logits, op, "logits");
-  at::Tensor counters_per_call;
-  if (reduction != 0) p.counters = zeroed_counters(ex, logits, counters_per_call);
-  try {
+  with_counters(ex, logits, reduction != 0, [&](int* counters) {
+    p.counters = counters;
     ex.kernels->bce_fwd(p, ex.stream);
-  } catch (...) {
-    counters_after_failure(ex, logits, p.counters);
-    throw;
-  }
+  });
   return out;
 }
 

@@ -69,14 +69,10 @@ void bias_act_backward_into(const Exec& ex, const at::Tensor& dy, const at::Tens
   p.gain = gain;
   p.clamp = clamp;
   p.dtype = to_dtype(y, "bias_act_backward", "y");
-  at::Tensor counters_per_call;
-  if (has_db) p.counters = zeroed_counters(ex, y, counters_per_call);
-  try {
+  with_counters(ex, y, has_db, [&](int* counters) {
+    p.counters = counters;
     ex.kernels->bias_act_bwd(p, ex.stream);
-  } catch (...) {
-    counters_after_failure(ex, y, p.counters);
-    throw;
-  }
+  });
 }
 
 static int64_t check_dim(const at::Tensor& x, int64_t dim, const char* op) {

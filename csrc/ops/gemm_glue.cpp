@@ -34,23 +34,23 @@ bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& li
     if (bytes[i] < 0) return false;
   }
   std::vector<at::Tensor> ws(ps.size());  // caching allocator, stream-ordered: reusable once the launches are queued
-  at::Tensor counters_per_call;
-  int* counters = nullptr;
+  bool split = false;
   for (size_t i = 0; i < ps.size(); ++i) {
     if (bytes[i] > 0) {
       ws[i] = at::empty({bytes[i]}, like.options().dtype(at::kByte));
       ps[i].workspace = ws[i].mutable_data_ptr();
-      if (counters == nullptr) counters = zeroed_counters(ex, like, counters_per_call);
-      ps[i].counters = counters;
+      split = true;
     }
   }
-  try {
-    ex.kernels->gemm(ps.data(), (int)ps.size(), ex.stream);
-  } catch (const std::exception& e) {
-    counters_after_failure(ex, like, counters);
-    if (dynamic_cast<const std::invalid_argument*>(&e) != nullptr) TORCH_CHECK(false, e.what());
-    throw;
-  }
+  with_counters(ex, like, split, [&](int* counters) {
+    for (size_t i = 0; i < ps.size(); ++i)
+      if (bytes[i] > 0) ps[i].counters = counters;
+    try {
+      ex.kernels->gemm(ps.data(), (int)ps.size(), ex.stream);
+    } catch (const std::invalid_argument& e) {
+      TORCH_CHECK(false, e.what());
+    }
+  });
   return true;
 }
 

@@ -70,6 +70,19 @@ void channel_layout(const at::Tensor& t, int64_t dim, bool has_bias, int64_t* C,
 int* zeroed_counters(const Exec& ex, const at::Tensor& like, at::Tensor& per_call);
 void counters_after_failure(const Exec& ex, const at::Tensor& like, int* counters);
 
+// Calls launch(counters) with zeroed counter slots when `needed` (nullptr otherwise), re-zeroing them if it throws.
+template <typename F>
+void with_counters(const Exec& ex, const at::Tensor& like, bool needed, F&& launch) {
+  at::Tensor per_call;
+  int* counters = needed ? zeroed_counters(ex, like, per_call) : nullptr;
+  try {
+    launch(counters);
+  } catch (...) {
+    counters_after_failure(ex, like, counters);
+    throw;
+  }
+}
+
 void set_poison(bool on);
 bool poison_enabled();
 const at::Tensor& poisoned(const at::Tensor& t);  // fills t when poisoning is on; returns t

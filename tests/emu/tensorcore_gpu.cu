@@ -47,6 +47,19 @@ static std::vector<float> ints(int n, int lo, int hi, unsigned seed) {
   return v;
 }
 
+// D (rows x cols, row-major, from the device) against C + A * B in float (integer-valued inputs: exact sums);
+// A rows x K row-major, B K x cols row-major; C may be empty (zero).
+static void check_product(const float* dD, const std::vector<float>& A, const std::vector<float>& B,
+                          const std::vector<float>& C, int rows, int cols, int K, const char* what) {
+  auto D = host(dD, (size_t)rows * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      float e = C.empty() ? 0.0f : C[r * cols + c];
+      for (int k = 0; k < K; ++k) e += A[r * K + k] * B[k * cols + c];
+      expect(D[r * cols + c] == e, what, r * cols + c);
+    }
+}
+
 int main() {
   const uint32_t in[] = {0x3F801000u, 0x3F800800u, 0xBF801000u, 0x3F801800u, 0x3F800FFFu, 0x7FC00001u, 0x7F800000u,
                          0x00000000u, 0x00001000u, 0x7F7FF000u, 0xC0490FDBu};
@@ -66,13 +79,7 @@ int main() {
   float *dA = dev(A), *dB = dev(B), *dC = dev(C), *dD = dev(std::vector<float>(128, 0.0f));
   for (int round : {0, 1}) {
     tc_mma_tf32<<<1, 32>>>(dA, dB, dC, dD, round);
-    auto D = host(dD, 128);
-    for (int r = 0; r < 16; ++r)
-      for (int c = 0; c < 8; ++c) {
-        float e = C[r * 8 + c];
-        for (int k = 0; k < 8; ++k) e += A[r * 8 + k] * B[k * 8 + c];
-        expect(D[r * 8 + c] == e, "mma tf32", r * 8 + c);
-      }
+    check_product(dD, A, B, C, 16, 8, 8, "mma tf32");
   }
   for (int bf16 : {0, 1}) {
     std::vector<float> a = ints(256, -8, 8, 4), b = ints(128, -8, 8, 5);
@@ -84,13 +91,7 @@ int main() {
     };
     unsigned short *da = dev(bits16(a)), *db = dev(bits16(b));
     tc_mma_16bit<<<1, 32>>>(da, db, dC, dD, bf16);
-    auto D = host(dD, 128);
-    for (int r = 0; r < 16; ++r)
-      for (int c = 0; c < 8; ++c) {
-        float e = C[r * 8 + c];
-        for (int k = 0; k < 16; ++k) e += a[r * 16 + k] * b[k * 8 + c];
-        expect(D[r * 8 + c] == e, bf16 ? "mma bf16" : "mma f16", r * 8 + c);
-      }
+    check_product(dD, a, b, C, 16, 8, 16, bf16 ? "mma bf16" : "mma f16");
   }
   std::vector<unsigned short> M(256);
   for (int i = 0; i < 256; ++i) M[i] = (unsigned short)(i + 1);
@@ -113,13 +114,7 @@ int main() {
     std::vector<float> a = ints(32 * 8, -8, 8, 5u), b = ints(8 * 16, -8, 8, 6u);
     float *da = dev(a), *db = dev(b), *dd = dev(std::vector<float>(32 * 16, -1.0f));
     tc_mma_grid_tf32<<<1, 32>>>(da, db, dd);
-    auto d = host(dd, 32 * 16);
-    for (int r = 0; r < 32; ++r)
-      for (int c = 0; c < 16; ++c) {
-        float e = 0.0f;
-        for (int k = 0; k < 8; ++k) e += a[r * 8 + k] * b[k * 16 + c];
-        expect(d[r * 16 + c] == e, "mma_grid", r * 16 + c);
-      }
+    check_product(dd, a, b, {}, 32, 16, 8, "mma_grid");
   }
   {  // cp.async with a wait for every group (the only mode defined on a GPU)
     std::vector<uint4> src(64);
