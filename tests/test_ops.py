@@ -593,6 +593,111 @@ print(out)
     assert r.stdout.strip().splitlines()[-1] == "[False, True, True, False]", r.stdout
 
 
+# ------------------------------------------------------------------------ the layers' backward ops (act' folded)
+def _layer_y(z, act, alpha, gain, clamp):
+    """A layer's output for pre-activations z (float64), as the forward computes it."""
+    y = _activations.get(act).ref(z, alpha) * gain
+    return y.clamp(-clamp, clamp) if clamp >= 0 else y
+
+
+def _layer_dz(dy, y, act, alpha, gain, clamp):
+    dz = dy * gain * _activations.get(act).dy_from_y(y / gain, alpha)
+    return dz * (y.abs() < clamp).to(dz.dtype) if clamp >= 0 else dz
+
+
+LAYER_CASES = [  # (act, alpha, gain, clamp)
+    ("lrelu", 0.2, 1.4, -1.0), ("sigmoid", 0.0, 1.0, -1.0), ("tanh", 0.0, 2.0, 0.8), ("relu", 0.0, 1.0, -1.0),
+    ("linear", 0.0, 1.7, -1.0), ("linear", 0.0, 1.0, -1.0),
+]
+LAYER_LAYOUTS = ["same", "transposed", "y_other"]  # dy and y layouts: equal (folded), both transposed, differing
+
+
+@pytest.mark.parametrize("layout", LAYER_LAYOUTS)
+@pytest.mark.parametrize("shape", [(37, 20, 24), (1100, 16, 8), (1100, 70, 40)], ids=["tile", "dot", "split_k"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_dense_backward_op(impl, shape, dtype, layout):
+    """dense_backward(dy, x, w, mask, y, act...) -- the layer's whole backward in one op: dz = act_grad(dy, y)
+    inside the products' operand loads, db as the weight-gradient GEMM's row sums (dot kernel, 64 tile, split-K
+    row partials) -- against float64 formulas, for every activation case; y in dy's layout, both transposed (the
+    other load mapping), and y in another layout than dy (dz materialised)."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("the backward ops are fastgan._C's (the reference has none)")
+    M, K, N = shape
+    for act, alpha, gain, clamp in LAYER_CASES:
+        x, w = rnd(M, K, dtype=dtype, device=dev), rnd(N, K, dtype=dtype, device=dev, scale=0.3)
+        dy = rnd(M, N, dtype=dtype, device=dev)
+        y = _layer_y(torch.randn(M, N, dtype=torch.float64), act, alpha, gain, clamp).to(dtype).to(dev)
+        if layout == "transposed":
+            dy, y = dy.t().contiguous().t(), y.t().contiguous().t()
+        elif layout == "y_other":
+            y = y.t().contiguous().t()
+        dx, dw, db = torch.ops.fastgan.dense_backward(dy, x, w, [True, True, True], y, act, alpha, gain, clamp)
+        dz = _layer_dz(dy.double().cpu(), y.double().cpu(), act, alpha, gain, clamp)
+        xd, wd = x.double().cpu(), w.double().cpu()
+        what = f"dense_backward[{act},gain={gain},clamp={clamp}]"
+        assert_close(dx, dz @ wd, dtype, what + " dx", 2, scale=dz.abs() @ wd.abs())
+        assert_close(dw, dz.T @ xd, dtype, what + " dw", 2, scale=dz.abs().T @ xd.abs())
+        assert_close(db, dz.sum(0), dtype, what + " db", 2, scale=dz.abs().sum(0))
+        # subsets: the weight gradient's row sums without dx (same bits); db without dw (materialised: another
+        # summation order)
+        for mask in ([False, True, True], [True, False, True], [False, False, True]):
+            ox, ow, ob = torch.ops.fastgan.dense_backward(dy, x, w, mask, y, act, alpha, gain, clamp)
+            assert torch.equal(ox, dx) if mask[0] else ox.numel() == 0, (what, mask)
+            assert torch.equal(ow, dw) if mask[1] else ow.numel() == 0, (what, mask)
+            if mask[1]:
+                assert torch.equal(ob, db), (what, mask)
+            else:
+                assert_close(ob, dz.sum(0), dtype, what + " db alone", 2, scale=dz.abs().sum(0))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "y_other"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_conv2d_backward_op(impl, dtype, layout):
+    """conv2d_backward(dy, x, w, ..., mask, y, act...) against float64 formulas: act' folded into the input
+    gradient's stride phases (the im2col operand over dy) and the weight gradient, db as the weight gradient's row
+    sums (split-K: K = N * OH * OW = 2048), groups; y in dy's layout or another (dz materialised)."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("the backward ops are fastgan._C's (the reference has none)")
+    for (N, C, H, Co, k, s, p, gr), (act, alpha, gain, clamp) in zip(
+            [(8, 3, 16, 8, 3, 1, 1, 1), (3, 4, 9, 6, 3, 2, 1, 2), (2, 5, 8, 4, 2, 2, 0, 1)], LAYER_CASES):
+        x = rnd(N, C, H, H, dtype=dtype, device=dev)
+        w = rnd(Co, C // gr, k, k, dtype=dtype, device=dev, scale=0.3)
+        OH = (H + 2 * p - k) // s + 1
+        dy = rnd(N, Co, OH, OH, dtype=dtype, device=dev)
+        y = _layer_y(torch.randn(N, Co, OH, OH, dtype=torch.float64), act, alpha, gain, clamp).to(dtype).to(dev)
+        if layout != "nchw":
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = y.contiguous(memory_format=torch.channels_last)
+            if layout == "channels_last":
+                dy = dy.contiguous(memory_format=torch.channels_last)
+        dx, dw, db = torch.ops.fastgan.conv2d_backward(dy, x, w, [s, s], [p, p], [1, 1], gr, [True, True, True], y,
+                                                       act, alpha, gain, clamp)
+        dz = _layer_dz(dy.double().cpu(), y.double().cpu(), act, alpha, gain, clamp)
+        xd, wd = x.double().cpu(), w.double().cpu()
+        rx, rw, _ = torch.ops.aten.convolution_backward(dz, xd, wd, None, [s, s], [p, p], [1, 1], False, [0, 0], gr,
+                                                        [True, True, False])
+        sx, sw, _ = torch.ops.aten.convolution_backward(dz.abs(), xd.abs(), wd.abs(), None, [s, s], [p, p], [1, 1],
+                                                        False, [0, 0], gr, [True, True, False])
+        what = f"conv2d_backward[{N},{C},{H},{Co},k{k},s{s},g{gr},{act}]"
+        assert_close(dx, rx, dtype, what + " dx", 2, scale=sx)
+        assert_close(dw, rw, dtype, what + " dw", 2, scale=sw)
+        assert_close(db, dz.sum((0, 2, 3)), dtype, what + " db", 2, scale=dz.abs().sum((0, 2, 3)))
+        _, dw2, db2 = torch.ops.fastgan.conv2d_backward(dy, x, w, [s, s], [p, p], [1, 1], gr, [False, True, True], y,
+                                                        act, alpha, gain, clamp)
+        assert torch.equal(dw2, dw) and torch.equal(db2, db), what
+
+
+def test_layer_backward_op_errors():
+    """A layer whose activation gradient needs y, called without it: a clear error naming y."""
+    x, w, dy = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="y: the layer's saved output is required for act='lrelu'"):
+        torch.ops.fastgan.dense_backward(dy, x, w, [True, True, True], None, "lrelu", 0.2, 1.0, -1.0)
+    with pytest.raises(ValueError, match="y: expected shape"):
+        torch.ops.fastgan.dense_backward(dy, x, w, [True, True, True], dy[:2], "lrelu", 0.2, 1.0, -1.0)
+
+
 # ----------------------------------------------------------------------------------------- split-K in the kernel
 def test_split_k_same_bits_whichever_split_finishes_last():
     """Split-K products, split bias gradients and the BCE sum finish in the kernel: the last block to arrive sums
@@ -610,9 +715,10 @@ h = hashlib.sha256()
 with fastgan.use_impl("emu"):
     for _ in range(2):
         h.update(FF.linear(x, w, act="lrelu").numpy().tobytes())
-        xg, wg = xc.clone().requires_grad_(), wc.clone().requires_grad_()
-        y = FF.conv2d(xg, wg, None, padding=1)
-        h.update(torch.autograd.grad(y, wg, torch.ones_like(y))[0].numpy().tobytes())
+        xg, wg, bg = xc.clone().requires_grad_(), wc.clone().requires_grad_(), torch.randn(8, requires_grad=True)
+        y = FF.conv2d(xg, wg, bg, padding=1, act="lrelu")            # + the bias gradient as split row sums
+        for g in torch.autograd.grad(y, (wg, bg), torch.ones_like(y)):
+            h.update(g.numpy().tobytes())
         for shape in ((64, 32, 14, 14), (300, 1000)):                # bias gradients in 4 / 5 splits
             yb, dyb = torch.randn(shape), torch.randn(shape)
             h.update(torch.ops.fastgan.bias_act_backward(dyb, yb, True, 1, "lrelu", 0.2, 1.0, -1.0)[1].numpy().tobytes())

@@ -433,7 +433,8 @@ def test_bce_property(impl, case):
 def test_backward_ops_opcheck(backend):
     """torch.library.opcheck of dense_backward / conv2d_backward: schema, fake kernels (shapes and the
     documented layouts: dx in x's memory format, dw channels_last when x is), autograd registration; on the C++
-    CPU kernels and the emulated CUDA kernels."""
+    CPU kernels and the emulated CUDA kernels; with and without the layer's output y (act' folded into the
+    products), bias gradient, y in dy's layout and in another one (materialised dz)."""
     if backend not in fastgan.available_impls():
         pytest.skip("built without emulation")
     with fastgan.use_impl(backend):
@@ -449,12 +450,19 @@ def _backward_ops_opcheck():
     wc = torch.randn(4, 3, 3, 3, requires_grad=True)
     dzc = torch.randn(2, 4, 4, 4, requires_grad=True)
     cl = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
+    y = torch.randn(3, 4, 6, requires_grad=True)  # a layer's saved output (any values define a gradient)
+    yc = torch.rand(2, 4, 4, 4, requires_grad=True)  # (sigmoid outputs)
+    conv = ([2, 2], [1, 1], [1, 1], 1)
     cases = [
-        (ns.dense_backward, (dz, x, w, [True, True])),
-        (ns.dense_backward, (dz, x, w, [False, True])),
-        (ns.conv2d_backward, (dzc, xc, wc, [2, 2], [1, 1], [1, 1], 1, [True, True])),
-        (ns.conv2d_backward, (dzc, xc, wc, [2, 2], [1, 1], [1, 1], 1, [True, False])),
-        (ns.conv2d_backward, (cl(dzc), cl(xc), wc, [2, 2], [1, 1], [1, 1], 1, [True, True])),
+        (ns.dense_backward, (dz, x, w, [True, True, False])),
+        (ns.dense_backward, (dz, x, w, [False, True, True])),
+        (ns.dense_backward, (dz, x, w, [True, True, True], y, "lrelu", 0.2, 1.4, -1.0)),
+        (ns.dense_backward, (dz, x, w, [True, False, True], y, "tanh", 0.0, 1.0, 0.5)),
+        (ns.conv2d_backward, (dzc, xc, wc, *conv, [True, True, False])),
+        (ns.conv2d_backward, (dzc, xc, wc, *conv, [True, False, False])),
+        (ns.conv2d_backward, (dzc, xc, wc, *conv, [True, True, True], yc, "sigmoid", 0.0, 1.0, -1.0)),
+        (ns.conv2d_backward, (cl(dzc), cl(xc), wc, *conv, [True, True, True], cl(yc), "lrelu", 0.2, 1.0, -1.0)),
+        (ns.conv2d_backward, (cl(dzc), cl(xc), wc, *conv, [False, True, True], yc, "relu", 0.0, 1.0, -1.0)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)

@@ -21,31 +21,47 @@ using gemm::Plan;
 
 constexpr int kDotThreads = 256;
 
+// A(m, k) as the product takes it: dL/dz from dL/dy when the operand carries an activation gradient.
+template <typename T>
+__device__ __forceinline__ typename OpMath<T>::type dot_a(const GemmArgs<T>& p, int64_t off) {
+  const typename OpMath<T>::type v = load(p.a.ptr, off);
+  return p.a.y != nullptr ? gemm::act_grad(p.a, v, load(p.a.y, off)) : v;
+}
+
+// Outputs o < M * N are products; with row sums, outputs M * N + m are sum_k A(m, k) (a column of ones for B).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kDotThreads) gemm_dot_kernel(const GemmArgs<T> p) {
   using M = typename OpMath<T>::type;
   const int lane = threadIdx.x & 31;
   const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
-  const int64_t total = p.Mrows * p.Ncols;
+  const int64_t products = p.Mrows * p.Ncols;
+  const int64_t total = products + (p.rowsum != nullptr ? p.Mrows : 0);
   const int64_t ak = p.a.k.off0, bk = p.b.k.off0;
   for (int64_t o = warp; o < total; o += nwarps) {  // warp-uniform loop: every lane reaches the shuffles
-    const int64_t m = o / p.Ncols, n = o - m * p.Ncols;
-    const T* a = p.a.ptr + m * p.a.r.off0;
+    const bool ones = o >= products;
+    const int64_t m = ones ? o - products : o / p.Ncols, n = ones ? 0 : o - m * p.Ncols;
+    const int64_t a0 = m * p.a.r.off0;
     const T* b = p.b.ptr + n * p.b.r.off0;
+    auto bval = [&](int64_t k) { return ones ? M(1) : load(b, k * bk); };
     M s0 = M(0), s1 = M(0), s2 = M(0), s3 = M(0);
     int64_t k = lane;
     for (; k + 96 < p.K; k += 128) {
-      s0 += load(a, k * ak) * load(b, k * bk);
-      s1 += load(a, (k + 32) * ak) * load(b, (k + 32) * bk);
-      s2 += load(a, (k + 64) * ak) * load(b, (k + 64) * bk);
-      s3 += load(a, (k + 96) * ak) * load(b, (k + 96) * bk);
+      s0 += dot_a(p, a0 + k * ak) * bval(k);
+      s1 += dot_a(p, a0 + (k + 32) * ak) * bval(k + 32);
+      s2 += dot_a(p, a0 + (k + 64) * ak) * bval(k + 64);
+      s3 += dot_a(p, a0 + (k + 96) * ak) * bval(k + 96);
     }
-    for (; k < p.K; k += 32) s0 += load(a, k * ak) * load(b, k * bk);
+    for (; k < p.K; k += 32) s0 += dot_a(p, a0 + k * ak) * bval(k);
     M s = (s0 + s1) + (s2 + s3);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) gemm::epilogue_store<T, A>(p, p.out, p.bias, m, n, s);
+    if (lane == 0) {
+      if (ones)
+        store(p.rowsum, m, s);
+      else
+        gemm::epilogue_store<T, A>(p, p.out, p.bias, m, n, s);
+    }
   }
 }
 
@@ -72,7 +88,7 @@ void run_dot(const GemmParams& p, const Plan& pl, void* stream) {
   dispatch_dtype(p.dtype, "dense_dot", [&](auto tag) {
     using T = decltype(tag);
     const GemmArgs<T> a = gemm::make_args<T>(p, pl);
-    const int64_t total = p.M * p.N;
+    const int64_t total = p.M * p.N + (p.rowsum != nullptr ? p.M : 0);
     const int64_t want = ceil_div(total, kDotThreads / 32);
     const unsigned blocks = (unsigned)(want < 65535 ? want : 65535);
     bool ok = dispatch_act(p.act, [&](auto act) {

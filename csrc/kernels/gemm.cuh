@@ -69,7 +69,26 @@ struct DevOperand {
   int32_t h0, w0, H, W;
   int32_t sh, sw;
   int32_t k_fast;
+  // A of a backward GEMM (GemmParams::a_y): elements are dL/dy and enter as act_backward(v, y) with y read at the
+  // same offset (y has the operand's strides). nullptr: elements as they are.
+  const T* y;
+  int act;
+  typename OpMath<T>::type alpha, gain, clamp;
 };
+
+// dL/dz = act_backward(dL/dy, y) for the operand's activation (a block-uniform switch).
+template <typename T>
+__device__ __forceinline__ typename OpMath<T>::type act_grad(const DevOperand<T>& op, typename OpMath<T>::type v,
+                                                             typename OpMath<T>::type y) {
+  using M = typename OpMath<T>::type;
+  switch (op.act) {
+#define FG_GEMM_DACT_CASE(code, name, F) \
+  case code: return act_backward<F, M>(v, y, op.alpha, op.gain, op.clamp);
+    FG_ACTIVATIONS(FG_GEMM_DACT_CASE)
+#undef FG_GEMM_DACT_CASE
+    default: return v;
+  }
+}
 
 template <typename T>
 struct GemmArgs {
@@ -86,6 +105,8 @@ struct GemmArgs {
   int64_t Mrows, Ncols, K, kchunk;
   M* ws;          // split-K partial sums: [groups * splits][M][N]
   int* counters;  // split-K: one zero slot per output tile (arrivals), left zero
+  T* rowsum;      // GemmParams::rowsum: [groups][M] sums over k of A, or nullptr
+  M* ws_rows;     // split-K with row sums: their partials, [groups * splits][M] (after ws's tiles)
 };
 
 // Up to kMaxParts independent GEMMs of one shape class in one launch (the stride phases of a convolution's input
@@ -160,14 +181,16 @@ template <typename T>
 using Tc128For = TcCfg<128, 128, 16, sizeof(T) == 2 ? 4 : 8, 1>;
 
 // Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
-// from there into shared memory laid out [BK][ROWS + PAD] (r contiguous).
-template <typename T, OperandKind KIND, int ROWS, int BK, int NT>
+// from there into shared memory laid out [BK][ROWS + PAD] (r contiguous). DACT: the operand may carry an activation
+// gradient (DevOperand::y; the A operand).
+template <typename T, OperandKind KIND, int ROWS, int BK, int NT, bool DACT = false>
 struct TileLoader {
   using M = typename OpMath<T>::type;
   static constexpr int E = ROWS * BK / NT;  // elements per thread per tile
   static constexpr int RSTEP = NT / BK;     // k-fast mapping: rows between a thread's elements
   static constexpr int KSTEP = NT / ROWS;   // r-fast mapping: ks between a thread's elements
   const T* base;
+  const T* ybase;   // DACT: the saved output y at the operand's offsets, or nullptr
   int32_t roff[E], rh[E], rw[E];
   bool rok[E];
   int rl0, kl0;
@@ -177,6 +200,7 @@ struct TileLoader {
 
   __device__ __forceinline__ void init(const DevOperand<T>& op, int group, int64_t row0, int64_t rows, int tid) {
     base = op.ptr + (int64_t)group * op.group_stride;
+    ybase = DACT && op.y != nullptr ? op.y + (int64_t)group * op.group_stride : nullptr;
     if (op.k_fast) {
       kl0 = tid % BK;
       rl0 = tid / BK;
@@ -195,13 +219,42 @@ struct TileLoader {
     }
   }
 
+  __device__ __forceinline__ M value(const DevOperand<T>& op, int64_t off) const {
+    const M v = load(base, off);
+    return DACT && ybase != nullptr ? act_grad(op, v, load(ybase, off)) : v;
+  }
+
   __device__ __forceinline__ M element(const DevOperand<T>& op, int e, const Coord& kc, bool kok) {
     bool ok = rok[e] && kok;
-    if (KIND == OperandKind::mat) return ok ? load(base, roff[e] + kc.off) : M(0);
+    if (KIND == OperandKind::mat) return ok ? value(op, roff[e] + kc.off) : M(0);
     const int32_t hc = rh[e] + kc.h, wc = rw[e] + kc.w;  // im2col: zero outside [0, H) x [0, W)
     const bool inside = (uint32_t)hc < (uint32_t)op.H && (uint32_t)wc < (uint32_t)op.W;
     pad[e] = ok && !inside;
-    return ok && inside ? load(base, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
+    return ok && inside ? value(op, roff[e] + kc.off + hc * op.sh + wc * op.sw) : M(0);
+  }
+
+  // Row sums of the fetched values, accumulated in shared memory rs [slots][ROWS]: each (slot, row) belongs to one
+  // thread (slot = its k lane), which adds its elements in a fixed order, so no barrier is needed until the slots
+  // are summed (rows_sum_slots) and the result does not depend on scheduling.
+  static constexpr int kRowSlotsKFast = BK, kRowSlotsRFast = KSTEP;
+  __device__ __forceinline__ void zero_rows(M* rs, bool k_fast) const {
+    if (k_fast) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) rs[kl0 * ROWS + rl0 + e * RSTEP] = M(0);
+    } else {
+      rs[kl0 * ROWS + rl0] = M(0);
+    }
+  }
+  __device__ __forceinline__ void add_rows(M* rs, bool k_fast) const {
+    if (k_fast) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) rs[kl0 * ROWS + rl0 + e * RSTEP] += v[e];
+    } else {
+      M s = rs[kl0 * ROWS + rl0];
+#pragma unroll
+      for (int e = 0; e < E; ++e) s += v[e];
+      rs[kl0 * ROWS + rl0] = s;
+    }
   }
 
   // inf, NaN, and finite values that TF32 rounding (cvt.rna) turns into inf: |v| >= 0x1.ffep+127 (flagging
@@ -405,10 +458,16 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   const int64_t kend = kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K;
   const int nt = kend > kbeg ? (int)((kend - kbeg + BK - 1) / BK) : 0;
 
-  TileLoader<T, AK, BM, BK, Cfg::NT> la;
+  TileLoader<T, AK, BM, BK, Cfg::NT, true> la;
   TileLoader<T, BKIND, BN, BK, Cfg::NT> lb;
   la.init(p.a, g, m0, p.Mrows, tid);
   lb.init(p.b, g, n0, p.Ncols, tid);
+  // Row sums of A (GemmParams::rowsum: the bias gradient of a weight-gradient GEMM), by the blocks of the first
+  // column of tiles, from the values as loaded (before any TF32 rounding). The 64 tiles only (make_plan).
+  constexpr bool kRowSums = BM == 64;
+  __shared__ M rs_s[kRowSums ? BK * BM : 1];
+  const bool rows_here = kRowSums && p.rowsum != nullptr && blockIdx.y == 0;
+  if (rows_here) la.zero_rows(rs_s, p.a.k_fast);
 
   M acc[TM][TN];
 #pragma unroll
@@ -430,6 +489,7 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   if (nt > 0) {
     la.fetch(p.a, kbeg, kend);
     lb.fetch(p.b, kbeg, kend);
+    if (rows_here) la.add_rows(rs_s, p.a.k_fast);
     store_tiles(0);
   }
   if (kMaskA || kMaskB)
@@ -443,6 +503,7 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
     if (more) {  // global loads of the next tile are in flight while this one is multiplied
       la.fetch(p.a, kbeg + (int64_t)(t + 1) * BK, kend);
       lb.fetch(p.b, kbeg + (int64_t)(t + 1) * BK, kend);
+      if (rows_here) la.add_rows(rs_s, p.a.k_fast);
     }
     const M* Ac = As + cur * BK * LDA;
     const M* Bc = Bs + cur * BK * LDB;
@@ -478,9 +539,20 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
       __syncthreads();
   }
 
+  const bool split = p.splits > 1;
+  // Row sums: the slots of each row in a fixed order (the main loop's last barrier ordered every add before this).
+  if (rows_here && tid < BM && m0 + tid < p.Mrows) {
+    const int slots = p.a.k_fast ? decltype(la)::kRowSlotsKFast : decltype(la)::kRowSlotsRFast;
+    M r = M(0);
+    for (int q = 0; q < slots; ++q) r += rs_s[q * BM + tid];
+    if (split)
+      p.ws_rows[(int64_t)z * p.Mrows + m0 + tid] = r;
+    else
+      store(p.rowsum, (int64_t)g * p.Mrows + m0 + tid, r);
+  }
+
   // Epilogue: stage CH rows at a time through shared memory (the main loop's last barrier freed it).
   M* Cs = smem;
-  const bool split = p.splits > 1;
   const bool m_fast = !split && (p.s_inner == 1 || p.s_inner < p.s_n);  // write along the smaller stride
   T* out = p.out + (int64_t)g * p.out_group_stride;
   const T* bias = p.bias != nullptr ? p.bias + (int64_t)g * p.Ncols : nullptr;
@@ -525,6 +597,11 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
 #undef FG_GEMM_FINISH_CASE
     default: break;
   }
+  if (rows_here && tid < BM && m0 + tid < p.Mrows) {  // the row sums' partials, in split order
+    M r = M(0);
+    for (int q = 0; q < p.splits; ++q) r += p.ws_rows[((int64_t)g * p.splits + q) * p.Mrows + m0 + tid];
+    store(p.rowsum, (int64_t)g * p.Mrows + m0 + tid, r);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------- host side
@@ -547,7 +624,8 @@ inline Plan make_plan(const GemmParams& p) {
   const int64_t G = p.groups < 1 ? 1 : p.groups;
   const int64_t t128 = ceil_div(p.M, 128) * ceil_div(p.N, 128) * G;
   // A full wave of big tiles (the most reuse per shared-memory load), and both dimensions fill most of one.
-  if (p.dtype != DType::f64 && t128 >= sm && p.M >= 96 && p.N >= 96) {
+  // (Row sums are computed by the 64 tiles only.)
+  if (p.dtype != DType::f64 && p.rowsum == nullptr && t128 >= sm && p.M >= 96 && p.N >= 96) {
     pl.cfg = 128;
     pl.kchunk = p.K;
     return pl;
@@ -572,9 +650,11 @@ inline Plan make_plan(const GemmParams& p) {
   return pl;
 }
 
+// Split-K partial sums: [groups * splits][M][N], then the row sums' partials [groups * splits][M].
 inline int64_t workspace_bytes(const GemmParams& p, const Plan& pl) {
   if (pl.splits <= 1) return 0;
-  return (int64_t)pl.splits * (p.groups < 1 ? 1 : p.groups) * p.M * p.N * (int64_t)accum_size(p.dtype);
+  const int64_t zs = (int64_t)pl.splits * (p.groups < 1 ? 1 : p.groups);
+  return zs * (p.M * p.N + (p.rowsum != nullptr ? p.M : 0)) * (int64_t)accum_size(p.dtype);
 }
 
 inline DevIndex dev_index(const GemmIndex& x) {
@@ -607,6 +687,9 @@ DevOperand<T> dev_operand(const GemmOperand& o) {
   d.sh = (int32_t)o.sh;
   d.sw = (int32_t)o.sw;
   d.k_fast = o.k_fast ? 1 : 0;
+  d.y = nullptr;
+  d.act = 0;
+  d.alpha = d.gain = d.clamp = 0;
   return d;
 }
 
@@ -684,6 +767,15 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.kchunk = pl.kchunk > 0 ? pl.kchunk : 1;
   a.ws = static_cast<M*>(p.workspace);
   a.counters = p.counters;
+  a.a.y = static_cast<const T*>(p.a_y);
+  a.a.act = p.a_act;
+  a.a.alpha = (M)p.a_alpha;
+  a.a.gain = (M)p.a_gain;
+  a.a.clamp = (M)p.a_clamp;
+  a.rowsum = static_cast<T*>(p.rowsum);
+  a.ws_rows = p.rowsum != nullptr && a.ws != nullptr
+                  ? a.ws + (int64_t)pl.splits * (p.groups < 1 ? 1 : p.groups) * p.M * p.N
+                  : nullptr;
   return a;
 }
 
@@ -719,7 +811,10 @@ void run_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, const
   for (int i = 0; i < n; ++i) {
     if (pl.splits > 1 && ps[i].workspace == nullptr)
       throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
-    if (!act_code_valid(ps[i].act)) throw std::invalid_argument(std::string(name) + ": unknown activation code");
+    if (!act_code_valid(ps[i].act) || (ps[i].a_y != nullptr && !act_code_valid(ps[i].a_act)))
+      throw std::invalid_argument(std::string(name) + ": unknown activation code");
+    if (ps[i].rowsum != nullptr && pl.cfg == 128)
+      throw std::invalid_argument(std::string(name) + ": row sums need the 64 tile");
     if (ps[i].groups != ps[0].groups) throw std::invalid_argument(std::string(name) + ": parts differ in groups");
   }
   if (pl.cfg == 128 && pl.splits > 1) throw std::invalid_argument(std::string(name) + ": the 128 tile has no split-K");

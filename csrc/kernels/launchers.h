@@ -128,6 +128,17 @@ struct GemmParams {
   int sm_count = 132;         // multiprocessors of the device (the emulation models an H200: 132)
   void* workspace = nullptr;  // gemm_workspace(p) bytes when that is > 0 (split-K partial sums)
   int* counters = nullptr;    // with a workspace (split-K): kCounterSlots zeroed slots (see kCounterSlots)
+  // The backward of a fused layer without a separate activation pass:
+  //  * a_y: A holds dL/dy of a layer y = clamp(act(z) * gain) and enters the product as
+  //    dL/dz = act_backward(A, y) (activation.cuh), y being read at A's element offsets (same strides as A);
+  //    nullptr: A as it is;
+  //  * rowsum: rowsum[g * M + m] = sum_k A(m, k) (after a_y), groups * M elements of dtype -- the bias gradient,
+  //    computed by the weight-gradient GEMM (A = dL/dz with k over the batch). Fixed summation order (bitwise
+  //    reproducible). Plans with row sums take the 64 tile or the dot kernel. nullptr: none.
+  const void* a_y = nullptr;
+  int a_act = 0;
+  double a_alpha = 0, a_gain = 1, a_clamp = -1;
+  void* rowsum = nullptr;
 };
 
 struct KernelTable {

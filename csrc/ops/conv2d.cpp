@@ -1,5 +1,5 @@
-// conv2d op: y = act(conv2d(x, w) + b) * gain (clamped), and conv2d_backward: dx and dw from dz (the gradient
-// at the pre-activation, from bias_act_backward).
+// conv2d op: y = act(conv2d(x, w) + b) * gain (clamped), and conv2d_backward: dx, dw and db from dy = dL/dy and
+// the saved output y (act' is folded into the kernels' operand loads and db into the weight gradient, gemm_glue.h).
 //
 //   CPU    ATen convolution (oneDNN) + one fused bias-activation pass over its output, in place, in the output's
 //          own memory format. The backward through at::convolution_backward,
@@ -360,36 +360,60 @@ void zero_dead_taps(at::Tensor& dw, const ConvGeom& g) {
 }
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const at::Tensor& x,
-                                                   const at::Tensor& w, at::IntArrayRef stride,
-                                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                                                   std::array<bool, 2> mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, const c10::optional<at::Tensor>& y,
+    c10::string_view act, double alpha, double gain, double clamp) {
   const BelowAutograd below;
   const char* op = "fastgan::conv2d_backward";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
-  check_same(dz, x, op, "dz", "x");
+  check_same(dy, x, op, "dy", "x");
+  const int a = act_code(act, op);
+  check_act_args(op, alpha, gain, clamp);
   check_conv_args(op, x, w, stride, padding, dilation, groups);
   const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
-  TORCH_CHECK_VALUE(dz.dim() == 4 && dz.size(0) == g.N && dz.size(1) == g.Co && dz.size(2) == g.OH &&
-                        dz.size(3) == g.OW,
-                    op, ": dz: expected shape [", g.N, ", ", g.Co, ", ", g.OH, ", ", g.OW, "], got ", dz.sizes());
+  TORCH_CHECK_VALUE(dy.dim() == 4 && dy.size(0) == g.N && dy.size(1) == g.Co && dy.size(2) == g.OH &&
+                        dy.size(3) == g.OW,
+                    op, ": dy: expected shape [", g.N, ", ", g.Co, ", ", g.OH, ", ", g.OW, "], got ", dy.sizes());
+  const at::Tensor yv = layer_output(y, dy, act, a, gain, clamp, op);
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
-  // Layouts (the fake kernel in fastgan/_ops.py says the same): dx in x's memory format; dw channels_last when
-  // x is (then the kernels' reduction order (kh, kw, ci) is dw's memory order), contiguous otherwise.
+  // Layouts (the fake kernel in fastgan/ops/conv2d.py says the same): dx in x's memory format; dw channels_last
+  // when x is (then the kernels' reduction order (kh, kw, ci) is dw's memory order), contiguous otherwise.
   const bool cl = channels_last(x);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  LayerGrad lg(ex, dy, yv, 1, a, alpha, gain, clamp, mask[2] ? poisoned(at::empty({g.Co}, x.options())) : at::Tensor());
+  // A of the products: dy with act' folded into the kernels' loads, else the materialised dz (which then also
+  // gives db)
+  const bool fold = ex.backend != Backend::CPU && lg.foldable(dy, yv);
+  auto operand = [&]() { return fold ? dy : lg.dz(); };
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
   bool dx_done = !mask[0], dw_done = !mask[1];
   if (ex.backend != Backend::CPU) {
     const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     // (per stride phase: M ~ N*H*W / (sh*sw), K ~ Cout/G*KH*KW / (sh*sw); the phases together issue m MACs)
     const int64_t phases = g.sh * g.sw, Mp = g.N * g.H * g.W / phases, Kp = std::max<int64_t>(1, g.Cog * g.KH * g.KW / phases);
+    if (mask[1] && use_kernels(ex, x, g.Cog, g.Cg * g.KH * g.KW, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}))) {
+      at::Tensor out = at::empty(w.sizes(), w.options().memory_format(fmt));
+      poisoned(out);
+      const at::Tensor A = operand();
+      GemmParams p = wgrad_params(g, A, x, out, cl);
+      if (fold) lg.fold(p, yv);
+      if (!lg.db_done && p.N > 0) p.rowsum = lg.db.mutable_data_ptr();  // db = dz summed over (n, oh, ow)
+      if (run_gemm(ex, p, out)) {
+        dw = out;
+        dw_done = true;
+        if (p.rowsum != nullptr) lg.db_done = true;
+      }
+    }
     if (mask[0] && use_kernels(ex, x, Mp, g.Cg, m, std::min({Mp, g.Cg, Kp}), phases)) {
       at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
       bool taps_empty = false;
-      std::vector<GemmParams> ps = dgrad_phase_params(g, dz, w, out, &taps_empty);
+      const at::Tensor A = operand();
+      std::vector<GemmParams> ps = dgrad_phase_params(g, A, w, out, &taps_empty);
+      if (fold)
+        for (GemmParams& p : ps) lg.fold(p, yv);
       if (taps_empty) out.zero_();  // pixels no tap reaches: their gradient is 0
       else poisoned(out);
       if (run_gemms(ex, ps, out)) {
@@ -397,22 +421,13 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const a
         dx_done = true;
       }
     }
-    if (mask[1] && use_kernels(ex, x, g.Cog, g.Cg * g.KH * g.KW, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}))) {
-      at::Tensor out = at::empty(w.sizes(), w.options().memory_format(fmt));
-      poisoned(out);
-      GemmParams p = wgrad_params(g, dz, x, out, cl);
-      if (run_gemm(ex, p, out)) {
-        dw = out;
-        dw_done = true;
-      }
-    }
   }
   if (ex.backend == Backend::CPU && mask[0] && small_conv_fits(x, w, g)) {
-    dx = small_conv_dgrad(dz, x, w, g);
+    dx = small_conv_dgrad(lg.dz(), x, w, g);
     dx_done = true;
   }
   if (!dx_done || !dw_done) {
-    auto r = at::convolution_backward(dz, x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups,
+    auto r = at::convolution_backward(lg.dz(), x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups,
                                       {!dx_done, !dw_done, false});
     if (!dx_done) dx = std::get<0>(r).contiguous(fmt);
     if (!dw_done) {
@@ -420,7 +435,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const a
       if (ex.backend == Backend::CPU) zero_dead_taps(dw, g);
     }
   }
-  return {dx, dw};
+  if (!lg.db_done) lg.dz();  // the bias gradient from the materialising pass
+  return {dx, dw, mask[2] ? lg.db : at::empty({0}, x.options())};
 }
 
 }  // namespace fastgan

@@ -1,5 +1,6 @@
-// dense op: y = act(x @ w.T + b) * gain (clamped), and dense_backward: dx = dz @ w, dw = dz^T @ x (dz is the
-// gradient at the pre-activation, from bias_act_backward).
+// dense op: y = act(x @ w.T + b) * gain (clamped), and dense_backward: dx = dz @ w, dw = dz^T @ x, db = sum of dz
+// from dy = dL/dy and the saved output y (dz = act_backward(dy, y), folded into the kernels' operand loads and db
+// into the weight gradient's row sums, gemm_glue.h).
 //
 //   CPU    ATen GEMM (MKL/oneDNN), then one fused bias-activation pass over the output, in place.
 //   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/dense.cu, gemm.cuh); large products go to
@@ -114,48 +115,68 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
   return as_shape(y, out_shape);
 }
 
-std::tuple<at::Tensor, at::Tensor> dense_backward(const at::Tensor& dz, const at::Tensor& x,
-                                                  const at::Tensor& w, std::array<bool, 2> mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& dy, const at::Tensor& x,
+                                                              const at::Tensor& w, std::array<bool, 3> mask,
+                                                              const c10::optional<at::Tensor>& y, c10::string_view act,
+                                                              double alpha, double gain, double clamp) {
   const BelowAutograd below;
   const char* op = "fastgan::dense_backward";
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
-  check_same(dz, x, op, "dz", "x");
+  check_same(dy, x, op, "dy", "x");
+  const int a = act_code(act, op);
+  check_act_args(op, alpha, gain, clamp);
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w: expected a 2-D tensor (out_features, in_features), got shape ", w.sizes());
   const int64_t K = w.size(1), N = w.size(0);
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == K, op, ": x: expected last dimension ", K, ", got shape ",
                     x.sizes());
-  TORCH_CHECK_VALUE(dz.dim() == x.dim() && dz.size(-1) == N && dz.sizes().slice(0, dz.dim() - 1) ==
+  TORCH_CHECK_VALUE(dy.dim() == x.dim() && dy.size(-1) == N && dy.sizes().slice(0, dy.dim() - 1) ==
                                                                    x.sizes().slice(0, x.dim() - 1),
-                    op, ": dz: expected shape ", x.sizes().slice(0, x.dim() - 1), " + [", N, "], got ", dz.sizes());
+                    op, ": dy: expected shape ", x.sizes().slice(0, x.dim() - 1), " + [", N, "], got ", dy.sizes());
+  const at::Tensor yv = layer_output(y, dy, act, a, gain, clamp, op);
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   const int64_t M = leading(x);
-  const at::Tensor x2 = as_matrix(x, M, K), dz2 = as_matrix(dz, M, N);
+  const bool kern = ex.backend != Backend::CPU;
+  const at::Tensor x2 = as_matrix(x, M, K), dy2 = as_matrix(dy, M, N);
+  const at::Tensor y2 = yv.defined() ? as_matrix(yv, M, N) : at::Tensor();
+  LayerGrad g(ex, dy, yv, dy.dim() - 1, a, alpha, gain, clamp,
+              mask[2] ? poisoned(at::empty({N}, x.options())) : at::Tensor());
+  // A of the products: dy with act' folded into the kernels' loads, else the materialised dz (which then also
+  // gives db)
+  const bool fold = kern && g.foldable(dy2, y2);
+  auto operand = [&]() { return fold ? dy2 : as_matrix(g.dz(), M, N); };
   at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
   // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
-  // head), before dx's write (M x K, as large as x) evicts it.
-  if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K)
+  // head), before dx's write (M x K, as large as x) evicts it; and it sums the bias gradient on the way.
+  if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K);  db = dz^T @ ones (the kernels' row sums of A)
     at::Tensor out = poisoned(at::empty({N, K}, x.options()));
     bool done = false;
-    if (ex.backend != Backend::CPU && use_kernels(ex, x, N, K, M)) {
-      GemmParams p = matmul_params(dz2, dz2.stride(1), dz2.stride(0), x2, x2.stride(0), x2.stride(1), out, N, K, M);
+    if (kern && K > 0 && use_kernels(ex, x, N, K, M)) {
+      const at::Tensor A = operand();
+      GemmParams p = matmul_params(A, A.stride(1), A.stride(0), x2, x2.stride(0), x2.stride(1), out, N, K, M);
+      if (fold) g.fold(p, y2);
+      if (!g.db_done) p.rowsum = g.db.mutable_data_ptr();
       done = run_gemm(ex, p, out);
+      if (done && p.rowsum != nullptr) g.db_done = true;
     }
-    if (!done) at::mm_out(out, dz2.t(), x2);
+    if (!done) at::mm_out(out, as_matrix(g.dz(), M, N).t(), x2);
     dw = out;
   }
   if (mask[0]) {  // dx (M x K) = dz (M x N) @ w (N x K)
     at::Tensor out = poisoned(at::empty({M, K}, x.options()));
     bool done = false;
-    if (ex.backend != Backend::CPU && use_kernels(ex, x, M, K, N)) {
-      GemmParams p = matmul_params(dz2, dz2.stride(0), dz2.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
+    if (kern && use_kernels(ex, x, M, K, N)) {
+      const at::Tensor A = operand();
+      GemmParams p = matmul_params(A, A.stride(0), A.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
+      if (fold) g.fold(p, y2);
       done = run_gemm(ex, p, out);
     }
-    if (!done) at::mm_out(out, dz2, w);
+    if (!done) at::mm_out(out, as_matrix(g.dz(), M, N), w);
     dx = as_shape(out, x.sizes());
   }
-  return {dx, dw};
+  if (!g.db_done) g.dz();  // the bias gradient from the materialising pass
+  return {dx, dw, mask[2] ? g.db : at::empty({0}, x.options())};
 }
 
 }  // namespace fastgan

@@ -1,11 +1,13 @@
 #include "gemm_glue.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 namespace fastgan {
 
@@ -59,6 +61,40 @@ bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like) {
   const bool ok = run_gemms(ex, ps, like);
   p = ps[0];
   return ok;
+}
+
+LayerGrad::LayerGrad(const Exec& ex_, at::Tensor dy_, at::Tensor y_, int64_t dim_, int act_, double alpha_,
+                     double gain_, double clamp_, at::Tensor db_)
+    : ex(ex_), dy(std::move(dy_)), y(std::move(y_)), dim(dim_), act(act_), alpha(alpha_), gain(gain_),
+      clamp(clamp_), db(std::move(db_)), db_done(!db.defined()) {}
+
+const at::Tensor& LayerGrad::dz() {
+  if (dz_.defined()) return dz_;
+  if (!y.defined() && db_done) {
+    dz_ = dy;
+    return dz_;
+  }
+  // bias_act_backward's pass (a copy of dy plus the bias gradient when y is undefined: act linear)
+  const at::Tensor& like = y.defined() ? y : dy;
+  dz_ = poisoned(at::empty_like(like));
+  const at::Tensor yd = with_strides_of(like, dz_), dyd = with_strides_of(dy, dz_);
+  bias_act_backward_into(ex, dyd, yd, dz_, db_done ? at::Tensor() : db, dim, y.defined() ? act : 0,
+                         y.defined() ? alpha : 0.0, y.defined() ? gain : 1.0, y.defined() ? clamp : -1.0);
+  db_done = true;
+  return dz_;
+}
+
+bool LayerGrad::foldable(const at::Tensor& a, const at::Tensor& y_view) const {
+  return !y.defined() || y_view.strides() == a.strides();
+}
+
+void LayerGrad::fold(GemmParams& p, const at::Tensor& y_view) const {
+  if (!y.defined()) return;
+  p.a_y = y_view.const_data_ptr();
+  p.a_act = act;
+  p.a_alpha = alpha;
+  p.a_gain = gain;
+  p.a_clamp = clamp;
 }
 
 GemmIndex gemm_index1(int64_t stride) {

@@ -21,6 +21,32 @@ bool run_gemm(const Exec& ex, GemmParams& p, const at::Tensor& like);
 // gradient); false, doing nothing, when any of them is outside the kernels' limits.
 bool run_gemms(const Exec& ex, std::vector<GemmParams>& ps, const at::Tensor& like);
 
+// The upstream gradient of a backward op (dense_backward, conv2d_backward): dL/dy of a fused layer
+// y = clamp(act(z) * gain) with its saved output y, or dL/dz itself when y is undefined (act linear, gain 1,
+// no clamp: the ops drop y then). The GEMM kernels take dL/dy as it is: their A operand applies act' while
+// loading (fold_act_grad) and the weight-gradient GEMM sums the bias gradient (GemmParams::rowsum). What cannot
+// (the CPU, products routed to ATen, y with other strides than dy) uses dL/dz materialised once by dz().
+struct LayerGrad {
+  const Exec& ex;
+  at::Tensor dy, y;  // y undefined: dy is dL/dz
+  int64_t dim;       // the channel dim (bias gradient)
+  int act;
+  double alpha, gain, clamp;
+  at::Tensor db;     // the bias gradient to produce (undefined: none)
+  bool db_done;      // db written (or not wanted)
+  at::Tensor dz_;    // materialised dL/dz
+
+  LayerGrad(const Exec& ex, at::Tensor dy, at::Tensor y, int64_t dim, int act, double alpha, double gain,
+            double clamp, at::Tensor db);
+  // dL/dz as a tensor (dy itself when y is undefined and no bias gradient is pending); the first call computes it,
+  // with the bias gradient in the same pass.
+  const at::Tensor& dz();
+  // Whether a GEMM can read `a` (a view of dy) as dL/dy: y's view `y_view` has the same strides (or y is undefined).
+  bool foldable(const at::Tensor& a, const at::Tensor& y_view) const;
+  // Makes p's A operand (a foldable view of dy) dL/dy: p.a_y = y_view and the activation.
+  void fold(GemmParams& p, const at::Tensor& y_view) const;
+};
+
 // A single-digit index: element offset = i * stride.
 GemmIndex gemm_index1(int64_t stride);
 

@@ -1,5 +1,7 @@
 #include "glue.h"
 
+#include "../kernels/activation.cuh"
+
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
@@ -133,6 +135,18 @@ void check_act_args(const char* op, double alpha, double gain, double clamp) {
   TORCH_CHECK_VALUE(std::isfinite(gain) && gain > 0, op, ": gain: expected a finite number > 0, got ", gain);
   TORCH_CHECK_VALUE(!std::isnan(clamp) && !std::isinf(clamp), op,
                     ": clamp: expected a finite number (negative = no clamp), got ", clamp);
+}
+
+at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy, c10::string_view act, int code,
+                        double gain, double clamp, const char* op) {
+  const bool identity = code == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0;
+  const bool given = y.has_value() && y->defined();
+  TORCH_CHECK_VALUE(given || identity, op, ": y: the layer's saved output is required for act='", act, "', gain=",
+                    gain, ", clamp=", clamp, " (only a linear layer with gain 1 and no clamp needs none)");
+  if (!given || identity) return at::Tensor();
+  check_same(*y, dy, op, "y", "dy");
+  TORCH_CHECK_VALUE(y->sizes() == dy.sizes(), op, ": y: expected shape ", dy.sizes(), " like dy, got ", y->sizes());
+  return *y;
 }
 
 at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {

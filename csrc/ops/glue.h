@@ -50,6 +50,12 @@ void check_act_args(const char* op, double alpha, double gain, double clamp);
 bool check_bias(const c10::optional<at::Tensor>& b, const at::Tensor& x, int64_t n, const char* op,
                 const std::string& what);
 
+// The saved output y of a backward op's layer (dense_backward, conv2d_backward): checked against dy (dtype, device,
+// shape); undefined when the activation's gradient needs no y (linear, gain 1, no clamp: dz = dy). An error when
+// the activation needs y and none was given.
+at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy, c10::string_view act, int code,
+                        double gain, double clamp, const char* op);
+
 // `t` itself if its strides equal `like`'s, else a copy with `like`'s strides (kernels walk memory order).
 at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like);
 

@@ -17,15 +17,19 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& dy, const
                                                      double gain, double clamp);
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                  c10::string_view act, double alpha, double gain, double clamp);
-std::tuple<at::Tensor, at::Tensor> dense_backward(const at::Tensor& dz, const at::Tensor& x,
-                                                  const at::Tensor& w, std::array<bool, 2> mask);
+// The backward ops take dy = dL/dy of the layer and its saved output y (dL/dz = act_backward(dy, y)); y may be
+// None for a linear layer (gain 1, no clamp). mask: (dx, dw, db).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& dy, const at::Tensor& x,
+                                                              const at::Tensor& w, std::array<bool, 3> mask,
+                                                              const c10::optional<at::Tensor>& y, c10::string_view act,
+                                                              double alpha, double gain, double clamp);
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view act, double alpha, double gain, double clamp);
-std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& dz, const at::Tensor& x,
-                                                   const at::Tensor& w, at::IntArrayRef stride,
-                                                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                                                   std::array<bool, 2> mask);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, const c10::optional<at::Tensor>& y,
+    c10::string_view act, double alpha, double gain, double clamp);
 at::Tensor sigmoid_bce(const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
                        const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                        int64_t reduction);

@@ -43,9 +43,10 @@ def register(name: str, *, fake: Callable, setup_context: Callable, backward: Ca
         user_setup(ctx, inputs, output)
 
     def backward(ctx, *grads):
+        n = len(ctx.needs_input_grad)  # a caller may omit trailing arguments that have schema defaults
         if all(g is None for g in grads):
-            return (None,) * len(ctx.needs_input_grad)
-        return user_backward(ctx, *grads)
+            return (None,) * n
+        return tuple(user_backward(ctx, *grads))[:n]
 
     torch.library.register_fake(qualname, fake)
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
@@ -79,21 +80,41 @@ def call(name: str, *args):
     return op(name)(*args)
 
 
-def product_double_backward(ctx, gdx, gdw, product: Callable, grads: Callable) -> tuple:
-    """The backward of a product's gradient op -- ``(dx, dw) = grads(dz, x, w, mask)`` for ``z = product(x, w)``
-    (dense, conv2d) -- with respect to (dz, x, w). Both outputs are bilinear: dx in (dz, w), dw in (dz, x), so
-    their adjoints are the product and its gradient op again: gdz = product(gdx, w) + product(x, gdw),
-    gx = grads(dz, x, gdw) [dx part], gw = grads(dz, gdx, w) [dw part]. Saved tensors: (dz, x, w); ctx.mask the
-    forward's mask (an output it did not compute has no gradient)."""
-    dz, x, w = ctx.saved_tensors
+LAYER_DEFAULTS = (None, "linear", 0.0, 1.0, -1.0)  # the backward ops' (y, act, alpha, gain, clamp) defaults
+
+
+def with_defaults(inputs, n_required: int, defaults) -> tuple:
+    """An op's inputs as setup_context receives them, with the schema's defaults filled in for omitted trailing
+    arguments."""
+    inputs = tuple(inputs)
+    return inputs + tuple(defaults[len(inputs) - n_required:])
+
+
+def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable, bias_shape) -> tuple:
+    """The backward of a fused layer's gradient op ``(dx, dw, db) = grads(dy, x, w, mask, y, act...)`` (dense_backward,
+    conv2d_backward) for ``y = act(product(x, w) + b)``, with respect to (dy, x, w, y). Through dz = act_grad(dy, y):
+    dx is bilinear in (dz, w), dw in (dz, x), db linear in dz, so their adjoints are the product and the gradient
+    op again: gdz = product(gdx, w) + product(x, gdw) + gdb (broadcast), gx = grads(dy, x, gdw, y) [dx part],
+    gw = grads(dy, gdx, w, y) [dw part] (act' applied inside those products, as in the first backward); then
+    (gdy, gy) from dz's adjoint (ops/bias_act.py). Saved tensors: (dy, x, w, y); ctx.mask the forward's mask (an
+    output it did not compute has no gradient), ctx.act the activation arguments, ctx.dim the channel dim,
+    ctx.y_index y's position among the op's inputs. Returns (gdy, gx, gw, gy)."""
+    from .bias_act import layer_dz_adjoint  # (bias_act imports this module)
+    dy, x, w, y = ctx.saved_tensors
+    need = ctx.needs_input_grad  # (as long as the inputs given: trailing defaults may be omitted)
+    need_y = len(need) > ctx.y_index and need[ctx.y_index]
     gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
     gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
+    gdb = gdb if ctx.mask[2] and gdb is not None and gdb.numel() else None
     gdz = gx = gw = None
-    if ctx.needs_input_grad[0]:
+    if need[0] or need_y:
         terms = ([product(gdx, w)] if gdx is not None else []) + ([product(x, gdw)] if gdw is not None else [])
-        gdz = sum(terms[1:], terms[0]) if terms else torch.zeros_like(dz)
-    if ctx.needs_input_grad[1] and gdw is not None:
-        gx = grads(dz, x, gdw, [True, False])[0]
-    if ctx.needs_input_grad[2] and gdx is not None:
-        gw = grads(dz, gdx, w, [False, True])[1]
-    return gdz, gx, gw
+        gdz = sum(terms[1:], terms[0]) if terms else None
+        if gdb is not None:
+            gdz = gdb.reshape(bias_shape).expand(dy.shape) if gdz is None else gdz + gdb.reshape(bias_shape)
+    if need[1] and gdw is not None:
+        gx = grads(dy, x, gdw, [True, False, False], y, *ctx.act)[0]
+    if need[2] and gdx is not None:
+        gw = grads(dy, gdx, w, [False, True, False], y, *ctx.act)[1]
+    gdy, gy = layer_dz_adjoint(gdz, dy, y, ctx.dim, *ctx.act, need[0], need_y)
+    return gdy, gx, gw, gy

@@ -89,20 +89,32 @@ def _backward_setup(ctx, inputs, output):
     ctx.save_for_backward(dy, y)
 
 
+def layer_dz_adjoint(g, dy, y, dim, act, alpha, gain, clamp, need_dy, need_y):
+    """The backward of a fused layer's dz = act_grad(dy, y) (y None: dz = dy): (gradient w.r.t. dy, gradient w.r.t.
+    y) for the gradient g of dz. dz is linear in dy (the same op applies the same mask) and depends on y through
+    act'(y / gain)."""
+    if g is None:
+        return None, None
+    if y is None:
+        return (g if need_dy else None), None
+    gdy = call("bias_act_backward", g, y, False, dim, act, alpha, gain, clamp)[0] if need_dy else None
+    spec = _activations.get(act)
+    gy = None
+    if need_y and spec.d2 is not None:
+        gy = g * dy * spec.d2(y / gain, alpha)
+        if clamp >= 0:
+            gy = gy * (y.abs() < clamp).to(gy.dtype)
+    return gdy, gy
+
+
 def _backward_backward(ctx, gdz, gdb):
     dy, y = ctx.saved_tensors
     bias_grad, dim, act, alpha, gain, clamp = ctx.params
     g = gdz if gdz is not None else torch.zeros_like(y)
     if bias_grad and gdb is not None and y.ndim:
         g = g + _bcast_along(gdb, y.ndim, dim)
-    gdy = gy = None
-    if ctx.needs_input_grad[0]:  # dz is linear in dy: the same op applies the same mask
-        gdy = call("bias_act_backward", g, y, False, dim, act, alpha, gain, clamp)[0]
-    spec = _activations.get(act)
-    if ctx.needs_input_grad[1] and spec.d2 is not None:  # dz depends on y through act'(y / gain)
-        gy = g * dy * spec.d2(y / gain, alpha)
-        if clamp >= 0:
-            gy = gy * (y.abs() < clamp).to(gy.dtype)
+    gdy, gy = layer_dz_adjoint(g, dy, y, dim, act, alpha, gain, clamp, ctx.needs_input_grad[0],
+                               ctx.needs_input_grad[1])
     return gdy, gy, None, None, None, None, None, None
 
 

@@ -1,14 +1,15 @@
 """``fastgan::conv2d`` and ``fastgan::conv2d_backward``: fake kernels and autograd formulas.
 
-y = act(conv2d(x, w) + b) * gain. The backward: (dz, db) from ``bias_act_backward`` with the saved y, then
-``conv2d_backward`` gives dx = conv_transpose(dz, w) and dw = correlate(x, dz). Both are bilinear; their adjoints
-are conv2d and conv2d_backward again (the double backward of R1 / WGAN-GP penalties).
+y = act(conv2d(x, w) + b) * gain. The backward is one op: ``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives
+dx = conv_transpose(dz, w), dw = correlate(x, dz) and db = sum of dz, dz = act_grad(dy, y) (computed inside the
+products' operand loads on the GEMM kernels). Its own backward (the double backward of R1 / WGAN-GP penalties) is
+conv2d and conv2d_backward again, through dz's adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
 import torch
 
-from ._registry import call, product_double_backward, register
+from ._registry import LAYER_DEFAULTS, call, layer_backward_double, register, with_defaults
 
 
 def memory_format(t: torch.Tensor):
@@ -30,13 +31,15 @@ def _fake(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp):
     return torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0, 0], groups)
 
 
-def _backward_fake(dz, x, w, stride, padding, dilation, groups, mask):
+def _backward_fake(dy, x, w, stride, padding, dilation, groups, mask, y=None, act="linear", alpha=0.0, gain=1.0,
+                   clamp=-1.0):
     # dx in x's memory format; dw channels_last when x is (the kernels' reduction order), else contiguous
     fmt = memory_format(x)
     return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt) if mask[0]
             else x.new_empty((0,)),
             torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt) if mask[1]
-            else w.new_empty((0,)))
+            else w.new_empty((0,)),
+            w.new_empty((w.shape[0],)) if mask[2] else w.new_empty((0,)))
 
 
 def _setup(ctx, inputs, output):
@@ -49,34 +52,34 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, gy):
     x, w, y = ctx.saved_tensors
-    act, alpha, gain, clamp = ctx.params
-    stride, padding, dilation, groups = ctx.conv
-    want_db = ctx.has_b and ctx.needs_input_grad[2]
+    need = ctx.needs_input_grad
+    mask = [bool(need[0]), bool(need[1]), ctx.has_b and bool(need[2])]
     if x.shape[1] == 0:  # no input channels: torch's output has no channels either, and every gradient is zero
-        return (torch.zeros_like(x) if ctx.needs_input_grad[0] else None,
-                torch.zeros_like(w) if ctx.needs_input_grad[1] else None,
-                w.new_zeros(w.shape[0]) if want_db else None, None, None, None, None, None, None, None, None)
-    dz, db = call("bias_act_backward", gy, y, want_db, 1, act, alpha, gain, clamp)
-    need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])]
-    dx = dw = None
-    if need[0] or need[1]:
-        dx, dw = call("conv2d_backward", dz, x, w, stride, padding, dilation, groups, need)
-    return (dx if need[0] else None), (dw if need[1] else None), (db if want_db else None), \
+        return (torch.zeros_like(x) if mask[0] else None, torch.zeros_like(w) if mask[1] else None,
+                w.new_zeros(w.shape[0]) if mask[2] else None, None, None, None, None, None, None, None, None)
+    dx, dw, db = call("conv2d_backward", gy, x, w, *ctx.conv, mask, y, *ctx.params)
+    return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), \
         None, None, None, None, None, None, None, None
 
 
 def _backward_setup(ctx, inputs, output):
-    dz, x, w, stride, padding, dilation, groups, mask = inputs
+    dy, x, w, stride, padding, dilation, groups, mask, y, act, alpha, gain, clamp = with_defaults(
+        inputs, 8, LAYER_DEFAULTS)
     ctx.conv = (stride, padding, dilation, groups)
-    ctx.mask = (bool(mask[0]), bool(mask[1]))
-    ctx.save_for_backward(dz, x, w)
+    ctx.mask = tuple(bool(m) for m in mask)
+    ctx.act = (act, alpha, gain, clamp)
+    ctx.dim = 1
+    ctx.y_index = 8
+    ctx.save_for_backward(dy, x, w, y)
 
 
-def _backward_backward(ctx, gdx, gdw):
+def _backward_backward(ctx, gdx, gdw, gdb):
     conv = ctx.conv
-    return (*product_double_backward(
-        ctx, gdx, gdw, lambda a, b: call("conv2d", a, b, None, *conv, "linear", 0.0, 1.0, -1.0),
-        lambda dz, x, w, mask: call("conv2d_backward", dz, x, w, *conv, mask)), None, None, None, None, None)
+    gdy, gx, gw, gy = layer_backward_double(
+        ctx, gdx, gdw, gdb, lambda a, b: call("conv2d", a, b, None, *conv, "linear", 0.0, 1.0, -1.0),
+        lambda dy, x, w, mask, *act: call("conv2d_backward", dy, x, w, *conv, mask, *act),
+        (1, -1, 1, 1))
+    return gdy, gx, gw, None, None, None, None, None, gy, None, None, None, None
 
 
 Conv2d = register("conv2d", fake=_fake, setup_context=_setup, backward=_backward)

@@ -1,21 +1,23 @@
 """``fastgan::dense`` and ``fastgan::dense_backward``: fake kernels and autograd formulas.
 
-y = act(x @ w.T + b) * gain. The backward: (dz, db) from ``bias_act_backward`` with the saved y, then
-``dense_backward`` gives dx = dz @ w and dw = dz^T @ x. Both products are bilinear, so the double backward is dense /
-dense_backward again.
+y = act(x @ w.T + b) * gain. The backward is one op: ``dense_backward(dy, x, w, mask, y, act...)`` gives
+dx = dz @ w, dw = dz^T @ x and db = sum of dz, dz = act_grad(dy, y) (computed inside the products' operand loads
+on the GEMM kernels). Its own backward (the double backward) is the product and dense_backward again, through dz's
+adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
-from ._registry import call, product_double_backward, register
+from ._registry import LAYER_DEFAULTS, call, layer_backward_double, register, with_defaults
 
 
 def _fake(x, w, b, act, alpha, gain, clamp):
     return x.new_empty((*x.shape[:-1], w.shape[0]))
 
 
-def _backward_fake(dz, x, w, mask):
+def _backward_fake(dy, x, w, mask, y=None, act="linear", alpha=0.0, gain=1.0, clamp=-1.0):
     return (x.new_empty(x.shape) if mask[0] else x.new_empty((0,)),
-            w.new_empty(w.shape) if mask[1] else w.new_empty((0,)))
+            w.new_empty(w.shape) if mask[1] else w.new_empty((0,)),
+            w.new_empty((w.shape[0],)) if mask[2] else w.new_empty((0,)))
 
 
 def _setup(ctx, inputs, output):
@@ -27,26 +29,27 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, gy):
     x, w, y = ctx.saved_tensors
-    act, alpha, gain, clamp = ctx.params
-    want_db = ctx.has_b and ctx.needs_input_grad[2]
-    dz, db = call("bias_act_backward", gy, y, want_db, y.ndim - 1, act, alpha, gain, clamp)
-    need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])]
-    dx = dw = None
-    if need[0] or need[1]:
-        dx, dw = call("dense_backward", dz, x, w, need)
-    return (dx if need[0] else None), (dw if need[1] else None), (db if want_db else None), \
-        None, None, None, None
+    need = ctx.needs_input_grad
+    mask = [bool(need[0]), bool(need[1]), ctx.has_b and bool(need[2])]
+    dx, dw, db = call("dense_backward", gy, x, w, mask, y, *ctx.params)
+    return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None
 
 
 def _backward_setup(ctx, inputs, output):
-    dz, x, w, mask = inputs
-    ctx.mask = (bool(mask[0]), bool(mask[1]))
-    ctx.save_for_backward(dz, x, w)
+    dy, x, w, mask, y, act, alpha, gain, clamp = with_defaults(inputs, 4, LAYER_DEFAULTS)
+    ctx.mask = tuple(bool(m) for m in mask)
+    ctx.act = (act, alpha, gain, clamp)
+    ctx.dim = dy.ndim - 1
+    ctx.y_index = 4
+    ctx.save_for_backward(dy, x, w, y)
 
 
-def _backward_backward(ctx, gdx, gdw):
-    return (*product_double_backward(ctx, gdx, gdw, lambda a, b: call("dense", a, b, None, "linear", 0.0, 1.0, -1.0),
-                                     lambda *args: call("dense_backward", *args)), None)
+def _backward_backward(ctx, gdx, gdw, gdb):
+    gdy, gx, gw, gy = layer_backward_double(ctx, gdx, gdw, gdb,
+                                            lambda a, b: call("dense", a, b, None, "linear", 0.0, 1.0, -1.0),
+                                            lambda *args: call("dense_backward", *args),
+                                            (-1,))
+    return gdy, gx, gw, None, gy, None, None, None, None
 
 
 Dense = register("dense", fake=_fake, setup_context=_setup, backward=_backward)
