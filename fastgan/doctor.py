@@ -132,6 +132,7 @@ def count_step_kernels(r1: bool) -> tuple:
         cfg = TrainConfig(out=out, device="cpu", quiet=True, epochs=1, r1_gamma=1.0 if r1 else 0.0, r1_every=1,
                           threads=1)
         t = Trainer(cfg)
+        t.D.to(memory_format=torch.contiguous_format)  # as on CUDA (build_models: channels_last on the CPU only)
         for name in ("optG", "optD"):  # as on CUDA: one fused Adam per optimiser
             opt = getattr(t, name)
             setattr(t, name, torch.optim.Adam(opt.param_groups[0]["params"], lr=opt.param_groups[0]["lr"],

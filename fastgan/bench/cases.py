@@ -467,11 +467,11 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0, count
         lr_, lf = Dm(real.view_as(real) if counting else real), Dm(fake.detach())
     else:
         logits = Dm(torch.cat([real, fake.detach()]))
-        lr_, lf = logits[:b], logits[b:]
-    loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
     if r1_gamma > 0:
         from ..train.models import r1_penalty
-        loss_d = loss_d + (0.5 * r1_gamma) * r1_penalty(lr_, real)
+        loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * r1_gamma) * r1_penalty(lr_, real)
+    else:
+        loss_d = loss.real_fake(logits, b)
     if optD is not None:
         optD.zero_grad(set_to_none=True)
     loss_d.backward()

@@ -171,24 +171,44 @@ def build_models(layers: str = "fused", seed=None, device=None, z_dim: int = Z_D
     return G, D
 
 
-class _StockBCE(nn.Module):
-    """Stock ``nn.BCEWithLogitsLoss`` with a constant label (a target tensor is materialised, as in stock code)."""
+class GanBCE(nn.Module):
+    """Mean sigmoid-BCE against a constant label: ``loss(logits, label)``; and :meth:`real_fake`, D's loss on one
+    pass over cat(real, fake).
 
-    def __init__(self):
+    ``fused``: :func:`fastgan.functional.binary_cross_entropy_with_logits` with the label passed as a number (no
+    target tensor); ``stock``: ``torch.nn.functional.binary_cross_entropy_with_logits`` against a ``full_like``
+    target, as stock code does. Same math.
+    """
+
+    def __init__(self, layers: str = "fused"):
         super().__init__()
-        self.loss = nn.BCEWithLogitsLoss()
+        self.fused = _check_kind(layers) == "fused"
+        self._halves = None  # (key, target, weight) of real_fake, made once per shape / device / dtype
 
     def forward(self, logits: torch.Tensor, label: float) -> torch.Tensor:
-        return self.loss(logits, torch.full_like(logits, label))
+        if self.fused:
+            return FF.binary_cross_entropy_with_logits(logits, label)
+        return nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+    def real_fake(self, logits: torch.Tensor, b: int) -> torch.Tensor:
+        """``loss(logits[:b], 1) + loss(logits[b:], 0)`` as one weighted sum: target 1 / 0 and weight 1/b / 1/(n-b)
+        per half (constant tensors, made once). One loss kernel and one gradient kernel instead of two of each,
+        and no slices (whose gradients autograd would pad with zeros and add). Equal to the two means up to the
+        summation order."""
+        n = logits.shape[0]
+        key = (n, b, logits.device, logits.dtype)
+        if self._halves is None or self._halves[0] != key:
+            target = torch.cat([logits.new_ones(b), logits.new_zeros(n - b)])
+            weight = torch.cat([logits.new_full((b,), 1.0 / b), logits.new_full((n - b,), 1.0 / (n - b))])
+            self._halves = (key, target, weight)
+        _, target, weight = self._halves
+        fn = FF.binary_cross_entropy_with_logits if self.fused else nn.functional.binary_cross_entropy_with_logits
+        return fn(logits, target, weight=weight, reduction="sum")
 
 
-def make_loss(layers: str = "fused") -> nn.Module:
-    """``loss(logits, label: float)``: mean sigmoid-BCE against a constant label.
-
-    ``fused``: :class:`fastgan.nn.BCEWithLogitsLoss` with the label passed as a number (no target tensor);
-    ``stock``: ``torch.nn.BCEWithLogitsLoss`` against a ``full_like`` target. Same math.
-    """
-    return fnn.BCEWithLogitsLoss() if _check_kind(layers) == "fused" else _StockBCE()
+def make_loss(layers: str = "fused") -> GanBCE:
+    """The GAN's sigmoid-BCE (:class:`GanBCE`) for ``layers`` ("fused" or "stock")."""
+    return GanBCE(layers)
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

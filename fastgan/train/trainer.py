@@ -103,8 +103,6 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if dev.type == "cpu" and not cfg.quiet:
-            _warn_if_busy(torch.get_num_threads())
         if cfg.impl not in _impl.NAMES:
             raise TrainError(f"--impl: unknown implementation {cfg.impl!r}; expected one of {list(_impl.NAMES)}")
         if cfg.impl not in _impl.available_impls():
@@ -172,12 +170,16 @@ class Trainer:
         else:
             self.G_ddp, self.D_ddp = self.G, self.D
 
-        # the data set on the training device, as uint8 (converted per batch)
-        self.images = self.data.images.to(dev)
+        # the data set on the training device, as D's float inputs in [0, 1] (converted once: a batch is one gather)
+        self.images = self.data.images.to(dev).unsqueeze(1).float().div_(255)
+        # constants of the step: the backward seed of the losses, the R1 metric of steps without R1
+        self._one, self._zero = torch.ones((), device=dev), torch.zeros((), device=dev)
         self._perm_epoch, self._perm = -1, None
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
+        if dev.type == "cpu" and not cfg.quiet:  # (after every check: an error is never preceded by this)
+            _warn_if_busy(torch.get_num_threads())
 
     def _resolve(self, state) -> dict:
         cfg = self.cfg
@@ -289,17 +291,16 @@ class Trainer:
         if gamma > 0:
             real = real.detach().requires_grad_(True)
             lr_, lf = D(real), D(fake_d.detach())
+            r1 = r1_penalty(lr_, real)
+            loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * gamma) * r1
+            d_real, d_fake = torch.sigmoid(lr_.detach()).mean(), torch.sigmoid(lf.detach()).mean()
         else:
             logits = D(torch.cat([real, fake_d.detach()]))
-            lr_, lf = logits[:b], logits[b:]
-        loss_d = loss(lr_, 1.0) + loss(lf, 0.0)
-        if gamma > 0:
-            r1 = r1_penalty(lr_, real)
-            loss_d = loss_d + (0.5 * gamma) * r1
-        else:
-            r1 = torch.zeros((), device=real.device)
+            loss_d = loss.real_fake(logits, b)  # = loss(logits[:b], 1) + loss(logits[b:], 0), one kernel
+            d_real, d_fake = torch.sigmoid(logits.detach()).view(2, b).mean(1).unbind()
+            r1 = self._zero
         self.optD.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss_d.backward(self._one)  # (a cached seed: no ones_like per step)
         self.optD.step()
 
         self._set_requires_grad(self.D, False)
@@ -310,13 +311,12 @@ class Trainer:
                 if self.hp["ms_lambda"] > 0 and b >= 2:
                     loss_g = loss_g + self.hp["ms_lambda"] * self._mode_seeking(fake, z)
                 self.optG.zero_grad(set_to_none=True)
-                loss_g.backward()
+                loss_g.backward(self._one)
         finally:
             self._set_requires_grad(self.D, True)
         self.optG.step()
         with torch.no_grad():
-            return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(lr_.detach()).mean(),
-                                torch.sigmoid(lf.detach()).mean(), r1.detach()])
+            return torch.stack([loss_d.detach(), loss_g.detach(), d_real, d_fake, r1.detach()])
 
     @staticmethod
     def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -380,7 +380,7 @@ class Trainer:
             self._perm_epoch = epoch
         B, b, r = self.hp["batch_size"], self.local_b, self.dist.rank
         idx = self._perm[i * B + r * b: i * B + (r + 1) * b]
-        real = self.images.index_select(0, idx).unsqueeze(1).float().div_(255)
+        real = self.images.index_select(0, idx)
         z = torch.randn(B, Z_DIM, device=self.device, generator=self.noise_gen)[r * b:(r + 1) * b]
         eps = None
         sigma = self.hp["inst_noise"]
