@@ -112,7 +112,11 @@ void gemm_run(const GemmParams* ps, int n, void* stream) {
     gemm::check_limits(ps[i], "gemm");
     if (ps[i].a.kind != ps[0].a.kind || ps[i].b.kind != ps[0].b.kind)
       throw std::invalid_argument("gemm: the parts of one call must have the same operand kinds");
-    if (ps[i].M == 0 || ps[i].N == 0) continue;
+    if (ps[i].M == 0 || ps[i].N == 0) {
+      if (ps[i].rowsum != nullptr && ps[i].M > 0)  // no tile would run to write them
+        throw std::invalid_argument("gemm: row sums of a product with N == 0 (the caller computes them)");
+      continue;
+    }
     parts.push_back(ps[i]);
     plans.push_back(plan_for(ps[i]));
   }

@@ -41,7 +41,8 @@ struct LayerGrad {
   // dL/dz as a tensor (dy itself when y is undefined and no bias gradient is pending); the first call computes it,
   // with the bias gradient in the same pass.
   const at::Tensor& dz();
-  // Whether a GEMM can read `a` (a view of dy) as dL/dy: y's view `y_view` has the same strides (or y is undefined).
+  // Whether a GEMM can read `a` (a view of dy) as dL/dy: y's view `y_view` has the same strides wherever a dim
+  // has more than one element (or y is undefined).
   bool foldable(const at::Tensor& a, const at::Tensor& y_view) const;
   // Makes p's A operand (a foldable view of dy) dL/dy: p.a_y = y_view and the activation.
   void fold(GemmParams& p, const at::Tensor& y_view) const;

@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .. import _activations
+
 FUNCTIONS: dict = {}  # op name -> its autograd.Function
 _VARARGS = inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
 
@@ -102,7 +104,9 @@ def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable
     from .bias_act import layer_dz_adjoint  # (bias_act imports this module)
     dy, x, w, y = ctx.saved_tensors
     need = ctx.needs_input_grad  # (as long as the inputs given: trailing defaults may be omitted)
-    need_y = len(need) > ctx.y_index and need[ctx.y_index]
+    # (dz depends on y only through a smooth activation's derivative)
+    need_y = (len(need) > ctx.y_index and need[ctx.y_index] and y is not None
+              and _activations.get(ctx.act[0]).d2 is not None)
     gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
     gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
     gdb = gdb if ctx.mask[2] and gdb is not None and gdb.numel() else None
