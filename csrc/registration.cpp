@@ -17,6 +17,8 @@ void impl_all(torch::Library& m) {
   m.impl("conv2d_backward", TORCH_FN(conv2d_backward));
   m.impl("sigmoid_bce", TORCH_FN(sigmoid_bce));
   m.impl("sigmoid_bce_backward", TORCH_FN(sigmoid_bce_backward));
+  m.impl("linear_bce", TORCH_FN(linear_bce));
+  m.impl("linear_bce_backward", TORCH_FN(linear_bce_backward));
 }
 
 }  // namespace
@@ -38,6 +40,10 @@ TORCH_LIBRARY(fastgan, m) {
         "-> Tensor");
   m.def("sigmoid_bce_backward(Tensor grad, Tensor logits, Tensor? target, float label, Tensor? weight, "
         "Tensor? pos_weight, int reduction) -> Tensor");
+  m.def("linear_bce(Tensor x, Tensor w, Tensor? b, Tensor? target, float label, Tensor? weight, int reduction) "
+        "-> (Tensor, Tensor)");
+  m.def("linear_bce_backward(Tensor g_loss, Tensor? g_logits, Tensor x, Tensor w, Tensor logits, Tensor? target, "
+        "float label, Tensor? weight, int reduction, bool[3] mask) -> (Tensor, Tensor, Tensor)");
 }
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) { fastgan::impl_all(m); }
 #ifdef FASTGAN_WITH_CUDA

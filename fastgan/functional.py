@@ -14,14 +14,15 @@ implementation runs), the choice of implementation (:mod:`fastgan._impl`), then 
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from . import _activations, _impl, ops, reference
 
-__all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits"]
+__all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits",
+           "linear_bce_with_logits"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
@@ -329,6 +330,44 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
     if impl == "torch":
         return reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
     return _fn("sigmoid_bce").apply(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
+
+
+def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                           target: Union[torch.Tensor, float] = 1.0, *, loss_weight: Optional[torch.Tensor] = None,
+                           reduction: str = "mean") -> Tuple[torch.Tensor, torch.Tensor]:
+    """A one-output linear layer and its sigmoid-BCE loss in one op -- a discriminator's head and loss. Returns
+    ``(loss, logits)``, the same as ``logits = F.linear(input, weight, bias)[:, 0]`` and
+    ``loss = binary_cross_entropy_with_logits(logits, target, loss_weight, reduction=reduction)``.
+
+    ``input`` (batch, in_features); ``weight`` (1, in_features); ``bias`` (1,) or None; ``target`` a tensor of
+    shape (batch,) or a number (every target); ``loss_weight`` per-sample weights (batch,) or one element;
+    ``reduction`` "mean" or "sum". On CUDA one kernel forward and one backward (the head's product, the loss, its
+    gradient and the head's three gradients); gradients w.r.t. ``target`` / ``loss_weight`` and autocast take the
+    unfused composition.
+    """
+    _check_tensor(input, "input")
+    if input.ndim != 2:
+        raise ValueError(f"input: expected a 2-D tensor (batch, in_features), got shape {tuple(input.shape)}")
+    _check_tensor(weight, "weight", input)
+    if tuple(weight.shape) != (1, input.shape[1]):
+        raise ValueError(f"weight: expected shape (1, {input.shape[1]}) (one output feature), got {tuple(weight.shape)}")
+    if bias is not None:
+        _check_tensor(bias, "bias", input)
+        if tuple(bias.shape) != (1,):
+            raise ValueError(f"bias: expected shape (1,), got {tuple(bias.shape)}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    like = input.new_empty(()).expand(input.shape[0])  # the logits' shape, dtype and device (no memory)
+    target, label = _bce_checks(like, target, loss_weight, None, reduction)
+    impl = _impl.resolve(input.device)
+    grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))
+    if impl == "torch" or grads_of_targets or _autocast_dtype(input) is not None:
+        logits = linear(input, weight, bias)[:, 0]
+        return binary_cross_entropy_with_logits(logits, label if target is None else target, loss_weight,
+                                                reduction=reduction), logits
+    loss, logits = _fn("linear_bce").apply(input, weight, bias, target, label, loss_weight,
+                                           _REDUCTION_CODE[reduction])
+    return loss, logits
 
 
 def _bce_checks(input, target, weight, pos_weight, reduction):

@@ -723,6 +723,11 @@ with fastgan.use_impl("emu"):
             yb, dyb = torch.randn(shape), torch.randn(shape)
             h.update(torch.ops.fastgan.bias_act_backward(dyb, yb, True, 1, "lrelu", 0.2, 1.0, -1.0)[1].numpy().tobytes())
         h.update(FF.binary_cross_entropy_with_logits(torch.randn(5000), 1.0).numpy().tobytes())  # 5 blocks
+        xh, wh, bh = torch.randn(300, 700, requires_grad=True), torch.randn(1, 700, requires_grad=True), \
+            torch.randn(1, requires_grad=True)                      # head + loss: 38 / 10 row blocks
+        lh, _ = FF.linear_bce_with_logits(xh, wh, bh, 1.0)
+        for g in (lh, *torch.autograd.grad(lh, (xh, wh, bh))):
+            h.update(g.detach().numpy().tobytes())
 print(h.hexdigest())
 """
     digests = set()
@@ -877,6 +882,94 @@ def test_bce_legacy_reduction_args(impl):
     out = FF.binary_cross_entropy_with_logits(x, t, size_average=False)
     assert_close(out, torch.nn.functional.binary_cross_entropy_with_logits(x.double(), t.double(), reduction="sum"),
                  torch.float32, "size_average=False")
+
+
+# ------------------------------------------------------------------------------ linear head + BCE in one op
+HEAD_SHAPES = [(256, 2048), (37, 5), (1, 300), (300, 700)]  # (300, 700): 10 row blocks (split dw / db partials)
+
+
+@pytest.mark.parametrize("shape", HEAD_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_linear_bce_matches_reference(impl, shape, dtype):
+    """linear_bce_with_logits (head + loss in one op) against the float64 composition F.linear + BCE: the loss,
+    the logits, and the gradients of x, w, b through both outputs (the loss, and the logits used elsewhere: the
+    g_logits path); label or target tensor, per-sample weights, no bias, sum and mean."""
+    _, dev = impl
+    n, K = shape
+    x = rnd(n, K, dtype=dtype, device=dev, requires_grad=True)
+    w = rnd(1, K, dtype=dtype, device=dev, scale=K ** -0.5, requires_grad=True)
+    b = rnd(1, dtype=dtype, device=dev, requires_grad=True)
+    t = torch.rand(n, dtype=torch.float64).to(dtype).to(dev)
+    lw = torch.rand(n, dtype=torch.float64).to(dtype).to(dev)
+    c = rnd(n, dtype=dtype, device=dev)
+    for target, kw, red, bias in ((1.0, {}, "mean", True), (t, {"loss_weight": lw}, "sum", True),
+                                  (0.0, {"loss_weight": lw[:1]}, "mean", False), (t, {}, "sum", False)):
+        def like(v, x):  # the closure's tensors in the dtype of the call (the reference runs in float64)
+            return v.to(x.dtype) if isinstance(v, torch.Tensor) else v
+
+        def fn(x, w, b):
+            loss, logits = FF.linear_bce_with_logits(x, w, b if bias else None, like(target, x), reduction=red,
+                                                     **{k: like(v, x) for k, v in kw.items()})
+            return loss + (logits * like(c, x)).sum()
+
+        def logits_only(x, w, b):
+            return FF.linear_bce_with_logits(x, w, b if bias else None, like(target, x), reduction=red,
+                                             **{k: like(v, x) for k, v in kw.items()})[1]
+        what = f"linear_bce[{n}x{K},{red},bias={bias}]"
+        # (bfloat16: the test's own sum of 256 rounded products logits * c cancels; the logits alone are held to
+        # the standard tolerance below)
+        check_fwd_bwd(fn, [x, w, b] if bias else [x, w, b.detach()], dtype, what,
+                      factor=4 if dtype == torch.bfloat16 else 1)
+        check_fwd_bwd(logits_only, [x.detach(), w.detach(), b.detach()], dtype, what + " logits")
+
+
+def test_linear_bce_gradgradcheck(impl):
+    """Double backward of the head + loss op (the R1 / gradient-penalty path through a loss), float64."""
+    _, dev = impl
+    x = rnd(6, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    w = rnd(1, 5, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(1, dtype=torch.float64, device=dev, requires_grad=True)
+    t = torch.rand(6, dtype=torch.float64, device=dev)
+    lw = torch.rand(6, dtype=torch.float64, device=dev)
+    c = rnd(6, dtype=torch.float64, device=dev)
+
+    def fn(x, w, b):
+        loss, logits = FF.linear_bce_with_logits(x, w, b, t, loss_weight=lw)
+        return loss + (logits * c).sum()
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_linear_bce_errors():
+    x, w = torch.randn(4, 3), torch.randn(1, 3)
+    with pytest.raises(ValueError, match=r"weight: expected shape \(1, 3\)"):
+        FF.linear_bce_with_logits(x, torch.randn(2, 3))
+    with pytest.raises(ValueError, match="reduction: expected 'mean' or 'sum'"):
+        FF.linear_bce_with_logits(x, w, reduction="none")
+    with pytest.raises(ValueError, match="input: expected a 2-D tensor"):
+        FF.linear_bce_with_logits(x[0], w)
+    with pytest.raises(ValueError, match="target: expected the input's shape"):
+        FF.linear_bce_with_logits(x, w, None, torch.ones(5))
+    if _ext_loaded():
+        with pytest.raises(ValueError, match="w: expected shape"):
+            torch.ops.fastgan.linear_bce(x, torch.randn(2, 3), None, None, 1.0, None, 1)
+
+
+def test_linear_bce_target_gradients_take_the_composition():
+    """Gradients w.r.t. target / loss_weight: the op does not compute them, the function routes to the unfused
+    ops, which do."""
+    x, w = torch.randn(5, 3), torch.randn(1, 3)
+    t = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    loss, _ = FF.linear_bce_with_logits(x.double(), w.double(), None, t)
+    (gt,) = torch.autograd.grad(loss, t)
+    with fastgan.use_impl("torch"):
+        (rt,) = torch.autograd.grad(FF.linear_bce_with_logits(x.double(), w.double(), None, t)[0], t)
+    assert_close(gt, rt, torch.float64, "target gradient")
+
+
+def _ext_loaded():
+    from fastgan import _ext
+    return _ext.C is not None
 
 
 # --------------------------------------------------------------------------------------- R1 through the layers

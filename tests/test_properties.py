@@ -464,5 +464,16 @@ def _backward_ops_opcheck():
         (ns.conv2d_backward, (cl(dzc), cl(xc), wc, *conv, [True, True, True], cl(yc), "lrelu", 0.2, 1.0, -1.0)),
         (ns.conv2d_backward, (cl(dzc), cl(xc), wc, *conv, [False, True, True], yc, "relu", 0.0, 1.0, -1.0)),
     ]
+    xh, wh, bh = torch.randn(7, 5, requires_grad=True), torch.randn(1, 5, requires_grad=True), \
+        torch.randn(1, requires_grad=True)
+    th, lw = torch.rand(7), torch.rand(7)
+    cases += [
+        (ns.linear_bce, (xh, wh, bh, None, 1.0, None, 1)),
+        (ns.linear_bce, (xh, wh, None, th, 0.0, lw, 2)),
+        (ns.linear_bce_backward, (torch.tensor(1.5, requires_grad=True), torch.randn(7, requires_grad=True), xh, wh,
+                                  torch.randn(7, requires_grad=True), th, 0.0, lw, 1, [True, True, True])),
+        (ns.linear_bce_backward, (torch.tensor(0.5), None, xh, wh, torch.randn(7), None, 1.0, None, 2,
+                                  [True, False, False])),
+    ]
     for op, args in cases:
         torch.library.opcheck(op, args)

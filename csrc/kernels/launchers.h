@@ -72,6 +72,48 @@ struct BceBwdParams {
 };
 constexpr int kBceMaxBlocks = 1024;
 
+// A one-output dense head and its sigmoid-BCE loss in one op (a discriminator's last layer and loss):
+//   logits[i] = x[i, :] . w + b,  loss = reduce_i weight_i * bce(logits[i], target_i)   (reduction 1 mean, 2 sum)
+// and its backward: dl_i = g_loss * weight_i * dbce(logits[i], target_i) (/ n for the mean) + g_logits[i],
+//   dx = dl w^T, dw = dl^T x, db = sum_i dl_i.
+struct LinearBceParams {
+  const void* x = nullptr;  // (n, K), strides sx_n, sx_k
+  int64_t sx_n = 0, sx_k = 1;
+  const void* w = nullptr;  // K elements, stride sw
+  int64_t sw = 1;
+  const void* b = nullptr;       // 1 element or nullptr
+  const void* target = nullptr;  // n contiguous elements, or nullptr: every target is `label`
+  const void* weight = nullptr;  // n contiguous elements or nullptr
+  double label = 0;
+  int64_t n = 0, K = 0;
+  int reduction = 1;
+  void* logits = nullptr;  // n elements: written by the forward, read by the backward
+  void* loss = nullptr;    // forward: 1 element
+  const void* g_loss = nullptr;    // backward: 1 element
+  const void* g_logits = nullptr;  // backward: n elements or nullptr
+  void* dx = nullptr;              // backward: (n, K) contiguous, or nullptr
+  void* dw = nullptr;              // backward: K elements, or nullptr
+  void* db = nullptr;              // backward: 1 element, or nullptr
+  void* workspace = nullptr;       // linear_bce_workspace() accumulators (float, or double for f64)
+  int* counters = nullptr;         // kCounterSlots zeroed slots
+  DType dtype{};
+};
+constexpr int kHeadRows = 32;      // backward: rows per block and pass
+constexpr int kHeadCols = 256;     // backward: columns per block (one per thread)
+inline int64_t linear_bce_fwd_blocks(int64_t n) {  // forward: a warp per row, 8 rows per block, <= 1024 blocks
+  const int64_t b = (n + 7) / 8;
+  return b < 1 ? 1 : (b > 1024 ? 1024 : b);
+}
+inline int64_t linear_bce_bwd_row_blocks(int64_t n) {
+  const int64_t b = (n + kHeadRows - 1) / kHeadRows;
+  return b < 1 ? 1 : (b > 1024 ? 1024 : b);
+}
+// Accumulators the launch needs: forward one per block; backward (row blocks) x (K + 1) when dw or db is wanted.
+inline int64_t linear_bce_workspace(const LinearBceParams& p, bool backward) {
+  if (!backward) return linear_bce_fwd_blocks(p.n);
+  return (p.dw != nullptr || p.db != nullptr) ? linear_bce_bwd_row_blocks(p.n) * (p.K + 1) : 0;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Implicit GEMM, the engine of dense and conv2d (forward, backward data, backward weight):
 //   C[g][m][n] = sum_k A[g](m, k) * B[g](k, n),   g < groups, m < M, n < N, k < K   (all < 2^31 - 1)
@@ -155,6 +197,8 @@ struct KernelTable {
   // phases of one conv backward data; (mat, im2col) conv backward weight. Parts that share a tile plan run in one
   // launch. Throws std::invalid_argument for anything else.
   void (*gemm)(const GemmParams* parts, int n, void* stream);
+  void (*linear_bce_fwd)(const LinearBceParams&, void* stream);
+  void (*linear_bce_bwd)(const LinearBceParams&, void* stream);
 };
 
 namespace cuda { const KernelTable& kernel_table(); }

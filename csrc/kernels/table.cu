@@ -7,6 +7,7 @@ namespace FG_NS {
 void register_bias_act(KernelTable& t);
 void register_bce(KernelTable& t);
 void register_dense(KernelTable& t);
+void register_linear_bce(KernelTable& t);
 
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
@@ -19,6 +20,7 @@ const KernelTable& kernel_table() {
     register_bias_act(t);
     register_bce(t);
     register_dense(t);
+    register_linear_bce(t);
     return t;
   }();
   return table;

@@ -38,4 +38,14 @@ at::Tensor sigmoid_bce_backward(const at::Tensor& grad, const at::Tensor& logits
                                 const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
                                 int64_t reduction);
 
+// A one-output dense head + sigmoid-BCE (launchers.h, LinearBceParams): (loss, logits); reduction 1 mean, 2 sum.
+std::tuple<at::Tensor, at::Tensor> linear_bce(const at::Tensor& x, const at::Tensor& w,
+                                              const c10::optional<at::Tensor>& b,
+                                              const c10::optional<at::Tensor>& target, double label,
+                                              const c10::optional<at::Tensor>& weight, int64_t reduction);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bce_backward(
+    const at::Tensor& g_loss, const c10::optional<at::Tensor>& g_logits, const at::Tensor& x, const at::Tensor& w,
+    const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
+    const c10::optional<at::Tensor>& weight, int64_t reduction, std::array<bool, 3> mask);
+
 }  // namespace fastgan

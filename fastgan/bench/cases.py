@@ -465,13 +465,10 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0, count
     if r1_gamma > 0:  # (as the trainer: the real images in a pass of their own, so R1's double backward sees them only)
         real = real.detach().requires_grad_(True)
         lr_, lf = Dm(real.view_as(real) if counting else real), Dm(fake.detach())
-    else:
-        logits = Dm(torch.cat([real, fake.detach()]))
-    if r1_gamma > 0:
         from ..train.models import r1_penalty
         loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * r1_gamma) * r1_penalty(lr_, real)
-    else:
-        loss_d = loss.real_fake(logits, b)
+    else:  # one pass over cat(real, fake); D's head and the loss one op with fused layers
+        loss_d = loss.real_fake(Dm, torch.cat([real, fake.detach()]), b)[0]
     if optD is not None:
         optD.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -480,7 +477,7 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0, count
     for p in D.parameters():
         p.requires_grad_(False)
     try:
-        loss_g = loss(Dm(fake), 1.0)
+        loss_g = loss.of(Dm, fake, 1.0)[0]
         if optG is not None:
             optG.zero_grad(set_to_none=True)
         loss_g.backward()

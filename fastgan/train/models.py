@@ -94,13 +94,20 @@ class Discriminator(nn.Module):
         self.fc, _ = _linear(layers, 128 * 4 * 4, 1, "linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._features(x)
+        if self._plain_head():
+            feat, wt = self._head_operands(h)
+            fc = self.fc
+            if type(fc) is fnn.FusedLinear:
+                return FF.linear(feat, wt, fc.bias, act=fc.act, alpha=fc.alpha, gain=fc.gain,
+                                 clamp=fc.clamp).squeeze(1)
+            return nn.functional.linear(feat, wt, fc.bias).squeeze(1)
+        return self.fc(h.flatten(1)).squeeze(1)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
-        x = self.act3(self.conv3(x))
-        if (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-                and self._plain_head()):
-            return self._head_channels_last(x)
-        return self.fc(x.flatten(1)).squeeze(1)
+        return self.act3(self.conv3(x))
 
     def _plain_head(self) -> bool:
         """Whether calling the head's function directly is the same as calling the module: a plain (Fused)Linear
@@ -109,18 +116,31 @@ class Discriminator(nn.Module):
         return (type(fc) in (nn.Linear, fnn.FusedLinear) and not fc._forward_hooks and not fc._forward_pre_hooks
                 and not mod._global_forward_hooks and not mod._global_forward_pre_hooks)
 
-    def _head_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """The head on a channels_last feature map without copying it to NCHW order: the features are taken in
-        memory order (h, w, c) -- a view -- and the head's weight (2048 values, in (c, h, w) order as always) is
-        permuted to match. Same logit up to summation order; the feature map's NCHW copy in the forward and the
-        copy of its gradient back to channels_last in the backward (2 MB each at batch 256) are gone."""
+    def _head_operands(self, h: torch.Tensor):
+        """(features, weight) of the head for the last feature map h. A channels_last map is read without copying
+        it to NCHW order: the features are taken in memory order (h, w, c) -- a view -- and the head's weight
+        (2048 values, in (c, h, w) order as always) is permuted to match. Same logit up to summation order; the
+        feature map's NCHW copy in the forward and the copy of its gradient back to channels_last in the backward
+        (2 MB each at batch 256) are gone."""
         fc = self.fc
-        n, c, h, w = x.shape
-        feat = x.permute(0, 2, 3, 1).reshape(n, c * h * w)
-        wt = fc.weight.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(fc.weight.shape[0], c * h * w)
-        if type(fc) is fnn.FusedLinear:
-            return FF.linear(feat, wt, fc.bias, act=fc.act, alpha=fc.alpha, gain=fc.gain, clamp=fc.clamp).squeeze(1)
-        return nn.functional.linear(feat, wt, fc.bias).squeeze(1)
+        if h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+            n, c, hh, ww = h.shape
+            feat = h.permute(0, 2, 3, 1).reshape(n, c * hh * ww)
+            wt = fc.weight.reshape(-1, c, hh, ww).permute(0, 2, 3, 1).reshape(fc.weight.shape[0], c * hh * ww)
+            return feat, wt
+        return h.flatten(1), fc.weight
+
+    def fused_loss(self, x: torch.Tensor, target, loss_weight: Optional[torch.Tensor] = None,
+                   reduction: str = "mean"):
+        """(loss, logits) of D on x with the head and its sigmoid-BCE loss as one op
+        (:func:`fastgan.functional.linear_bce_with_logits`), or None when the head is not a plain fused linear
+        layer (another type, hooks, an activation, gain or clamp): then call the module and the loss."""
+        fc = self.fc
+        if not (type(fc) is fnn.FusedLinear and self._plain_head() and fc.act == "linear" and fc.gain == 1.0
+                and fc.clamp is None):
+            return None
+        feat, wt = self._head_operands(self._features(x))
+        return FF.linear_bce_with_logits(feat, wt, fc.bias, target, loss_weight=loss_weight, reduction=reduction)
 
 
 G_INITS = ("he", "torch")
@@ -190,20 +210,37 @@ class GanBCE(nn.Module):
             return FF.binary_cross_entropy_with_logits(logits, label)
         return nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
-    def real_fake(self, logits: torch.Tensor, b: int) -> torch.Tensor:
-        """``loss(logits[:b], 1) + loss(logits[b:], 0)`` as one weighted sum: target 1 / 0 and weight 1/b / 1/(n-b)
-        per half (constant tensors, made once). One loss kernel and one gradient kernel instead of two of each,
-        and no slices (whose gradients autograd would pad with zeros and add). Equal to the two means up to the
-        summation order."""
-        n = logits.shape[0]
-        key = (n, b, logits.device, logits.dtype)
+    def of(self, D: nn.Module, x: torch.Tensor, label: float):
+        """(``loss(D(x), label)``, the logits). With fused layers and a discriminator that offers it
+        (:meth:`Discriminator.fused_loss`; not a DDP wrapper, whose forward must run), D's head and the loss are
+        one op: on CUDA two launches forward + backward instead of five."""
+        fused = getattr(D, "fused_loss", None) if self.fused else None
+        out = fused(x, float(label)) if fused is not None else None
+        if out is not None:
+            return out
+        logits = D(x)
+        return self(logits, label), logits
+
+    def real_fake(self, D: nn.Module, x: torch.Tensor, b: int):
+        """(``loss(D(x)[:b], 1) + loss(D(x)[b:], 0)``, the logits) -- D's loss on one pass over x = cat(real,
+        fake) -- as one weighted sum: target 1 / 0 and weight 1/b / 1/(n-b) per half (constant tensors, made once),
+        one loss kernel and one gradient kernel (with the head, as :meth:`of`) instead of two of each, and no
+        slices (whose gradients autograd would pad with zeros and add). Equal to the two means up to the summation
+        order (the same gradients when b is a power of two)."""
+        n = x.shape[0]
+        key = (n, b, x.device, x.dtype)
         if self._halves is None or self._halves[0] != key:
-            target = torch.cat([logits.new_ones(b), logits.new_zeros(n - b)])
-            weight = torch.cat([logits.new_full((b,), 1.0 / b), logits.new_full((n - b,), 1.0 / (n - b))])
+            target = torch.cat([x.new_ones(b), x.new_zeros(n - b)])
+            weight = torch.cat([x.new_full((b,), 1.0 / b), x.new_full((n - b,), 1.0 / (n - b))])
             self._halves = (key, target, weight)
         _, target, weight = self._halves
+        fused = getattr(D, "fused_loss", None) if self.fused else None
+        out = fused(x, target, loss_weight=weight, reduction="sum") if fused is not None else None
+        if out is not None:
+            return out
+        logits = D(x)
         fn = FF.binary_cross_entropy_with_logits if self.fused else nn.functional.binary_cross_entropy_with_logits
-        return fn(logits, target, weight=weight, reduction="sum")
+        return fn(logits, target, weight=weight, reduction="sum"), logits
 
 
 def make_loss(layers: str = "fused") -> GanBCE:

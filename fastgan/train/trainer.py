@@ -295,8 +295,8 @@ class Trainer:
             loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * gamma) * r1
             d_real, d_fake = torch.sigmoid(lr_.detach()).mean(), torch.sigmoid(lf.detach()).mean()
         else:
-            logits = D(torch.cat([real, fake_d.detach()]))
-            loss_d = loss.real_fake(logits, b)  # = loss(logits[:b], 1) + loss(logits[b:], 0), one kernel
+            # = loss(D(real), 1) + loss(D(fake), 0): one pass, D's head and the loss one op with fused layers
+            loss_d, logits = loss.real_fake(D, torch.cat([real, fake_d.detach()]), b)
             d_real, d_fake = torch.sigmoid(logits.detach()).view(2, b).mean(1).unbind()
             r1 = self._zero
         self.optD.zero_grad(set_to_none=True)
@@ -307,7 +307,7 @@ class Trainer:
         try:
             no_sync = D.no_sync() if self.dist.enabled else contextlib.nullcontext()
             with no_sync:
-                loss_g = loss(D(fake_d), 1.0)
+                loss_g = loss.of(D, fake_d, 1.0)[0]
                 if self.hp["ms_lambda"] > 0 and b >= 2:
                     loss_g = loss_g + self.hp["ms_lambda"] * self._mode_seeking(fake, z)
                 self.optG.zero_grad(set_to_none=True)
