@@ -14,6 +14,7 @@
 #include <ATen/ops/mm.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../kernels/activation.cuh"
 #include "gemm_glue.h"
@@ -146,35 +147,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& 
   // gives db)
   const bool fold = kern && g.foldable(dy2, y2);
   auto operand = [&]() { return fold ? dy2 : as_matrix(g.dz(), M, N); };
-  at::Tensor dx = at::empty({0}, x.options()), dw = at::empty({0}, x.options());
-  // dw first: it reads x, which the forward has just read when this layer is the last before the loss (the D
-  // head), before dx's write (M x K, as large as x) evicts it; and it sums the bias gradient on the way.
-  if (mask[1]) {  // dw (N x K) = dz^T (N x M) @ x (M x K);  db = dz^T @ ones (the kernels' row sums of A)
-    at::Tensor out = poisoned(at::empty({N, K}, x.options()));
-    bool done = false;
-    if (kern && K > 0 && use_kernels(ex, x, N, K, M)) {
-      const at::Tensor A = operand();
-      GemmParams p = matmul_params(A, A.stride(1), A.stride(0), x2, x2.stride(0), x2.stride(1), out, N, K, M);
-      if (fold) g.fold(p, y2);
-      if (!g.db_done) p.rowsum = g.db.mutable_data_ptr();
-      done = run_gemm(ex, p, out);
-      if (done && p.rowsum != nullptr) g.db_done = true;
-    }
-    if (!done) at::mm_out(out, as_matrix(g.dz(), M, N).t(), x2);
-    dw = out;
+  at::Tensor dw = mask[1] ? poisoned(at::empty({N, K}, x.options())) : at::empty({0}, x.options());
+  at::Tensor dx = mask[0] ? poisoned(at::empty({M, K}, x.options())) : at::empty({0}, x.options());
+  // On the kernels, dw and dx are two parts of one launch (same operand kinds; gemm.cuh runs parts that share a
+  // tile plan together): dw (N x K) = dz^T (N x M) @ x (M x K) with db = dz^T @ ones (the row sums of A), and
+  // dx (M x K) = dz (M x N) @ w (N x K).
+  std::vector<GemmParams> ps;
+  int dw_part = -1, dx_part = -1;
+  if (kern && mask[1] && K > 0 && use_kernels(ex, x, N, K, M)) {
+    const at::Tensor A = operand();
+    GemmParams p = matmul_params(A, A.stride(1), A.stride(0), x2, x2.stride(0), x2.stride(1), dw, N, K, M);
+    if (fold) g.fold(p, y2);
+    if (!g.db_done) p.rowsum = g.db.mutable_data_ptr();
+    dw_part = (int)ps.size();
+    ps.push_back(p);
   }
-  if (mask[0]) {  // dx (M x K) = dz (M x N) @ w (N x K)
-    at::Tensor out = poisoned(at::empty({M, K}, x.options()));
-    bool done = false;
-    if (kern && use_kernels(ex, x, M, K, N)) {
-      const at::Tensor A = operand();
-      GemmParams p = matmul_params(A, A.stride(0), A.stride(1), w, w.stride(0), w.stride(1), out, M, K, N);
-      if (fold) g.fold(p, y2);
-      done = run_gemm(ex, p, out);
-    }
-    if (!done) at::mm_out(out, as_matrix(g.dz(), M, N), w);
-    dx = as_shape(out, x.sizes());
+  if (kern && mask[0] && use_kernels(ex, x, M, K, N)) {
+    const at::Tensor A = operand();
+    GemmParams p = matmul_params(A, A.stride(0), A.stride(1), w, w.stride(0), w.stride(1), dx, M, K, N);
+    if (fold) g.fold(p, y2);
+    dx_part = (int)ps.size();
+    ps.push_back(p);
   }
+  const bool ran = !ps.empty() && run_gemms(ex, ps, x);  // (nothing runs when a part is outside the limits)
+  if (ran && dw_part >= 0 && ps[dw_part].rowsum != nullptr) g.db_done = true;
+  if (mask[1] && !(ran && dw_part >= 0)) at::mm_out(dw, as_matrix(g.dz(), M, N).t(), x2);
+  if (mask[0] && !(ran && dx_part >= 0)) at::mm_out(dx, as_matrix(g.dz(), M, N), w);
+  if (mask[0]) dx = as_shape(dx, x.sizes());
   if (!g.db_done) g.dz();  // the bias gradient from the materialising pass
   return {dx, dw, mask[2] ? g.db : at::empty({0}, x.options())};
 }
