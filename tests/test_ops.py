@@ -889,7 +889,7 @@ HEAD_SHAPES = [(256, 2048), (37, 5), (1, 300), (300, 700)]  # (300, 700): 10 row
 
 
 @pytest.mark.parametrize("shape", HEAD_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_linear_bce_matches_reference(impl, shape, dtype):
     """linear_bce_with_logits (head + loss in one op) against the float64 composition F.linear + BCE: the loss,
     the logits, and the gradients of x, w, b through both outputs (the loss, and the logits used elsewhere: the
@@ -919,12 +919,14 @@ def test_linear_bce_matches_reference(impl, shape, dtype):
         # (bfloat16: the test's own sum of 256 rounded products logits * c cancels; the logits alone are held to
         # the standard tolerance below)
         check_fwd_bwd(fn, [x, w, b] if bias else [x, w, b.detach()], dtype, what,
-                      factor=4 if dtype == torch.bfloat16 else 1)
+                      factor=4 if dtype in (torch.bfloat16, torch.float16) else 1)
         check_fwd_bwd(logits_only, [x.detach(), w.detach(), b.detach()], dtype, what + " logits")
 
 
-def test_linear_bce_gradgradcheck(impl):
-    """Double backward of the head + loss op (the R1 / gradient-penalty path through a loss), float64."""
+@pytest.mark.parametrize("variant", ["mean_bias_logits", "sum_no_bias", "loss_only"])
+def test_linear_bce_gradgradcheck(impl, variant):
+    """Double backward of the head + loss op (the R1 / gradient-penalty path through a loss), float64: with the
+    logits used too (g_logits), with the sum and no bias, and the loss alone."""
     _, dev = impl
     x = rnd(6, 5, dtype=torch.float64, device=dev, requires_grad=True)
     w = rnd(1, 5, dtype=torch.float64, device=dev, requires_grad=True)
@@ -934,10 +936,51 @@ def test_linear_bce_gradgradcheck(impl):
     c = rnd(6, dtype=torch.float64, device=dev)
 
     def fn(x, w, b):
-        loss, logits = FF.linear_bce_with_logits(x, w, b, t, loss_weight=lw)
-        return loss + (logits * c).sum()
+        if variant == "mean_bias_logits":
+            loss, logits = FF.linear_bce_with_logits(x, w, b, t, loss_weight=lw)
+            return loss + (logits * c).sum()
+        if variant == "sum_no_bias":
+            return FF.linear_bce_with_logits(x, w, None, t, reduction="sum")[0] + 0 * b.sum()
+        return FF.linear_bce_with_logits(x, w, b, 1.0)[0]
     assert torch.autograd.gradcheck(fn, (x, w, b))
     assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_linear_bce_edges(impl):
+    """No rows (mean: NaN as torch, sum: 0, zero gradients), no features (logits = bias), x with a non-unit column
+    stride, 33,000 rows (the kernels' grid-stride loops over rows), and the backward op's outputs one at a time
+    (the same bits as all three)."""
+    name, dev = impl
+    for n, K in ((0, 4), (5, 0), (33000, 2)):
+        x = rnd(n, K, device=dev, requires_grad=True)
+        w = rnd(1, K, device=dev, requires_grad=True)
+        b = rnd(1, device=dev, requires_grad=True)
+        for red in ("mean", "sum"):
+            loss, logits = FF.linear_bce_with_logits(x, w, b, 1.0, reduction=red)
+            with fastgan.use_impl("torch"):
+                rl, rlog = FF.linear_bce_with_logits(x.double(), w.double(), b.double(), 1.0, reduction=red)
+            assert_close(logits, rlog, torch.float32, f"edge {n}x{K} logits")
+            if n == 0 and red == "mean":
+                assert torch.isnan(loss)
+                continue
+            assert_close(loss, rl, torch.float32, f"edge {n}x{K} {red} loss")
+            grads = torch.autograd.grad(loss, (x, w, b))
+            rgrads = torch.autograd.grad(rl, (x, w, b))
+            for g, r in zip(grads, rgrads):
+                assert_close(g, r, torch.float32, f"edge {n}x{K} {red} grad")
+    xt = rnd(7, 9, device=dev).t().contiguous().t().requires_grad_()  # column stride 7
+    w = rnd(1, 9, device=dev, requires_grad=True)
+    check_fwd_bwd(lambda x, w: FF.linear_bce_with_logits(x, w, None, 0.0)[0], [xt, w], torch.float32, "strided x")
+    if name == "torch":
+        return
+    ns = torch.ops.fastgan
+    x, w, lg = rnd(40, 300, device=dev), rnd(1, 300, device=dev), rnd(40, device=dev)
+    g, gl, t = torch.tensor(1.3, device=dev), rnd(40, device=dev), torch.rand(40, device=dev)
+    full = ns.linear_bce_backward(g, gl, x, w, lg, t, 0.0, None, 1, [True, True, True])
+    for i in range(3):
+        mask = [j == i for j in range(3)]
+        part = ns.linear_bce_backward(g, gl, x, w, lg, t, 0.0, None, 1, mask)
+        assert torch.equal(part[i], full[i]) and all(part[j].numel() == 0 for j in range(3) if j != i)
 
 
 def test_linear_bce_errors():

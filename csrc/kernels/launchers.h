@@ -104,14 +104,22 @@ inline int64_t linear_bce_fwd_blocks(int64_t n) {  // forward: a warp per row, 8
   const int64_t b = (n + 7) / 8;
   return b < 1 ? 1 : (b > 1024 ? 1024 : b);
 }
-inline int64_t linear_bce_bwd_row_blocks(int64_t n) {
-  const int64_t b = (n + kHeadRows - 1) / kHeadRows;
-  return b < 1 ? 1 : (b > 1024 ? 1024 : b);
+// backward: row blocks (grid.y), <= 1024 and <= 2^22 / (K + 1) (the partials' workspace stays <= 16 MB of floats)
+inline int64_t linear_bce_bwd_row_blocks(int64_t n, int64_t K) {
+  int64_t b = (n + kHeadRows - 1) / kHeadRows;
+  const int64_t cap = (int64_t(1) << 22) / (K + 1);
+  if (b > 1024) b = 1024;
+  if (b > cap) b = cap;
+  return b < 1 ? 1 : b;
+}
+// The backward's column blocks that reduce (dw or db wanted) each take a counter slot: K <= kHeadCols * kCounterSlots.
+inline bool linear_bce_bwd_fits(const LinearBceParams& p) {
+  return (p.dw == nullptr && p.db == nullptr) || (p.K + kHeadCols - 1) / kHeadCols <= kCounterSlots;
 }
 // Accumulators the launch needs: forward one per block; backward (row blocks) x (K + 1) when dw or db is wanted.
 inline int64_t linear_bce_workspace(const LinearBceParams& p, bool backward) {
   if (!backward) return linear_bce_fwd_blocks(p.n);
-  return (p.dw != nullptr || p.db != nullptr) ? linear_bce_bwd_row_blocks(p.n) * (p.K + 1) : 0;
+  return (p.dw != nullptr || p.db != nullptr) ? linear_bce_bwd_row_blocks(p.n, p.K) * (p.K + 1) : 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------

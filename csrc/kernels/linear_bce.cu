@@ -178,9 +178,9 @@ void linear_bce_fwd(const LinearBceParams& p, void* stream) {
 void linear_bce_bwd(const LinearBceParams& p, void* stream) {
   const bool reduce = p.dw != nullptr || p.db != nullptr;
   if (reduce) check(p, "linear_bce_backward");
-  const int64_t gx = ceil_div(p.K > 0 ? p.K : 1, kHeadCols), gy = linear_bce_bwd_row_blocks(p.n);
-  if (gx > kCounterSlots || gx > 65535)
-    throw std::invalid_argument("linear_bce_backward: K too large (at most " + std::to_string(kHeadCols * 65535) + ")");
+  const int64_t gx = ceil_div(p.K > 0 ? p.K : 1, kHeadCols), gy = linear_bce_bwd_row_blocks(p.n, p.K);
+  if (!linear_bce_bwd_fits(p))
+    throw std::invalid_argument("linear_bce_backward: more column blocks than counter slots (linear_bce_bwd_fits)");
   dispatch_dtype(p.dtype, "linear_bce_backward", [&](auto tag) {
     using T = decltype(tag);
     using M = typename OpMath<T>::type;

@@ -140,14 +140,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bce_backward(
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   auto none = [&]() { return at::empty({0}, x.options()); };  // (a fresh one per output: outputs must not alias)
-  if (ex.backend == Backend::CPU) {
+  LinearBceParams fit;  // (in_features beyond kHeadCols x kCounterSlots with dw / db: the ATen route below)
+  fit.K = h.K;
+  fit.dw = mask[1] ? &fit : nullptr;
+  fit.db = mask[2] ? &fit : nullptr;
+  if (ex.backend == Backend::CPU || !linear_bce_bwd_fits(fit)) {
     at::Tensor dl = sigmoid_bce_backward(g_loss.reshape({}), logits,
                                          h.target.defined() ? c10::optional<at::Tensor>(h.target) : c10::nullopt,
                                          label, h.weight.defined() ? c10::optional<at::Tensor>(h.weight) : c10::nullopt,
                                          c10::nullopt, reduction);
     if (has_gl) dl.add_(*g_logits);
     // dense_backward's CPU path for a linear layer (same bits as the unfused layer + loss): db in the pass that
-    // copies dz, then the two products
+    // copies dz, then the two products (ATen's, on any device)
     LayerGrad g(ex, dl.view({h.n, 1}), at::Tensor(), 1, 0, 0.0, 1.0, -1.0,
                 mask[2] ? at::empty({1}, x.options()) : at::Tensor());
     const at::Tensor& dz = g.dz();

@@ -139,6 +139,8 @@ class Discriminator(nn.Module):
         if not (type(fc) is fnn.FusedLinear and self._plain_head() and fc.act == "linear" and fc.gain == 1.0
                 and fc.clamp is None):
             return None
+        if self._forward_hooks or self._forward_pre_hooks or type(self).forward is not Discriminator.forward:
+            return None  # D's own hooks or another forward: the module must be called
         feat, wt = self._head_operands(self._features(x))
         return FF.linear_bce_with_logits(feat, wt, fc.bias, target, loss_weight=loss_weight, reduction=reduction)
 
