@@ -110,6 +110,13 @@ def main(argv=None) -> int:
         x, t, w, pos_weight=pw), [r(5, 7) * 3, torch.rand(5, 7, device=dev), torch.rand(5, 7, device=dev),
                                   torch.rand(7, device=dev) + 0.5])
     check("bce 128 logits (GAN head)", lambda x: FF.binary_cross_entropy_with_logits(x, 1.0), [r(128) * 3])
+    # the head + loss op: 300 rows (10 row blocks), 700 features (3 column blocks), logits used too
+    tgt, lw = (torch.arange(300) % 2).float(), torch.rand(300)
+
+    def head(x, w, b):
+        loss, logits = FF.linear_bce_with_logits(x, w, b, tgt.to(x), loss_weight=lw.to(x), reduction="sum")
+        return (loss + logits.sum()).reshape(1)
+    check("linear_bce 300x700 target weight sum", head, [r(300, 700), r(1, 700) / 26, r(1)])
 
     # double backward (R1 penalty): grad of the grad through conv + bias_act + dense + BCE
     def r1(x, w, b, wd):

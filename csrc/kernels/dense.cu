@@ -35,12 +35,14 @@ __global__ void __launch_bounds__(kDotThreads) gemm_dot_kernel(const GemmArgs<T>
   const int lane = threadIdx.x & 31;
   const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
-  const int64_t products = p.Mrows * p.Ncols;
-  const int64_t total = products + (p.rowsum != nullptr ? p.Mrows : 0);
+  // (the dot plan keeps M * N + M < 2^31: 32-bit output indices, no 64-bit division per output)
+  const uint32_t products = (uint32_t)(p.Mrows * p.Ncols), ncols = (uint32_t)p.Ncols;
+  const int64_t total = (int64_t)products + (p.rowsum != nullptr ? p.Mrows : 0);
   const int64_t ak = p.a.k.off0, bk = p.b.k.off0;
   for (int64_t o = warp; o < total; o += nwarps) {  // warp-uniform loop: every lane reaches the shuffles
-    const bool ones = o >= products;
-    const int64_t m = ones ? o - products : o / p.Ncols, n = ones ? 0 : o - m * p.Ncols;
+    const uint32_t ou = (uint32_t)o;
+    const bool ones = ou >= products;
+    const int64_t m = ones ? ou - products : ou / ncols, n = ones ? 0 : ou - (uint32_t)m * ncols;
     const int64_t a0 = m * p.a.r.off0;
     const T* b = p.b.ptr + n * p.b.r.off0;
     auto bval = [&](int64_t k) { return ones ? M(1) : load(b, k * bk); };
@@ -69,8 +71,8 @@ bool single_digit(const GemmIndex& x) { return x.R1 == 1 && x.R2 == 1; }
 
 Plan make_dense_plan(const GemmParams& p) {
   const bool mat = p.a.kind == OperandKind::mat && p.b.kind == OperandKind::mat;
-  if (mat && p.groups == 1 && p.K >= 128 && (p.M <= 8 || p.N <= 8) && single_digit(p.a.r) &&
-      single_digit(p.a.k) && single_digit(p.b.r) && single_digit(p.b.k)) {
+  if (mat && p.groups == 1 && p.K >= 128 && (p.M <= 8 || p.N <= 8) && p.M * p.N + p.M < (int64_t(1) << 31) &&
+      single_digit(p.a.r) && single_digit(p.a.k) && single_digit(p.b.r) && single_digit(p.b.k)) {
     Plan pl;
     pl.cfg = 0;
     pl.kchunk = p.K;
