@@ -275,7 +275,9 @@ class Trainer:
 
     def _step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None,
               gamma: Optional[float] = None) -> torch.Tensor:
-        """One D update and one G update; returns the metrics (loss_d, loss_g, d_real, d_fake, r1) on the device.
+        """One D update and one G update; returns the step's raw metrics on the device, one vector
+        ``[loss_d, loss_g, r1, D's logits of the real half (b), of the fake half (b)]`` (one launch: :meth:`metrics`
+        turns many steps' vectors into (loss_d, loss_g, d_real, d_fake, r1) at once, when they are logged).
 
         ``eps``: instance noise (``2b`` images: the first ``b`` for the real half, the rest for the fake half) added
         to D's inputs, or None. ``gamma``: this step's R1 weight (default: :meth:`r1_weight` of the current step).
@@ -293,11 +295,11 @@ class Trainer:
             lr_, lf = D(real), D(fake_d.detach())
             r1 = r1_penalty(lr_, real)
             loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * gamma) * r1
-            d_real, d_fake = torch.sigmoid(lr_.detach()).mean(), torch.sigmoid(lf.detach()).mean()
+            logits = (lr_, lf)
         else:
             # = loss(D(real), 1) + loss(D(fake), 0): one pass, D's head and the loss one op with fused layers
             loss_d, logits = loss.real_fake(D, torch.cat([real, fake_d.detach()]), b)
-            d_real, d_fake = torch.sigmoid(logits.detach()).view(2, b).mean(1).unbind()
+            logits = (logits,)
             r1 = self._zero
         self.optD.zero_grad(set_to_none=True)
         loss_d.backward(self._one)  # (a cached seed: no ones_like per step)
@@ -316,7 +318,15 @@ class Trainer:
             self._set_requires_grad(self.D, True)
         self.optG.step()
         with torch.no_grad():
-            return torch.stack([loss_d.detach(), loss_g.detach(), d_real, d_fake, r1.detach()])
+            return torch.cat([loss_d.view(1), loss_g.view(1), r1.view(1), *(x.view(-1) for x in logits)])
+
+    @staticmethod
+    def metrics(raw: torch.Tensor) -> torch.Tensor:
+        """Steps' raw metrics (:meth:`_step`'s vectors stacked, ``(k, 3 + 2b)``) as ``(k, 5)``: loss_d, loss_g,
+        d_real, d_fake (D's mean probability on the real and the fake half), r1 -- _FIELDS' order."""
+        k = raw.shape[0]
+        probs = torch.sigmoid(raw[:, 3:]).view(k, 2, -1).mean(2)
+        return torch.cat([raw[:, :2], probs, raw[:, 2:3]], dim=1)
 
     @staticmethod
     def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -467,7 +477,7 @@ class Trainer:
         def flush():
             if not pending:
                 return
-            vals = torch.stack([p[1] for p in pending])
+            vals = self.metrics(torch.stack([p[1] for p in pending]))
             if self.dist.enabled:
                 dist.all_reduce(vals)
                 vals /= self.dist.world_size
