@@ -716,8 +716,8 @@ with fastgan.use_impl("emu"):
     for _ in range(2):
         h.update(FF.linear(x, w, act="lrelu").numpy().tobytes())
         xg, wg, bg = xc.clone().requires_grad_(), wc.clone().requires_grad_(), torch.randn(8, requires_grad=True)
-        y = FF.conv2d(xg, wg, bg, padding=1, act="lrelu")            # + the bias gradient as split row sums
-        for g in torch.autograd.grad(y, (wg, bg), torch.ones_like(y)):
+        y = FF.conv2d(xg, wg, bg, padding=1, act="lrelu")            # + the bias gradient as split row sums,
+        for g in torch.autograd.grad(y, (xg, wg, bg), torch.ones_like(y)):  # dx in the same launch
             h.update(g.numpy().tobytes())
         for shape in ((64, 32, 14, 14), (300, 1000)):                # bias gradients in 4 / 5 splits
             yb, dyb = torch.randn(shape), torch.randn(shape)
@@ -742,6 +742,42 @@ print(h.hexdigest())
         torch.manual_seed(0)
         x, w = torch.randn(50, 1100), torch.randn(60, 1100)
         assert_close(FF.linear(x, w), x.double() @ w.double().T, torch.float32, "split-K linear")
+
+
+def test_layer_backward_one_launch():
+    """A layer's weight gradient (split-K, with the bias gradient's row sums) and its input gradient (a convolution's
+    four stride phases) are parts of one launch, with the same bits as when each is asked for alone."""
+    if "emu" not in fastgan.available_impls():
+        pytest.skip("needs the emulated CUDA kernels")
+    from fastgan import _ext
+    torch.manual_seed(0)
+    cases = [("conv2d", "conv2d_backward_gemm (weight + data)", torch.randn(16, 32, 14, 14),
+              torch.randn(64, 32, 3, 3) * 0.1, torch.randn(16, 64, 7, 7)),   # D's conv2 at batch 16
+             ("dense", "dense_gemm", torch.randn(128, 256), torch.randn(512, 256) * 0.1,
+              torch.randn(128, 512))]                                          # G's fc2: dX split-K, dW
+    with fastgan.use_impl("emu"):
+        for op, launch, x, w, dy in cases:
+            y = torch.nn.functional.leaky_relu(dy, 0.2)  # a saved output: act' folds into the loads
+            if op == "conv2d":
+                run = lambda m: torch.ops.fastgan.conv2d_backward(dy, x, w, [2, 2], [1, 1], [1, 1], 1, m, y, "lrelu",
+                                                                  0.2, 1.0, -1.0)
+            else:
+                run = lambda m: torch.ops.fastgan.dense_backward(dy, x, w, m, y, "lrelu", 0.2, 1.0, -1.0)
+            _ext.C.emu_launch_log(True)
+            dx, dw, db = run([True, True, True])
+            assert _ext.C.emu_launch_log(False) == [launch], op
+            dx1 = run([True, False, False])[0]
+            _, dw1, db1 = run([False, True, True])
+            assert torch.equal(dx, dx1) and torch.equal(dw, dw1) and torch.equal(db, db1), op
+            dz = (dy * torch.where(y > 0, 1.0, 0.2)).double()
+            if op == "conv2d":
+                rx, rw, _ = torch.ops.aten.convolution_backward(dz, x.double(), w.double(), None, [2, 2], [1, 1],
+                                                                [1, 1], False, [0, 0], 1, [True, True, False])
+                rb = dz.sum((0, 2, 3))
+            else:
+                rx, rw, rb = dz @ w.double(), dz.T @ x.double(), dz.sum(0)
+            for got, want in ((dx, rx), (dw, rw), (db, rb)):
+                torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------- sigmoid + BCE

@@ -6,7 +6,8 @@
 //                                     the operand being dz read with negative tap steps (conv2d.cpp); the
 //                                     phases run as parts of one launch (up to 4 per launch, gemm.cuh);
 //   backward weight  (mat, im2col):  M = Cout/groups, N = Cin/groups*KH*KW, K = N*OH*OW (split-K when the
-//                                     weight is small and the batch long: the usual case).
+//                                     weight is small and the batch long: the usual case); in one launch with
+//                                     the input gradient's phases when the glue asks for both (conv2d.cpp).
 // Groups run as grid.z. Every tensor is addressed through its own strides (any layout is correct; the unit
 // stride decides which index the threads of a warp walk, so NCHW and channels_last are both coalesced).
 #include "gemm.cuh"
@@ -16,14 +17,12 @@ namespace FG_NS {
 namespace gemm {
 
 void run_conv_gemm(const GemmParams* ps, const Plan* pls, int n, void* stream) {
-  const OperandKind a = ps[0].a.kind, b = ps[0].b.kind;
-  if (a == OperandKind::im2col && b == OperandKind::mat)
-    run_tiled_parts<OperandKind::im2col, OperandKind::mat>(ps, pls, n, stream, "conv2d_gemm (forward / backward data)");
-  else if (a == OperandKind::mat && b == OperandKind::im2col)
-    run_tiled_parts<OperandKind::mat, OperandKind::im2col>(ps, pls, n, stream, "conv2d_wgrad_gemm");
-  else
-    throw std::invalid_argument("gemm: unsupported operand kinds (" + std::to_string((int)a) + ", " +
-                                std::to_string((int)b) + ")");
+  // A weight gradient (mat, im2col) and the input gradient's phases (im2col, mat) of one layer share a launch,
+  // the weight gradient first: its blocks have the long k-chains, so they start first.
+  static const char* const names[3] = {"conv2d_wgrad_gemm", "conv2d_gemm (forward / backward data)",
+                                       "conv2d_backward_gemm (weight + data)"};
+  gemm::run_tiled_parts<OperandKind::mat, OperandKind::im2col, OperandKind::im2col, OperandKind::mat>(ps, pls, n,
+                                                                                                      stream, names);
 }
 
 }  // namespace gemm

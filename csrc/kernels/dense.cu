@@ -112,8 +112,10 @@ void gemm_run(const GemmParams* ps, int n, void* stream) {
   std::vector<Plan> plans;
   for (int i = 0; i < n; ++i) {
     gemm::check_limits(ps[i], "gemm");
-    if (ps[i].a.kind != ps[0].a.kind || ps[i].b.kind != ps[0].b.kind)
-      throw std::invalid_argument("gemm: the parts of one call must have the same operand kinds");
+    const bool dense_i = ps[i].a.kind == OperandKind::mat && ps[i].b.kind == OperandKind::mat;
+    const bool dense_0 = ps[0].a.kind == OperandKind::mat && ps[0].b.kind == OperandKind::mat;
+    if (dense_i != dense_0)
+      throw std::invalid_argument("gemm: dense and convolution GEMMs in one call");
     if (ps[i].M == 0 || ps[i].N == 0) {
       if (ps[i].rowsum != nullptr && ps[i].M > 0)  // no tile would run to write them
         throw std::invalid_argument("gemm: row sums of a product with N == 0 (the caller computes them)");
@@ -124,17 +126,28 @@ void gemm_run(const GemmParams* ps, int n, void* stream) {
   }
   const int m = (int)parts.size();
   if (m == 0) return;
-  // Parts of one call run side by side (the stride phases of an input gradient): split-K only when their tiles
-  // together leave more than half the device idle (then each part keeps the split its own plan chose).
+  // Parts of one call run side by side (the stride phases of an input gradient, a layer's input and weight
+  // gradients): parts of one operand-kind pair keep split-K only when their tiles together leave more than half the
+  // device idle (then each keeps the split its own plan chose). A weight gradient beside input-gradient phases keeps
+  // its own (its k-chain is the batch: unsplit, its few blocks would be the launch's critical path).
   if (m > 1) {
-    int64_t tiles = 0;
-    for (const GemmParams& q : parts) tiles += ceil_div(q.M, 64) * ceil_div(q.N, 64) * q.groups;
-    if (tiles * 2 > (parts[0].sm_count > 0 ? parts[0].sm_count : 132))
-      for (int i = 0; i < m; ++i)
-        if (plans[i].splits > 1) {
-          plans[i].splits = 1;
-          plans[i].kchunk = parts[i].K;
+    const int64_t sm = parts[0].sm_count > 0 ? parts[0].sm_count : 132;
+    auto same_kinds = [&](int i, int j) {
+      return parts[i].a.kind == parts[j].a.kind && parts[i].b.kind == parts[j].b.kind;
+    };
+    for (int i = 0; i < m; ++i) {
+      int64_t tiles = 0;
+      int peers = 0;
+      for (int j = 0; j < m; ++j)
+        if (same_kinds(i, j)) {
+          tiles += ceil_div(parts[j].M, 64) * ceil_div(parts[j].N, 64) * parts[j].groups;
+          ++peers;
         }
+      if (peers > 1 && tiles * 2 > sm && plans[i].splits > 1) {
+        plans[i].splits = 1;
+        plans[i].kchunk = parts[i].K;
+      }
+    }
   }
   if (parts[0].a.kind == OperandKind::mat && parts[0].b.kind == OperandKind::mat) {
     for (int i = 0; i < m;) {
@@ -145,8 +158,9 @@ void gemm_run(const GemmParams* ps, int n, void* stream) {
       }
       int j = i + 1;
       while (j < m && plans[j].cfg != 0) ++j;
-      gemm::run_tiled_parts<OperandKind::mat, OperandKind::mat>(parts.data() + i, plans.data() + i, j - i, stream,
-                                                               "dense_gemm");
+      static const char* const names[3] = {"dense_gemm", "dense_gemm", "dense_gemm"};
+      gemm::run_tiled_parts<OperandKind::mat, OperandKind::mat, OperandKind::mat, OperandKind::mat>(
+          parts.data() + i, plans.data() + i, j - i, stream, names);
       i = j;
     }
     return;

@@ -109,15 +109,17 @@ struct GemmArgs {
   M* ws_rows;     // split-K with row sums: their partials, [groups * splits][M] (after ws's tiles)
 };
 
-// Up to kMaxParts independent GEMMs of one shape class in one launch (the stride phases of a convolution's input
-// gradient: one launch instead of sh * sw). grid.z = parts x zper; a part's blocks beyond its own M x N tile grid
-// exit at once. Read in place from the parameter space (__grid_constant__: no per-thread copy).
-constexpr int kMaxParts = 4;
+// Up to kMaxParts independent GEMMs in one launch: the stride phases of a convolution's input gradient (one launch
+// instead of sh * sw), a layer's weight and input gradients side by side. Parts [0, nfirst) have the kernel's
+// first operand kinds, the rest its second (gemm_kernel); each has its own tile count, split-K and counter slots.
+// grid.z = the parts' z extents (groups x splits) end to end, part i's from zbase[i]; a part's blocks beyond its
+// own M x N tile grid exit at once. Read in place from the parameter space (__grid_constant__: no per-thread copy).
+constexpr int kMaxParts = 5;
 template <typename T>
 struct GemmBatch {
   GemmArgs<T> part[kMaxParts];
-  int nparts;
-  int zper;  // groups x splits (splits > 1 only in single-part batches)
+  int zbase[kMaxParts + 1];
+  int nparts, nfirst;
 };
 
 // Tile configurations. NT threads arranged TY x TX; each thread owns TM x TN outputs as (TM/4) x (TN/4)
@@ -431,25 +433,30 @@ __device__ __forceinline__ void finish_splits(const GemmArgs<T>& p, T* out, cons
   }
 }
 
+// Convolutions: padding must not take part in products (0 x inf = NaN would reach outputs the non-finite value
+// does not touch in torch). When a k-tile of the plain operand holds an inf or NaN (a block-uniform flag from the
+// barrier), that tile is multiplied with the im2col operand's padding masked out; otherwise the plain loop runs.
+// pad_s: the padding flags of a tile pair, 2 x BK x (PadRows + 4) bytes.
+template <typename Cfg, OperandKind AK, OperandKind BKIND>
+struct PadMask {
+  static constexpr bool kA = AK == OperandKind::im2col && BKIND == OperandKind::mat;
+  static constexpr bool kB = AK == OperandKind::mat && BKIND == OperandKind::im2col;
+  static constexpr int kRows = kA ? Cfg::BM : (kB ? Cfg::BN : 1);
+  static constexpr int kBytes = kA || kB ? 2 * Cfg::BK * (kRows + 4) : 1;
+};
+
+// One block of part p (z: its group x split index) with the kernel's shared memory: smem (tiles, then the
+// epilogue's staging), pad_s (PadMask), rs_s (row sums, the 64 tiles).
 template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
-__global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_constant__ GemmBatch<T> batch) {
+__device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, typename OpMath<T>::type* smem,
+                                           unsigned char* pad_s, typename OpMath<T>::type* rs_s) {
   using M = typename OpMath<T>::type;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
   constexpr int LDA = Cfg::LDA, LDB = Cfg::LDB;
   constexpr bool kTF32 = Cfg::kTensorCores && std::is_same<T, float>::value;
-  static_assert(!Cfg::kTensorCores || std::is_same<M, float>::value, "tensor-core tiles accumulate in float");
-  __shared__ __align__(16) M smem[Cfg::kSmemElems];
-  // Convolutions: padding must not take part in products (0 x inf = NaN would reach outputs the non-finite value
-  // does not touch in torch). When a k-tile of the plain operand holds an inf or NaN (a block-uniform flag from the
-  // barrier), that tile is multiplied with the im2col operand's padding masked out; otherwise the plain loop runs.
-  constexpr bool kMaskA = AK == OperandKind::im2col && BKIND == OperandKind::mat;
-  constexpr bool kMaskB = AK == OperandKind::mat && BKIND == OperandKind::im2col;
-  constexpr int kPadRows = kMaskA ? BM : (kMaskB ? BN : 1);
-  __shared__ unsigned char pad_s[kMaskA || kMaskB ? 2 * BK * (kPadRows + 4) : 1];
+  constexpr bool kMaskA = PadMask<Cfg, AK, BKIND>::kA, kMaskB = PadMask<Cfg, AK, BKIND>::kB;
+  constexpr int kPadRows = PadMask<Cfg, AK, BKIND>::kRows;
 
-  const int part = (int)blockIdx.z / batch.zper;
-  const GemmArgs<T>& p = batch.part[part];
-  const int z = (int)blockIdx.z - part * batch.zper;
   const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
   if (m0 >= p.Mrows || n0 >= p.Ncols) return;  // outside this part's tile grid (block-uniform, before any barrier)
   const int tid = threadIdx.x;
@@ -465,7 +472,6 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   // Row sums of A (GemmParams::rowsum: the bias gradient of a weight-gradient GEMM), by the blocks of the first
   // column of tiles, from the values as loaded (before any TF32 rounding). The 64 tiles only (make_plan).
   constexpr bool kRowSums = BM == 64;
-  __shared__ M rs_s[kRowSums ? BK * BM : 1];
   const bool rows_here = kRowSums && p.rowsum != nullptr && blockIdx.y == 0;
   if (rows_here) la.zero_rows(rs_s, p.a.k_fast);
 
@@ -589,6 +595,7 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   // Split-K, in the kernel: the last split of this tile to arrive sums the splits' partials in order (s = 0, 1, ..:
   // bitwise deterministic, whichever arrives last) and applies the epilogue. Release: each block fences its
   // partials before its arrival is counted; acquire: the last block fences after seeing the count.
+  // (p.counters: this part's own gridDim.x * gridDim.y * groups slots)
   if (!last_arrival(p.counters + ((int64_t)g * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x, p.splits)) return;
   switch (p.act) {
 #define FG_GEMM_FINISH_CASE(code, name, F) \
@@ -602,6 +609,26 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
     for (int q = 0; q < p.splits; ++q) r += p.ws_rows[((int64_t)g * p.splits + q) * p.Mrows + m0 + tid];
     store(p.rowsum, (int64_t)g * p.Mrows + m0 + tid, r);
   }
+}
+
+// The kernel: parts [0, nfirst) are GEMMs of operand kinds (AK0, BK0), the others of (AK1, BK1) (the same pair
+// when a launch has one kind; a convolution's weight and input gradients are the two kinds of one launch).
+template <typename T, typename Cfg, OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
+__global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_constant__ GemmBatch<T> batch) {
+  using M = typename OpMath<T>::type;
+  static_assert(!Cfg::kTensorCores || std::is_same<M, float>::value, "tensor-core tiles accumulate in float");
+  constexpr bool kOneKind = AK0 == AK1 && BK0 == BK1;
+  constexpr int kPad0 = PadMask<Cfg, AK0, BK0>::kBytes, kPad1 = PadMask<Cfg, AK1, BK1>::kBytes;
+  __shared__ __align__(16) M smem[Cfg::kSmemElems];
+  __shared__ unsigned char pad_s[kPad0 > kPad1 ? kPad0 : kPad1];
+  __shared__ M rs_s[Cfg::BM == 64 ? Cfg::BK * Cfg::BM : 1];
+  int part = 0;
+  while (part + 1 < batch.nparts && (int)blockIdx.z >= batch.zbase[part + 1]) ++part;
+  const int z = (int)blockIdx.z - batch.zbase[part];
+  if (kOneKind || part < batch.nfirst)
+    gemm_block<T, Cfg, AK0, BK0>(batch.part[part], z, smem, pad_s, rs_s);
+  else if constexpr (!kOneKind)
+    gemm_block<T, Cfg, AK1, BK1>(batch.part[part], z, smem, pad_s, rs_s);
 }
 
 // ------------------------------------------------------------------------------------------------- host side
@@ -779,88 +806,133 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   return a;
 }
 
-// One launch for parts [0, n) (n <= kMaxParts, same tile configuration; split-K only when n == 1).
-template <typename T, typename C, OperandKind AK, OperandKind BKIND>
-void launch_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
-  const Plan& pl = pls[0];
+// One launch for parts [0, n) (n <= kMaxParts, one tile configuration): parts [0, nfirst) of kinds (AK0, BK0), the
+// others of (AK1, BK1). Each part keeps its plan's split-K, with its own counter slots.
+template <typename T, typename C, OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
+void launch_tiled(const GemmParams* ps, const Plan* pls, int n, int nfirst, void* stream, const char* name) {
   GemmBatch<T> batch{};
   int64_t gx = 0, gy = 0;
   for (int i = 0; i < n; ++i) {
-    batch.part[i] = make_args<T>(ps[i], pls[i]);  // each part its own k extent
     gx = std::max<int64_t>(gx, ceil_div(ps[i].M, C::BM));
     gy = std::max<int64_t>(gy, ceil_div(ps[i].N, C::BN));
   }
+  int64_t z = 0, slots = 0;
+  for (int i = 0; i < n; ++i) {
+    batch.part[i] = make_args<T>(ps[i], pls[i]);  // each part its own k extent
+    batch.zbase[i] = (int)z;
+    z += ps[i].groups * pls[i].splits;
+    if (pls[i].splits > 1) {  // counter slots indexed by the launch's tile grid (gx x gy) per group
+      if (ps[i].counters == nullptr || slots + gx * gy * ps[i].groups > kCounterSlots)
+        throw std::invalid_argument(std::string(name) + ": split-K needs " +
+                                    std::to_string(slots + gx * gy * ps[i].groups) +
+                                    " zeroed counter slots (GemmParams::counters, at most " +
+                                    std::to_string(kCounterSlots) + ")");
+      batch.part[i].counters = ps[i].counters + slots;
+      slots += gx * gy * ps[i].groups;
+    }
+  }
+  if (z > 65535) throw std::invalid_argument(std::string(name) + ": grid.z beyond 65535");
+  batch.zbase[n] = (int)z;
   batch.nparts = n;
-  batch.zper = (int)(ps[0].groups * pl.splits);
-  if (pl.splits > 1 && (ps[0].counters == nullptr || gx * gy * ps[0].groups > kCounterSlots))
-    throw std::invalid_argument(std::string(name) + ": split-K needs " + std::to_string(gx * gy * ps[0].groups) +
-                                " zeroed counter slots (GemmParams::counters, at most " +
-                                std::to_string(kCounterSlots) + ")");
-  launch(name, gemm_kernel<T, C, AK, BKIND>, dim3((unsigned)gx, (unsigned)gy, (unsigned)(n * batch.zper)), dim3(C::NT),
-         0, stream, batch);
+  batch.nfirst = nfirst;
+  launch(name, gemm_kernel<T, C, AK0, BK0, AK1, BK1>, dim3((unsigned)gx, (unsigned)gy, (unsigned)z), dim3(C::NT), 0,
+         stream, batch);
 }
 
-// Runs the tiled kernel (configuration from the plan) for n parts that share it, and with split-K (n == 1) the
-// reduction. Half types have only the tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full
-// precision).
-template <typename T, OperandKind AK, OperandKind BKIND>
-void run_tiled(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
+// Runs n parts that share a launch (same_launch) as one launch, the tile configuration from the plan. Half types
+// have only the tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full precision). Two kinds
+// of parts in one launch: the 64 tiles only.
+template <typename T, OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
+void run_tiled(const GemmParams* ps, const Plan* pls, int n, int nfirst, void* stream, const char* name) {
   const Plan& pl = pls[0];
-  if (n < 1 || n > kMaxParts || (n > 1 && pl.splits > 1))
+  constexpr bool kOneKind = AK0 == AK1 && BK0 == BK1;
+  if (n < 1 || n > kMaxParts || nfirst < 1 || nfirst > n || (kOneKind && nfirst != n))
     throw std::invalid_argument(std::string(name) + ": bad batch of " + std::to_string(n) + " parts");
   for (int i = 0; i < n; ++i) {
-    if (pl.splits > 1 && ps[i].workspace == nullptr)
+    if (pls[i].splits > 1 && ps[i].workspace == nullptr)
       throw std::invalid_argument(std::string(name) + ": split-K plan without a workspace (call gemm_workspace)");
     if (!act_code_valid(ps[i].act) || (ps[i].a_y != nullptr && !act_code_valid(ps[i].a_act)))
       throw std::invalid_argument(std::string(name) + ": unknown activation code");
     if (ps[i].rowsum != nullptr && pl.cfg == 128)
       throw std::invalid_argument(std::string(name) + ": row sums need the 64 tile");
-    if (ps[i].groups != ps[0].groups) throw std::invalid_argument(std::string(name) + ": parts differ in groups");
+    if (pls[i].cfg != pl.cfg || pls[i].tc != pl.tc || ps[i].groups != ps[0].groups)
+      throw std::invalid_argument(std::string(name) + ": parts differ in tile configuration or groups");
+    if (pls[i].cfg == 128 && pls[i].splits > 1)
+      throw std::invalid_argument(std::string(name) + ": the 128 tile has no split-K");
   }
-  if (pl.cfg == 128 && pl.splits > 1) throw std::invalid_argument(std::string(name) + ": the 128 tile has no split-K");
   constexpr bool kDouble = std::is_same<T, double>::value, kFloat = std::is_same<T, float>::value;
   if constexpr (!kDouble) {
     if (pl.tc) {
-      if (pl.cfg == 128)
-        launch_tiled<T, Tc128For<T>, AK, BKIND>(ps, pls, n, stream, name);
-      else
-        launch_tiled<T, Tc64For<T>, AK, BKIND>(ps, pls, n, stream, name);
-      return;
+      if constexpr (kOneKind) {
+        if (pl.cfg == 128) {
+          launch_tiled<T, Tc128For<T>, AK0, BK0, AK1, BK1>(ps, pls, n, nfirst, stream, name);
+          return;
+        }
+      }
+      if (pl.cfg != 128) {
+        launch_tiled<T, Tc64For<T>, AK0, BK0, AK1, BK1>(ps, pls, n, nfirst, stream, name);
+        return;
+      }
     }
   }
   if constexpr (kFloat) {
-    if (pl.cfg == 128)
-      launch_tiled<T, Cfg128, AK, BKIND>(ps, pls, n, stream, name);
-    else
-      launch_tiled<T, Cfg64, AK, BKIND>(ps, pls, n, stream, name);
-    return;
+    if (!pl.tc) {
+      if constexpr (kOneKind) {
+        if (pl.cfg == 128) {
+          launch_tiled<T, Cfg128, AK0, BK0, AK1, BK1>(ps, pls, n, nfirst, stream, name);
+          return;
+        }
+      }
+      if (pl.cfg != 128) {
+        launch_tiled<T, Cfg64, AK0, BK0, AK1, BK1>(ps, pls, n, nfirst, stream, name);
+        return;
+      }
+    }
   }
   if constexpr (kDouble) {
     if (pl.cfg != 128 && !pl.tc) {
-      launch_tiled<T, Cfg64d, AK, BKIND>(ps, pls, n, stream, name);
+      launch_tiled<T, Cfg64d, AK0, BK0, AK1, BK1>(ps, pls, n, nfirst, stream, name);
       return;
     }
   }
   throw std::invalid_argument(std::string(name) + ": no tile configuration for this dtype and plan");
 }
 
-// Parts i and j can share a launch: same plan (tile, tensor cores, no split-K), dtype, activation, groups.
+// Parts a and b can share a launch: same tile configuration (tile, tensor cores), dtype and groups; operand kinds
+// that differ only in the 64 tiles.
 inline bool same_launch(const GemmParams& a, const Plan& pa, const GemmParams& b, const Plan& pb) {
-  return pa.cfg == pb.cfg && pa.tc == pb.tc && pa.splits == 1 && pb.splits == 1 && a.dtype == b.dtype &&
-         a.act == b.act && a.groups == b.groups && a.a.kind == b.a.kind && a.b.kind == b.b.kind;
+  const bool same_kinds = a.a.kind == b.a.kind && a.b.kind == b.b.kind;
+  return pa.cfg == pb.cfg && pa.tc == pb.tc && a.dtype == b.dtype && a.groups == b.groups &&
+         (same_kinds || pa.cfg != 128) && pa.cfg != 0 && pb.cfg != 0;
 }
 
-// Runs n GEMMs of operand kinds (AK, BKIND) in as few launches as same_launch allows (consecutive parts).
-template <OperandKind AK, OperandKind BKIND>
-void run_tiled_parts(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* name) {
+// Runs n GEMMs in as few launches as same_launch allows: runs of consecutive parts with at most two operand-kind
+// pairs, (AK0, BK0) then (AK1, BK1). names: of the launches with the first kinds only, the second only, both.
+template <OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
+void run_tiled_parts(const GemmParams* ps, const Plan* pls, int n, void* stream, const char* const names[3]) {
+  const char* name0 = names[0];
+  auto first = [&](int i) { return ps[i].a.kind == AK0 && ps[i].b.kind == BK0; };
+  auto second = [&](int i) { return ps[i].a.kind == AK1 && ps[i].b.kind == BK1; };
   for (int i = 0; i < n;) {
+    if (!first(i) && !second(i)) throw std::invalid_argument(std::string(name0) + ": unexpected operand kinds");
     int j = i + 1;
-    while (j < n && j - i < kMaxParts && (j - i + 1) * ps[i].groups <= 65535 &&  // grid.z = parts x groups
-           same_launch(ps[i], pls[i], ps[j], pls[j]))
+    int64_t z = ps[i].groups * pls[i].splits;
+    while (j < n && j - i < kMaxParts && z + ps[j].groups * pls[j].splits <= 65535 &&
+           same_launch(ps[i], pls[i], ps[j], pls[j]) && (first(j) ? first(j - 1) : second(j))) {
+      z += ps[j].groups * pls[j].splits;
       ++j;
-    dispatch_dtype(ps[i].dtype, name, [&](auto tag) {
+    }
+    int nfirst = i;
+    while (nfirst < j && first(nfirst)) ++nfirst;
+    nfirst -= i;
+    dispatch_dtype(ps[i].dtype, name0, [&](auto tag) {
       using T = decltype(tag);
-      run_tiled<T, AK, BKIND>(ps + i, pls + i, j - i, stream, name);
+      if (nfirst == j - i)
+        run_tiled<T, AK0, BK0, AK0, BK0>(ps + i, pls + i, j - i, j - i, stream, names[0]);
+      else if (nfirst == 0)
+        run_tiled<T, AK1, BK1, AK1, BK1>(ps + i, pls + i, j - i, j - i, stream, names[1]);
+      else if constexpr (AK0 != AK1 || BK0 != BK1)
+        run_tiled<T, AK0, BK0, AK1, BK1>(ps + i, pls + i, j - i, nfirst, stream, names[2]);
     });
     i = j;
   }

@@ -394,30 +394,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     // (per stride phase: M ~ N*H*W / (sh*sw), K ~ Cout/G*KH*KW / (sh*sw); the phases together issue m MACs)
     const int64_t phases = g.sh * g.sw, Mp = g.N * g.H * g.W / phases, Kp = std::max<int64_t>(1, g.Cog * g.KH * g.KW / phases);
-    if (mask[1] && use_kernels(ex, x, g.Cog, g.Cg * g.KH * g.KW, m, std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}))) {
-      at::Tensor out = at::empty(w.sizes(), w.options().memory_format(fmt));
-      poisoned(out);
-      const at::Tensor A = operand();
-      GemmParams p = wgrad_params(g, A, x, out, cl);
+    // The weight gradient and the input gradient's stride phases go to the kernels as parts of one launch (the
+    // weight gradient first: gemm.cuh). Outside the kernels' limits: both to ATen.
+    std::vector<GemmParams> ps;
+    at::Tensor dw_out, dx_out;
+    const bool want_dw = mask[1] && use_kernels(ex, x, g.Cog, g.Cg * g.KH * g.KW, m,
+                                                std::min({g.Cog, g.Cg * g.KH * g.KW, g.N * g.OH * g.OW}));
+    const bool want_dx = mask[0] && use_kernels(ex, x, Mp, g.Cg, m, std::min({Mp, g.Cg, Kp}), phases);
+    if (want_dw) {
+      dw_out = poisoned(at::empty(w.sizes(), w.options().memory_format(fmt)));
+      GemmParams p = wgrad_params(g, operand(), x, dw_out, cl);
       if (fold) lg.fold(p, yv);
       if (!lg.db_done && p.N > 0) p.rowsum = lg.db.mutable_data_ptr();  // db = dz summed over (n, oh, ow)
-      if (run_gemm(ex, p, out)) {
-        dw = out;
-        dw_done = true;
-        if (p.rowsum != nullptr) lg.db_done = true;
-      }
+      ps.push_back(p);
     }
-    if (mask[0] && use_kernels(ex, x, Mp, g.Cg, m, std::min({Mp, g.Cg, Kp}), phases)) {
-      at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
+    if (want_dx) {
+      dx_out = at::empty(x.sizes(), x.options().memory_format(fmt));
       bool taps_empty = false;
-      const at::Tensor A = operand();
-      std::vector<GemmParams> ps = dgrad_phase_params(g, A, w, out, &taps_empty);
-      if (fold)
-        for (GemmParams& p : ps) lg.fold(p, yv);
-      if (taps_empty) out.zero_();  // pixels no tap reaches: their gradient is 0
-      else poisoned(out);
-      if (run_gemms(ex, ps, out)) {
-        dx = out;
+      for (GemmParams& p : dgrad_phase_params(g, operand(), w, dx_out, &taps_empty)) {
+        if (fold) lg.fold(p, yv);
+        ps.push_back(p);
+      }
+      if (taps_empty) dx_out.zero_();  // pixels no tap reaches: their gradient is 0
+      else poisoned(dx_out);
+    }
+    if (!ps.empty() && run_gemms(ex, ps, want_dw ? dw_out : dx_out)) {
+      if (want_dw) {
+        dw = dw_out;
+        dw_done = true;
+        if (ps[0].rowsum != nullptr) lg.db_done = true;
+      }
+      if (want_dx) {
+        dx = dx_out;
         dx_done = true;
       }
     }
