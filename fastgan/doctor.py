@@ -157,7 +157,8 @@ def main(args=None) -> int:
             plain, plain_rows = count_step_kernels(r1=False)
             with_r1, r1_rows = count_step_kernels(r1=True)
             print(f"kernels per training step: {plain} (plain), {with_r1} (with R1)")
-            print("(counted on the CPU: fastgan's CUDA kernels under emulation + one per remaining ATen call)")
+            print("(counted on the CPU: fastgan's CUDA kernels under emulation + one per remaining ATen call; "
+                  "+1 per epoch, not per step: the epoch's images gathered in its order)")
             for title, rows in (("plain step", plain_rows), ("step with R1", r1_rows)):
                 print(f"{title}:")
                 for name, n in rows:

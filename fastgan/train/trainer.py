@@ -174,7 +174,7 @@ class Trainer:
         self.images = self.data.images.to(dev).unsqueeze(1).float().div_(255)
         # constants of the step: the backward seed of the losses, the R1 metric of steps without R1
         self._one, self._zero = torch.ones((), device=dev), torch.zeros((), device=dev)
-        self._perm_epoch, self._perm = -1, None
+        self._perm_epoch, self._epoch_images = -1, None
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
@@ -384,13 +384,13 @@ class Trainer:
         """(real, z, eps) for global step ``step`` (0-based): this process's slice of the global batch; ``eps`` is
         the instance noise for D's inputs (real half, then fake half), None when ``inst_noise`` is 0."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
+        if epoch != self._perm_epoch:  # the epoch's images in its order, gathered once: a batch is a slice (a view)
             g = torch.Generator().manual_seed(_seed_from(self.hp["seed"], 0, epoch))
-            self._perm = torch.randperm(len(self.data), generator=g).to(self.device, non_blocking=True)
+            perm = torch.randperm(len(self.data), generator=g).to(self.device, non_blocking=True)
+            self._epoch_images = self.images.index_select(0, perm)  # (a second copy of the data set)
             self._perm_epoch = epoch
         B, b, r = self.hp["batch_size"], self.local_b, self.dist.rank
-        idx = self._perm[i * B + r * b: i * B + (r + 1) * b]
-        real = self.images.index_select(0, idx)
+        real = self._epoch_images[i * B + r * b: i * B + (r + 1) * b]
         z = torch.randn(B, Z_DIM, device=self.device, generator=self.noise_gen)[r * b:(r + 1) * b]
         eps = None
         sigma = self.hp["inst_noise"]
