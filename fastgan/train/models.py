@@ -19,7 +19,7 @@ from .. import functional as FF
 from .. import nn as fnn
 
 __all__ = ["LAYER_KINDS", "G_INITS", "Z_DIM", "IMAGE_SHAPE", "Generator", "Discriminator", "build_models",
-           "make_loss", "r1_penalty"]
+           "make_loss", "r1_penalty", "d_loss_r1"]
 
 LAYER_KINDS = ("fused", "stock")
 Z_DIM = 100
@@ -194,8 +194,8 @@ def build_models(layers: str = "fused", seed=None, device=None, z_dim: int = Z_D
 
 
 class GanBCE(nn.Module):
-    """Mean sigmoid-BCE against a constant label: ``loss(logits, label)``; and :meth:`real_fake`, D's loss on one
-    pass over cat(real, fake).
+    """Mean sigmoid-BCE against a constant label: ``loss(logits, label)``; :meth:`halves` and :meth:`real_fake`, D's
+    loss on a batch of real then fake images.
 
     ``fused``: :func:`fastgan.functional.binary_cross_entropy_with_logits` with the label passed as a number (no
     target tensor); ``stock``: ``torch.nn.functional.binary_cross_entropy_with_logits`` against a ``full_like``
@@ -205,7 +205,7 @@ class GanBCE(nn.Module):
     def __init__(self, layers: str = "fused"):
         super().__init__()
         self.fused = _check_kind(layers) == "fused"
-        self._halves = None  # (key, target, weight) of real_fake, made once per shape / device / dtype
+        self._halves = None  # (key, target, weight) of halves / real_fake, made once per shape / device / dtype
 
     def forward(self, logits: torch.Tensor, label: float) -> torch.Tensor:
         if self.fused:
@@ -216,33 +216,47 @@ class GanBCE(nn.Module):
         """(``loss(D(x), label)``, the logits). With fused layers and a discriminator that offers it
         (:meth:`Discriminator.fused_loss`; not a DDP wrapper, whose forward must run), D's head and the loss are
         one op: on CUDA two launches forward + backward instead of five."""
-        fused = getattr(D, "fused_loss", None) if self.fused else None
-        out = fused(x, float(label)) if fused is not None else None
-        if out is not None:
-            return out
-        logits = D(x)
+        out = self._fused_head(D, x, float(label))
+        return out if out is not None else self._of_logits(D(x), label)
+
+    def _of_logits(self, logits: torch.Tensor, label: float):
         return self(logits, label), logits
 
-    def real_fake(self, D: nn.Module, x: torch.Tensor, b: int):
-        """(``loss(D(x)[:b], 1) + loss(D(x)[b:], 0)``, the logits) -- D's loss on one pass over x = cat(real,
-        fake) -- as one weighted sum: target 1 / 0 and weight 1/b / 1/(n-b) per half (constant tensors, made once),
-        one loss kernel and one gradient kernel (with the head, as :meth:`of`) instead of two of each, and no
-        slices (whose gradients autograd would pad with zeros and add). Equal to the two means up to the summation
-        order (the same gradients when b is a power of two)."""
-        n = x.shape[0]
-        key = (n, b, x.device, x.dtype)
-        if self._halves is None or self._halves[0] != key:
-            target = torch.cat([x.new_ones(b), x.new_zeros(n - b)])
-            weight = torch.cat([x.new_full((b,), 1.0 / b), x.new_full((n - b,), 1.0 / (n - b))])
-            self._halves = (key, target, weight)
-        _, target, weight = self._halves
+    def _fused_head(self, D: nn.Module, x: torch.Tensor, target, **kwargs):
         fused = getattr(D, "fused_loss", None) if self.fused else None
-        out = fused(x, target, loss_weight=weight, reduction="sum") if fused is not None else None
+        return fused(x, target, **kwargs) if fused is not None else None
+
+    def _constants(self, n: int, b: int, like: torch.Tensor):
+        """(target, weight) of a batch of b real then n - b fake rows: target 1 / 0, weight 1/b / 1/(n-b)."""
+        key = (n, b, like.device, like.dtype)
+        if self._halves is None or self._halves[0] != key:
+            target = torch.cat([like.new_ones(b), like.new_zeros(n - b)])
+            weight = torch.cat([like.new_full((b,), 1.0 / b), like.new_full((n - b,), 1.0 / (n - b))])
+            self._halves = (key, target, weight)
+        return self._halves[1], self._halves[2]
+
+    def halves(self, logits: torch.Tensor, b: int) -> torch.Tensor:
+        """``loss(logits[:b], 1) + loss(logits[b:], 0)`` as one weighted sum (target 1 / 0 and weight 1/b / 1/(n-b)
+        per half, constant tensors made once): one loss kernel and one gradient kernel instead of two of each and an
+        add. Equal to the two means up to the summation order (the same gradients when b is a power of two)."""
+        target, weight = self._constants(logits.shape[0], b, logits)
+        fn = FF.binary_cross_entropy_with_logits if self.fused else nn.functional.binary_cross_entropy_with_logits
+        return fn(logits.view(target.shape), target, weight=weight, reduction="sum")
+
+    def real_fake(self, D: nn.Module, x: torch.Tensor, b: int):
+        """(:meth:`halves` of ``D(x)``, the logits) for x = cat(real, fake): D's loss on one pass, with D's head and
+        the loss as one op where :meth:`of` has it (no slices, whose gradients autograd would pad with zeros and
+        add)."""
+        target, weight = self._constants(x.shape[0], b, x)
+        out = self._fused_head(D, x, target, loss_weight=weight, reduction="sum")
         if out is not None:
             return out
         logits = D(x)
-        fn = FF.binary_cross_entropy_with_logits if self.fused else nn.functional.binary_cross_entropy_with_logits
-        return fn(logits, target, weight=weight, reduction="sum"), logits
+        return self.halves(logits, b), logits
+
+    def ones(self, b: int, like: torch.Tensor) -> torch.Tensor:
+        """b ones of like's dtype and device, made once (the real half's target): a backward seed."""
+        return self._constants(2 * b, b, like)[0][:b]
 
 
 def make_loss(layers: str = "fused") -> GanBCE:
@@ -250,9 +264,22 @@ def make_loss(layers: str = "fused") -> GanBCE:
     return GanBCE(layers)
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, seed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over the real images ``real`` (which must require grad) whose
-    logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: ones
+    shaped like the logits' elements (the gradient of their sum; default: made here)."""
+    seed = torch.ones_like(real_logits) if seed is None else seed.view(real_logits.shape)
+    (grad,) = torch.autograd.grad(real_logits, real, seed, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.dim()))).mean()
 
+
+def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor, gamma: float):
+    """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1``: the real images in a
+    pass of their own (so the penalty's double backward runs through the real half only: on the CPU half the work
+    of differentiating D on cat(real, fake)). Returns (loss_d, r1, the logits of cat(real, fake))."""
+    b = real.shape[0]
+    real = real.detach().requires_grad_(True)
+    lr_, lf = D(real), D(fake.detach())
+    r1 = r1_penalty(lr_, real, loss.ones(b, lr_))
+    logits = torch.cat([lr_, lf])
+    return torch.add(loss.halves(logits, b), r1, alpha=0.5 * gamma), r1, logits

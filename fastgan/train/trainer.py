@@ -48,7 +48,7 @@ from .config import _LEGACY, _MUST_MATCH, DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 from . import checkpoint as ckpt
 from . import distributed
 from .data import load_data
-from .models import G_ARCHS, G_INITS, LAYER_KINDS, Z_DIM, build_models, make_loss, r1_penalty
+from .models import G_ARCHS, G_INITS, LAYER_KINDS, Z_DIM, build_models, d_loss_r1, make_loss
 from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
 __all__ = ["TrainConfig", "TrainError", "Trainer", "train", "DEFAULTS", "DEFAULT_EPOCHS"]
@@ -291,15 +291,10 @@ class Trainer:
             real = real + eps[:b]
         fake_d = fake if eps is None else fake + eps[b:]
         if gamma > 0:
-            real = real.detach().requires_grad_(True)
-            lr_, lf = D(real), D(fake_d.detach())
-            r1 = r1_penalty(lr_, real)
-            loss_d = loss(lr_, 1.0) + loss(lf, 0.0) + (0.5 * gamma) * r1
-            logits = (lr_, lf)
+            loss_d, r1, logits = d_loss_r1(D, loss, real, fake_d, gamma)
         else:
             # = loss(D(real), 1) + loss(D(fake), 0): one pass, D's head and the loss one op with fused layers
             loss_d, logits = loss.real_fake(D, torch.cat([real, fake_d.detach()]), b)
-            logits = (logits,)
             r1 = self._zero
         self.optD.zero_grad(set_to_none=True)
         loss_d.backward(self._one)  # (a cached seed: no ones_like per step)
@@ -318,7 +313,7 @@ class Trainer:
             self._set_requires_grad(self.D, True)
         self.optG.step()
         with torch.no_grad():
-            return torch.cat([loss_d.view(1), loss_g.view(1), r1.view(1), *(x.view(-1) for x in logits)])
+            return torch.cat([loss_d.view(1), loss_g.view(1), r1.view(1), logits.view(-1)])
 
     @staticmethod
     def metrics(raw: torch.Tensor) -> torch.Tensor:
