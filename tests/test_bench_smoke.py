@@ -127,6 +127,33 @@ def test_fastgan_bench_smoke_every_case(tmp_path, capsys):
         assert c["name"] in printed
 
 
+def test_no_row_exceeds_its_ceiling():
+    """A rate measured above the probes' ceilings (a memory-bound case served from cache, a convolution faster than
+    the probe shapes) becomes the ceiling: every fraction is at most 100% and says which row set it."""
+    from fastgan.bench.cli import _derive, settle_ceilings
+    peaks = {"tiny": False, "copy_Bps": 20e9, "compute_flops": 100e9, "compute_flops_of": "gemm 2048",
+             "gemm_flops": 100e9, "copy_at_bytes": {"1000000": 40e9}}
+
+    def case(name, flops, nbytes, times):
+        return {"name": name, "family": "conv2d", "flops": flops, "bytes": nbytes,
+                "results": [{"variant": v, "median_s": t} for v, t in times.items()]}
+    conv = case("conv", 1e9, 1e6, {"stock": 1e-2, "fastgan": 8e-3})   # 100 / 125 GFLOP/s
+    mem = case("bias_act", 0.0, 1e6, {"stock": 2e-5, "fastgan": 2.5e-5})  # 50 / 40 GB/s, a 1 MB footprint
+    small = case("other", 0.0, 1e9, {"stock": 0.1, "fastgan": 0.08})     # 10 / 12.5 GB/s: under the copy
+    doc = {"peaks": peaks, "cases": [conv, mem, small]}
+    for c in doc["cases"]:
+        _derive(c, peaks)
+    assert any(r["above_ceiling"] for r in conv["results"] + mem["results"])
+    settle_ceilings(doc)
+    for c in doc["cases"]:
+        for r in c["results"]:
+            assert not r["above_ceiling"] and 0 < r["pct_ceiling"] <= 100, (c["name"], r)
+    assert peaks["compute_flops"] == pytest.approx(125e9) and "conv (fastgan)" in peaks["compute_flops_of"]
+    assert mem["ceiling"] == pytest.approx(50e9) and "best row" in mem["ceiling_of"]
+    assert small["ceiling"] == pytest.approx(20e9) and small["ceiling_of"] == "copy bandwidth"
+    assert {r["variant"]: round(r["pct_ceiling"]) for r in small["results"]} == {"stock": 50, "fastgan": 62}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pytest_benchmark") is None, reason="pytest-benchmark not installed")
 @pytest.mark.skipif(not (ROOT / "benchmarks" / "test_bench.py").exists(), reason="no source tree (benchmarks/)")
 def test_pytest_benchmark_suite_runs_with_timing_disabled():

@@ -203,6 +203,21 @@ def _run_times(fn, device: torch.device, n: int) -> list:
     return out
 
 
+def copy_rate(device: torch.device, nbytes: float, quick: bool) -> float:
+    """The best copy bandwidth (B/s, read + write) for a copy that moves ``nbytes`` in all (a source of nbytes / 2):
+    the memory ceiling of a case with that footprint, from whichever cache level holds it."""
+    n = max(1, int(nbytes) // 8)
+    src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    reps = max(1, min(1000, int(4e6 // n)))  # (small copies repeated, so one timed call is not all overhead)
+
+    def many():
+        for _ in range(reps):
+            dst.copy_(src)
+    runs = [8.0 * n * reps / dt for dt in _run_times(many, device, 8 if device.type == "cuda" else (4 if quick else 6))]
+    return max(runs)
+
+
 def measure_peaks(device: torch.device, quick: bool, tiny: bool = False) -> dict:
     """Copy bandwidth (B/s, read + write) and float32 compute rate (FLOP/s: the best vendor GEMM or convolution) of
     ``device``: the best of a few runs
