@@ -6,8 +6,8 @@
 Covers every kernel family and mode the ops launch: bias + activation (each activation, a bias along dim 1
 and along the last dim, an odd size for the vector tail, channels_last, a non-contiguous view, float32,
 float16, bfloat16), dense (M = 1, N = 1, K not a multiple of a tile), conv2d (strided, padded, grouped,
-channels_last), sigmoid + BCE (constant label, target tensor, weight and pos_weight, every reduction) and one
-double backward (the R1 penalty path). Each result is compared with the pure-PyTorch reference as well, so a
+channels_last), sigmoid + BCE (constant label, target tensor, weight and pos_weight, every reduction), one
+double backward (the R1 penalty path) and fastgan's Adam (two launches of tensors, the step counters). Each result is compared with the pure-PyTorch reference as well, so a
 kernel that writes the wrong place fails here even where the sanitizer cannot see it. Prints one line per
 check and exits 1 on any mismatch.
 
@@ -125,6 +125,30 @@ def main(argv=None) -> int:
         (g,) = torch.autograd.grad(FF.binary_cross_entropy_with_logits(logit.squeeze(1), 1.0), x, create_graph=True)
         return g.square().sum().reshape(1)
     check("R1 double backward", r1, [r(3, 2, 8, 8), r(4, 2, 3, 3) / 4, r(4), r(1, 64) / 8])
+
+    # Adam: three steps over 40 tensors (two launches of up to 32), an empty one and a channels_last one included,
+    # against torch.optim.Adam in float64 on the CPU
+    from fastgan.optim import Adam
+    shapes = [(i % 7 + 1, 5) for i in range(37)] + [(0,), (1000,), (4, 3, 3, 3)]
+    ps = [torch.randn(s, device=dev).requires_grad_() for s in shapes]
+    ps[-1] = ps[-1].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    qs = [p.detach().cpu().double().requires_grad_() for p in ps]
+    ours, ref = Adam(ps, lr=1e-2, betas=(0.5, 0.99), weight_decay=0.01), \
+        torch.optim.Adam(qs, lr=1e-2, betas=(0.5, 0.99), weight_decay=0.01)
+    with fastgan.use_impl("native"):
+        for _ in range(3):
+            for p, q in zip(ps, qs):
+                p.grad = torch.randn_like(p)
+                q.grad = p.grad.detach().cpu().double()
+            ours.step()
+            ref.step()
+    err = max(rel(p, q) for p, q in zip(ps, qs) if p.numel())
+    steps_ok = all(ours.state[p]["step"].item() == 3 for p in ps)
+    ok = err <= TOL[torch.float32] and steps_ok
+    print(f"{'ok  ' if ok else 'FAIL'} adam 40 tensors x 3 steps: max relative error {err:.2e}, step counters "
+          f"{'3' if steps_ok else 'WRONG'}", flush=True)
+    if not ok:
+        FAILED.append("adam")
 
     if dev.type == "cuda":
         torch.cuda.synchronize()

@@ -19,6 +19,7 @@ void impl_all(torch::Library& m) {
   m.impl("sigmoid_bce_backward", TORCH_FN(sigmoid_bce_backward));
   m.impl("linear_bce", TORCH_FN(linear_bce));
   m.impl("linear_bce_backward", TORCH_FN(linear_bce_backward));
+  m.impl("adam_", TORCH_FN(adam_));
 }
 
 }  // namespace
@@ -44,6 +45,8 @@ TORCH_LIBRARY(fastgan, m) {
         "-> (Tensor, Tensor)");
   m.def("linear_bce_backward(Tensor g_loss, Tensor? g_logits, Tensor x, Tensor w, Tensor logits, Tensor? target, "
         "float label, Tensor? weight, int reduction, bool[3] mask) -> (Tensor, Tensor, Tensor)");
+  m.def("adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(d!)[] steps, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
 }
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) { fastgan::impl_all(m); }
 #ifdef FASTGAN_WITH_CUDA

@@ -10,15 +10,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "available_impls", "use_impl", "cuda_gemm_route", "functional", "nn", "fuse", "unfuse"]
+__all__ = ["__version__", "available_impls", "use_impl", "cuda_gemm_route", "functional", "nn", "optim", "fuse",
+           "unfuse"]
 _WHERE = {"available_impls": "._impl", "use_impl": "._impl", "cuda_gemm_route": "._impl", "fuse": ".convert",
-          "unfuse": ".convert", "functional": ".functional", "nn": ".nn"}
+          "unfuse": ".convert", "functional": ".functional", "nn": ".nn", "optim": ".optim"}
 
 
 def __getattr__(name: str):
     if name in _WHERE:
         mod = importlib.import_module(_WHERE[name], __name__)
-        value = mod if name in ("functional", "nn") else getattr(mod, name)
+        value = mod if name in ("functional", "nn", "optim") else getattr(mod, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -102,7 +102,7 @@ _NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_st
 def count_step_kernels(r1: bool) -> tuple:
     """Kernel launches of one ``fastgan train`` step (batch, D and G updates, EMA) with the CUDA kernels under the
     CPU emulation: fastgan's launches as the emulator records them, plus one per ATen call the step still makes
-    (seen by a dispatch mode; views and allocations excluded), with Adam fused as on CUDA. An estimate of the GPU
+    (seen by a dispatch mode; views and allocations excluded), with fastgan's Adam as on CUDA. An estimate of the GPU
     count: an ATen call may be more than one kernel on a GPU (a copy between layouts, a reduction in two passes).
     Returns (total, [(name, count), ...])."""
     import collections
@@ -133,10 +133,7 @@ def count_step_kernels(r1: bool) -> tuple:
                           threads=1)
         t = Trainer(cfg)
         t.D.to(memory_format=torch.contiguous_format)  # as on CUDA (build_models: channels_last on the CPU only)
-        for name in ("optG", "optD"):  # as on CUDA: one fused Adam per optimiser
-            opt = getattr(t, name)
-            setattr(t, name, torch.optim.Adam(opt.param_groups[0]["params"], lr=opt.param_groups[0]["lr"],
-                                              betas=opt.param_groups[0]["betas"], fused=True))
+        # (the trainer's optimisers: fastgan's Adam, whose kernel runs under the emulation as on CUDA)
         t._step(*t._batch(0))  # warm-up (first-call work is not per step)
         _ext.C.emu_launch_log(True)
         with Count():

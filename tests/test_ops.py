@@ -1111,3 +1111,134 @@ def test_transcendental_forward_elementwise_accuracy(impl, act):
     assert torch.equal(torch.isnan(got), torch.isnan(want))
     ok = ~torch.isnan(want)
     assert torch.equal(got[ok], want[ok]) and torch.equal(torch.signbit(got[ok]), torch.signbit(want[ok])), got
+
+
+# ------------------------------------------------------------------------------------------------------ Adam
+def _adam_params(dtype, device, channels_last=False):
+    shapes = [(7, 5), (3,), (0,), (4, 3, 3, 3), (1000,)]
+    ps = [torch.randn(s, dtype=torch.float64).to(dtype).to(device) for s in shapes]
+    if channels_last:
+        ps[3] = ps[3].contiguous(memory_format=torch.channels_last)
+    return [p.requires_grad_() for p in ps]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adam_matches_torch(impl, dtype, wd):
+    """fastgan.optim.Adam against torch.optim.Adam, five steps with growing gradients, every implementation: the
+    one-launch kernel (emu, CUDA) to rounding, torch's own step where the kernel does not apply (the CPU, the
+    reference) bit for bit; the step counters advance on the parameters' device, empty tensors included."""
+    from fastgan.optim import Adam
+    name, dev = impl
+    kernel = name == "emu" or dev.type == "cuda"
+    half = dtype in (torch.float16, torch.bfloat16)
+    ours = _adam_params(dtype, dev, channels_last=True)
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    kw = dict(lr=1e-2, betas=(0.5, 0.99), eps=1e-6, weight_decay=wd)
+    o_ours, o_ref = Adam(ours, **kw), torch.optim.Adam(ref, **kw)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in ref]
+    for s in range(5):
+        for p, q in zip(ours, ref):
+            p.grad = torch.randn_like(p) * (s + 1)
+            q.grad = p.grad.clone()
+        o_ours.step()
+        if kernel and half:  # the kernel's algorithm: float arithmetic, state stored in the parameters' dtype
+            with torch.no_grad():
+                for q, (m, v) in zip(ref, moments):
+                    b1, b2 = kw["betas"]
+                    P, G = q.float(), q.grad.float() + kw["weight_decay"] * q.float()
+                    M, V = b1 * m.float() + (1 - b1) * G, b2 * v.float() + (1 - b2) * G * G
+                    bc1, bc2 = 1 - b1 ** (s + 1), 1 - b2 ** (s + 1)
+                    q.copy_(P - kw["lr"] / bc1 * M / (V.sqrt() / math.sqrt(bc2) + kw["eps"]))
+                    m.copy_(M)
+                    v.copy_(V)
+        else:
+            o_ref.step()
+    tol = {torch.float32: 1e-6, torch.float64: 1e-13, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    for p, q in zip(ours, ref):
+        if kernel:
+            torch.testing.assert_close(p.detach().double(), q.detach().double(), rtol=tol, atol=tol)
+        else:
+            assert torch.equal(p, q)
+        st = o_ours.state[p]
+        assert st["step"].item() == 5 and (not kernel or st["step"].device == p.device)
+        assert st["exp_avg"].stride() == p.stride()
+
+
+def test_adam_op_cpu_kernel_and_errors():
+    """torch.ops.fastgan.adam_ directly: the C++ CPU kernel and the emulated CUDA kernel agree, across launches of
+    up to 32 tensors and of two dtypes; bad arguments are clear errors naming the argument."""
+    torch.manual_seed(0)
+    shapes = [(i % 5 + 1, 3) for i in range(40)]
+    dtypes = [torch.float32 if i < 35 else torch.float64 for i in range(40)]
+
+    def state():
+        ps = [torch.randn(s, dtype=d) for s, d in zip(shapes, dtypes)]
+        return ps, [torch.randn_like(p) for p in ps], [torch.rand_like(p) for p in ps], \
+            [torch.rand_like(p) for p in ps], [torch.full((), 3.0) for _ in ps]
+    a, b = state(), None
+    torch.manual_seed(0)
+    b = state()
+    torch.ops.fastgan.adam_(*a, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+    if "emu" in fastgan.available_impls():
+        with fastgan.use_impl("emu"):
+            torch.ops.fastgan.adam_(*b, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+        for xs, ys in zip(a, b):
+            for x, y in zip(xs, ys):
+                torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert all(s.item() == 4.0 for s in a[4])
+    p, g = torch.zeros(3), torch.zeros(3)
+    m, v, s = torch.zeros(3), torch.zeros(3), torch.zeros(())
+    with pytest.raises(ValueError, match="grads, exp_avgs, exp_avg_sqs and steps: expected lists of one length"):
+        torch.ops.fastgan.adam_([p], [], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match=r"grads\[0\]: expected the shape"):
+        torch.ops.fastgan.adam_([p], [torch.zeros(4)], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match=r"steps\[0\]: expected one float32 element"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [torch.zeros((), dtype=torch.float64)], 1e-3, 0.9, 0.999, 1e-8,
+                                0.0)
+    with pytest.raises(ValueError, match="lr: expected a finite number >= 0"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], -1.0, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match=r"beta1: expected a number in \[0, 1\)"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 1.0, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match=r"params\[0\]: expected a dense tensor"):
+        torch.ops.fastgan.adam_([torch.zeros(3, 2)[:, 0]], [torch.zeros(3, 2)[:, 0]], [torch.zeros(3, 2)[:, 0]],
+                                [torch.zeros(3, 2)[:, 0]], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0)
+    assert s.item() == 0.0  # nothing ran
+
+
+def test_adam_state_dict_and_versions():
+    """fastgan.optim.Adam keeps torch's state format: a torch.optim.Adam state loads into it (step counters moved to
+    the kernel's layout) and training continues as torch's would; an updated parameter's version advances, so a
+    graph that saved it fails in backward instead of using the new values."""
+    if "emu" not in fastgan.available_impls():
+        pytest.skip("needs the emulated CUDA kernels")
+    from fastgan.optim import Adam
+    ps = [torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    t1, t2 = torch.optim.Adam(ps, lr=0.1), torch.optim.Adam(qs, lr=0.1)
+    for p, q in zip(ps, qs):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    t1.step()
+    t2.step()
+    ours = Adam(qs, lr=0.1)
+    ours.load_state_dict(t2.state_dict())
+    with fastgan.use_impl("emu"):
+        for _ in range(3):
+            for p, q in zip(ps, qs):
+                p.grad = torch.randn_like(p)
+                q.grad = p.grad.clone()
+            t1.step()
+            ours.step()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+    assert ours.state[qs[0]]["step"].item() == 4
+    assert torch.optim.Adam(ps, lr=0.1).load_state_dict(ours.state_dict()) is None  # and back
+    w = torch.randn(3, requires_grad=True)
+    y = (w * w).sum()  # saves w
+    opt = Adam([w], lr=0.1)
+    w.grad = torch.ones(3)
+    with fastgan.use_impl("emu"):
+        opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()

@@ -27,4 +27,9 @@ void cpu_sigmoid_bce(const BceCpuArgs& a, const at::Tensor& out);
 // g: the upstream gradient (contiguous; one element for a reduced loss); dl: the logits' gradient.
 void cpu_sigmoid_bce_backward(const BceCpuArgs& a, const at::Tensor& g, const at::Tensor& dl);
 
+// adam_ (cpu/adam.cpp): one tensor's update (AdamParams' algorithm, launchers.h); p, g, m, v dense with identical
+// strides (walked in memory order), step one float32 element, advanced by one.
+void cpu_adam(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& v,
+              const at::Tensor& step, double lr, double beta1, double beta2, double eps, double weight_decay);
+
 }  // namespace fastgan

@@ -28,6 +28,8 @@ FG_HD float fg_tanh(float x) { return tanhf(x); }
 FG_HD double fg_tanh(double x) { return tanh(x); }
 FG_HD float fg_log1p(float x) { return log1pf(x); }
 FG_HD double fg_log1p(double x) { return log1p(x); }
+FG_HD float fg_sqrt(float x) { return sqrtf(x); }
+FG_HD double fg_sqrt(double x) { return sqrt(x); }
 
 // X(code, name, Functor): the single list. Codes are part of the op ABI between Python and C++.
 #define FG_ACTIVATIONS(X)      \

@@ -191,6 +191,25 @@ struct GemmParams {
   void* rowsum = nullptr;
 };
 
+// Adam (torch.optim.Adam's algorithm: L2 weight decay added to the gradient, bias-corrected moments) over up to
+// kAdamMaxTensors tensors of one dtype in one launch. Per tensor i: param, grad, exp_avg, exp_avg_sq hold numel[i]
+// elements in the same (dense) memory order; step[i] is one float32, the steps taken so far: the update uses
+// step + 1, and the tensor's last block to finish writes step + 1 (after every block of it has read step). Moments
+// and arithmetic in float (double for float64); the bias corrections in double.
+constexpr int kAdamMaxTensors = 32;
+struct AdamParams {
+  int n = 0;
+  void* param[kAdamMaxTensors] = {};
+  const void* grad[kAdamMaxTensors] = {};
+  void* exp_avg[kAdamMaxTensors] = {};
+  void* exp_avg_sq[kAdamMaxTensors] = {};
+  float* step[kAdamMaxTensors] = {};
+  int64_t numel[kAdamMaxTensors] = {};
+  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+  int* counters = nullptr;  // kCounterSlots zeroed slots (one per tensor)
+  DType dtype{};
+};
+
 struct KernelTable {
   const char* backend;
   void (*bias_act_fwd)(const BiasActParams&, void* stream);
@@ -207,6 +226,7 @@ struct KernelTable {
   void (*gemm)(const GemmParams* parts, int n, void* stream);
   void (*linear_bce_fwd)(const LinearBceParams&, void* stream);
   void (*linear_bce_bwd)(const LinearBceParams&, void* stream);
+  void (*adam)(const AdamParams&, void* stream);
 };
 
 namespace cuda { const KernelTable& kernel_table(); }

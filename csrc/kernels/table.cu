@@ -8,6 +8,7 @@ void register_bias_act(KernelTable& t);
 void register_bce(KernelTable& t);
 void register_dense(KernelTable& t);
 void register_linear_bce(KernelTable& t);
+void register_adam(KernelTable& t);
 
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
@@ -21,6 +22,7 @@ const KernelTable& kernel_table() {
     register_bce(t);
     register_dense(t);
     register_linear_bce(t);
+    register_adam(t);
     return t;
   }();
   return table;

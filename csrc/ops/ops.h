@@ -48,4 +48,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bce_backward(
     const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
     const c10::optional<at::Tensor>& weight, int64_t reduction, std::array<bool, 3> mask);
 
+// Adam over lists of tensors, in place (params, exp_avgs, exp_avg_sqs, steps): launchers.h, AdamParams.
+void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+           at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay);
+
 }  // namespace fastgan

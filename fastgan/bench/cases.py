@@ -381,8 +381,10 @@ class StepCase(Case):
         adam = dict(lr=2e-4, betas=(0.5, 0.999))
         if device.type == "cuda":
             adam.update(fused=True, capturable=graph)
-        optG = torch.optim.Adam(G.parameters(), **adam)
-        optD = torch.optim.Adam(D.parameters(), **adam)
+        from ..optim import Adam as FgAdam  # the trainer's choice: fastgan's Adam with the fused layers
+        Adam = FgAdam if layers == "fused" else torch.optim.Adam
+        optG = Adam(G.parameters(), **adam)
+        optD = Adam(D.parameters(), **adam)
         Gm, Dm = G, D
         compiled = variant in COMPILE_MODES
         if compiled:

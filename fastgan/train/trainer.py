@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _impl
+from .. import optim as fg_optim
 from .config import _LEGACY, _MUST_MATCH, DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 from . import checkpoint as ckpt
 from . import distributed
@@ -145,8 +146,10 @@ class Trainer:
         adam = dict(betas=(hp["beta1"], hp["beta2"]))
         if dev.type == "cuda":
             adam.update(fused=True, capturable=cfg.cuda_graph)
-        self.optG = torch.optim.Adam(self.G.parameters(), lr=hp["lr"], **adam)
-        self.optD = torch.optim.Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
+        # fused layers: fastgan's Adam (on CUDA one launch per update; on the CPU torch's own step); stock: torch's
+        Adam = fg_optim.Adam if cfg.layers == "fused" else torch.optim.Adam
+        self.optG = Adam(self.G.parameters(), lr=hp["lr"], **adam)
+        self.optD = Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
         # the EMA generator (sampling and evaluation); starts as a copy of G
         self.G_ema = None
         if hp["ema_beta"] > 0:
