@@ -340,6 +340,10 @@ def _opcheck_all():
         (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
         (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
         (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),
+        # in place: the schema's mutation annotations (params, moments, step counters) are what the kernels write
+        (ns.adam_, ([torch.randn(4, 3), torch.randn(2)], [torch.randn(4, 3), torch.randn(2)],
+                    [torch.zeros(4, 3), torch.zeros(2)], [torch.zeros(4, 3), torch.zeros(2)],
+                    [torch.zeros(()), torch.zeros(())], 1e-3, 0.9, 0.999, 1e-8, 0.01)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
