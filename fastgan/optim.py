@@ -26,32 +26,50 @@ class Adam(torch.optim.Adam):
     keeps runs bit-identical to ``torch.optim.Adam`` -- is torch's step. The kernel path needs no host
     synchronisation and keeps the step counters on the device, so a step can be captured in a CUDA graph."""
 
+    _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
     def _kernel_applies(self) -> bool:
         if _ext.C is None:
             return False
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
+            return False  # GradScaler with fused=True hands the unscaling to the step: torch's fused step does it
         impl = _impl.current()
         for group in self.param_groups:
             if (group.get("amsgrad") or group.get("maximize") or group.get("differentiable")
-                    or group.get("decoupled_weight_decay") or isinstance(group["lr"], torch.Tensor)):
+                    or group.get("decoupled_weight_decay")
+                    or any(isinstance(group[k], torch.Tensor) for k in ("lr", "eps", "weight_decay"))
+                    or any(isinstance(b, torch.Tensor) for b in group["betas"])):
                 return False
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     continue
-                on_device = p.is_cuda if impl != "emu" else p.device.type == "cpu"
-                if (impl == "torch" or not on_device or not p.is_floating_point() or g.is_sparse
-                        or g.dtype != p.dtype or not _dense(p)):
+                if impl == "emu":
+                    on_device = p.device.type == "cpu"
+                else:
+                    on_device = p.is_cuda and impl != "torch" and _ext.has_cuda()
+                if (not on_device or p.dtype not in self._DTYPES or g.layout != torch.strided or g.dtype != p.dtype
+                        or not _dense(p)):
                     return False
         return True
 
+    def _torch_step(self):
+        """torch's Adam step, without running the step hooks a second time (torch wraps every optimiser class's
+        step with its hook runner: ours already ran them)."""
+        base = torch.optim.Adam.step
+        if getattr(base, "hooked", False):
+            base = getattr(base, "__wrapped__", base)
+        return base(self)
+
     @torch.no_grad()
     def step(self, closure=None):
-        if not self._kernel_applies():
-            return super().step(closure)
         loss = None
-        if closure is not None:
+        if closure is not None:  # (first: the closure makes the gradients the checks look at)
             with torch.enable_grad():
                 loss = closure()
+        if not self._kernel_applies():
+            self._torch_step()
+            return loss
         for group in self.param_groups:
             params, grads, avgs, avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:

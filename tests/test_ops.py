@@ -1242,3 +1242,50 @@ def test_adam_state_dict_and_versions():
         opt.step()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.backward()
+
+
+def test_adam_falls_back_and_guards():
+    """fastgan.optim.Adam's edges: the closure runs before the applicability checks; a GradScaler driving a fused
+    optimiser (grad_scale / found_inf handed to the step) gets torch's fused step, which honours them; weight decay 0
+    adds no 0 x inf; step hooks run once on torch's path; a repeated step counter is refused."""
+    if "emu" not in fastgan.available_impls():
+        pytest.skip("needs the emulated CUDA kernels")
+    from fastgan.optim import Adam
+    p = torch.tensor([float("inf"), 1.0, -2.0], requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    ours, ref = Adam([p], lr=0.1), torch.optim.Adam([q], lr=0.1)
+    calls = []
+    ours.register_step_pre_hook(lambda *a: calls.append(1))
+
+    def closure():
+        p.grad = torch.tensor([1.0, -1.0, 0.5])
+        return torch.tensor(3.0)
+    with fastgan.use_impl("emu"):
+        assert ours.step(closure).item() == 3.0  # the kernel path, with the closure's gradient
+    q.grad = torch.tensor([1.0, -1.0, 0.5])
+    ref.step()
+    assert torch.isfinite(ours.state[p]["exp_avg"]).all() and torch.isfinite(ours.state[p]["exp_avg_sq"]).all()
+    torch.testing.assert_close(p.detach(), q.detach())
+    ours.step()  # the CPU without emu: torch's step, hooks once
+    assert len(calls) == 2
+    # GradScaler with fused=True: torch's fused step unscales and skips inf steps; ours hands it over
+    for inf_grad in (False, True):
+        a = torch.randn(5, requires_grad=True)
+        b = a.detach().clone().requires_grad_()
+        oa, ob = Adam([a], lr=0.1, fused=True), torch.optim.Adam([b], lr=0.1, fused=True)
+        for x, opt in ((a, oa), (b, ob)):
+            scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+            scaler.scale(x.detach().sum())  # (makes the scale)
+            x.grad = torch.full((5,), float("inf") if inf_grad else 1024.0)
+            with fastgan.use_impl("emu"):
+                scaler.step(opt)
+        assert torch.equal(a, b)
+    s = torch.zeros(())
+    with pytest.raises(ValueError, match=r"steps\[1\]: the same step counter appears twice"):
+        torch.ops.fastgan.adam_([torch.zeros(2), torch.zeros(2)], [torch.zeros(2)] * 2,
+                                [torch.zeros(2), torch.zeros(2)], [torch.zeros(2), torch.zeros(2)], [s, s], 1e-3,
+                                0.9, 0.999, 1e-8, 0.0)
+    m = torch.zeros(2)
+    with pytest.raises(ValueError, match=r"exp_avg_sqs\[0\]: a tensor written twice"):
+        torch.ops.fastgan.adam_([torch.zeros(2)], [torch.zeros(2)], [m], [m], [torch.zeros(())], 1e-3, 0.9, 0.999,
+                                1e-8, 0.0)

@@ -26,7 +26,7 @@ void cpu_adam(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, con
     at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         const M pe = M(pp[i]);
-        const M ge = M(gp[i]) + wd * pe;
+        const M ge = weight_decay != 0 ? M(gp[i]) + wd * pe : M(gp[i]);
         const M me = b1 * M(mp[i]) + c1 * ge;
         const M ve = b2 * M(vp[i]) + c2 * ge * ge;
         mp[i] = scalar_t(me);

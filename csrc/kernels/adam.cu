@@ -7,6 +7,8 @@
 // step + 1, so no block reads a counter another has already advanced.
 #include "common.cuh"  // first: sets up CUDA or its emulation
 
+#include <algorithm>
+
 namespace fastgan {
 namespace FG_NS {
 namespace {
@@ -47,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ 
   const int64_t n = a.numel[i], stride = (int64_t)blocks * kThreads;
   for (int64_t e = (int64_t)b * kThreads + threadIdx.x; e < n; e += stride) {
     const M pe = load(p, e);
-    const M ge = load(g, e) + wd * pe;
+    const M ge = a.weight_decay != 0 ? load(g, e) + wd * pe : load(g, e);  // (no 0 x inf: as torch, skipped)
     const M me = beta1 * load(m, e) + one_m_beta1 * ge;
     const M ve = beta2 * load(v, e) + one_m_beta2 * ge * ge;
     store(m, e, me);

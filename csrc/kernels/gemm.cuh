@@ -111,14 +111,16 @@ struct GemmArgs {
 
 // Up to kMaxParts independent GEMMs in one launch: the stride phases of a convolution's input gradient (one launch
 // instead of sh * sw), a layer's weight and input gradients side by side. Parts [0, nfirst) have the kernel's
-// first operand kinds, the rest its second (gemm_kernel); each has its own tile count, split-K and counter slots.
-// grid.z = the parts' z extents (groups x splits) end to end, part i's from zbase[i]; a part's blocks beyond its
-// own M x N tile grid exit at once. Read in place from the parameter space (__grid_constant__: no per-thread copy).
+// first operand kinds, the rest its second (gemm_kernel); each has its own tile grid, split-K and counter slots.
+// A 1-D grid: part i owns blocks [bbase[i], bbase[i + 1]), its tiles_m x tiles_n tiles x groups x splits in that
+// order (m fastest), so parts of very different shapes waste no blocks. Read in place from the parameter space
+// (__grid_constant__: no per-thread copy).
 constexpr int kMaxParts = 5;
 template <typename T>
 struct GemmBatch {
   GemmArgs<T> part[kMaxParts];
-  int zbase[kMaxParts + 1];
+  int bbase[kMaxParts + 1];
+  int tiles_m[kMaxParts], tiles_n[kMaxParts];
   int nparts, nfirst;
 };
 
@@ -445,10 +447,27 @@ struct PadMask {
   static constexpr int kBytes = kA || kB ? 2 * Cfg::BK * (kRows + 4) : 1;
 };
 
-// One block of part p (z: its group x split index) with the kernel's shared memory: smem (tiles, then the
-// epilogue's staging), pad_s (PadMask), rs_s (row sums, the 64 tiles).
+// Block blockIdx.x of a launch, as part `part`'s tile (bx, by) of its tiles_m x tiles_n grid and z its group x
+// split index.
+struct BlockTile {
+  int bx, by, z, tiles_m, tiles_n;
+};
+template <typename T>
+__device__ __forceinline__ BlockTile block_tile(const GemmBatch<T>& batch, const int part) {
+  BlockTile t;
+  t.tiles_m = batch.tiles_m[part];
+  t.tiles_n = batch.tiles_n[part];
+  const int local = (int)blockIdx.x - batch.bbase[part], rest = local / t.tiles_m;
+  t.bx = local - rest * t.tiles_m;
+  t.z = rest / t.tiles_n;
+  t.by = rest - t.z * t.tiles_n;
+  return t;
+}
+
+// One block of part `part` with the kernel's shared memory: smem (tiles, then the epilogue's staging), pad_s
+// (PadMask), rs_s (row sums, the 64 tiles).
 template <typename T, typename Cfg, OperandKind AK, OperandKind BKIND>
-__device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, typename OpMath<T>::type* smem,
+__device__ __forceinline__ void gemm_block(const GemmBatch<T>& batch, const int part, typename OpMath<T>::type* smem,
                                            unsigned char* pad_s, typename OpMath<T>::type* rs_s) {
   using M = typename OpMath<T>::type;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
@@ -457,10 +476,23 @@ __device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, ty
   constexpr bool kMaskA = PadMask<Cfg, AK, BKIND>::kA, kMaskB = PadMask<Cfg, AK, BKIND>::kB;
   constexpr int kPadRows = PadMask<Cfg, AK, BKIND>::kRows;
 
-  const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
-  if (m0 >= p.Mrows || n0 >= p.Ncols) return;  // outside this part's tile grid (block-uniform, before any barrier)
+  const GemmArgs<T>& p = batch.part[part];
+  const BlockTile bt = block_tile(batch, part);
+  const int z = bt.z;
+  // The block's tile (bx, by, z) and split-K counter slot, kept in shared memory for after the main loop: values
+  // decoded with divisions are not rematerialised, and held in registers across the loop they made the 64 tiles
+  // (at the 128-register cap) spill.
+  __shared__ int tile_s[4];
+  const int64_t m0 = (int64_t)bt.bx * BM, n0 = (int64_t)bt.by * BN;
+  if (m0 >= p.Mrows || n0 >= p.Ncols) return;  // (never: the grid is the parts' own tiles; block-uniform)
   const int tid = threadIdx.x;
   const int g = z / p.splits, s = z - g * p.splits;
+  if (tid == 0) {  // (read after the main loop's barriers)
+    tile_s[0] = bt.bx;
+    tile_s[1] = bt.by;
+    tile_s[2] = z;
+    tile_s[3] = (g * bt.tiles_n + bt.by) * bt.tiles_m + bt.bx;
+  }
   const int64_t kbeg = (int64_t)s * p.kchunk;
   const int64_t kend = kbeg + p.kchunk < p.K ? kbeg + p.kchunk : p.K;
   const int nt = kend > kbeg ? (int)((kend - kbeg + BK - 1) / BK) : 0;
@@ -472,7 +504,7 @@ __device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, ty
   // Row sums of A (GemmParams::rowsum: the bias gradient of a weight-gradient GEMM), by the blocks of the first
   // column of tiles, from the values as loaded (before any TF32 rounding). The 64 tiles only (make_plan).
   constexpr bool kRowSums = BM == 64;
-  const bool rows_here = kRowSums && p.rowsum != nullptr && blockIdx.y == 0;
+  const bool rows_here = kRowSums && p.rowsum != nullptr && bt.by == 0;
   if (rows_here) la.zero_rows(rs_s, p.a.k_fast);
 
   M acc[TM][TN];
@@ -545,23 +577,25 @@ __device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, ty
       __syncthreads();
   }
 
+  const int64_t m0f = (int64_t)tile_s[0] * BM, n0f = (int64_t)tile_s[1] * BN;
+  const int zf = tile_s[2], gf = zf / p.splits;
   const bool split = p.splits > 1;
   // Row sums: the slots of each row in a fixed order (the main loop's last barrier ordered every add before this).
-  if (rows_here && tid < BM && m0 + tid < p.Mrows) {
+  if (rows_here && tid < BM && m0f + tid < p.Mrows) {
     const int slots = p.a.k_fast ? decltype(la)::kRowSlotsKFast : decltype(la)::kRowSlotsRFast;
     M r = M(0);
     for (int q = 0; q < slots; ++q) r += rs_s[q * BM + tid];
     if (split)
-      p.ws_rows[(int64_t)z * p.Mrows + m0 + tid] = r;
+      p.ws_rows[(int64_t)zf * p.Mrows + m0f + tid] = r;
     else
-      store(p.rowsum, (int64_t)g * p.Mrows + m0 + tid, r);
+      store(p.rowsum, (int64_t)gf * p.Mrows + m0f + tid, r);
   }
 
   // Epilogue: stage CH rows at a time through shared memory (the main loop's last barrier freed it).
   M* Cs = smem;
   const bool m_fast = !split && (p.s_inner == 1 || p.s_inner < p.s_n);  // write along the smaller stride
-  T* out = p.out + (int64_t)g * p.out_group_stride;
-  const T* bias = p.bias != nullptr ? p.bias + (int64_t)g * p.Ncols : nullptr;
+  T* out = p.out + (int64_t)gf * p.out_group_stride;
+  const T* bias = p.bias != nullptr ? p.bias + (int64_t)gf * p.Ncols : nullptr;
 #pragma unroll
   for (int c = 0; c < TM / Cfg::IPC; ++c) {
 #pragma unroll
@@ -569,21 +603,21 @@ __device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, ty
 #pragma unroll
       for (int j = 0; j < TN; ++j) Cs[Cfg::crow(tid, ii) * Cfg::LDC + Cfg::col(tid, j)] = acc[c * Cfg::IPC + ii][j];
     __syncthreads();
-    const int64_t mbase = m0 + c * Cfg::CH;
+    const int64_t mbase = m0f + c * Cfg::CH;
     if (split) {
-      M* ws = p.ws + (int64_t)z * p.Mrows * p.Ncols;
+      M* ws = p.ws + (int64_t)zf * p.Mrows * p.Ncols;
       constexpr int PER = Cfg::CH * BN / Cfg::NT;
 #pragma unroll 4
       for (int e = 0; e < PER; ++e) {
         const int idx = tid + e * Cfg::NT;
         const int rl = idx / BN, nl = idx % BN;
-        const int64_t m = mbase + rl, n = n0 + nl;
+        const int64_t m = mbase + rl, n = n0f + nl;
         if (m < p.Mrows && n < p.Ncols) ws[m * p.Ncols + n] = Cs[rl * Cfg::LDC + nl];
       }
     } else {
       switch (p.act) {
 #define FG_GEMM_ACT_CASE(code, name, F) \
-  case code: write_chunk<Cfg, T, F>(p, Cs, out, bias, mbase, n0, m_fast, tid); break;
+  case code: write_chunk<Cfg, T, F>(p, Cs, out, bias, mbase, n0f, m_fast, tid); break;
         FG_ACTIVATIONS(FG_GEMM_ACT_CASE)
 #undef FG_GEMM_ACT_CASE
         default: break;
@@ -595,19 +629,19 @@ __device__ __forceinline__ void gemm_block(const GemmArgs<T>& p, const int z, ty
   // Split-K, in the kernel: the last split of this tile to arrive sums the splits' partials in order (s = 0, 1, ..:
   // bitwise deterministic, whichever arrives last) and applies the epilogue. Release: each block fences its
   // partials before its arrival is counted; acquire: the last block fences after seeing the count.
-  // (p.counters: this part's own gridDim.x * gridDim.y * groups slots)
-  if (!last_arrival(p.counters + ((int64_t)g * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x, p.splits)) return;
+  // (p.counters: this part's own tiles_m * tiles_n * groups slots, one per output tile)
+  if (!last_arrival(p.counters + tile_s[3], p.splits)) return;
   switch (p.act) {
 #define FG_GEMM_FINISH_CASE(code, name, F) \
-  case code: finish_splits<Cfg, T, F>(p, out, bias, g, m0, n0, tid); break;
+  case code: finish_splits<Cfg, T, F>(p, out, bias, gf, m0f, n0f, tid); break;
     FG_ACTIVATIONS(FG_GEMM_FINISH_CASE)
 #undef FG_GEMM_FINISH_CASE
     default: break;
   }
-  if (rows_here && tid < BM && m0 + tid < p.Mrows) {  // the row sums' partials, in split order
+  if (rows_here && tid < BM && m0f + tid < p.Mrows) {  // the row sums' partials, in split order
     M r = M(0);
-    for (int q = 0; q < p.splits; ++q) r += p.ws_rows[((int64_t)g * p.splits + q) * p.Mrows + m0 + tid];
-    store(p.rowsum, (int64_t)g * p.Mrows + m0 + tid, r);
+    for (int q = 0; q < p.splits; ++q) r += p.ws_rows[((int64_t)gf * p.splits + q) * p.Mrows + m0f + tid];
+    store(p.rowsum, (int64_t)gf * p.Mrows + m0f + tid, r);
   }
 }
 
@@ -623,12 +657,11 @@ __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_c
   __shared__ unsigned char pad_s[kPad0 > kPad1 ? kPad0 : kPad1];
   __shared__ M rs_s[Cfg::BM == 64 ? Cfg::BK * Cfg::BM : 1];
   int part = 0;
-  while (part + 1 < batch.nparts && (int)blockIdx.z >= batch.zbase[part + 1]) ++part;
-  const int z = (int)blockIdx.z - batch.zbase[part];
+  while (part + 1 < batch.nparts && (int)blockIdx.x >= batch.bbase[part + 1]) ++part;
   if (kOneKind || part < batch.nfirst)
-    gemm_block<T, Cfg, AK0, BK0>(batch.part[part], z, smem, pad_s, rs_s);
+    gemm_block<T, Cfg, AK0, BK0>(batch, part, smem, pad_s, rs_s);
   else if constexpr (!kOneKind)
-    gemm_block<T, Cfg, AK1, BK1>(batch.part[part], z, smem, pad_s, rs_s);
+    gemm_block<T, Cfg, AK1, BK1>(batch, part, smem, pad_s, rs_s);
 }
 
 // ------------------------------------------------------------------------------------------------- host side
@@ -811,32 +844,29 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
 template <typename T, typename C, OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
 void launch_tiled(const GemmParams* ps, const Plan* pls, int n, int nfirst, void* stream, const char* name) {
   GemmBatch<T> batch{};
-  int64_t gx = 0, gy = 0;
-  for (int i = 0; i < n; ++i) {
-    gx = std::max<int64_t>(gx, ceil_div(ps[i].M, C::BM));
-    gy = std::max<int64_t>(gy, ceil_div(ps[i].N, C::BN));
-  }
-  int64_t z = 0, slots = 0;
+  int64_t blocks = 0, slots = 0;
   for (int i = 0; i < n; ++i) {
     batch.part[i] = make_args<T>(ps[i], pls[i]);  // each part its own k extent
-    batch.zbase[i] = (int)z;
-    z += ps[i].groups * pls[i].splits;
-    if (pls[i].splits > 1) {  // counter slots indexed by the launch's tile grid (gx x gy) per group
-      if (ps[i].counters == nullptr || slots + gx * gy * ps[i].groups > kCounterSlots)
+    const int64_t tm = ceil_div(ps[i].M, C::BM), tn = ceil_div(ps[i].N, C::BN);
+    batch.tiles_m[i] = (int)tm;
+    batch.tiles_n[i] = (int)tn;
+    batch.bbase[i] = (int)blocks;
+    blocks += tm * tn * ps[i].groups * pls[i].splits;
+    if (blocks > kIndexLimit) throw std::invalid_argument(std::string(name) + ": more than 2^31 - 1 blocks");
+    if (pls[i].splits > 1) {  // counter slots: one per output tile of the part
+      if (ps[i].counters == nullptr || slots + tm * tn * ps[i].groups > kCounterSlots)
         throw std::invalid_argument(std::string(name) + ": split-K needs " +
-                                    std::to_string(slots + gx * gy * ps[i].groups) +
+                                    std::to_string(slots + tm * tn * ps[i].groups) +
                                     " zeroed counter slots (GemmParams::counters, at most " +
                                     std::to_string(kCounterSlots) + ")");
       batch.part[i].counters = ps[i].counters + slots;
-      slots += gx * gy * ps[i].groups;
+      slots += tm * tn * ps[i].groups;
     }
   }
-  if (z > 65535) throw std::invalid_argument(std::string(name) + ": grid.z beyond 65535");
-  batch.zbase[n] = (int)z;
+  batch.bbase[n] = (int)blocks;
   batch.nparts = n;
   batch.nfirst = nfirst;
-  launch(name, gemm_kernel<T, C, AK0, BK0, AK1, BK1>, dim3((unsigned)gx, (unsigned)gy, (unsigned)z), dim3(C::NT), 0,
-         stream, batch);
+  launch(name, gemm_kernel<T, C, AK0, BK0, AK1, BK1>, dim3((unsigned)blocks), dim3(C::NT), 0, stream, batch);
 }
 
 // Runs n parts that share a launch (same_launch) as one launch, the tile configuration from the plan. Half types
@@ -915,11 +945,15 @@ void run_tiled_parts(const GemmParams* ps, const Plan* pls, int n, void* stream,
   auto second = [&](int i) { return ps[i].a.kind == AK1 && ps[i].b.kind == BK1; };
   for (int i = 0; i < n;) {
     if (!first(i) && !second(i)) throw std::invalid_argument(std::string(name0) + ": unexpected operand kinds");
+    // (split parts' counter slots: one per output tile, kCounterSlots per launch)
+    auto slots = [&](int k) {
+      return pls[k].splits > 1 ? ceil_div(ps[k].M, 64) * ceil_div(ps[k].N, 64) * ps[k].groups : int64_t(0);
+    };
     int j = i + 1;
-    int64_t z = ps[i].groups * pls[i].splits;
-    while (j < n && j - i < kMaxParts && z + ps[j].groups * pls[j].splits <= 65535 &&
+    int64_t used = slots(i);
+    while (j < n && j - i < kMaxParts && used + slots(j) <= kCounterSlots &&
            same_launch(ps[i], pls[i], ps[j], pls[j]) && (first(j) ? first(j - 1) : second(j))) {
-      z += ps[j].groups * pls[j].splits;
+      used += slots(j);
       ++j;
     }
     int nfirst = i;

@@ -3,6 +3,7 @@
 // CPU kernel (csrc/cpu/adam.cpp) or the CUDA / emulated kernel through the KernelTable.
 #include <cmath>
 #include <string>
+#include <unordered_set>
 
 #include "../cpu/cpu.h"
 #include "glue.h"
@@ -51,6 +52,18 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     TORCH_CHECK_VALUE(s.scalar_type() == at::kFloat && s.numel() == 1 && s.device() == p.device(), op, ": steps[",
                       i, "]: expected one float32 element on ", p.device(), ", got ", s.scalar_type(), " of ",
                       s.numel(), " elements on ", s.device());
+  }
+  // each tensor written once: the same parameter, moment or step counter twice would be updated twice (a race on
+  // a GPU)
+  std::unordered_set<const void*> seen;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor* written[3] = {&params[i], &exp_avgs[i], &exp_avg_sqs[i]};
+    const char* names[3] = {"params", "exp_avgs", "exp_avg_sqs"};
+    for (int k = 0; k < 3; ++k)
+      TORCH_CHECK_VALUE(written[k]->numel() == 0 || seen.insert(written[k]->const_data_ptr()).second, op, ": ",
+                        names[k], "[", i, "]: a tensor written twice (it appears twice in the lists)");
+    TORCH_CHECK_VALUE(seen.insert(steps[i].const_data_ptr()).second, op, ": steps[", i,
+                      "]: the same step counter appears twice (or is another tensor of the lists)");
   }
   const Exec ex = exec_for(params[0], op);
   c10::OptionalDeviceGuard guard(params[0].device());

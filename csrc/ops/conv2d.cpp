@@ -418,16 +418,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
       if (taps_empty) dx_out.zero_();  // pixels no tap reaches: their gradient is 0
       else poisoned(dx_out);
     }
-    if (!ps.empty() && run_gemms(ex, ps, want_dw ? dw_out : dx_out)) {
-      if (want_dw) {
+    auto done = [&](bool with_dw, bool with_dx) {
+      if (with_dw) {
         dw = dw_out;
         dw_done = true;
         if (ps[0].rowsum != nullptr) lg.db_done = true;
       }
-      if (want_dx) {
+      if (with_dx) {
         dx = dx_out;
         dx_done = true;
       }
+    };
+    if (!ps.empty() && run_gemms(ex, ps, want_dw ? dw_out : dx_out)) {
+      done(want_dw, want_dx);
+    } else if (want_dw && want_dx) {  // one of them outside the kernels' limits: each on its own (the other: ATen)
+      std::vector<GemmParams> pw(ps.begin(), ps.begin() + 1), px(ps.begin() + 1, ps.end());
+      if (run_gemms(ex, pw, dw_out)) done(true, false);
+      if (run_gemms(ex, px, dx_out)) done(false, true);
     }
   }
   if (ex.backend == Backend::CPU && mask[0] && small_conv_fits(x, w, g)) {
