@@ -21,10 +21,12 @@ def _dense(p: torch.Tensor) -> bool:
 class Adam(torch.optim.Adam):
     """``torch.optim.Adam`` (same arguments, state and ``state_dict``) whose step runs fastgan's one-launch kernel
     where it applies: parameters on CUDA (or on the CPU under ``fastgan.use_impl("emu")``), the default algorithm
-    (no ``amsgrad``, ``maximize``, ``differentiable``, decoupled weight decay; a float ``lr``), float parameters with
-    dense gradients of their own dtype, contiguous or channels_last. Anything else -- and CPU parameters, where torch's own step is as fast and
-    keeps runs bit-identical to ``torch.optim.Adam`` -- is torch's step. The kernel path needs no host
-    synchronisation and keeps the step counters on the device, so a step can be captured in a CUDA graph."""
+    (no ``amsgrad``, ``maximize``, ``differentiable``, decoupled weight decay, GradScaler hand-over; float
+    hyper-parameters), float parameters, contiguous or channels_last, with dense gradients of their own dtype.
+    Anything else -- and CPU parameters, where torch's own step is as fast and keeps runs bit-identical to
+    ``torch.optim.Adam`` -- is torch's step. The kernel path needs no host synchronisation and keeps the step
+    counters on the device, so a step can be captured in a CUDA graph. A tensor listed twice is an error on the
+    kernel path (torch warns)."""
 
     _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -34,6 +36,7 @@ class Adam(torch.optim.Adam):
         if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
             return False  # GradScaler with fused=True hands the unscaling to the step: torch's fused step does it
         impl = _impl.current()
+        cuda_kernels = impl != "torch" and _ext.has_cuda()
         for group in self.param_groups:
             if (group.get("amsgrad") or group.get("maximize") or group.get("differentiable")
                     or group.get("decoupled_weight_decay")
@@ -47,7 +50,7 @@ class Adam(torch.optim.Adam):
                 if impl == "emu":
                     on_device = p.device.type == "cpu"
                 else:
-                    on_device = p.is_cuda and impl != "torch" and _ext.has_cuda()
+                    on_device = p.is_cuda and cuda_kernels
                 if (not on_device or p.dtype not in self._DTYPES or g.layout != torch.strided or g.dtype != p.dtype
                         or not _dense(p)):
                     return False

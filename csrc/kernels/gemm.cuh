@@ -20,7 +20,7 @@
 //   * the epilogue stages the accumulator tile through shared memory and writes it with the output's unit
 //     stride across the warp (NCHW conv outputs are m-contiguous, dense outputs n-contiguous), applying
 //     bias + activation + gain + clamp on the way: one store per element;
-//   * split-K (grid.z = groups x splits) when the tile grid cannot fill the device: each split writes float
+//   * split-K (groups x splits blocks per tile) when the tile grid cannot fill the device: each split writes float
 //     partial sums to a workspace; the last split of a tile to arrive (an atomic counter per tile, fenced) sums
 //     them in a fixed order (bitwise deterministic) and applies the epilogue: no second launch;
 //   * index arithmetic: 32-bit digit indices with multiply-shift division (FastDiv, < 2^31), 64-bit element
@@ -147,7 +147,7 @@ struct TileCfg {
   static_assert(NT % BM == 0 && NT % BN == 0 && NT % BK == 0, "loader mappings need NT divisible by the tile");
   static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0 && (CH * BN) % NT == 0, "even work split");
 };
-// Register budgets (ptxas, sm_80/sm_90; tools/check_kernels.py prints them): the 64 tile needs ~105-120
+// Register budgets (ptxas, sm_80/sm_90; tools/check_kernels.py prints them): the 64 tile needs ~105-125
 // registers (2 blocks = 16 warps per SM); its float64 twin and the 128 tile (~165 registers) run one block per
 // SM and spill nothing.
 using Cfg64 = TileCfg<64, 64, 16, 4, 4, 2>;    // float/half types; small and medium problems, split-K capable
@@ -487,7 +487,7 @@ __device__ __forceinline__ void gemm_block(const GemmBatch<T>& batch, const int 
   if (m0 >= p.Mrows || n0 >= p.Ncols) return;  // (never: the grid is the parts' own tiles; block-uniform)
   const int tid = threadIdx.x;
   const int g = z / p.splits, s = z - g * p.splits;
-  if (tid == 0) {  // (read after the main loop's barriers)
+  if (tid == 0) {  // (read only after the barrier that follows the first tile's load, which every path passes)
     tile_s[0] = bt.bx;
     tile_s[1] = bt.by;
     tile_s[2] = z;

@@ -599,7 +599,8 @@ def _header(doc: dict) -> List[str]:
     if p:
         lines.append(f"measured ceilings: copy {p['copy_Bps'] / 1e9:.3g} GB/s (read + write, "
                      f"{_fmt_bytes(p.get('copy_bytes'))}; a memory-bound case's own: the copy of its byte count, "
-                     f"in the Cases table), float32 compute {p.get('compute_flops', p['gemm_flops']) / 1e9:.4g} GFLOP/s "
+                     f"in the Cases table), float32 compute "
+                     f"{p.get('compute_flops', p['gemm_flops']) / 1e9:.4g} GFLOP/s "
                      f"({p.get('compute_flops_of', 'GEMM')}; the probes: the best of the vendor GEMMs and "
                      f"convolutions measured" + (f", {p['compute_flops_probes'] / 1e9:.4g} GFLOP/s"
                                                  if p.get("compute_flops_probes") else "") + ")")
