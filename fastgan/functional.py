@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _activations, _impl, ops, reference
+from .ops._registry import no_weight_gradients
 
 __all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits",
-           "linear_bce_with_logits"]
+           "linear_bce_with_logits", "no_weight_gradients"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}

@@ -5,6 +5,7 @@ every argument of every op is exercised so an implementation that ignores one fa
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -1076,6 +1077,57 @@ def test_r1_penalty_through_fused_model(impl):
     for i, (a, b) in enumerate(zip(got, ref)):
         assert_close(a, b, torch.float64, f"R1 grad of parameter {i}")
         assert b.abs().sum() > 0
+
+
+def test_no_weight_gradients(impl):
+    """Inside fastgan.no_weight_gradients() the fused layers' backward computes input gradients only: a penalty's
+    first-order gradient and its parameter gradients are the same bits as without the context; a weight's gradient
+    asked for inside is an error, not a silent zero; the context restores the mode on an exception."""
+    name, dev = impl
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(
+        fastgan.nn.FusedConv2d(1, 4, 3, 2, 1, act="lrelu"),
+        torch.nn.Flatten(),
+        fastgan.nn.FusedLinear(4 * 7 * 7, 3, act="sigmoid"),
+        fastgan.nn.FusedLinear(3, 1),
+    ).to(dev)
+    x = torch.rand(5, 1, 14, 14, device=dev)
+
+    def penalty(off: bool):
+        xr = x.clone().requires_grad_()
+        loss, _ = FF.linear_bce_with_logits(D[:3](xr), D[3].weight, D[3].bias, 1.0)
+        with fastgan.no_weight_gradients() if off else contextlib.nullcontext():
+            (g,) = torch.autograd.grad(loss, [xr], create_graph=True)
+        return (g, *torch.autograd.grad(g.square().sum(), list(D.parameters())))
+
+    for a, b in zip(penalty(False), penalty(True)):
+        assert torch.equal(a, b)
+    if name != "torch":  # (the reference path is ATen's ops, which compute what a grad call asks for)
+        with fastgan.no_weight_gradients():
+            with pytest.raises(RuntimeError, match="not have been used"):
+                torch.autograd.grad(D(x).sum(), [D[0].weight])
+    with pytest.raises(ZeroDivisionError):
+        with fastgan.no_weight_gradients():
+            1 / 0
+    D(x).sum().backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+def test_no_weight_gradients_launches():
+    """The first-order gradient inside the context launches the input-gradient GEMMs only (no weight-gradient parts,
+    no head weight-gradient launch)."""
+    if "emu" not in fastgan.available_impls():
+        pytest.skip("needs the emulated CUDA kernels")
+    from fastgan import _ext
+    torch.manual_seed(0)
+    conv, fc = fastgan.nn.FusedConv2d(8, 16, 3, 2, 1, act="lrelu"), fastgan.nn.FusedLinear(16 * 4 * 4, 8)
+    x = torch.randn(4, 8, 8, 8, requires_grad=True)
+    with fastgan.use_impl("emu"):
+        out = fc(conv(x).flatten(1)).sum()
+        _ext.C.emu_launch_log(True)
+        with fastgan.no_weight_gradients():
+            torch.autograd.grad(out, [x], create_graph=True)
+        assert _ext.C.emu_launch_log(False) == ["dense_gemm", "conv2d_gemm (forward / backward data)"]
 
 
 def test_bce_reference_equals_torch():

@@ -16,6 +16,7 @@ same kernels.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Callable, Optional
 
@@ -72,6 +73,40 @@ def register(name: str, *, fake: Callable, setup_context: Callable, backward: Ca
     cls = type(f"fastgan_{name}", (torch.autograd.Function,), attrs)
     FUNCTIONS[name] = cls
     return cls
+
+
+_weight_gradients = True  # process-wide: a CUDA backward runs on autograd's device thread, not the caller's
+
+
+@contextlib.contextmanager
+def no_weight_gradients():
+    """Within this context the fused layers' backward (linear, conv2d, linear_bce_with_logits, bias_act) computes no
+    gradients w.r.t. their weights and biases; those come back as None (not accumulated, as for an unused tensor).
+
+    For a gradient penalty's first-order gradient, ``torch.autograd.grad(D(x), x, create_graph=True)``, which needs
+    the gradient w.r.t. the images only: autograd cannot tell a Python-defined backward which of its gradients one
+    ``grad`` call will use, so without this each layer computes its weight gradient too and it is discarded (stock
+    torch ops skip it on their own). The penalty's own backward, run after the context, computes every gradient as
+    usual. Process-wide (not per thread); read when a backward runs, so not inside a torch.compile'd region."""
+    global _weight_gradients
+    before, _weight_gradients = _weight_gradients, False
+    try:
+        yield
+    finally:
+        _weight_gradients = before
+
+
+def weight_gradients_enabled() -> bool:
+    """False inside :func:`no_weight_gradients`."""
+    return _weight_gradients
+
+
+def layer_mask(ctx) -> list:
+    """Which of (input, weight, bias) gradients a layer's backward computes: those autograd needs, less the
+    weight and bias ones inside :func:`no_weight_gradients` (ctx.has_b: the layer has a bias)."""
+    need = ctx.needs_input_grad
+    params = _weight_gradients
+    return [bool(need[0]), params and bool(need[1]), params and ctx.has_b and bool(need[2])]
 
 
 def call(name: str, *args):

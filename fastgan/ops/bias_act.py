@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import _activations
-from ._registry import call, op, register
+from ._registry import call, op, register, weight_gradients_enabled
 
 
 def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -78,7 +78,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, gy):
     (y,) = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.params
-    want_db = ctx.has_b and ctx.needs_input_grad[1]
+    want_db = ctx.has_b and ctx.needs_input_grad[1] and weight_gradients_enabled()
     dz, db = call("bias_act_backward", gy, y, want_db, dim, act, alpha, gain, clamp)
     return dz, (db if want_db else None), None, None, None, None, None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import LAYER_DEFAULTS, call, layer_backward_double, register, with_defaults
+from ._registry import LAYER_DEFAULTS, call, layer_backward_double, layer_mask, register, with_defaults
 
 
 def memory_format(t: torch.Tensor):
@@ -52,8 +52,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, gy):
     x, w, y = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [bool(need[0]), bool(need[1]), ctx.has_b and bool(need[2])]
+    mask = layer_mask(ctx)
     if x.shape[1] == 0:  # no input channels: torch's output has no channels either, and every gradient is zero
         return (torch.zeros_like(x) if mask[0] else None, torch.zeros_like(w) if mask[1] else None,
                 w.new_zeros(w.shape[0]) if mask[2] else None, None, None, None, None, None, None, None, None)

@@ -7,7 +7,7 @@ adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
-from ._registry import LAYER_DEFAULTS, call, layer_backward_double, register, with_defaults
+from ._registry import LAYER_DEFAULTS, call, layer_backward_double, layer_mask, register, with_defaults
 
 
 def _fake(x, w, b, act, alpha, gain, clamp):
@@ -29,8 +29,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, gy):
     x, w, y = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = [bool(need[0]), bool(need[1]), ctx.has_b and bool(need[2])]
+    mask = layer_mask(ctx)
     dx, dw, db = call("dense_backward", gy, x, w, mask, y, *ctx.params)
     return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None
 

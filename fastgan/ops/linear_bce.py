@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import call, register
+from ._registry import call, layer_mask, register
 
 
 def _fake(x, w, b, target, label, weight, reduction):
@@ -37,7 +37,7 @@ def _backward(ctx, g_loss, g_logits):
     if need[3] or need[5]:
         raise RuntimeError("fastgan::linear_bce: no gradient w.r.t. target or weight (fastgan.functional."
                            "linear_bce_with_logits computes those through the unfused ops)")
-    mask = [bool(need[0]), bool(need[1]), ctx.has_b and bool(need[2])]
+    mask = layer_mask(ctx)
     if g_loss is None:
         g_loss = x.new_zeros(())
     dx, dw, db = call("linear_bce_backward", g_loss, g_logits, x, w, logits, target, label, weight, reduction, mask)

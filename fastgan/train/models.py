@@ -269,7 +269,8 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, seed: Optional[tor
     logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: ones
     shaped like the logits' elements (the gradient of their sum; default: made here)."""
     seed = torch.ones_like(real_logits) if seed is None else seed.view(real_logits.shape)
-    (grad,) = torch.autograd.grad(real_logits, real, seed, create_graph=True)
+    with FF.no_weight_gradients():  # (the fused layers' weight gradients would be computed and discarded)
+        (grad,) = torch.autograd.grad(real_logits, real, seed, create_graph=True)
     return grad.square().sum(dim=tuple(range(1, grad.dim()))).mean()
 
 
