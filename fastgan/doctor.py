@@ -133,6 +133,7 @@ def count_step_kernels(r1: bool) -> tuple:
                           threads=1)
         t = Trainer(cfg)
         t.D.to(memory_format=torch.contiguous_format)  # as on CUDA (build_models: channels_last on the CPU only)
+        t.r1_one_pass = True  # as on CUDA: an R1 step's D runs once over cat(real, fake)
         # (the trainer's optimisers: fastgan's Adam, whose kernel runs under the emulation as on CUDA)
         t._step(*t._batch(0))  # warm-up (first-call work is not per step)
         _ext.C.emu_launch_log(True)

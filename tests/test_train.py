@@ -726,6 +726,30 @@ def test_r1_schedule_and_real_only_pass(tmp_path, tiny):
     assert out[4].item() == pytest.approx(own.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("layers,impl", [("fused", "native"), ("fused", "emu"), ("stock", "native")])
+def test_d_loss_r1_one_pass_equals_two_passes(layers, impl):
+    """D's R1 loss over one pass of cat(real, fake) (CUDA's choice) equals the one with the real images in a pass
+    of their own (the CPU's): loss, penalty, logits and every parameter gradient."""
+    from fastgan.train.models import d_loss_r1
+    if impl not in fastgan.available_impls():
+        pytest.skip(f"impl {impl} unavailable")
+    G, D = build_models(layers, seed=0, device="cpu")
+    D = D.to(memory_format=torch.contiguous_format)
+    loss = make_loss(layers)
+    torch.manual_seed(1)
+    real, fake = torch.rand(8, 1, 28, 28), G(torch.randn(8, 100))
+    out = {}
+    with fastgan.use_impl(impl):
+        for one in (False, True):
+            D.zero_grad(set_to_none=True)
+            loss_d, r1, logits = d_loss_r1(D, loss, real, fake, gamma=4.0, one_pass=one)
+            loss_d.backward()
+            out[one] = [loss_d.detach(), r1.detach(), logits.detach(), *(p.grad for p in D.parameters())]
+    assert out[False][1] > 0
+    for i, (a, b) in enumerate(zip(out[False], out[True])):
+        torch.testing.assert_close(b, a, rtol=2e-5, atol=2e-6, msg=lambda m: f"item {i}: {m}")
+
+
 # ------------------------------------------------------------------ command-line behaviour (issue: legible digits)
 def test_cli_parses_arguments_before_importing_torch():
     """An argument error (or --help) answers at once: the parser is built without importing torch."""

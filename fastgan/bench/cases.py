@@ -464,9 +464,10 @@ def _gan_step(Gm, Dm, D, loss, optG, optD, real, z, r1_gamma: float = 0.0, count
     hook a leaf tensor that autograd.grad differentiates: D then sees the real images through a no-FLOP view."""
     b = real.shape[0]
     fake = Gm(z)
-    if r1_gamma > 0:  # as the trainer (the real images in a pass of their own, so R1's double backward sees them only)
+    if r1_gamma > 0:  # as the trainer (on the CPU the real images in a pass of their own, on CUDA one pass)
         from ..train.models import d_loss_r1
-        loss_d = d_loss_r1((lambda x: Dm(x.view_as(x))) if counting else Dm, loss, real, fake, r1_gamma)[0]
+        loss_d = d_loss_r1((lambda x: Dm(x.view_as(x))) if counting else Dm, loss, real, fake, r1_gamma,
+                           one_pass=real.is_cuda)[0]
     else:  # one pass over cat(real, fake); D's head and the loss one op with fused layers
         loss_d = loss.real_fake(Dm, torch.cat([real, fake.detach()]), b)[0]
     if optD is not None:

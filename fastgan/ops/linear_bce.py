@@ -38,9 +38,11 @@ def _backward(ctx, g_loss, g_logits):
         raise RuntimeError("fastgan::linear_bce: no gradient w.r.t. target or weight (fastgan.functional."
                            "linear_bce_with_logits computes those through the unfused ops)")
     mask = layer_mask(ctx)
-    if g_loss is None:
-        g_loss = x.new_zeros(())
-    dx, dw, db = call("linear_bce_backward", g_loss, g_logits, x, w, logits, target, label, weight, reduction, mask)
+    if g_loss is None:  # the logits' gradient alone (a penalty's input gradient): the plain one-output dense backward
+        dx, dw, db = call("dense_backward", g_logits.view(-1, 1), x, w, mask)
+    else:
+        dx, dw, db = call("linear_bce_backward", g_loss, g_logits, x, w, logits, target, label, weight, reduction,
+                          mask)
     return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None
 
 

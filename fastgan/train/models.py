@@ -254,9 +254,10 @@ class GanBCE(nn.Module):
         logits = D(x)
         return self.halves(logits, b), logits
 
-    def ones(self, b: int, like: torch.Tensor) -> torch.Tensor:
-        """b ones of like's dtype and device, made once (the real half's target): a backward seed."""
-        return self._constants(2 * b, b, like)[0][:b]
+    def seed(self, n: int, b: int, like: torch.Tensor) -> torch.Tensor:
+        """The target of b real then n - b fake rows, 1 / 0, of like's dtype and device (made once): a backward
+        seed that differentiates the real rows' logits only."""
+        return self._constants(n, b, like)[0]
 
 
 def make_loss(layers: str = "fused") -> GanBCE:
@@ -264,23 +265,40 @@ def make_loss(layers: str = "fused") -> GanBCE:
     return GanBCE(layers)
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, seed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over the real images ``real`` (which must require grad) whose
-    logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: ones
-    shaped like the logits' elements (the gradient of their sum; default: made here)."""
-    seed = torch.ones_like(real_logits) if seed is None else seed.view(real_logits.shape)
-    with FF.no_weight_gradients():  # (the fused layers' weight gradients would be computed and discarded)
-        (grad,) = torch.autograd.grad(real_logits, real, seed, create_graph=True)
+def r1_penalty(logits: torch.Tensor, images: torch.Tensor, seed: Optional[torch.Tensor] = None,
+               reduction: str = "mean") -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over real images ``images`` (which must require grad) whose
+    logits are ``logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: the
+    gradient of the logits (default: ones). ``reduction="sum"``: the squared gradient summed over every image, not
+    averaged (for a seed of 1 on the real rows of cat(real, fake) and 0 on the fake ones, whose gradient is then
+    exactly zero: divide by the number of real images). The first-order gradient skips the fused layers' weight
+    gradients (fastgan.no_weight_gradients)."""
+    seed = torch.ones_like(logits) if seed is None else seed.view(logits.shape)
+    with FF.no_weight_gradients():
+        (grad,) = torch.autograd.grad(logits, images, seed, create_graph=True)
+    if reduction == "sum":
+        return grad.square().sum()
     return grad.square().sum(dim=tuple(range(1, grad.dim()))).mean()
 
 
-def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor, gamma: float):
-    """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1``: the real images in a
-    pass of their own (so the penalty's double backward runs through the real half only: on the CPU half the work
-    of differentiating D on cat(real, fake)). Returns (loss_d, r1, the logits of cat(real, fake))."""
+def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor, gamma: float,
+              one_pass: bool = False):
+    """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1``. Returns (loss_d, r1,
+    the logits of cat(real, fake)).
+
+    ``one_pass=False`` (the CPU's choice): the real images in a pass of their own, so the penalty's double backward
+    runs through the real half only. ``one_pass=True`` (on CUDA, where the seed GAN's step is bound by launches, not
+    FLOPs): D runs once over cat(real, fake), with its head and the loss one op; the penalty's double backward then
+    runs through both halves (twice its FLOPs) but every layer is one launch per pass instead of two, and no
+    parameter gradient of the two halves needs adding."""
     b = real.shape[0]
+    if one_pass:
+        x = torch.cat([real, fake]).detach().requires_grad_(True)
+        loss_h, logits = loss.real_fake(D, x, b)
+        sq = r1_penalty(logits, x, loss.seed(2 * b, b, x), reduction="sum")
+        return torch.add(loss_h, sq, alpha=0.5 * gamma / b), sq.detach() / b, logits  # (1/b in alpha: no divide)
     real = real.detach().requires_grad_(True)
     lr_, lf = D(real), D(fake.detach())
-    r1 = r1_penalty(lr_, real, loss.ones(b, lr_))
+    r1 = r1_penalty(lr_, real, loss.seed(2 * b, b, lr_)[:b])
     logits = torch.cat([lr_, lf])
     return torch.add(loss.halves(logits, b), r1, alpha=0.5 * gamma), r1, logits

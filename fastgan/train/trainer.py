@@ -178,6 +178,7 @@ class Trainer:
         # constants of the step: the backward seed of the losses, the R1 metric of steps without R1
         self._one, self._zero = torch.ones((), device=dev), torch.zeros((), device=dev)
         self._perm_epoch, self._epoch_images = -1, None
+        self.r1_one_pass = dev.type == "cuda"  # R1 steps: D once over cat(real, fake) on CUDA (models.d_loss_r1)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
@@ -284,8 +285,9 @@ class Trainer:
 
         ``eps``: instance noise (``2b`` images: the first ``b`` for the real half, the rest for the fake half) added
         to D's inputs, or None. ``gamma``: this step's R1 weight (default: :meth:`r1_weight` of the current step).
-        With R1, D sees the real images in a pass of their own, so the double backward runs through the real half
-        only; without, one pass over cat(real, fake)."""
+        Without R1, D runs once over cat(real, fake); with R1, too on CUDA, while on the CPU it sees the real
+        images in a pass of their own, so the double backward runs through the real half only
+        (``r1_one_pass``, :func:`fastgan.train.models.d_loss_r1`)."""
         G, D, loss, b = self.G_ddp, self.D_ddp, self.loss, real.shape[0]
         if gamma is None:
             gamma = self.r1_weight(self.step)
@@ -294,7 +296,7 @@ class Trainer:
             real = real + eps[:b]
         fake_d = fake if eps is None else fake + eps[b:]
         if gamma > 0:
-            loss_d, r1, logits = d_loss_r1(D, loss, real, fake_d, gamma)
+            loss_d, r1, logits = d_loss_r1(D, loss, real, fake_d, gamma, one_pass=self.r1_one_pass)
         else:
             # = loss(D(real), 1) + loss(D(fake), 0): one pass, D's head and the loss one op with fused layers
             loss_d, logits = loss.real_fake(D, torch.cat([real, fake_d.detach()]), b)
