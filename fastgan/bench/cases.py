@@ -310,7 +310,9 @@ def _step_flops_and_bytes(batch: int, r1_gamma: float = 0.0):
     """FLOPs of one GAN step (matrix products and convolutions, counted by torch's FlopCounterMode on the stock
     step) and its minimal bytes: the inputs (images, noise) read once, every activation saved for backward
     written once and read once, and Adam's traffic (parameter, gradient, two moments: read and write each); with
-    R1, D's activations on the real half once more (the input-gradient pass whose graph is kept)."""
+    R1, D's activations on the real half once more (the input-gradient pass whose graph is kept). Counted as the
+    CPU computes R1 (the real half in a pass of its own): on CUDA, where D runs once over both halves, the kernels do
+    more work than this count, so a CUDA rate is of the useful FLOPs, never above the work done."""
     from torch.utils.flop_counter import FlopCounterMode
     from ..train.models import build_models, make_loss
     with torch.random.fork_rng(devices=[]):

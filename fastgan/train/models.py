@@ -217,9 +217,9 @@ class GanBCE(nn.Module):
         (:meth:`Discriminator.fused_loss`; not a DDP wrapper, whose forward must run), D's head and the loss are
         one op: on CUDA two launches forward + backward instead of five."""
         out = self._fused_head(D, x, float(label))
-        return out if out is not None else self._of_logits(D(x), label)
-
-    def _of_logits(self, logits: torch.Tensor, label: float):
+        if out is not None:
+            return out
+        logits = D(x)
         return self(logits, label), logits
 
     def _fused_head(self, D: nn.Module, x: torch.Tensor, target, **kwargs):
