@@ -118,12 +118,15 @@ def main(argv=None) -> int:
         return (loss + logits.sum()).reshape(1)
     check("linear_bce 300x700 target weight sum", head, [r(300, 700), r(1, 700) / 26, r(1)])
 
+    # a penalty's squared norm: several reduction blocks
+    check("sum_squares 70000", lambda x: FF.sum_squares(x, 0.37).reshape(1), [r(70000)])
+
     # double backward (R1 penalty): grad of the grad through conv + bias_act + dense + BCE
     def r1(x, w, b, wd):
         h = FF.conv2d(x, w, b, 2, 1, act="lrelu", alpha=0.2)
         logit = FF.linear(h.flatten(1), wd)
         (g,) = torch.autograd.grad(FF.binary_cross_entropy_with_logits(logit.squeeze(1), 1.0), x, create_graph=True)
-        return g.square().sum().reshape(1)
+        return FF.sum_squares(g).reshape(1)
     check("R1 double backward", r1, [r(3, 2, 8, 8), r(4, 2, 3, 3) / 4, r(4), r(1, 64) / 8])
 
     # Adam: three steps over 40 tensors (two launches of up to 32), an empty one and a channels_last one included,

@@ -20,6 +20,8 @@ void impl_all(torch::Library& m) {
   m.impl("linear_bce", TORCH_FN(linear_bce));
   m.impl("linear_bce_backward", TORCH_FN(linear_bce_backward));
   m.impl("adam_", TORCH_FN(adam_));
+  m.impl("sum_squares", TORCH_FN(sum_squares));
+  m.impl("sum_squares_backward", TORCH_FN(sum_squares_backward));
 }
 
 }  // namespace
@@ -47,6 +49,8 @@ TORCH_LIBRARY(fastgan, m) {
         "float label, Tensor? weight, int reduction, bool[3] mask) -> (Tensor, Tensor, Tensor)");
   m.def("adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
         "Tensor(d!)[] steps, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
+  m.def("sum_squares(Tensor x, float scale) -> Tensor");
+  m.def("sum_squares_backward(Tensor g, Tensor x, float scale) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(fastgan, CPU, m) { fastgan::impl_all(m); }
 #ifdef FASTGAN_WITH_CUDA

@@ -13,6 +13,7 @@ implementation runs), the choice of implementation (:mod:`fastgan._impl`), then 
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional, Sequence, Tuple, Union
 
@@ -23,7 +24,7 @@ from . import _activations, _impl, ops, reference
 from .ops._registry import no_weight_gradients
 
 __all__ = ["bias_act", "leaky_relu", "linear", "conv2d", "conv_transpose2d", "binary_cross_entropy_with_logits",
-           "linear_bce_with_logits", "no_weight_gradients"]
+           "linear_bce_with_logits", "sum_squares", "no_weight_gradients"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
@@ -331,6 +332,19 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
     if impl == "torch":
         return reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
     return _fn("sigmoid_bce").apply(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
+
+
+def sum_squares(input: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * input.square().sum()``, one element: a gradient penalty's squared norm (R1:
+    ``sum_squares(grad, 1 / batch)`` of the images' gradient). On CUDA one launch forward (a fixed-order
+    reduction: the same bits on every run; half types accumulate in float32) and one backward."""
+    _check_tensor(input, "input")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale: expected a finite number, got {scale!r}")
+    impl = _impl.resolve(input.device)
+    if impl == "torch":
+        return reference.sum_squares(input, float(scale))
+    return _fn("sum_squares").apply(input, float(scale))
 
 
 def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,

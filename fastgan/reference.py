@@ -63,3 +63,9 @@ def sigmoid_bce(logits: torch.Tensor, target: Optional[torch.Tensor], label: flo
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def sum_squares(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale * sum(x^2)``, one element; half types squared, summed and scaled in float32 (as the kernels)."""
+    acc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return (acc.square().sum() * scale).to(x.dtype)

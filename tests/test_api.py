@@ -340,6 +340,8 @@ def _opcheck_all():
         (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
         (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
         (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),
+        (ns.sum_squares, (x, 0.5)),
+        (ns.sum_squares_backward, (torch.tensor(0.7), torch.randn(3, 4, requires_grad=True), 0.5)),
         # in place: the schema's mutation annotations (params, moments, step counters) are what the kernels write
         (ns.adam_, ([torch.randn(4, 3), torch.randn(2)], [torch.randn(4, 3), torch.randn(2)],
                     [torch.zeros(4, 3), torch.zeros(2)], [torch.zeros(4, 3), torch.zeros(2)],

@@ -1052,6 +1052,48 @@ def _ext_loaded():
     return _ext.C is not None
 
 
+# ----------------------------------------------------------------------- sum of squares (a penalty's squared norm)
+@pytest.mark.parametrize("shape", [(37, 3), (3, 1, 28, 28), (70000,), (0, 5)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sum_squares_matches_reference(impl, dtype, shape):
+    _, dev = impl
+    x = rnd(*shape, dtype=dtype, device=dev, scale=2, requires_grad=True)
+    scale = 0.37 / max(x.numel(), 1)  # (a mean's size: float16 holds the result)
+    check_fwd_bwd(lambda x: FF.sum_squares(x, scale), [x], dtype, f"sum_squares{shape}")
+
+
+def test_sum_squares_gradgradcheck_and_layouts(impl):
+    """Gradients of every order in float64; a transposed or channels_last input gives the bits of its contiguous
+    copy (the kernels read memory order of the contiguous layout), value and gradient."""
+    name, dev = impl
+    x = torch.randn(4, 3, 5, 6, dtype=torch.float64, device=dev, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: FF.sum_squares(x, 0.5), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: FF.sum_squares(x, 0.5), (x,))
+    for t in (x.detach().transpose(1, 3), x.detach().contiguous(memory_format=torch.channels_last)):
+        a, b = t.clone().requires_grad_(), t.contiguous().requires_grad_()
+        va, vb = FF.sum_squares(a, 2.0), FF.sum_squares(b, 2.0)
+        ga, gb = torch.autograd.grad(va, a)[0], torch.autograd.grad(vb, b)[0]
+        if name == "torch":  # (ATen's sum follows the input's own order)
+            torch.testing.assert_close(va, vb)
+            torch.testing.assert_close(ga, gb)
+        else:
+            assert torch.equal(va, vb) and torch.equal(ga, gb)
+
+
+def test_sum_squares_errors():
+    with pytest.raises(ValueError, match="scale"):
+        FF.sum_squares(torch.randn(3), float("nan"))
+    with pytest.raises(ValueError, match="scale"):
+        FF.sum_squares(torch.randn(3), "2")
+    with pytest.raises(TypeError, match="input"):
+        FF.sum_squares(torch.ones(3, dtype=torch.int64))
+    if _ext_loaded():
+        with pytest.raises(ValueError, match="g: expected one element"):
+            torch.ops.fastgan.sum_squares_backward(torch.ones(2), torch.randn(3), 1.0)
+        with pytest.raises(ValueError, match="scale"):
+            torch.ops.fastgan.sum_squares(torch.randn(3), float("inf"))
+
+
 # --------------------------------------------------------------------------------------- R1 through the layers
 def test_r1_penalty_through_fused_model(impl):
     """Gradient penalty (double backward) through conv, dense and BCE equals the reference's."""

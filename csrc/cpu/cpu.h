@@ -27,6 +27,11 @@ void cpu_sigmoid_bce(const BceCpuArgs& a, const at::Tensor& out);
 // g: the upstream gradient (contiguous; one element for a reduced loss); dl: the logits' gradient.
 void cpu_sigmoid_bce_backward(const BceCpuArgs& a, const at::Tensor& g, const at::Tensor& dl);
 
+// sum_squares (cpu/sum_squares.cpp): out (one element) = scale * sum of x^2, summed in a fixed order; dx = 2 * scale
+// * g * x (g one element). x and dx contiguous.
+void cpu_sum_squares(const at::Tensor& x, double scale, const at::Tensor& out);
+void cpu_sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double scale, const at::Tensor& dx);
+
 // adam_ (cpu/adam.cpp): one tensor's update (AdamParams' algorithm, launchers.h); p, g, m, v dense with identical
 // strides (walked in memory order), step one float32 element, advanced by one.
 void cpu_adam(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& v,

@@ -45,21 +45,6 @@ __global__ void __launch_bounds__(kThreads) bce_none_kernel(BceElem<T> e, T* __r
 // finish (last_arrival) combines the partials in a fixed order and writes the result (mean divides by numel;
 // 0/0 = NaN as in torch). Bitwise deterministic whichever block finishes last.
 template <typename T>
-__device__ __forceinline__ typename OpMath<T>::type block_sum(typename OpMath<T>::type acc) {
-  using M = typename OpMath<T>::type;
-  __shared__ M red[kThreads];
-  red[threadIdx.x] = acc;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  const M total = red[0];
-  __syncthreads();  // red may be reused by the next call
-  return total;
-}
-
-template <typename T>
 __global__ void __launch_bounds__(kThreads)
 bce_sum_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int* counters, T* __restrict__ out,
                int64_t numel, int mean) {
@@ -67,12 +52,12 @@ bce_sum_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   M acc = M(0);
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) acc += e.loss(i);
-  const M block = block_sum<T>(acc);
+  const M block = block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = block;
   if (!last_arrival(counters, (int)gridDim.x)) return;
   acc = M(0);
   for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) acc += partial[k];
-  const M total = block_sum<T>(acc);
+  const M total = block_sum<kThreads>(acc);
   if (threadIdx.x == 0) store(out, 0, mean ? total / M(numel) : total);
 }
 

@@ -107,6 +107,22 @@ __device__ __forceinline__ bool last_arrival(int* slot, int arrivals) {
   return last != 0;
 }
 
+// The sum of one value per thread over a 1-D block of kThreads threads (a power of two) in a fixed tree order:
+// the same bits on every run; every thread gets the total. kThreads accumulators of shared memory.
+template <int kThreads, typename M>
+__device__ __forceinline__ M block_sum(M acc) {
+  __shared__ M red[kThreads];
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const M total = red[0];
+  __syncthreads();  // red may be reused by the next call
+  return total;
+}
+
 
 }  // namespace FG_NS
 }  // namespace fastgan

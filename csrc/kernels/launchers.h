@@ -72,6 +72,20 @@ struct BceBwdParams {
 };
 constexpr int kBceMaxBlocks = 1024;
 
+// out = scale * sum_i x_i^2 over numel dense elements (one element: a gradient penalty's squared norm), summed in
+// a fixed order; its backward dx = 2 * scale * g * x, g one element (read on the device).
+struct SumSquaresParams {
+  const void* x = nullptr;
+  const void* g = nullptr;    // backward: dL/dout, one element
+  void* out = nullptr;        // forward: one element; backward: dx, numel elements in x's order
+  void* workspace = nullptr;  // forward: kSumSquaresMaxBlocks accumulators (float, or double for f64)
+  int* counters = nullptr;    // forward: kCounterSlots zeroed slots
+  int64_t numel = 0;
+  double scale = 1;
+  DType dtype{};
+};
+constexpr int kSumSquaresMaxBlocks = 1024;
+
 // A one-output dense head and its sigmoid-BCE loss in one op (a discriminator's last layer and loss):
 //   logits[i] = x[i, :] . w + b,  loss = reduce_i weight_i * bce(logits[i], target_i)   (reduction 1 mean, 2 sum)
 // and its backward: dl_i = g_loss * weight_i * dbce(logits[i], target_i) (/ n for the mean) + g_logits[i],
@@ -227,6 +241,8 @@ struct KernelTable {
   void (*linear_bce_fwd)(const LinearBceParams&, void* stream);
   void (*linear_bce_bwd)(const LinearBceParams&, void* stream);
   void (*adam)(const AdamParams&, void* stream);
+  void (*sum_squares_fwd)(const SumSquaresParams&, void* stream);
+  void (*sum_squares_bwd)(const SumSquaresParams&, void* stream);
 };
 
 namespace cuda { const KernelTable& kernel_table(); }

@@ -9,6 +9,7 @@ void register_bce(KernelTable& t);
 void register_dense(KernelTable& t);
 void register_linear_bce(KernelTable& t);
 void register_adam(KernelTable& t);
+void register_sum_squares(KernelTable& t);
 
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
@@ -23,6 +24,7 @@ const KernelTable& kernel_table() {
     register_dense(t);
     register_linear_bce(t);
     register_adam(t);
+    register_sum_squares(t);
     return t;
   }();
   return table;

@@ -48,6 +48,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bce_backward(
     const at::Tensor& logits, const c10::optional<at::Tensor>& target, double label,
     const c10::optional<at::Tensor>& weight, int64_t reduction, std::array<bool, 3> mask);
 
+// scale * sum of x^2 (one element; a gradient penalty's squared norm) and its gradient 2 * scale * g * x.
+at::Tensor sum_squares(const at::Tensor& x, double scale);
+at::Tensor sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double scale);
+
 // Adam over lists of tensors, in place (params, exp_avgs, exp_avg_sqs, steps): launchers.h, AdamParams.
 void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
            at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay);

@@ -8,5 +8,5 @@ from __future__ import annotations
 from .._ext import C
 
 if C is not None:
-    from . import adam, bce, bias_act, conv2d, dense, linear_bce  # noqa: F401  (registers everything)
+    from . import adam, bce, bias_act, conv2d, dense, linear_bce, sum_squares  # noqa: F401  (registers everything)
     from ._registry import FUNCTIONS  # noqa: F401

@@ -195,7 +195,7 @@ def build_models(layers: str = "fused", seed=None, device=None, z_dim: int = Z_D
 
 class GanBCE(nn.Module):
     """Mean sigmoid-BCE against a constant label: ``loss(logits, label)``; :meth:`halves` and :meth:`real_fake`, D's
-    loss on a batch of real then fake images.
+    loss on a batch of real then fake images; :meth:`sum_squares`, a gradient penalty's term.
 
     ``fused``: :func:`fastgan.functional.binary_cross_entropy_with_logits` with the label passed as a number (no
     target tensor); ``stock``: ``torch.nn.functional.binary_cross_entropy_with_logits`` against a ``full_like``
@@ -254,6 +254,11 @@ class GanBCE(nn.Module):
         logits = D(x)
         return self.halves(logits, b), logits
 
+    def sum_squares(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """``scale * sum(x^2)`` (a gradient penalty's term): fastgan.functional.sum_squares with fused layers, torch's
+        square + sum with stock ones."""
+        return FF.sum_squares(x, scale) if self.fused else x.square().sum() * scale
+
     def seed(self, n: int, b: int, like: torch.Tensor) -> torch.Tensor:
         """The target of b real then n - b fake rows, 1 / 0, of like's dtype and device (made once): a backward
         seed that differentiates the real rows' logits only."""
@@ -265,38 +270,40 @@ def make_loss(layers: str = "fused") -> GanBCE:
     return GanBCE(layers)
 
 
-def r1_penalty(logits: torch.Tensor, images: torch.Tensor, seed: Optional[torch.Tensor] = None,
-               reduction: str = "mean") -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over real images ``images`` (which must require grad) whose
-    logits are ``logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: the
-    gradient of the logits (default: ones). ``reduction="sum"``: the squared gradient summed over every image, not
-    averaged (for a seed of 1 on the real rows of cat(real, fake) and 0 on the fake ones, whose gradient is then
-    exactly zero: divide by the number of real images). The first-order gradient skips the fused layers' weight
-    gradients (fastgan.no_weight_gradients)."""
+def input_gradient(logits: torch.Tensor, images: torch.Tensor, seed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """grad_x of ``(seed * logits).sum()`` w.r.t. ``images`` (which must require grad), its graph kept (double
+    backward), ``seed`` ones by default; the fused layers' weight gradients skipped (fastgan.no_weight_gradients)."""
     seed = torch.ones_like(logits) if seed is None else seed.view(logits.shape)
     with FF.no_weight_gradients():
-        (grad,) = torch.autograd.grad(logits, images, seed, create_graph=True)
-    if reduction == "sum":
-        return grad.square().sum()
+        return torch.autograd.grad(logits, images, seed, create_graph=True)[0]
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, seed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E||grad_x D(x)||^2 over the real images ``real`` (which must require grad) whose
+    logits are ``real_logits``; the graph is kept (double backward) so the penalty can be minimised. ``seed``: ones
+    shaped like the logits' elements (the gradient of their sum; default: made here)."""
+    grad = input_gradient(real_logits, real, seed)
     return grad.square().sum(dim=tuple(range(1, grad.dim()))).mean()
 
 
 def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor, gamma: float,
               one_pass: bool = False):
-    """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1``. Returns (loss_d, r1,
-    the logits of cat(real, fake)).
+    """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1`` (gamma > 0). Returns
+    (loss_d, r1, the logits of cat(real, fake)).
 
     ``one_pass=False`` (the CPU's choice): the real images in a pass of their own, so the penalty's double backward
     runs through the real half only. ``one_pass=True`` (on CUDA, where the seed GAN's step is bound by launches, not
-    FLOPs): D runs once over cat(real, fake), with its head and the loss one op; the penalty's double backward then
-    runs through both halves (twice its FLOPs) but every layer is one launch per pass instead of two, and no
-    parameter gradient of the two halves needs adding."""
+    FLOPs): D runs once over cat(real, fake), with its head and the loss one op; the input gradient is taken with a
+    seed of 1 on the real rows and 0 on the fake ones, whose gradient is then exactly 0, so ``gamma/2 * r1`` is
+    ``gamma / (2 b)`` times the sum of the whole gradient's squares (:meth:`GanBCE.sum_squares`: one launch and one
+    backward launch with fused layers). The double backward runs through both halves (twice its FLOPs), but every
+    layer is one launch per pass instead of two, and no parameter gradient of two halves needs adding."""
     b = real.shape[0]
     if one_pass:
         x = torch.cat([real, fake]).detach().requires_grad_(True)
         loss_h, logits = loss.real_fake(D, x, b)
-        sq = r1_penalty(logits, x, loss.seed(2 * b, b, x), reduction="sum")
-        return torch.add(loss_h, sq, alpha=0.5 * gamma / b), sq.detach() / b, logits  # (1/b in alpha: no divide)
+        term = loss.sum_squares(input_gradient(logits, x, loss.seed(2 * b, b, x)), 0.5 * gamma / b)
+        return loss_h + term, term.detach() / (0.5 * gamma), logits
     real = real.detach().requires_grad_(True)
     lr_, lf = D(real), D(fake.detach())
     r1 = r1_penalty(lr_, real, loss.seed(2 * b, b, lr_)[:b])
