@@ -31,11 +31,12 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("bias_act(Tensor x, Tensor? b, int dim, str act, float alpha, float gain, float clamp) -> Tensor");
   m.def("bias_act_backward(Tensor dy, Tensor y, bool bias_grad, int dim, str act, float alpha, float gain, "
         "float clamp) -> (Tensor, Tensor)");
-  m.def("dense(Tensor x, Tensor w, Tensor? b, str act, float alpha, float gain, float clamp) -> Tensor");
+  m.def("dense(Tensor x, Tensor w, Tensor? b, str act, float alpha, float gain, float clamp, Tensor? dact_y=None) "
+        "-> Tensor");
   m.def("dense_backward(Tensor dy, Tensor x, Tensor w, bool[3] mask, Tensor? y=None, str act=\"linear\", "
         "float alpha=0., float gain=1., float clamp=-1.) -> (Tensor, Tensor, Tensor)");
   m.def("conv2d(Tensor x, Tensor w, Tensor? b, int[2] stride, int[2] padding, int[2] dilation, int groups, str act, "
-        "float alpha, float gain, float clamp) -> Tensor");
+        "float alpha, float gain, float clamp, Tensor? dact_y=None) -> Tensor");
   m.def("conv2d_backward(Tensor dy, Tensor x, Tensor w, int[2] stride, int[2] padding, int[2] dilation, int groups, "
         "bool[3] mask, Tensor? y=None, str act=\"linear\", float alpha=0., float gain=1., float clamp=-1.) "
         "-> (Tensor, Tensor, Tensor)");

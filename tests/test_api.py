@@ -340,6 +340,10 @@ def _opcheck_all():
         (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
         (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
         (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),
+        # dact_y: the double backward's product with dz's adjoint in its epilogue (y's gradient for smooth acts)
+        (ns.dense, (x, w, None, "lrelu", 0.2, 1.0, -1.0, torch.rand(3, 4, 6))),
+        (ns.conv2d, (xc, wc, None, [2, 2], [1, 1], [1, 1], 1, "sigmoid", 0.0, 1.0, -1.0,
+                     torch.rand(2, 4, 4, 4, requires_grad=True))),
         (ns.sum_squares, (x, 0.5)),
         (ns.sum_squares_backward, (torch.tensor(0.7), torch.randn(3, 4, requires_grad=True), 0.5)),
         # in place: the schema's mutation annotations (params, moments, step counters) are what the kernels write

@@ -781,6 +781,75 @@ def test_layer_backward_one_launch():
                 torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-3)
 
 
+# ---------------------------------------------------------------- dact_y: the double backward's product epilogue
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("act", ["lrelu", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("op", ["dense", "conv2d"])
+def test_dact_y_epilogue(impl, op, act, layout):
+    """dense / conv2d with dact_y write act_grad(product, dact_y) (dL/dz of a layer whose dL/dy is the product):
+    equal to the product followed by bias_act_backward, in float32 and float64."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("an op-level argument (fastgan.functional does not expose it)")
+    ns = torch.ops.fastgan
+    torch.manual_seed(0)
+    conv = ([2, 2], [1, 1], [1, 1], 1)
+    for dtype in (torch.float32, torch.float64):
+        if op == "dense":
+            x, w = torch.randn(9, 5, dtype=dtype, device=dev), torch.randn(4, 5, dtype=dtype, device=dev)
+            run = lambda x, w, *dact: ns.dense(x, w, None, *dact)  # noqa: E731
+        else:
+            x, w = torch.randn(2, 3, 7, 7, dtype=dtype, device=dev), torch.randn(4, 3, 3, 3, dtype=dtype, device=dev)
+            if layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            run = lambda x, w, *dact: ns.conv2d(x, w, None, *conv, *dact)  # noqa: E731
+        z = run(x, w, "linear", 0.0, 1.0, -1.0, None)
+        y = ns.bias_act(torch.randn(z.shape, dtype=dtype, device=dev), None, 1, act, 0.2, 1.3, -1.0)
+        expect = ns.bias_act_backward(z, y, False, 1, act, 0.2, 1.3, -1.0)[0]
+        got = run(x, w, act, 0.2, 1.3, -1.0, y)
+        assert got.shape == expect.shape
+        torch.testing.assert_close(got, expect, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["lrelu", "sigmoid"])
+@pytest.mark.parametrize("op", ["dense", "conv2d"])
+def test_dact_y_gradients(impl, op, act):
+    """Gradients of a dact_y call w.r.t. x, w and (smooth activations) dact_y: gradcheck and gradgradcheck."""
+    name, dev = impl
+    if name == "torch":
+        pytest.skip("an op-level argument (fastgan.functional does not expose it)")
+    ns = torch.ops.fastgan
+    torch.manual_seed(0)
+    f64 = dict(dtype=torch.float64, device=dev)
+    if op == "dense":
+        x, w = torch.randn(3, 4, **f64), torch.randn(2, 4, **f64)
+        run = lambda x, w, *a: ns.dense(x, w, None, *a)  # noqa: E731
+    else:
+        x, w = torch.randn(1, 2, 5, 5, **f64), torch.randn(3, 2, 3, 3, **f64)
+        run = lambda x, w, *a: ns.conv2d(x, w, None, [2, 2], [1, 1], [1, 1], 1, *a)  # noqa: E731
+    z = run(x, w, "linear", 0.0, 1.0, -1.0, None)
+    y = ns.bias_act(torch.randn(z.shape, **f64), None, 1, act, 0.2, 1.3, -1.0)
+    x, w, y = (t.detach().requires_grad_() for t in (x, w, y))
+    y.requires_grad_(_activations.get(act).d2 is not None)
+    fn = lambda x, w, y: run(x, w, act, 0.2, 1.3, -1.0, y)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, y))
+    assert torch.autograd.gradgradcheck(fn, (x, w, y))
+
+
+def test_dact_y_errors():
+    if not _ext_loaded():
+        pytest.skip("needs fastgan._C")
+    ns = torch.ops.fastgan
+    x, w = torch.randn(3, 5), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="dact_y: expected the output's shape"):
+        ns.dense(x, w, None, "lrelu", 0.2, 1.0, -1.0, torch.rand(3, 5))
+    with pytest.raises(ValueError, match="b: must be None with dact_y"):
+        ns.dense(x, w, torch.randn(4), "lrelu", 0.2, 1.0, -1.0, torch.rand(3, 4))
+    with pytest.raises(TypeError, match="dact_y"):
+        ns.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), None, [1, 1], [1, 1], [1, 1], 1, "relu", 0.0,
+                  1.0, -1.0, torch.rand(1, 3, 5, 5, dtype=torch.float64))
+
+
 # --------------------------------------------------------------------------------------------- sigmoid + BCE
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

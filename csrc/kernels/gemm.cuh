@@ -98,6 +98,7 @@ struct GemmArgs {
   int64_t out_group_stride, s_outer, s_mid, s_inner, s_n;
   FastDiv P, P2;
   const T* bias;
+  const T* out_y;  // GemmParams::out_y: the epilogue writes act_backward(v, out_y[off]), or nullptr
   M alpha, gain, clamp;
   int act;
   int tf32;  // float32 tiles multiply on tensor cores (inputs rounded to TF32)
@@ -325,7 +326,10 @@ __device__ __forceinline__ void epilogue_store(const GemmArgs<T>& p, T* out, con
   const uint32_t r1 = p.P2.div(r);
   const int64_t off = (int64_t)q * p.s_outer + (int64_t)r1 * p.s_mid + (int64_t)(r - r1 * p.P2.d) * p.s_inner +
                       n * p.s_n;
-  store(out, off, act_forward<A, M>(v, p.alpha, p.gain, p.clamp));
+  if (p.out_y != nullptr)  // (block-uniform) dz's adjoint of a double backward: act' of the layer's saved output
+    store(out, off, act_backward<A, M>(v, load(p.out_y + (out - p.out), off), p.alpha, p.gain, p.clamp));
+  else
+    store(out, off, act_forward<A, M>(v, p.alpha, p.gain, p.clamp));
 }
 
 // Writes one staged chunk (rows [r0, r0 + CH) of the block tile) with the epilogue of activation A.
@@ -815,6 +819,7 @@ GemmArgs<T> make_args(const GemmParams& p, const Plan& pl) {
   a.P = FastDiv(p.c.P);
   a.P2 = FastDiv(p.c.P2 > 0 ? p.c.P2 : p.c.P);
   a.bias = static_cast<const T*>(p.bias);
+  a.out_y = static_cast<const T*>(p.out_y);
   a.alpha = (M)p.alpha;
   a.gain = (M)p.gain;
   a.clamp = (M)p.clamp;

@@ -203,6 +203,10 @@ struct GemmParams {
   int a_act = 0;
   double a_alpha = 0, a_gain = 1, a_clamp = -1;
   void* rowsum = nullptr;
+  // out_y: the epilogue writes act_backward(product, y) for the activation (act, alpha, gain, clamp) -- dL/dz of a
+  // layer whose dL/dy is the product -- with y read at the output's offsets (same strides as the output); no bias.
+  // The double backward's product followed by dz's adjoint in one launch. nullptr: the forward epilogue.
+  const void* out_y = nullptr;
 };
 
 // Adam (torch.optim.Adam's algorithm: L2 weight decay added to the gradient, bias-corrected moments) over up to

@@ -301,7 +301,8 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, a
 
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                  c10::string_view act, double alpha, double gain, double clamp) {
+                  c10::string_view act, double alpha, double gain, double clamp,
+                  const c10::optional<at::Tensor>& dact_y) {
   const BelowAutograd below;
   const char* op = "fastgan::conv2d";
   check_float(x, op, "x");
@@ -310,11 +311,12 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   check_act_args(op, alpha, gain, clamp);
   check_conv_args(op, x, w, stride, padding, dilation, groups);
   const bool has_b = check_bias(b, x, w.size(0), op, "w's out_channels");
+  const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
+  const at::Tensor dy = dact_output(dact_y, x, {g.N, g.Co, g.OH, g.OW}, has_b, op);
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   // (no input channels: ATen's convolution, whose result torch defines with zero channels)
   if (ex.backend != Backend::CPU && x.size(1) > 0) {
-    const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
     const double macs = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     if (use_kernels(ex, x, g.N * g.OH * g.OW, g.Cog, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}))) {
       const bool cl = channels_last(x) || channels_last(w);
@@ -323,7 +325,9 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
       poisoned(y);
       GemmParams p = fwd_params(g, x, w, y);
       at::Tensor bc = has_b ? b->contiguous() : at::Tensor();
+      const at::Tensor yd = dy.defined() ? with_strides_of(dy, y) : at::Tensor();
       p.bias = has_b ? bc.const_data_ptr() : nullptr;
+      p.out_y = dy.defined() ? yd.const_data_ptr() : nullptr;
       p.act = a;
       p.alpha = alpha;
       p.gain = gain;
@@ -332,6 +336,7 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
     }
   }
   at::Tensor y = at::convolution(x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups);
+  if (dy.defined()) return dact_apply(ex, y, dy, a, alpha, gain, clamp);
   bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
   return y;
 }

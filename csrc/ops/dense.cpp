@@ -74,7 +74,8 @@ int64_t leading(const at::Tensor& t) {  // product of all but the last dim (resh
 }  // namespace
 
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
-                 c10::string_view act, double alpha, double gain, double clamp) {
+                 c10::string_view act, double alpha, double gain, double clamp,
+                 const c10::optional<at::Tensor>& dact_y) {
   const BelowAutograd below;
   const char* op = "fastgan::dense";
   check_float(x, op, "x");
@@ -92,12 +93,16 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
   out_shape.back() = N;
   const int64_t M = leading(x);
   const at::Tensor x2 = as_matrix(x, M, K);
+  const at::Tensor dy = dact_output(dact_y, x, out_shape, has_b, op);
+  const at::Tensor dy2 = dy.defined() ? dy.reshape({M, N}) : dy;
   if (ex.backend != Backend::CPU && use_kernels(ex, x, M, N, K)) {
     at::Tensor y = at::empty({M, N}, x.options());
     poisoned(y);
     GemmParams p = matmul_params(x2, x2.stride(0), x2.stride(1), w, w.stride(1), w.stride(0), y, M, N, K);
     at::Tensor bc = has_b ? b->contiguous() : at::Tensor();
+    const at::Tensor yd = dy.defined() ? with_strides_of(dy2, y) : at::Tensor();
     p.bias = has_b ? bc.const_data_ptr() : nullptr;
+    p.out_y = dy.defined() ? yd.const_data_ptr() : nullptr;
     p.act = a;
     p.alpha = alpha;
     p.gain = gain;
@@ -105,6 +110,10 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
     if (run_gemm(ex, p, y)) return as_shape(y, out_shape);
   }
   at::Tensor y = at::empty({M, N}, x.options());
+  if (dy.defined()) {
+    at::mm_out(y, x2, w.t());
+    return as_shape(dact_apply(ex, y, dy2, a, alpha, gain, clamp), out_shape);
+  }
   if (ex.backend == Backend::CPU && has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0) {
     // Nothing to fuse: the bias rides in the GEMM's accumulator, as F.linear does (one rounding, F.linear's bits).
     // (CUDA / EMU products declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises it.)

@@ -149,6 +149,24 @@ at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy
   return *y;
 }
 
+at::Tensor dact_output(const c10::optional<at::Tensor>& dact_y, const at::Tensor& x, at::IntArrayRef out_sizes,
+                       bool has_b, const char* op) {
+  if (!dact_y.has_value() || !dact_y->defined()) return at::Tensor();
+  check_same(*dact_y, x, op, "dact_y", "x");
+  TORCH_CHECK_VALUE(dact_y->sizes() == out_sizes, op, ": dact_y: expected the output's shape ", out_sizes, ", got ",
+                    dact_y->sizes());
+  TORCH_CHECK_VALUE(!has_b, op, ": b: must be None with dact_y (the product's gradient has no bias)");
+  return *dact_y;
+}
+
+at::Tensor dact_apply(const Exec& ex, const at::Tensor& product, const at::Tensor& dact_y, int act, double alpha,
+                      double gain, double clamp) {
+  at::Tensor dz = at::empty_like(product);
+  poisoned(dz);
+  bias_act_backward_into(ex, product, with_strides_of(dact_y, product), dz, at::Tensor(), 1, act, alpha, gain, clamp);
+  return dz;
+}
+
 at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {
   if (t.strides() == like.strides()) return t;
   at::Tensor out = at::empty_like(like);

@@ -56,6 +56,15 @@ bool check_bias(const c10::optional<at::Tensor>& b, const at::Tensor& x, int64_t
 at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy, c10::string_view act, int code,
                         double gain, double clamp, const char* op);
 
+// The dact_y argument of dense / conv2d (out = act_backward(product, dact_y): the double backward's product with dz's
+// adjoint in its epilogue), checked against x (dtype, device) and the output's sizes; no bias allowed with it.
+// Undefined when not given.
+at::Tensor dact_output(const c10::optional<at::Tensor>& dact_y, const at::Tensor& x, at::IntArrayRef out_sizes,
+                       bool has_b, const char* op);
+// The fallback of a dact_y call whose product came from ATen: act_backward(product, dact_y) as a new tensor.
+at::Tensor dact_apply(const Exec& ex, const at::Tensor& product, const at::Tensor& dact_y, int act, double alpha,
+                      double gain, double clamp);
+
 // `t` itself if its strides equal `like`'s, else a copy with `like`'s strides (kernels walk memory order).
 at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like);
 

@@ -15,8 +15,11 @@ at::Tensor bias_act(const at::Tensor& x, const c10::optional<at::Tensor>& b, int
 std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& dy, const at::Tensor& y,
                                                      bool bias_grad, int64_t dim, c10::string_view act, double alpha,
                                                      double gain, double clamp);
+// dact_y (dense, conv2d): the output is act_backward(product, dact_y) instead of act(product + b) -- the double
+// backward's product and dz's adjoint in one pass (b must be None).
 at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
-                 c10::string_view act, double alpha, double gain, double clamp);
+                 c10::string_view act, double alpha, double gain, double clamp,
+                 const c10::optional<at::Tensor>& dact_y);
 // The backward ops take dy = dL/dy of the layer and its saved output y (dL/dz = act_backward(dy, y)); y may be
 // None for a linear layer (gain 1, no clamp). mask: (dx, dw, db).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& dy, const at::Tensor& x,
@@ -25,7 +28,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& 
                                                               double alpha, double gain, double clamp);
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                  c10::string_view act, double alpha, double gain, double clamp);
+                  c10::string_view act, double alpha, double gain, double clamp,
+                  const c10::optional<at::Tensor>& dact_y);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> mask, const c10::optional<at::Tensor>& y,

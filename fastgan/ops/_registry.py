@@ -127,6 +127,15 @@ def with_defaults(inputs, n_required: int, defaults) -> tuple:
     return inputs + tuple(defaults[len(inputs) - n_required:])
 
 
+def dact_y_grad(ctx, g, product: Callable, dim: int):
+    """The gradient w.r.t. ``dact_y`` of a layer op called with it (out = act_grad(P, dact_y), P = product()), for
+    the gradient g of out: nonzero only for an activation whose derivative varies with y (P recomputed then)."""
+    from .bias_act import layer_dz_adjoint  # (bias_act imports this module)
+    if not ctx.needs_input_grad[-1] or _activations.get(ctx.params[0]).d2 is None:
+        return None
+    return layer_dz_adjoint(g, product(), ctx.saved_tensors[2], dim, *ctx.params, False, True)[1]
+
+
 def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable, bias_shape) -> tuple:
     """The backward of a fused layer's gradient op ``(dx, dw, db) = grads(dy, x, w, mask, y, act...)`` (dense_backward,
     conv2d_backward) for ``y = act(product(x, w) + b)``, with respect to (dy, x, w, y). Through dz = act_grad(dy, y):
@@ -135,7 +144,9 @@ def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable
     gw = grads(dy, gdx, w, y) [dw part] (act' applied inside those products, as in the first backward); then
     (gdy, gy) from dz's adjoint (ops/bias_act.py). Saved tensors: (dy, x, w, y); ctx.mask the forward's mask (an
     output it did not compute has no gradient), ctx.act the activation arguments, ctx.dim the channel dim,
-    ctx.y_index y's position among the op's inputs. Returns (gdy, gx, gw, gy)."""
+    ctx.y_index y's position among the op's inputs. ``product(a, b)`` is the layer's linear product, and
+    ``product(a, b, act, alpha, gain, clamp, y)`` the same with act_grad(., y) in its epilogue: gdy in one launch
+    when gdx is dz's only term and y needs no gradient (R1's double backward). Returns (gdy, gx, gw, gy)."""
     from .bias_act import layer_dz_adjoint  # (bias_act imports this module)
     dy, x, w, y = ctx.saved_tensors
     need = ctx.needs_input_grad  # (as long as the inputs given: trailing defaults may be omitted)
@@ -145,9 +156,14 @@ def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable
     gdx = gdx if ctx.mask[0] and gdx is not None and gdx.numel() else None
     gdw = gdw if ctx.mask[1] and gdw is not None and gdw.numel() else None
     gdb = gdb if ctx.mask[2] and gdb is not None and gdb.numel() else None
-    gdz = gx = gw = None
-    if need[0] or need_y:
-        terms = ([product(gdx, w)] if gdx is not None else []) + ([product(x, gdw)] if gdw is not None else [])
+    gdz = gx = gw = gdy = gy = None
+    fused = need[0] and not need_y and gdx is not None and gdw is None and gdb is None and y is not None
+    if fused:
+        gdy = product(gdx, w, *ctx.act, y)
+    elif need[0] or need_y:
+        linear = ("linear", 0.0, 1.0, -1.0, None)
+        terms = ([product(gdx, w, *linear)] if gdx is not None else []) + \
+            ([product(x, gdw, *linear)] if gdw is not None else [])
         gdz = sum(terms[1:], terms[0]) if terms else None
         if gdb is not None:
             gdz = gdb.reshape(bias_shape).expand(dy.shape) if gdz is None else gdz + gdb.reshape(bias_shape)
@@ -155,5 +171,6 @@ def layer_backward_double(ctx, gdx, gdw, gdb, product: Callable, grads: Callable
         gx = grads(dy, x, gdw, [True, False, False], y, *ctx.act)[0]
     if need[2] and gdx is not None:
         gw = grads(dy, gdx, w, [False, True, False], y, *ctx.act)[1]
-    gdy, gy = layer_dz_adjoint(gdz, dy, y, ctx.dim, *ctx.act, need[0], need_y)
+    if not fused:
+        gdy, gy = layer_dz_adjoint(gdz, dy, y, ctx.dim, *ctx.act, need[0], need_y)
     return gdy, gx, gw, gy

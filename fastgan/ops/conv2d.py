@@ -1,6 +1,7 @@
 """``fastgan::conv2d`` and ``fastgan::conv2d_backward``: fake kernels and autograd formulas.
 
-y = act(conv2d(x, w) + b) * gain. The backward is one op: ``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives
+y = act(conv2d(x, w) + b) * gain; with ``dact_y`` (the double backward's product): act_grad(conv2d(x, w), dact_y),
+dz's adjoint in the product's epilogue (no bias). The backward is one op: ``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives
 dx = conv_transpose(dz, w), dw = correlate(x, dz) and db = sum of dz, dz = act_grad(dy, y) (computed inside the
 products' operand loads on the GEMM kernels). Its own backward (the double backward of R1 / WGAN-GP penalties) is
 conv2d and conv2d_backward again, through dz's adjoint (_registry.layer_backward_double).
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import LAYER_DEFAULTS, call, layer_backward_double, layer_mask, register, with_defaults
+from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, register,
+                        with_defaults)
 
 
 def memory_format(t: torch.Tensor):
@@ -27,7 +29,7 @@ def memory_format(t: torch.Tensor):
     return torch.channels_last
 
 
-def _fake(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp):
+def _fake(x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp, dact_y=None):
     return torch.ops.aten.convolution(x, w, None, stride, padding, dilation, False, [0, 0], groups)
 
 
@@ -43,11 +45,12 @@ def _backward_fake(dy, x, w, stride, padding, dilation, groups, mask, y=None, ac
 
 
 def _setup(ctx, inputs, output):
-    x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp = inputs
+    x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp, dact_y = with_defaults(inputs, 11, (None,))
     ctx.has_b = b is not None
     ctx.conv = (stride, padding, dilation, groups)
     ctx.params = (act, alpha, gain, clamp)
-    ctx.save_for_backward(x, w, output)
+    ctx.dact = dact_y is not None
+    ctx.save_for_backward(x, w, dact_y if ctx.dact else output)
 
 
 def _backward(ctx, gy):
@@ -55,10 +58,13 @@ def _backward(ctx, gy):
     mask = layer_mask(ctx)
     if x.shape[1] == 0:  # no input channels: torch's output has no channels either, and every gradient is zero
         return (torch.zeros_like(x) if mask[0] else None, torch.zeros_like(w) if mask[1] else None,
-                w.new_zeros(w.shape[0]) if mask[2] else None, None, None, None, None, None, None, None, None)
+                w.new_zeros(w.shape[0]) if mask[2] else None, None, None, None, None, None, None, None, None, None)
+    # (with dact_y, as dense.py: the same formulas with y = dact_y, and dact_y's own gradient)
     dx, dw, db = call("conv2d_backward", gy, x, w, *ctx.conv, mask, y, *ctx.params)
+    gy_ = dact_y_grad(ctx, gy, lambda: call("conv2d", x, w, None, *ctx.conv, "linear", 0.0, 1.0, -1.0), 1) \
+        if ctx.dact else None
     return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), \
-        None, None, None, None, None, None, None, None
+        None, None, None, None, None, None, None, None, gy_
 
 
 def _backward_setup(ctx, inputs, output):
@@ -75,7 +81,7 @@ def _backward_setup(ctx, inputs, output):
 def _backward_backward(ctx, gdx, gdw, gdb):
     conv = ctx.conv
     gdy, gx, gw, gy = layer_backward_double(
-        ctx, gdx, gdw, gdb, lambda a, b: call("conv2d", a, b, None, *conv, "linear", 0.0, 1.0, -1.0),
+        ctx, gdx, gdw, gdb, lambda a, b, *dact: call("conv2d", a, b, None, *conv, *dact),
         lambda dy, x, w, mask, *act: call("conv2d_backward", dy, x, w, *conv, mask, *act),
         (1, -1, 1, 1))
     return gdy, gx, gw, None, None, None, None, None, gy, None, None, None, None

@@ -1,16 +1,18 @@
 """``fastgan::dense`` and ``fastgan::dense_backward``: fake kernels and autograd formulas.
 
-y = act(x @ w.T + b) * gain. The backward is one op: ``dense_backward(dy, x, w, mask, y, act...)`` gives
+y = act(x @ w.T + b) * gain; with ``dact_y`` (the double backward's product): act_grad(x @ w.T, dact_y), dz's
+adjoint in the product's epilogue (no bias). The backward is one op: ``dense_backward(dy, x, w, mask, y, act...)`` gives
 dx = dz @ w, dw = dz^T @ x and db = sum of dz, dz = act_grad(dy, y) (computed inside the products' operand loads
 on the GEMM kernels). Its own backward (the double backward) is the product and dense_backward again, through dz's
 adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
-from ._registry import LAYER_DEFAULTS, call, layer_backward_double, layer_mask, register, with_defaults
+from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, register,
+                        with_defaults)
 
 
-def _fake(x, w, b, act, alpha, gain, clamp):
+def _fake(x, w, b, act, alpha, gain, clamp, dact_y=None):
     return x.new_empty((*x.shape[:-1], w.shape[0]))
 
 
@@ -21,17 +23,22 @@ def _backward_fake(dy, x, w, mask, y=None, act="linear", alpha=0.0, gain=1.0, cl
 
 
 def _setup(ctx, inputs, output):
-    x, w, b, act, alpha, gain, clamp = inputs
+    x, w, b, act, alpha, gain, clamp, dact_y = with_defaults(inputs, 7, (None,))
     ctx.has_b = b is not None
     ctx.params = (act, alpha, gain, clamp)
-    ctx.save_for_backward(x, w, output)
+    ctx.dact = dact_y is not None
+    ctx.save_for_backward(x, w, dact_y if ctx.dact else output)
 
 
 def _backward(ctx, gy):
+    # y = act(z): dz = act_grad(gy, y). With dact_y (out = act_grad(x @ w.T, dact_y), the double backward's
+    # product): the same formulas with y = dact_y, act_grad being linear and elementwise; plus dact_y's own gradient.
     x, w, y = ctx.saved_tensors
     mask = layer_mask(ctx)
     dx, dw, db = call("dense_backward", gy, x, w, mask, y, *ctx.params)
-    return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None
+    gy_ = dact_y_grad(ctx, gy, lambda: call("dense", x, w, None, "linear", 0.0, 1.0, -1.0), -1) if ctx.dact else None
+    return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None, \
+        gy_
 
 
 def _backward_setup(ctx, inputs, output):
@@ -45,7 +52,7 @@ def _backward_setup(ctx, inputs, output):
 
 def _backward_backward(ctx, gdx, gdw, gdb):
     gdy, gx, gw, gy = layer_backward_double(ctx, gdx, gdw, gdb,
-                                            lambda a, b: call("dense", a, b, None, "linear", 0.0, 1.0, -1.0),
+                                            lambda a, b, *dact: call("dense", a, b, None, *dact),
                                             lambda *args: call("dense_backward", *args),
                                             (-1,))
     return gdy, gx, gw, None, gy, None, None, None, None
