@@ -1222,6 +1222,14 @@ def test_no_weight_gradients(impl):
             1 / 0
     D(x).sum().backward()
     assert all(p.grad is not None for p in D.parameters())
+    # a weight / bias computed from the input (a modulated layer) keeps its gradient: it reaches the input
+    xs = torch.randn(4, 6, device=dev, requires_grad=True)
+    w, b = torch.randn(5, 6, device=dev), torch.randn(5, device=dev)
+    out = lambda: FF.linear(xs, w * xs.mean(), b * xs.sum(), act="lrelu").square().sum()  # noqa: E731
+    want = torch.autograd.grad(out(), xs)[0]
+    with fastgan.no_weight_gradients():
+        got = torch.autograd.grad(out(), xs)[0]
+    torch.testing.assert_close(got, want)
 
 
 def test_no_weight_gradients_launches():

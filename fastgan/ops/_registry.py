@@ -81,7 +81,8 @@ _weight_gradients = True  # process-wide: a CUDA backward runs on autograd's dev
 @contextlib.contextmanager
 def no_weight_gradients():
     """Within this context the fused layers' backward (linear, conv2d, linear_bce_with_logits, bias_act) computes no
-    gradients w.r.t. their weights and biases; those come back as None (not accumulated, as for an unused tensor).
+    gradients w.r.t. their weights and biases that are leaves (parameters); those come back as None (not
+    accumulated, as for an unused tensor). A weight computed from other tensors keeps its gradient.
 
     For a gradient penalty's first-order gradient, ``torch.autograd.grad(D(x), x, create_graph=True)``, which needs
     the gradient w.r.t. the images only: autograd cannot tell a Python-defined backward which of its gradients one
@@ -101,12 +102,21 @@ def weight_gradients_enabled() -> bool:
     return _weight_gradients
 
 
+def leaves(*params) -> tuple:
+    """For each of a layer's parameters (weight, bias; None allowed) whether it is a leaf of the graph (an
+    nn.Parameter, not computed from other tensors): only a leaf's gradient may be skipped inside
+    :func:`no_weight_gradients` -- a computed weight (a modulated convolution's) carries the gradient on to the
+    tensors it came from, the images included. Set by the layer ops' setup_context as ctx.leaves."""
+    return tuple(p is None or p.grad_fn is None for p in params)
+
+
 def layer_mask(ctx) -> list:
-    """Which of (input, weight, bias) gradients a layer's backward computes: those autograd needs, less the
-    weight and bias ones inside :func:`no_weight_gradients` (ctx.has_b: the layer has a bias)."""
+    """Which of (input, weight, bias) gradients a layer's backward computes: those autograd needs, less the leaf
+    weight's and bias's inside :func:`no_weight_gradients` (ctx.has_b: the layer has a bias; ctx.leaves:
+    :func:`leaves` of (weight, bias))."""
     need = ctx.needs_input_grad
-    params = _weight_gradients
-    return [bool(need[0]), params and bool(need[1]), params and ctx.has_b and bool(need[2])]
+    skip_w, skip_b = (not _weight_gradients and leaf for leaf in ctx.leaves)
+    return [bool(need[0]), bool(need[1]) and not skip_w, ctx.has_b and bool(need[2]) and not skip_b]
 
 
 def call(name: str, *args):

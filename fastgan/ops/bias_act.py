@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import _activations
-from ._registry import call, op, register, weight_gradients_enabled
+from ._registry import call, leaves, op, register, weight_gradients_enabled
 
 
 def _bcast_along(v: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -71,6 +71,7 @@ def _backward_vmap(info, in_dims, dy, y, bias_grad, dim, act, alpha, gain, clamp
 def _setup(ctx, inputs, output):
     x, b, dim, act, alpha, gain, clamp = inputs
     ctx.has_b = b is not None
+    ctx.b_leaf = leaves(b)[0]
     ctx.params = (dim, act, alpha, gain, clamp)
     ctx.save_for_backward(output)
 
@@ -78,7 +79,7 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, gy):
     (y,) = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.params
-    want_db = ctx.has_b and ctx.needs_input_grad[1] and weight_gradients_enabled()
+    want_db = ctx.has_b and ctx.needs_input_grad[1] and (weight_gradients_enabled() or not ctx.b_leaf)
     dz, db = call("bias_act_backward", gy, y, want_db, dim, act, alpha, gain, clamp)
     return dz, (db if want_db else None), None, None, None, None, None
 

@@ -1,8 +1,8 @@
 """``fastgan::conv2d`` and ``fastgan::conv2d_backward``: fake kernels and autograd formulas.
 
 y = act(conv2d(x, w) + b) * gain; with ``dact_y`` (the double backward's product): act_grad(conv2d(x, w), dact_y),
-dz's adjoint in the product's epilogue (no bias). The backward is one op: ``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives
-dx = conv_transpose(dz, w), dw = correlate(x, dz) and db = sum of dz, dz = act_grad(dy, y) (computed inside the
+dz's adjoint in the product's epilogue (no bias). The backward is one op:
+``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives dx = conv_transpose(dz, w), dw = correlate(x, dz) and db = sum of dz, dz = act_grad(dy, y) (computed inside the
 products' operand loads on the GEMM kernels). Its own backward (the double backward of R1 / WGAN-GP penalties) is
 conv2d and conv2d_backward again, through dz's adjoint (_registry.layer_backward_double).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, register,
-                        with_defaults)
+from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, leaves,
+                        register, with_defaults)
 
 
 def memory_format(t: torch.Tensor):
@@ -47,6 +47,7 @@ def _backward_fake(dy, x, w, stride, padding, dilation, groups, mask, y=None, ac
 def _setup(ctx, inputs, output):
     x, w, b, stride, padding, dilation, groups, act, alpha, gain, clamp, dact_y = with_defaults(inputs, 11, (None,))
     ctx.has_b = b is not None
+    ctx.leaves = leaves(w, b)
     ctx.conv = (stride, padding, dilation, groups)
     ctx.params = (act, alpha, gain, clamp)
     ctx.dact = dact_y is not None

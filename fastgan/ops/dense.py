@@ -8,8 +8,8 @@ adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
-from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, register,
-                        with_defaults)
+from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, leaves,
+                        register, with_defaults)
 
 
 def _fake(x, w, b, act, alpha, gain, clamp, dact_y=None):
@@ -25,6 +25,7 @@ def _backward_fake(dy, x, w, mask, y=None, act="linear", alpha=0.0, gain=1.0, cl
 def _setup(ctx, inputs, output):
     x, w, b, act, alpha, gain, clamp, dact_y = with_defaults(inputs, 7, (None,))
     ctx.has_b = b is not None
+    ctx.leaves = leaves(w, b)
     ctx.params = (act, alpha, gain, clamp)
     ctx.dact = dact_y is not None
     ctx.save_for_backward(x, w, dact_y if ctx.dact else output)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import call, layer_mask, register
+from ._registry import call, layer_mask, leaves, register
 
 
 def _fake(x, w, b, target, label, weight, reduction):
@@ -26,6 +26,7 @@ def _backward_fake(g_loss, g_logits, x, w, logits, target, label, weight, reduct
 def _setup(ctx, inputs, output):
     x, w, b, target, label, weight, reduction = inputs
     ctx.has_b = b is not None
+    ctx.leaves = leaves(w, b)
     ctx.args = (label, reduction)
     ctx.save_for_backward(x, w, output[1], target, weight)
 

@@ -297,12 +297,14 @@ def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor
     seed of 1 on the real rows and 0 on the fake ones, whose gradient is then exactly 0, so ``gamma/2 * r1`` is
     ``gamma / (2 b)`` times the sum of the whole gradient's squares (:meth:`GanBCE.sum_squares`: one launch and one
     backward launch with fused layers). The double backward runs through both halves (twice its FLOPs), but every
-    layer is one launch per pass instead of two, and no parameter gradient of two halves needs adding."""
+    layer is one launch per pass instead of two, and no parameter gradient of two halves needs adding. It needs a D
+    whose samples do not interact (no batch statistics: BatchNorm in training mode, minibatch standard deviation),
+    as this package's Discriminator."""
     b = real.shape[0]
     if one_pass:
         x = torch.cat([real, fake]).detach().requires_grad_(True)
         loss_h, logits = loss.real_fake(D, x, b)
-        term = loss.sum_squares(input_gradient(logits, x, loss.seed(2 * b, b, x)), 0.5 * gamma / b)
+        term = loss.sum_squares(input_gradient(logits, x, loss.seed(x.shape[0], b, x)), 0.5 * gamma / b)
         return loss_h + term, term.detach() / (0.5 * gamma), logits
     real = real.detach().requires_grad_(True)
     lr_, lf = D(real), D(fake.detach())
