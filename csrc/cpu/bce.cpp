@@ -5,11 +5,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "../kernels/bce_math.cuh"
 #include "cpu.h"
+#include "cpu_math.h"
 
 namespace fastgan {
 namespace {
@@ -52,19 +50,7 @@ void cpu_sigmoid_bce(const BceCpuArgs& a, const at::Tensor& out) {
       });
       return;
     }
-    // Fixed-size chunks summed in order: the result does not depend on the thread count.
-    constexpr int64_t kChunk = 1 << 14;
-    const int64_t nchunks = (n + kChunk - 1) / kChunk;
-    std::vector<M> part(std::max<int64_t>(nchunks, 1), M(0));
-    at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        M s = M(0);
-        for (int64_t i = c * kChunk, e1 = std::min(n, (c + 1) * kChunk); i < e1; ++i) s += e.loss(i);
-        part[c] = s;
-      }
-    });
-    M s = M(0);
-    for (M v : part) s += v;
+    const M s = fixed_order_sum<M>(n, [&](int64_t i) { return e.loss(i); });
     o[0] = a.reduction == 1 ? s / M(n) : s;
   });
 }

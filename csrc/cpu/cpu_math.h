@@ -1,4 +1,4 @@
-// CPU-loop helpers: ISA multiversioning and a vectorisable exp.
+// CPU-loop helpers: ISA multiversioning, a vectorisable exp, and a fixed-order sum.
 //
 // The extension is compiled for the baseline x86-64 ISA (SSE2) so it loads on any machine. ATen's own CPU kernels
 // are compiled several times and picked at run time; FG_CPU_CLONES does the same for one of our hot loops: GCC
@@ -12,9 +12,13 @@
 // double keeps std::exp.
 #pragma once
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
     !defined(FASTGAN_NO_CPU_CLONES)
@@ -82,5 +86,24 @@ FG_INLINE float fg_cpu_exp_nonpos(float x) {
 
 inline double fg_cpu_exp(double x) { return std::exp(x); }
 inline double fg_cpu_exp_nonpos(double x) { return std::exp(x); }
+
+// The sum of term(i) over i < n in an order that does not depend on the thread count: fixed-size chunks summed in
+// parallel, then the chunks' sums added in order. M: the accumulator type.
+template <typename M, typename Term>
+M fixed_order_sum(int64_t n, const Term& term) {
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  std::vector<M> part(std::max<int64_t>(nchunks, 1), M(0));
+  at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      M s = M(0);
+      for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) s += term(i);
+      part[c] = s;
+    }
+  });
+  M s = M(0);
+  for (M v : part) s += v;
+  return s;
+}
 
 }  // namespace fastgan

@@ -5,10 +5,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "cpu.h"
+#include "cpu_math.h"
 
 namespace fastgan {
 
@@ -17,18 +15,7 @@ void cpu_sum_squares(const at::Tensor& x, double scale, const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sum_squares", [&] {
     using M = at::opmath_type<scalar_t>;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    constexpr int64_t kChunk = 1 << 14;
-    const int64_t nchunks = (n + kChunk - 1) / kChunk;
-    std::vector<M> part(std::max<int64_t>(nchunks, 1), M(0));
-    at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        M s = M(0);
-        for (int64_t i = c * kChunk, e = std::min(n, (c + 1) * kChunk); i < e; ++i) s += M(xp[i]) * M(xp[i]);
-        part[c] = s;
-      }
-    });
-    M s = M(0);
-    for (M v : part) s += v;
+    const M s = fixed_order_sum<M>(n, [&](int64_t i) { return M(xp[i]) * M(xp[i]); });
     out.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(M(scale) * s);
   });
 }

@@ -2,7 +2,7 @@
 //   loss_i = w_i * [ p_i t_i softplus(-x_i) + (1 - t_i) softplus(x_i) ]
 //   dloss_i/dx_i = w_i * [ (1 - t_i) sigmoid(x_i) - p_i t_i sigmoid(-x_i) ]
 // (bce_math.cuh: no cancellation for confident logits; finite for every finite x, |x| = 1e4 included.)
-// Reductions are two-stage with a fixed block count and order: the same bits on every run.
+// The reduced loss sums in one launch with a fixed block count and order (common.cuh): the same bits on every run.
 #include "common.cuh"  // first: sets up CUDA or its emulation
 #include "bce_math.cuh"
 
@@ -11,7 +11,6 @@ namespace FG_NS {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kItemsPerThread = 4;
 
 template <typename T>
 struct BceElem {
@@ -41,25 +40,16 @@ __global__ void __launch_bounds__(kThreads) bce_none_kernel(BceElem<T> e, T* __r
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) store(out, i, e.loss(i));
 }
 
-// Sum of the elements' losses in one launch: block b sums a grid-stride share into partial[b]; the last block to
-// finish (last_arrival) combines the partials in a fixed order and writes the result (mean divides by numel;
-// 0/0 = NaN as in torch). Bitwise deterministic whichever block finishes last.
+// The reduced loss (common.cuh's fixed_order_sum_kernel): mean divides by numel (0/0 = NaN as in torch).
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bce_sum_kernel(BceElem<T> e, typename OpMath<T>::type* __restrict__ partial, int* counters, T* __restrict__ out,
-               int64_t numel, int mean) {
+struct BceSum {
   using M = typename OpMath<T>::type;
-  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
-  M acc = M(0);
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) acc += e.loss(i);
-  const M block = block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = block;
-  if (!last_arrival(counters, (int)gridDim.x)) return;
-  acc = M(0);
-  for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) acc += partial[k];
-  const M total = block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) store(out, 0, mean ? total / M(numel) : total);
-}
+  BceElem<T> e;
+  int64_t numel;
+  int mean;
+  FG_HD M term(int64_t i) const { return e.loss(i); }
+  FG_HD M finish(M total) const { return mean ? total / M(numel) : total; }
+};
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -89,17 +79,13 @@ BceElem<T> elem(const P& p) {
 void bce_fwd(const BceParams& p, void* stream) {
   dispatch_dtype(p.dtype, "sigmoid_bce", [&](auto tag) {
     using T = decltype(tag);
-    using M = typename OpMath<T>::type;
     if (p.reduction == 0) {
       launch("bce_none", bce_none_kernel<T>, dim3((unsigned)elementwise_grid(p.numel)), dim3(kThreads), 0, stream,
              elem<T>(p), static_cast<T*>(p.out), p.numel);
       return;
     }
-    int64_t blocks = ceil_div(p.numel, (int64_t)kThreads * kItemsPerThread);
-    blocks = blocks < 1 ? 1 : (blocks > kBceMaxBlocks ? kBceMaxBlocks : blocks);
-    if (p.counters == nullptr) throw std::invalid_argument("sigmoid_bce: a reduction needs counters (BceParams)");
-    launch("bce_sum", bce_sum_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, elem<T>(p),
-           static_cast<M*>(p.workspace), p.counters, static_cast<T*>(p.out), p.numel, p.reduction == 1 ? 1 : 0);
+    launch_fixed_order_sum<T>("bce_sum", BceSum<T>{elem<T>(p), p.numel, p.reduction == 1 ? 1 : 0}, p.workspace,
+                              p.counters, p.out, p.numel, stream);
   });
 }
 

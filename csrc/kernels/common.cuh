@@ -123,6 +123,41 @@ __device__ __forceinline__ M block_sum(M acc) {
   return total;
 }
 
+// The sum of s.term(i) over i < numel in one launch, the same bits on every run whichever block finishes last:
+// block b adds a grid-stride share in a fixed tree order (block_sum) into partial[b]; the last block to finish
+// (last_arrival) adds the blocks' partials in order and writes s.finish(total) to out[0]. Sum: a trivially copyable
+// functor with FG_HD `M term(int64_t)` and `M finish(M)`, M = OpMath<T>::type. Launched by launch_fixed_order_sum.
+constexpr int kSumThreads = 256;
+constexpr int kSumItemsPerThread = 4;
+
+template <typename T, typename Sum>
+__global__ void __launch_bounds__(kSumThreads)
+fixed_order_sum_kernel(Sum s, typename OpMath<T>::type* __restrict__ partial, int* counters, T* __restrict__ out,
+                       int64_t numel) {
+  using M = typename OpMath<T>::type;
+  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
+  M acc = M(0);
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) acc += s.term(i);
+  const M block = block_sum<kSumThreads>(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = block;
+  if (!last_arrival(counters, (int)gridDim.x)) return;
+  acc = M(0);
+  for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) acc += partial[k];
+  const M total = block_sum<kSumThreads>(acc);
+  if (threadIdx.x == 0) store(out, 0, s.finish(total));
+}
+
+// workspace: kSumMaxBlocks accumulators of M (launchers.h); counters: kCounterSlots zeroed slots.
+template <typename T, typename Sum>
+void launch_fixed_order_sum(const char* name, const Sum& s, void* workspace, int* counters, void* out, int64_t numel,
+                            void* stream) {
+  if (counters == nullptr) throw std::invalid_argument(std::string(name) + ": the reduction needs counters");
+  int64_t blocks = ceil_div(numel, (int64_t)kSumThreads * kSumItemsPerThread);
+  blocks = blocks < 1 ? 1 : (blocks > kSumMaxBlocks ? kSumMaxBlocks : blocks);
+  launch(name, fixed_order_sum_kernel<T, Sum>, dim3((unsigned)blocks), dim3(kSumThreads), 0, stream, s,
+         static_cast<typename OpMath<T>::type*>(workspace), counters, static_cast<T*>(out), numel);
+}
+
 
 }  // namespace FG_NS
 }  // namespace fastgan

@@ -11,6 +11,9 @@ namespace fastgan {
 // are zero before the launch; the last block to arrive finishes and resets its slot, so every launch leaves the
 // slots zero. Kernels on one stream run in order: the glue keeps one zeroed buffer of kCounterSlots per stream.
 constexpr int kCounterSlots = 65536;
+// Blocks of a one-launch fixed-order reduction (sigmoid_bce's, sum_squares'): its workspace holds this many
+// accumulators.
+constexpr int kSumMaxBlocks = 1024;
 
 // Element types understood by the kernels; the glue maps at::ScalarType onto these.
 enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
@@ -50,7 +53,7 @@ struct BceParams {
   const void* weight = nullptr;
   const void* pos_weight = nullptr;
   void* out = nullptr;
-  void* workspace = nullptr;  // kBceMaxBlocks accumulators (float, or double for f64) for reductions
+  void* workspace = nullptr;  // kSumMaxBlocks accumulators (float, or double for f64) for reductions
   int* counters = nullptr;    // for reductions: kCounterSlots zeroed slots
   double label = 0;
   int64_t numel = 0;
@@ -70,7 +73,6 @@ struct BceBwdParams {
   int reduction = 1;
   DType dtype{};
 };
-constexpr int kBceMaxBlocks = 1024;
 
 // out = scale * sum_i x_i^2 over numel dense elements (one element: a gradient penalty's squared norm), summed in
 // a fixed order; its backward dx = 2 * scale * g * x, g one element (read on the device).
@@ -78,13 +80,12 @@ struct SumSquaresParams {
   const void* x = nullptr;
   const void* g = nullptr;    // backward: dL/dout, one element
   void* out = nullptr;        // forward: one element; backward: dx, numel elements in x's order
-  void* workspace = nullptr;  // forward: kSumSquaresMaxBlocks accumulators (float, or double for f64)
+  void* workspace = nullptr;  // forward: kSumMaxBlocks accumulators (float, or double for f64)
   int* counters = nullptr;    // forward: kCounterSlots zeroed slots
   int64_t numel = 0;
   double scale = 1;
   DType dtype{};
 };
-constexpr int kSumSquaresMaxBlocks = 1024;
 
 // A one-output dense head and its sigmoid-BCE loss in one op (a discriminator's last layer and loss):
 //   logits[i] = x[i, :] . w + b,  loss = reduce_i weight_i * bce(logits[i], target_i)   (reduction 1 mean, 2 sum)

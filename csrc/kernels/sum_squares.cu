@@ -1,9 +1,8 @@
 // Sum of squares, scaled -- a gradient penalty's squared norm (R1: scale * ||grad_x D(x)||^2) -- in one launch, and
 // its gradient in one pass:
 //   out = scale * sum_i x_i^2,   dx_i = 2 * scale * g * x_i   (g = dL/dout, one element read on the device).
-// The forward reduces as bce.cu does: a fixed block count for numel, each block a grid-stride share in a fixed
-// tree order, the last block to finish (last_arrival) adding the blocks' partials in order: the same bits on
-// every run. Half types accumulate in float.
+// The forward is one fixed-order reduction launch (common.cuh's fixed_order_sum_kernel, as bce.cu's loss): the
+// same bits on every run. Half types accumulate in float.
 #include "common.cuh"  // first: sets up CUDA or its emulation
 
 namespace fastgan {
@@ -13,25 +12,18 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kItemsPerThread = 4;
 
+// The forward's terms for common.cuh's fixed_order_sum_kernel.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-sum_squares_kernel(const T* __restrict__ x, typename OpMath<T>::type* __restrict__ partial, int* counters,
-                   T* __restrict__ out, int64_t numel, typename OpMath<T>::type scale) {
+struct Squares {
   using M = typename OpMath<T>::type;
-  const int64_t stride = (int64_t)blockDim.x * gridDim.x;
-  M acc = M(0);
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) {
+  const T* x;
+  M scale;
+  FG_HD M term(int64_t i) const {
     const M v = load(x, i);
-    acc += v * v;
+    return v * v;
   }
-  const M block = block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = block;
-  if (!last_arrival(counters, (int)gridDim.x)) return;
-  acc = M(0);
-  for (int k = threadIdx.x; k < (int)gridDim.x; k += blockDim.x) acc += partial[k];
-  const M total = block_sum<kThreads>(acc);
-  if (threadIdx.x == 0) store(out, 0, scale * total);
-}
+  FG_HD M finish(M total) const { return scale * total; }
+};
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -44,15 +36,11 @@ sum_squares_bwd_kernel(const T* __restrict__ g, const T* __restrict__ x, T* __re
 }
 
 void sum_squares_fwd(const SumSquaresParams& p, void* stream) {
-  if (p.counters == nullptr) throw std::invalid_argument("sum_squares: the reduction needs counters");
   dispatch_dtype(p.dtype, "sum_squares", [&](auto tag) {
     using T = decltype(tag);
     using M = typename OpMath<T>::type;
-    int64_t blocks = ceil_div(p.numel, (int64_t)kThreads * kItemsPerThread);
-    blocks = blocks < 1 ? 1 : (blocks > kSumSquaresMaxBlocks ? kSumSquaresMaxBlocks : blocks);
-    launch("sum_squares", sum_squares_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream,
-           static_cast<const T*>(p.x), static_cast<M*>(p.workspace), p.counters, static_cast<T*>(p.out), p.numel,
-           static_cast<M>(p.scale));
+    launch_fixed_order_sum<T>("sum_squares", Squares<T>{static_cast<const T*>(p.x), static_cast<M>(p.scale)},
+                              p.workspace, p.counters, p.out, p.numel, stream);
   });
 }
 

@@ -63,7 +63,7 @@ at::Tensor sigmoid_bce(const at::Tensor& logits, const c10::optional<at::Tensor>
     cpu_sigmoid_bce(a, out);
     return out;
   }
-  at::Tensor ws = at::empty({kBceMaxBlocks},
+  at::Tensor ws = at::empty({kSumMaxBlocks},
                             logits.options().dtype(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
   BceParams p;
   p.logits = a.logits.const_data_ptr();

@@ -11,8 +11,19 @@
 namespace fastgan {
 namespace {
 
-void check_scale(double scale, const char* op) {
+// The checks both directions share, and the kernels' parameters for the contiguous x.
+void check_args(const at::Tensor& x, double scale, const char* op) {
+  check_float(x, op, "x");
   TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale: expected a finite number, got ", scale);
+}
+
+SumSquaresParams params_for(const at::Tensor& xc, double scale, const char* op) {
+  SumSquaresParams p;
+  p.x = xc.const_data_ptr();
+  p.numel = xc.numel();
+  p.scale = scale;
+  p.dtype = to_dtype(xc, op, "x");
+  return p;
 }
 
 }  // namespace
@@ -20,8 +31,7 @@ void check_scale(double scale, const char* op) {
 at::Tensor sum_squares(const at::Tensor& x, double scale) {
   const BelowAutograd below;
   const char* op = "fastgan::sum_squares";
-  check_float(x, op, "x");
-  check_scale(scale, op);
+  check_args(x, scale, op);
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
@@ -31,15 +41,11 @@ at::Tensor sum_squares(const at::Tensor& x, double scale) {
     cpu_sum_squares(xc, scale, out);
     return out;
   }
-  at::Tensor ws = at::empty({kSumSquaresMaxBlocks},
+  at::Tensor ws = at::empty({kSumMaxBlocks},
                             x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-  SumSquaresParams p;
-  p.x = xc.const_data_ptr();
+  SumSquaresParams p = params_for(xc, scale, op);
   p.out = out.mutable_data_ptr();
   p.workspace = ws.mutable_data_ptr();
-  p.numel = xc.numel();
-  p.scale = scale;
-  p.dtype = to_dtype(x, op, "x");
   with_counters(ex, x, true, [&](int* counters) {
     p.counters = counters;
     ex.kernels->sum_squares_fwd(p, ex.stream);
@@ -50,10 +56,9 @@ at::Tensor sum_squares(const at::Tensor& x, double scale) {
 at::Tensor sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double scale) {
   const BelowAutograd below;
   const char* op = "fastgan::sum_squares_backward";
-  check_float(x, op, "x");
+  check_args(x, scale, op);
   check_same(g, x, op, "g", "x");
   TORCH_CHECK_VALUE(g.numel() == 1, op, ": g: expected one element (the gradient of the sum), got shape ", g.sizes());
-  check_scale(scale, op);
   const Exec ex = exec_for(x, op);
   c10::OptionalDeviceGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
@@ -64,13 +69,9 @@ at::Tensor sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double
     cpu_sum_squares_backward(gc, xc, scale, dx);
     return dx;
   }
-  SumSquaresParams p;
-  p.x = xc.const_data_ptr();
+  SumSquaresParams p = params_for(xc, scale, op);
   p.g = gc.const_data_ptr();
   p.out = dx.mutable_data_ptr();
-  p.numel = xc.numel();
-  p.scale = scale;
-  p.dtype = to_dtype(x, op, "x");
   ex.kernels->sum_squares_bwd(p, ex.stream);
   return dx;
 }
