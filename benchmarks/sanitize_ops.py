@@ -130,25 +130,31 @@ def main(argv=None) -> int:
     check("R1 double backward", r1, [r(3, 2, 8, 8), r(4, 2, 3, 3) / 4, r(4), r(1, 64) / 8])
 
     # Adam: three steps over 40 tensors (two launches of up to 32), an empty one and a channels_last one included,
-    # against torch.optim.Adam in float64 on the CPU
+    # with a moving average of the parameters in the same launch (ema_beta 0.25: the ramp at t = 1, then 0.25),
+    # against torch.optim.Adam + torch.lerp in float64 on the CPU
     from fastgan.optim import Adam
     shapes = [(i % 7 + 1, 5) for i in range(37)] + [(0,), (1000,), (4, 3, 3, 3)]
     ps = [torch.randn(s, device=dev).requires_grad_() for s in shapes]
     ps[-1] = ps[-1].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    emas = [torch.randn_like(p).detach() for p in ps]
     qs = [p.detach().cpu().double().requires_grad_() for p in ps]
-    ours, ref = Adam(ps, lr=1e-2, betas=(0.5, 0.99), weight_decay=0.01), \
+    want = [e.cpu().double() for e in emas]
+    ours, ref = Adam(ps, lr=1e-2, betas=(0.5, 0.99), weight_decay=0.01, ema=emas, ema_beta=0.25), \
         torch.optim.Adam(qs, lr=1e-2, betas=(0.5, 0.99), weight_decay=0.01)
     with fastgan.use_impl("native"):
-        for _ in range(3):
+        for t in range(1, 4):
             for p, q in zip(ps, qs):
                 p.grad = torch.randn_like(p)
                 q.grad = p.grad.detach().cpu().double()
             ours.step()
             ref.step()
-    err = max(rel(p, q) for p, q in zip(ps, qs) if p.numel())
+            with torch.no_grad():
+                for e, q in zip(want, qs):
+                    e.lerp_(q, 1 - min(0.25, (1 + t) / (10 + t)))
+    err = max(max(rel(p, q), rel(e, w)) for p, q, e, w in zip(ps, qs, emas, want) if p.numel())
     steps_ok = all(ours.state[p]["step"].item() == 3 for p in ps)
     ok = err <= TOL[torch.float32] and steps_ok
-    print(f"{'ok  ' if ok else 'FAIL'} adam 40 tensors x 3 steps: max relative error {err:.2e}, step counters "
+    print(f"{'ok  ' if ok else 'FAIL'} adam + EMA 40 tensors x 3 steps: max relative error {err:.2e}, step counters "
           f"{'3' if steps_ok else 'WRONG'}", flush=True)
     if not ok:
         FAILED.append("adam")

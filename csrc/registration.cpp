@@ -49,7 +49,8 @@ TORCH_LIBRARY(fastgan, m) {
   m.def("linear_bce_backward(Tensor g_loss, Tensor? g_logits, Tensor x, Tensor w, Tensor logits, Tensor? target, "
         "float label, Tensor? weight, int reduction, bool[3] mask) -> (Tensor, Tensor, Tensor)");
   m.def("adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] steps, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
+        "Tensor(d!)[] steps, float lr, float beta1, float beta2, float eps, float weight_decay, "
+        "Tensor(e!)[]? ema=None, float ema_beta=0.) -> ()");
   m.def("sum_squares(Tensor x, float scale) -> Tensor");
   m.def("sum_squares_backward(Tensor g, Tensor x, float scale) -> Tensor");
 }

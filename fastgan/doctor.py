@@ -140,7 +140,7 @@ def count_step_kernels(r1: bool) -> tuple:
         with Count():
             t._step(*t._batch(1))
             t.step = 2
-            if t.G_ema is not None:
+            if t.ema_after_step:  # (False: G's EMA is inside fastgan's Adam)
                 t._update_ema()
         launches = collections.Counter(_ext.C.emu_launch_log(False))
     rows = sorted(launches.items(), key=lambda kv: -kv[1]) + sorted(aten.items(), key=lambda kv: -kv[1])

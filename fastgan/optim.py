@@ -1,7 +1,8 @@
 """fastgan.optim: :class:`Adam`, ``torch.optim.Adam`` whose update of all parameters is one fastgan kernel launch.
 
 torch's fused Adam is two launches per step (its step counters are advanced by a launch of their own); this one
-advances them inside the update's launch (``torch.ops.fastgan.adam_``, csrc/kernels/adam.cu). The state and
+advances them inside the update's launch (``torch.ops.fastgan.adam_``, csrc/kernels/adam.cu), and can update an
+exponential moving average of the parameters (a GAN's EMA generator) in the same pass. The state and
 ``state_dict`` are torch's Adam's, so checkpoints load either way.
 """
 from __future__ import annotations
@@ -26,9 +27,39 @@ class Adam(torch.optim.Adam):
     Anything else -- and CPU parameters, where torch's own step is as fast and keeps runs bit-identical to
     ``torch.optim.Adam`` -- is torch's step. The kernel path needs no host synchronisation and keeps the step
     counters on the device, so a step can be captured in a CUDA graph. A tensor listed twice is an error on the
-    kernel path (torch warns)."""
+    kernel path (torch warns).
+
+    ``ema`` (keyword; optional): one tensor per parameter given here (the parameters of every group, in order; e.g.
+    ``G_ema.parameters()`` of a copy of the model), each an exponential moving average of its parameter. After each
+    step, for every parameter the step updated, ``ema.lerp_(param, 1 - beta_t)`` with
+    ``beta_t = min(ema_beta, (1 + t) / (10 + t))``, t the parameter's step count (TensorFlow's
+    ExponentialMovingAverage ramp: short averages while the weights move fast). On the kernel path inside the
+    update's launch, the ramp read on the device (so a captured CUDA graph replays it right); on torch's path
+    ``torch._foreach_lerp_`` after torch's step (reading t on the host)."""
 
     _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+    def __init__(self, params, *args, ema=None, ema_beta: float = 0.999, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        self.ema_beta = float(ema_beta)
+        self._ema = {}
+        if ema is None:
+            return
+        if not 0 <= self.ema_beta < 1:
+            raise ValueError(f"ema_beta: expected a number in [0, 1), got {ema_beta!r}")
+        params = [p for group in self.param_groups for p in group["params"]]
+        ema = list(ema)
+        if len(ema) != len(params):
+            raise ValueError(f"ema: expected one tensor per parameter ({len(params)}), got {len(ema)}")
+        for i, (p, e) in enumerate(zip(params, ema)):
+            if not isinstance(e, torch.Tensor) or e.shape != p.shape or e.dtype != p.dtype or e.device != p.device:
+                raise ValueError(f"ema[{i}]: expected a tensor of parameter {i}'s shape {tuple(p.shape)}, dtype "
+                                 f"{p.dtype} and device {p.device}, got "
+                                 + (f"{tuple(e.shape)}, {e.dtype}, {e.device}" if isinstance(e, torch.Tensor)
+                                    else type(e).__name__))
+            if e.data_ptr() == p.data_ptr() and p.numel():
+                raise ValueError(f"ema[{i}]: expected a tensor of its own, got parameter {i}'s memory")
+            self._ema[p] = e
 
     def _kernel_applies(self) -> bool:
         if _ext.C is None:
@@ -52,7 +83,7 @@ class Adam(torch.optim.Adam):
                 else:
                     on_device = p.is_cuda and cuda_kernels
                 if (not on_device or p.dtype not in self._DTYPES or g.layout != torch.strided or g.dtype != p.dtype
-                        or not _dense(p)):
+                        or not _dense(p) or (p in self._ema and self._ema[p].stride() != p.stride())):
                     return False
         return True
 
@@ -72,9 +103,10 @@ class Adam(torch.optim.Adam):
                 loss = closure()
         if not self._kernel_applies():
             self._torch_step()
+            self._torch_ema()
             return loss
         for group in self.param_groups:
-            params, grads, avgs, avg_sqs, steps = [], [], [], [], []
+            params, grads, avgs, avg_sqs, steps, emas = [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -95,10 +127,27 @@ class Adam(torch.optim.Adam):
                 avgs.append(state["exp_avg"])
                 avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
+                if p in self._ema:
+                    emas.append(self._ema[p])
             if params:
                 beta1, beta2 = group["betas"]
+                # (a group's parameters all have averages, or none: a group added later has none)
                 torch.ops.fastgan.adam_(params, grads, avgs, avg_sqs, steps, float(group["lr"]), float(beta1),
-                                        float(beta2), float(group["eps"]), float(group["weight_decay"]))
+                                        float(beta2), float(group["eps"]), float(group["weight_decay"]),
+                                        emas or None, self.ema_beta)
                 # as torch's in-place updates do: a graph that saved a parameter now fails loudly in backward
-                torch.autograd.graph.increment_version(params + avgs + avg_sqs + steps)
+                torch.autograd.graph.increment_version(params + avgs + avg_sqs + steps + emas)
         return loss
+
+    def _torch_ema(self) -> None:
+        """torch's path: the averages of the updated parameters moved toward them, grouped by step count."""
+        by_weight = {}
+        for p in (p for group in self.param_groups for p in group["params"] if p.grad is not None and p in self._ema):
+            t = float(self.state[p]["step"])
+            w = 1.0 - min(self.ema_beta, (1.0 + t) / (10.0 + t))
+            e, q = by_weight.setdefault(w, ([], []))
+            e.append(self._ema[p])
+            q.append(p)
+        for w, (e, q) in by_weight.items():
+            torch._foreach_lerp_(e, q, w)
+

@@ -404,6 +404,8 @@ def test_doctor_counts_kernels_per_training_step(capsys):
     assert rows["conv2d_wgrad_gemm"] == 1
     assert rows.get("adam") == 2  # one launch per optimiser: fastgan's Adam, step counters included
     assert "aten::_fused_adam_" not in rows and "aten::_foreach_add_" not in rows
+    assert "aten::_foreach_lerp_" not in rows  # G's EMA inside G's Adam launch
+    assert "aten::div" not in r1_rows  # the logged r1 is derived when steps are logged
     assert "aten::index_select" not in rows  # a batch is a slice of the epoch's gathered images
     wgrads = ("conv2d_wgrad_gemm", "conv2d_backward_gemm (weight + data)")
     assert sum(r1_rows.get(k, 0) for k in wgrads) > sum(rows[k] for k in wgrads)

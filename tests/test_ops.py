@@ -1336,6 +1336,61 @@ def test_adam_matches_torch(impl, dtype, wd):
         assert st["exp_avg"].stride() == p.stride()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_adam_ema_in_the_update(impl, dtype):
+    """fastgan.optim.Adam's ``ema``: after each step every updated parameter's average moves toward it,
+    ema = lerp(ema, p, 1 - beta_t), beta_t = min(ema_beta, (1 + t) / (10 + t)) (ema_beta 0.2: the ramp at t = 1,
+    ema_beta from t = 2 on); in the update's launch on the kernel path (to rounding), torch._foreach_lerp_ after
+    torch's step otherwise (bit for bit); a parameter without a gradient keeps its average."""
+    from fastgan.optim import Adam
+    name, dev = impl
+    kernel = name == "emu" or dev.type == "cuda"
+    ps = _adam_params(dtype, dev, channels_last=True)
+    emas = [torch.randn_like(p, dtype=torch.float64).to(dtype).detach() for p in ps]
+    want = [e.clone() for e in emas]
+    opt = Adam(ps, lr=1e-2, ema=emas, ema_beta=0.2)
+    for s in range(3):
+        for i, p in enumerate(ps):
+            p.grad = None if i == 1 and s == 2 else torch.randn_like(p)
+        opt.step()
+        t = s + 1
+        w = 1 - min(0.2, (1 + t) / (10 + t))
+        with torch.no_grad():
+            moved = [i for i, p in enumerate(ps) if p.grad is not None]
+            torch._foreach_lerp_([want[i] for i in moved], [ps[i].detach() for i in moved], w)
+    tol = {torch.float32: 1e-6, torch.float64: 1e-13, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    for e, w_ in zip(emas, want):
+        if kernel:
+            torch.testing.assert_close(e.double(), w_.double(), rtol=tol, atol=tol, equal_nan=True)
+        else:  # (torch's half Adam on the CPU can step a parameter to inf: its average is then NaN in both)
+            torch.testing.assert_close(e, w_, rtol=0, atol=0, equal_nan=True)
+    assert opt.state[ps[1]]["step"].item() == 2
+
+
+def test_adam_ema_errors():
+    """Bad ``ema`` arguments: clear errors naming the argument, from the optimiser and from the op."""
+    from fastgan.optim import Adam
+    ps = [torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
+    with pytest.raises(ValueError, match=r"ema: expected one tensor per parameter \(2\), got 1"):
+        Adam(ps, ema=[torch.zeros(3)])
+    with pytest.raises(ValueError, match=r"ema\[1\]: expected a tensor of parameter 1's shape \(2, 2\)"):
+        Adam(ps, ema=[torch.zeros(3), torch.zeros(4)])
+    with pytest.raises(ValueError, match=r"ema\[0\]: expected a tensor of its own"):
+        Adam(ps, ema=[ps[0], torch.zeros(2, 2)])
+    with pytest.raises(ValueError, match=r"ema_beta: expected a number in \[0, 1\)"):
+        Adam(ps, ema=[torch.zeros(3), torch.zeros(2, 2)], ema_beta=1.0)
+    p, g, m, v, s = torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(())
+    with pytest.raises(ValueError, match=r"ema: expected one tensor per parameter \(1\), got 0"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [], 0.9)
+    with pytest.raises(ValueError, match=r"ema_beta: expected a number in \[0, 1\)"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [torch.zeros(3)], -0.5)
+    with pytest.raises(ValueError, match=r"ema\[0\]: expected the shape"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [torch.zeros(4)], 0.9)
+    with pytest.raises(ValueError, match=r"ema\[0\]: a tensor written twice"):
+        torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [p], 0.9)
+    assert s.item() == 0.0  # nothing ran
+
+
 def test_adam_op_cpu_kernel_and_errors():
     """torch.ops.fastgan.adam_ directly: the C++ CPU kernel and the emulated CUDA kernel agree, across launches of
     up to 32 tensors and of two dtypes; bad arguments are clear errors naming the argument."""
@@ -1346,14 +1401,17 @@ def test_adam_op_cpu_kernel_and_errors():
     def state():
         ps = [torch.randn(s, dtype=d) for s, d in zip(shapes, dtypes)]
         return ps, [torch.randn_like(p) for p in ps], [torch.rand_like(p) for p in ps], \
-            [torch.rand_like(p) for p in ps], [torch.full((), 3.0) for _ in ps]
+            [torch.rand_like(p) for p in ps], [torch.full((), 3.0) for _ in ps], [torch.randn_like(p) for p in ps]
     a, b = state(), None
     torch.manual_seed(0)
     b = state()
-    torch.ops.fastgan.adam_(*a, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+    ema0 = [e.clone() for e in a[5]]
+    torch.ops.fastgan.adam_(*a[:5], 1e-3, 0.9, 0.999, 1e-8, 0.01, a[5], 0.5)
+    for e0, e, p in zip(ema0, a[5], a[0]):  # t = 4: beta = min(0.5, 5 / 14)
+        torch.testing.assert_close(e, torch.lerp(e0, p, 1 - 5 / 14), rtol=1e-6, atol=1e-7)
     if "emu" in fastgan.available_impls():
         with fastgan.use_impl("emu"):
-            torch.ops.fastgan.adam_(*b, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+            torch.ops.fastgan.adam_(*b[:5], 1e-3, 0.9, 0.999, 1e-8, 0.01, b[5], 0.5)
         for xs, ys in zip(a, b):
             for x, y in zip(xs, ys):
                 torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)

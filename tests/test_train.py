@@ -256,15 +256,19 @@ def test_resume_refuses_changed_trajectory_settings(tmp_path, tiny, capsys):
 
 
 def test_step_metrics_from_the_raw_vector():
-    """Trainer.metrics: [loss_d, loss_g, r1, logits real (b), logits fake (b)] per step -> (loss_d, loss_g, d_real,
-    d_fake, r1), D's probabilities averaged per half."""
+    """Trainer.metrics: [loss_d, loss_g, gamma/2 * r1, logits real (b), logits fake (b)] per step -> (loss_d,
+    loss_g, d_real, d_fake, r1), D's probabilities averaged per half, r1 = the term / (gamma/2) (0 without R1)."""
     g = torch.Generator().manual_seed(0)
     raw = torch.randn(3, 3 + 2 * 5, generator=g)
-    m = Trainer.metrics(raw)
+    gammas = [4.0, 0.0, 10.0]
+    m = Trainer.metrics(raw, gammas)
     assert m.shape == (3, 5)
     for i in range(3):
-        want = [raw[i, 0], raw[i, 1], torch.sigmoid(raw[i, 3:8]).mean(), torch.sigmoid(raw[i, 8:]).mean(), raw[i, 2]]
+        r1 = raw[i, 2] / (gammas[i] / 2) if gammas[i] else torch.tensor(0.0)
+        want = [raw[i, 0], raw[i, 1], torch.sigmoid(raw[i, 3:8]).mean(), torch.sigmoid(raw[i, 8:]).mean(), r1]
         torch.testing.assert_close(m[i], torch.stack(want))
+    with pytest.raises(ValueError, match="gammas: expected 3 R1 weights"):
+        Trainer.metrics(raw, [1.0])
 
 
 def test_r1_penalty_runs_and_flows(tiny, tmp_path):
@@ -272,7 +276,7 @@ def test_r1_penalty_runs_and_flows(tiny, tmp_path):
     real, z, _ = t._batch(0)
     d_before = [p.detach().clone() for p in t.D.parameters()]
     m = t._step(real, z)
-    assert torch.isfinite(m).all() and Trainer.metrics(m[None])[0, 4] > 0  # the penalty itself
+    assert torch.isfinite(m).all() and Trainer.metrics(m[None], [10.0])[0, 4] > 0  # the penalty itself
     assert all(not torch.equal(a, p) for a, p in zip(d_before, t.D.parameters()))
     # the penalty's gradient reaches every D weight (double backward through the fused layers; biases only move
     # the piecewise-linear lrelu's kinks, so ||grad_x D|| does not depend on them)
@@ -722,7 +726,7 @@ def test_r1_schedule_and_real_only_pass(tmp_path, tiny):
     xj = real.detach().clone().requires_grad_(True)
     joint = r1_penalty(t.D(torch.cat([xj, fake]))[: real.shape[0]], xj)
     torch.testing.assert_close(own, joint, rtol=1e-5, atol=1e-7)
-    out = Trainer.metrics(t._step(real, z)[None])[0]  # step 0: an R1 step
+    out = Trainer.metrics(t._step(real, z)[None], [t.r1_weight(0)])[0]  # step 0: an R1 step
     assert out[4].item() == pytest.approx(own.item(), rel=1e-5)
 
 

@@ -32,9 +32,10 @@ void cpu_sigmoid_bce_backward(const BceCpuArgs& a, const at::Tensor& g, const at
 void cpu_sum_squares(const at::Tensor& x, double scale, const at::Tensor& out);
 void cpu_sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double scale, const at::Tensor& dx);
 
-// adam_ (cpu/adam.cpp): one tensor's update (AdamParams' algorithm, launchers.h); p, g, m, v dense with identical
-// strides (walked in memory order), step one float32 element, advanced by one.
+// adam_ (cpu/adam.cpp): one tensor's update (AdamParams' algorithm, launchers.h); p, g, m, v (and ema, when
+// defined) dense with identical strides (walked in memory order), step one float32 element, advanced by one.
 void cpu_adam(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& v,
-              const at::Tensor& step, double lr, double beta1, double beta2, double eps, double weight_decay);
+              const at::Tensor& step, double lr, double beta1, double beta2, double eps, double weight_decay,
+              const at::Tensor& ema, double ema_beta);
 
 }  // namespace fastgan

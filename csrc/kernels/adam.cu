@@ -1,11 +1,12 @@
 // Adam over a list of tensors in one launch (AdamParams, launchers.h): the whole optimiser step of a model, the
-// step counters included (torch's fused Adam increments them in a launch of its own).
-//   g = grad + weight_decay * param;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
-//   param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),   t = step + 1
+// step counters included (torch's fused Adam increments them in a launch of its own), and optionally the update of
+// an exponential moving average of the parameters (a GAN's EMA generator) in the same pass. The element formulas:
+// adam_math.cuh.
 // Blocks are assigned to tensors in order (block_start); a tensor's blocks walk its elements grid-stride. Every
 // block reads the tensor's step; the last of them to finish (last_arrival, one counter slot per tensor) writes
 // step + 1, so no block reads a counter another has already advanced.
 #include "common.cuh"  // first: sets up CUDA or its emulation
+#include "adam_math.cuh"
 
 #include <algorithm>
 
@@ -25,9 +26,10 @@ struct AdamArgs {
   T* exp_avg[kAdamMaxTensors];
   T* exp_avg_sq[kAdamMaxTensors];
   float* step[kAdamMaxTensors];
+  T* ema[kAdamMaxTensors];  // nullptr: no average
   int64_t numel[kAdamMaxTensors];
   int block_start[kAdamMaxTensors + 1];  // tensor i owns blocks [block_start[i], block_start[i + 1])
-  double lr, beta1, beta2, eps, weight_decay;
+  double lr, beta1, beta2, eps, weight_decay, ema_beta;
   int* counters;
 };
 
@@ -39,22 +41,19 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ 
   const int blocks = a.block_start[i + 1] - a.block_start[i];
   const int b = (int)blockIdx.x - a.block_start[i];
   const double t = (double)*a.step[i] + 1.0;
-  const double bc1 = 1.0 - pow(a.beta1, t), bc2 = 1.0 - pow(a.beta2, t);
-  const M step_size = (M)(a.lr / bc1), bc2_sqrt = (M)fg_sqrt(bc2), eps = (M)a.eps, wd = (M)a.weight_decay;
-  const M beta1 = (M)a.beta1, beta2 = (M)a.beta2, one_m_beta1 = (M)(1.0 - a.beta1), one_m_beta2 = (M)(1.0 - a.beta2);
+  const AdamConsts<M> c = adam_consts<M>(t, a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.ema_beta);
   T* __restrict__ p = a.param[i];
   const T* __restrict__ g = a.grad[i];
   T* __restrict__ m = a.exp_avg[i];
   T* __restrict__ v = a.exp_avg_sq[i];
+  T* __restrict__ ema = a.ema[i];
   const int64_t n = a.numel[i], stride = (int64_t)blocks * kThreads;
   for (int64_t e = (int64_t)b * kThreads + threadIdx.x; e < n; e += stride) {
-    const M pe = load(p, e);
-    const M ge = a.weight_decay != 0 ? load(g, e) + wd * pe : load(g, e);  // (no 0 x inf: as torch, skipped)
-    const M me = beta1 * load(m, e) + one_m_beta1 * ge;
-    const M ve = beta2 * load(v, e) + one_m_beta2 * ge * ge;
+    M me = load(m, e), ve = load(v, e);
+    store(p, e, adam_element(c, load(p, e), load(g, e), me, ve));
     store(m, e, me);
     store(v, e, ve);
-    store(p, e, pe - step_size * me / (fg_sqrt(ve) / bc2_sqrt + eps));
+    if (ema != nullptr) store(ema, e, ema_lerp(load(ema, e), load(p, e), c.ema_w));  // (p as stored: rounded to T)
   }
   if (last_arrival(a.counters + i, blocks) && threadIdx.x == 0) *a.step[i] = (float)t;
 }
@@ -74,6 +73,7 @@ void adam(const AdamParams& p, void* stream) {
       a.exp_avg[i] = static_cast<T*>(p.exp_avg[i]);
       a.exp_avg_sq[i] = static_cast<T*>(p.exp_avg_sq[i]);
       a.step[i] = p.step[i];
+      a.ema[i] = static_cast<T*>(p.ema[i]);
       a.numel[i] = p.numel[i];
       a.block_start[i] = (int)blocks;
       // at least one block per tensor, even an empty one: it advances the step
@@ -85,6 +85,7 @@ void adam(const AdamParams& p, void* stream) {
     a.beta2 = p.beta2;
     a.eps = p.eps;
     a.weight_decay = p.weight_decay;
+    a.ema_beta = p.ema_beta;
     a.counters = p.counters;
     launch("adam", adam_kernel<T>, dim3((unsigned)blocks), dim3(kThreads), 0, stream, a);
   });

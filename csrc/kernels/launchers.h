@@ -214,7 +214,8 @@ struct GemmParams {
 // kAdamMaxTensors tensors of one dtype in one launch. Per tensor i: param, grad, exp_avg, exp_avg_sq hold numel[i]
 // elements in the same (dense) memory order; step[i] is one float32, the steps taken so far: the update uses
 // step + 1, and the tensor's last block to finish writes step + 1 (after every block of it has read step). Moments
-// and arithmetic in float (double for float64); the bias corrections in double.
+// and arithmetic in float (double for float64); the bias corrections in double. ema[i] (optional): the parameter's
+// exponential moving average, moved toward the updated parameter (adam_math.cuh) in the same pass.
 constexpr int kAdamMaxTensors = 32;
 struct AdamParams {
   int n = 0;
@@ -223,8 +224,10 @@ struct AdamParams {
   void* exp_avg[kAdamMaxTensors] = {};
   void* exp_avg_sq[kAdamMaxTensors] = {};
   float* step[kAdamMaxTensors] = {};
+  void* ema[kAdamMaxTensors] = {};  // nullptr, or the parameter's moving average (its shape and strides)
   int64_t numel[kAdamMaxTensors] = {};
   double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+  double ema_beta = 0;  // the average's decay (ramped: adam_math.cuh)
   int* counters = nullptr;  // kCounterSlots zeroed slots (one per tensor)
   DType dtype{};
 };

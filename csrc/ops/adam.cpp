@@ -23,7 +23,8 @@ void check_list(const at::Tensor& t, const at::Tensor& p, const char* op, const 
 }  // namespace
 
 void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-           at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay) {
+           at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+           std::optional<at::TensorList> ema, double ema_beta) {
   const BelowAutograd below;
   const char* op = "fastgan::adam_";
   const size_t n = params.size();
@@ -36,6 +37,10 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps: expected a finite number >= 0, got ", eps);
   TORCH_CHECK_VALUE(std::isfinite(weight_decay) && weight_decay >= 0, op,
                     ": weight_decay: expected a finite number >= 0, got ", weight_decay);
+  const at::TensorList avg = ema.has_value() ? *ema : at::TensorList();
+  TORCH_CHECK_VALUE(!ema.has_value() || avg.size() == n, op, ": ema: expected one tensor per parameter (", n,
+                    "), got ", avg.size());
+  TORCH_CHECK_VALUE(ema_beta >= 0 && ema_beta < 1, op, ": ema_beta: expected a number in [0, 1), got ", ema_beta);
   if (n == 0) return;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
@@ -48,6 +53,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     check_list(grads[i], p, op, "grads", i);
     check_list(exp_avgs[i], p, op, "exp_avgs", i);
     check_list(exp_avg_sqs[i], p, op, "exp_avg_sqs", i);
+    if (ema.has_value()) check_list(avg[i], p, op, "ema", i);
     const at::Tensor& s = steps[i];
     TORCH_CHECK_VALUE(s.scalar_type() == at::kFloat && s.numel() == 1 && s.device() == p.device(), op, ": steps[",
                       i, "]: expected one float32 element on ", p.device(), ", got ", s.scalar_type(), " of ",
@@ -57,9 +63,9 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   // a GPU)
   std::unordered_set<const void*> seen;
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor* written[3] = {&params[i], &exp_avgs[i], &exp_avg_sqs[i]};
-    const char* names[3] = {"params", "exp_avgs", "exp_avg_sqs"};
-    for (int k = 0; k < 3; ++k)
+    const at::Tensor* written[4] = {&params[i], &exp_avgs[i], &exp_avg_sqs[i], ema.has_value() ? &avg[i] : nullptr};
+    const char* names[4] = {"params", "exp_avgs", "exp_avg_sqs", "ema"};
+    for (int k = 0; k < 3 + ema.has_value(); ++k)
       TORCH_CHECK_VALUE(written[k]->numel() == 0 || seen.insert(written[k]->const_data_ptr()).second, op, ": ",
                         names[k], "[", i, "]: a tensor written twice (it appears twice in the lists)");
     TORCH_CHECK_VALUE(seen.insert(steps[i].const_data_ptr()).second, op, ": steps[", i,
@@ -69,7 +75,8 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   c10::OptionalDeviceGuard guard(params[0].device());
   if (ex.backend == Backend::CPU) {
     for (size_t i = 0; i < n; ++i)
-      cpu_adam(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps, weight_decay);
+      cpu_adam(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps, weight_decay,
+               ema.has_value() ? avg[i] : at::Tensor(), ema_beta);
     return;
   }
   // launches of consecutive tensors of one dtype, at most kAdamMaxTensors each
@@ -81,6 +88,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     p.beta2 = beta2;
     p.eps = eps;
     p.weight_decay = weight_decay;
+    p.ema_beta = ema_beta;
     size_t j = i;
     for (; j < n && p.n < kAdamMaxTensors && params[j].scalar_type() == params[i].scalar_type(); ++j, ++p.n) {
       p.param[p.n] = params[j].mutable_data_ptr();
@@ -88,6 +96,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
       p.exp_avg[p.n] = exp_avgs[j].mutable_data_ptr();
       p.exp_avg_sq[p.n] = exp_avg_sqs[j].mutable_data_ptr();
       p.step[p.n] = steps[j].mutable_data_ptr<float>();
+      p.ema[p.n] = ema.has_value() ? avg[j].mutable_data_ptr() : nullptr;
       p.numel[p.n] = params[j].numel();
     }
     with_counters(ex, params[i], true, [&](int* counters) {

@@ -56,8 +56,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_bce_backward(
 at::Tensor sum_squares(const at::Tensor& x, double scale);
 at::Tensor sum_squares_backward(const at::Tensor& g, const at::Tensor& x, double scale);
 
-// Adam over lists of tensors, in place (params, exp_avgs, exp_avg_sqs, steps): launchers.h, AdamParams.
+// Adam over lists of tensors, in place (params, exp_avgs, exp_avg_sqs, steps; ema, when given, one per parameter:
+// its moving average): launchers.h, AdamParams.
 void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-           at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay);
+           at::TensorList steps, double lr, double beta1, double beta2, double eps, double weight_decay,
+           std::optional<at::TensorList> ema, double ema_beta);
 
 }  // namespace fastgan

@@ -8,5 +8,5 @@ import torch
 
 
 @torch.library.register_fake("fastgan::adam_")
-def _fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay):
+def _fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, ema=None, ema_beta=0.0):
     return None

@@ -289,7 +289,8 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, seed: Optional[tor
 def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor, gamma: float,
               one_pass: bool = False):
     """D's loss with the R1 penalty, ``loss(D(real), 1) + loss(D(fake), 0) + gamma/2 * r1`` (gamma > 0). Returns
-    (loss_d, r1, the logits of cat(real, fake)).
+    (loss_d, the penalty term ``gamma/2 * r1`` (detached), the logits of cat(real, fake)); a log divides the term by
+    gamma/2 when it is written (:meth:`fastgan.train.Trainer.metrics`), not a launch per step.
 
     ``one_pass=False`` (the CPU's choice): the real images in a pass of their own, so the penalty's double backward
     runs through the real half only. ``one_pass=True`` (on CUDA, where the seed GAN's step is bound by launches, not
@@ -305,9 +306,9 @@ def d_loss_r1(D: nn.Module, loss: GanBCE, real: torch.Tensor, fake: torch.Tensor
         x = torch.cat([real, fake]).detach().requires_grad_(True)
         loss_h, logits = loss.real_fake(D, x, b)
         term = loss.sum_squares(input_gradient(logits, x, loss.seed(x.shape[0], b, x)), 0.5 * gamma / b)
-        return loss_h + term, term.detach() / (0.5 * gamma), logits
+        return loss_h + term, term.detach(), logits
     real = real.detach().requires_grad_(True)
     lr_, lf = D(real), D(fake.detach())
     r1 = r1_penalty(lr_, real, loss.seed(2 * b, b, lr_)[:b])
     logits = torch.cat([lr_, lf])
-    return torch.add(loss.halves(logits, b), r1, alpha=0.5 * gamma), r1, logits
+    return torch.add(loss.halves(logits, b), r1, alpha=0.5 * gamma), r1.detach() * (0.5 * gamma), logits

@@ -12,7 +12,8 @@ One step (``Trainer._step``), with ``b`` = the per-process share of the global b
    the mode-seeking term, see :meth:`Trainer._mode_seeking`); D's parameters are frozen for this backward (no
    wasted weight gradients) and, under DDP, D does not all-reduce; Adam step on G.
 4. With ``--ema-beta`` > 0: ``G_ema`` (an exponential moving average of G's weights, saved in the checkpoint)
-   is updated; sample grids, ``fastgan sample`` and ``fastgan eval`` then use it.
+   is updated (with fused layers inside G's Adam update: :class:`fastgan.optim.Adam`'s ``ema``); sample grids,
+   ``fastgan sample`` and ``fastgan eval`` then use it.
 
 Every BCE takes the label as a Python number: with ``--layers fused`` that is :class:`fastgan.nn.BCEWithLogitsLoss`
 (no target tensor is created); with ``--layers stock`` it is ``torch.nn.BCEWithLogitsLoss`` on a ``full_like``
@@ -143,18 +144,22 @@ class Trainer:
         # models, losses, optimisers
         self.G, self.D = build_models(cfg.layers, seed=hp["seed"], device=dev, g_init=hp["g_init"], arch=hp["arch"])
         self.loss = make_loss(cfg.layers)
-        adam = dict(betas=(hp["beta1"], hp["beta2"]))
-        if dev.type == "cuda":
-            adam.update(fused=True, capturable=cfg.cuda_graph)
-        # fused layers: fastgan's Adam (on CUDA one launch per update; on the CPU torch's own step); stock: torch's
-        Adam = fg_optim.Adam if cfg.layers == "fused" else torch.optim.Adam
-        self.optG = Adam(self.G.parameters(), lr=hp["lr"], **adam)
-        self.optD = Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
         # the EMA generator (sampling and evaluation); starts as a copy of G
         self.G_ema = None
         if hp["ema_beta"] > 0:
             self.G_ema = copy.deepcopy(self.G).eval()
             self.G_ema.requires_grad_(False)
+        adam = dict(betas=(hp["beta1"], hp["beta2"]))
+        if dev.type == "cuda":
+            adam.update(fused=True, capturable=cfg.cuda_graph)
+        if cfg.layers == "fused":  # fastgan's Adam: on CUDA one launch per update, G's EMA inside G's
+            ema = {} if self.G_ema is None else dict(ema=self.G_ema.parameters(), ema_beta=hp["ema_beta"])
+            self.optG = fg_optim.Adam(self.G.parameters(), lr=hp["lr"], **adam, **ema)
+            self.optD = fg_optim.Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
+        else:  # stock: torch's Adam, then G's EMA (_update_ema)
+            self.optG = torch.optim.Adam(self.G.parameters(), lr=hp["lr"], **adam)
+            self.optD = torch.optim.Adam(self.D.parameters(), lr=hp["lr_d"], **adam)
+        self.ema_after_step = self.G_ema is not None and cfg.layers != "fused"
 
         # noise: a dedicated generator (state checkpointed); fixed noise for the sample grids
         self.noise_gen = torch.Generator(dev).manual_seed(_seed_from(hp["seed"], 1))
@@ -280,8 +285,9 @@ class Trainer:
     def _step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None,
               gamma: Optional[float] = None) -> torch.Tensor:
         """One D update and one G update; returns the step's raw metrics on the device, one vector
-        ``[loss_d, loss_g, r1, D's logits of the real half (b), of the fake half (b)]`` (one launch: :meth:`metrics`
-        turns many steps' vectors into (loss_d, loss_g, d_real, d_fake, r1) at once, when they are logged).
+        ``[loss_d, loss_g, gamma/2 * r1, D's logits of the real half (b), of the fake half (b)]`` (one launch:
+        :meth:`metrics` turns many steps' vectors into (loss_d, loss_g, d_real, d_fake, r1) at once, when they are
+        logged).
 
         ``eps``: instance noise (``2b`` images: the first ``b`` for the real half, the rest for the fake half) added
         to D's inputs, or None. ``gamma``: this step's R1 weight (default: :meth:`r1_weight` of the current step).
@@ -296,11 +302,11 @@ class Trainer:
             real = real + eps[:b]
         fake_d = fake if eps is None else fake + eps[b:]
         if gamma > 0:
-            loss_d, r1, logits = d_loss_r1(D, loss, real, fake_d, gamma, one_pass=self.r1_one_pass)
+            loss_d, term, logits = d_loss_r1(D, loss, real, fake_d, gamma, one_pass=self.r1_one_pass)
         else:
             # = loss(D(real), 1) + loss(D(fake), 0): one pass, D's head and the loss one op with fused layers
             loss_d, logits = loss.real_fake(D, torch.cat([real, fake_d.detach()]), b)
-            r1 = self._zero
+            term = self._zero
         self.optD.zero_grad(set_to_none=True)
         loss_d.backward(self._one)  # (a cached seed: no ones_like per step)
         self.optD.step()
@@ -318,15 +324,19 @@ class Trainer:
             self._set_requires_grad(self.D, True)
         self.optG.step()
         with torch.no_grad():
-            return torch.cat([loss_d.view(1), loss_g.view(1), r1.view(1), logits.view(-1)])
+            return torch.cat([loss_d.view(1), loss_g.view(1), term.view(1), logits.view(-1)])
 
     @staticmethod
-    def metrics(raw: torch.Tensor) -> torch.Tensor:
+    def metrics(raw: torch.Tensor, gammas) -> torch.Tensor:
         """Steps' raw metrics (:meth:`_step`'s vectors stacked, ``(k, 3 + 2b)``) as ``(k, 5)``: loss_d, loss_g,
-        d_real, d_fake (D's mean probability on the real and the fake half), r1 -- _FIELDS' order."""
+        d_real, d_fake (D's mean probability on the real and the fake half), r1 -- _FIELDS' order. ``gammas``: the
+        steps' R1 weights (:meth:`r1_weight`; k numbers): r1 is the penalty term over gamma/2, 0 where gamma is 0."""
         k = raw.shape[0]
+        if len(gammas) != k:
+            raise ValueError(f"gammas: expected {k} R1 weights (one per step), got {len(gammas)}")
+        inv = torch.tensor([2.0 / g if g > 0 else 0.0 for g in gammas], dtype=raw.dtype).to(raw.device)
         probs = torch.sigmoid(raw[:, 3:]).view(k, 2, -1).mean(2)
-        return torch.cat([raw[:, :2], probs, raw[:, 2:3]], dim=1)
+        return torch.cat([raw[:, :2], probs, raw[:, 2:3] * inv[:, None]], dim=1)
 
     @staticmethod
     def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -342,7 +352,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         """``G_ema <- beta * G_ema + (1 - beta) * G`` after step ``self.step`` (1-based), with the ramp-up
-        ``beta = min(ema_beta, (1 + step) / (10 + step))``: early on, when G changes fast, the average is short."""
+        ``beta = min(ema_beta, (1 + step) / (10 + step))``: early on, when G changes fast, the average is short.
+        With stock layers (``ema_after_step``); fastgan's Adam does the same inside G's update, from G's step
+        count (the same number: G is updated once per step)."""
         beta = min(self.hp["ema_beta"], (1.0 + self.step) / (10.0 + self.step))
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
 
@@ -477,7 +489,7 @@ class Trainer:
         def flush():
             if not pending:
                 return
-            vals = self.metrics(torch.stack([p[1] for p in pending]))
+            vals = self.metrics(torch.stack([p[1] for p in pending]), [self.r1_weight(p[0] - 1) for p in pending])
             if self.dist.enabled:
                 dist.all_reduce(vals)
                 vals /= self.dist.world_size
@@ -514,7 +526,7 @@ class Trainer:
                     m = step_fn(real, z, eps)
                     t1 = time.perf_counter()
                 self.step += 1
-                if self.G_ema is not None:
+                if self.ema_after_step:
                     self._update_ema()
                 pending.append((self.step, m, t0, t1))
                 epoch_end = self.step % self.steps_per_epoch == 0
