@@ -696,13 +696,17 @@ def test_cuda_step_has_no_host_sync(tmp_path, tiny):
 @needs_cuda
 def test_cuda_graph_matches_eager(tmp_path, tiny):
     """--cuda-graph trains what eager trains, lazy R1 schedule included: one graph per kind of step (13 steps: both
-    kinds warmed up, captured and replayed)."""
-    outs = {}
+    kinds warmed up, captured and replayed); the EMA generator, updated inside G's Adam launch (and so inside the
+    graphs, its ramp read from the device's step counter), ends the same."""
+    outs, emas = {}, {}
     for graph in (False, True):
         cfg = TrainConfig(out=str(tmp_path / str(graph)), data=tiny, batch_size=32, max_steps=13, device="cuda",
                           cuda_graph=graph, quiet=True, log_every=1)
         train(cfg)
         outs[graph] = records(cfg.out)
+        emas[graph] = ckpt.load(Path(cfg.out) / "checkpoint.pt")["G_ema"]
+    for k in emas[False]:
+        torch.testing.assert_close(emas[True][k], emas[False][k], rtol=1e-3, atol=1e-4)
     assert len(outs[True]) == len(outs[False]) == 13
     for a, b in zip(outs[False], outs[True]):
         assert (a["r1"] > 0) == (b["r1"] > 0) == ((a["step"] - 1) % 4 == 0), a["step"]
