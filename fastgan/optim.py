@@ -57,8 +57,13 @@ class Adam(torch.optim.Adam):
                                  f"{p.dtype} and device {p.device}, got "
                                  + (f"{tuple(e.shape)}, {e.dtype}, {e.device}" if isinstance(e, torch.Tensor)
                                     else type(e).__name__))
-            if e.data_ptr() == p.data_ptr() and p.numel():
-                raise ValueError(f"ema[{i}]: expected a tensor of its own, got parameter {i}'s memory")
+        # each average a tensor of its own: one shared with a parameter or another average would be updated twice
+        owners = {p.data_ptr(): f"parameter {i}" for i, p in enumerate(params) if p.numel()}
+        for i, (p, e) in enumerate(zip(params, ema)):
+            if e.numel() and e.data_ptr() in owners:
+                raise ValueError(f"ema[{i}]: expected a tensor of its own, got the memory of {owners[e.data_ptr()]}")
+            if e.numel():
+                owners[e.data_ptr()] = f"ema[{i}]"
             self._ema[p] = e
 
     def _kernel_applies(self) -> bool:
@@ -140,14 +145,22 @@ class Adam(torch.optim.Adam):
         return loss
 
     def _torch_ema(self) -> None:
-        """torch's path: the averages of the updated parameters moved toward them, grouped by step count."""
+        """torch's path: the averages of the updated parameters moved toward them. Where torch keeps a step counter
+        on the host (its CPU and foreach steps), the weight is a host number and one ``_foreach_lerp_`` per weight
+        does the rest; where it keeps it on the device (fused / capturable), the weight is computed there, so
+        nothing waits for the device and a captured CUDA graph replays the ramp right."""
         by_weight = {}
         for p in (p for group in self.param_groups for p in group["params"] if p.grad is not None and p in self._ema):
-            t = float(self.state[p]["step"])
-            w = 1.0 - min(self.ema_beta, (1.0 + t) / (10.0 + t))
-            e, q = by_weight.setdefault(w, ([], []))
-            e.append(self._ema[p])
-            q.append(p)
-        for w, (e, q) in by_weight.items():
-            torch._foreach_lerp_(e, q, w)
+            t, e = self.state[p]["step"], self._ema[p]
+            if t.device.type == "cpu":
+                t = float(t)
+                w = 1.0 - min(self.ema_beta, (1.0 + t) / (10.0 + t))
+                es, ps = by_weight.setdefault(w, ([], []))
+                es.append(e)
+                ps.append(p)
+            else:
+                t = t.double()  # (the weight in double, as on the host, then in the parameter's dtype)
+                e.lerp_(p, (1.0 - ((1.0 + t) / (10.0 + t)).clamp(max=self.ema_beta)).to(e.dtype))
+        for w, (es, ps) in by_weight.items():
+            torch._foreach_lerp_(es, ps, w)
 

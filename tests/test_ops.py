@@ -1339,32 +1339,35 @@ def test_adam_matches_torch(impl, dtype, wd):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_adam_ema_in_the_update(impl, dtype):
     """fastgan.optim.Adam's ``ema``: after each step every updated parameter's average moves toward it,
-    ema = lerp(ema, p, 1 - beta_t), beta_t = min(ema_beta, (1 + t) / (10 + t)) (ema_beta 0.2: the ramp at t = 1,
-    ema_beta from t = 2 on); in the update's launch on the kernel path (to rounding), torch._foreach_lerp_ after
-    torch's step otherwise (bit for bit); a parameter without a gradient keeps its average."""
+    ema = lerp(ema, p, 1 - beta_t), beta_t = min(ema_beta, (1 + t) / (10 + t)), t that parameter's own step count
+    (ema_beta 0.3: the ramp at t = 1, 2, ema_beta at t = 3: three different weights); in the update's launch on the
+    kernel path (to rounding), torch._foreach_lerp_ after torch's step otherwise (bit for bit). A parameter without
+    a gradient keeps its average and its count (parameter 1 skips the second step, so its third is its t = 2)."""
     from fastgan.optim import Adam
     name, dev = impl
     kernel = name == "emu" or dev.type == "cuda"
     ps = _adam_params(dtype, dev, channels_last=True)
     emas = [torch.randn_like(p, dtype=torch.float64).to(dtype).detach() for p in ps]
     want = [e.clone() for e in emas]
-    opt = Adam(ps, lr=1e-2, ema=emas, ema_beta=0.2)
+    count = [0] * len(ps)
+    opt = Adam(ps, lr=1e-2, ema=emas, ema_beta=0.3)
     for s in range(3):
         for i, p in enumerate(ps):
-            p.grad = None if i == 1 and s == 2 else torch.randn_like(p)
+            p.grad = None if i == 1 and s == 1 else torch.randn_like(p)
         opt.step()
-        t = s + 1
-        w = 1 - min(0.2, (1 + t) / (10 + t))
         with torch.no_grad():
-            moved = [i for i, p in enumerate(ps) if p.grad is not None]
-            torch._foreach_lerp_([want[i] for i in moved], [ps[i].detach() for i in moved], w)
+            for i, p in enumerate(ps):
+                if p.grad is not None:
+                    count[i] += 1
+                    t = count[i]
+                    torch._foreach_lerp_([want[i]], [p.detach()], 1 - min(0.3, (1 + t) / (10 + t)))
     tol = {torch.float32: 1e-6, torch.float64: 1e-13, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
     for e, w_ in zip(emas, want):
         if kernel:
             torch.testing.assert_close(e.double(), w_.double(), rtol=tol, atol=tol, equal_nan=True)
         else:  # (torch's half Adam on the CPU can step a parameter to inf: its average is then NaN in both)
             torch.testing.assert_close(e, w_, rtol=0, atol=0, equal_nan=True)
-    assert opt.state[ps[1]]["step"].item() == 2
+    assert [opt.state[p]["step"].item() for p in ps] == count == [3, 2, 3, 3, 3]
 
 
 def test_adam_ema_errors():
@@ -1375,8 +1378,14 @@ def test_adam_ema_errors():
         Adam(ps, ema=[torch.zeros(3)])
     with pytest.raises(ValueError, match=r"ema\[1\]: expected a tensor of parameter 1's shape \(2, 2\)"):
         Adam(ps, ema=[torch.zeros(3), torch.zeros(4)])
-    with pytest.raises(ValueError, match=r"ema\[0\]: expected a tensor of its own"):
+    with pytest.raises(ValueError, match=r"ema\[0\]: expected a tensor of its own, got the memory of parameter 0"):
         Adam(ps, ema=[ps[0], torch.zeros(2, 2)])
+    other = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"ema\[0\]: expected a tensor of its own, got the memory of parameter 2"):
+        Adam([{"params": ps}, {"params": [other]}], ema=[other.detach(), torch.zeros(2, 2), torch.zeros(3)])
+    shared = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"ema\[1\]: expected a tensor of its own, got the memory of ema\[0\]"):
+        Adam([ps[0], other], ema=[shared, shared])
     with pytest.raises(ValueError, match=r"ema_beta: expected a number in \[0, 1\)"):
         Adam(ps, ema=[torch.zeros(3), torch.zeros(2, 2)], ema_beta=1.0)
     p, g, m, v, s = torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(())
@@ -1388,6 +1397,8 @@ def test_adam_ema_errors():
         torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [torch.zeros(4)], 0.9)
     with pytest.raises(ValueError, match=r"ema\[0\]: a tensor written twice"):
         torch.ops.fastgan.adam_([p], [g], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0, [p], 0.9)
+    with pytest.raises(ValueError, match=r"grads\[0\]: shares memory with a tensor the op writes"):
+        torch.ops.fastgan.adam_([p], [m], [m], [v], [s], 1e-3, 0.9, 0.999, 1e-8, 0.0)
     assert s.item() == 0.0  # nothing ran
 
 

@@ -2,7 +2,7 @@
 // emulation. With t the step count after this update (1, 2, ...):
 //   g = grad + weight_decay * param;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 //   param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)               (torch.optim.Adam's)
-// and, with an exponential moving average of the parameters (ema_beta > 0), afterwards
+// and, with an exponential moving average of the parameters (ema given; ema_beta 0 makes it a copy), afterwards
 //   ema = lerp(ema, param, 1 - beta_t),  beta_t = min(ema_beta, (1 + t) / (10 + t))
 // (the ramp of TensorFlow's ExponentialMovingAverage with num_updates: short averages while the weights move fast;
 // lerp in torch's two-sided form, exact at both ends).

@@ -71,6 +71,9 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     TORCH_CHECK_VALUE(seen.insert(steps[i].const_data_ptr()).second, op, ": steps[", i,
                       "]: the same step counter appears twice (or is another tensor of the lists)");
   }
+  for (size_t i = 0; i < n; ++i)  // read while others are written: a race
+    TORCH_CHECK_VALUE(grads[i].numel() == 0 || !seen.count(grads[i].const_data_ptr()), op, ": grads[", i,
+                      "]: shares memory with a tensor the op writes (a parameter, moment, average or step counter)");
   const Exec ex = exec_for(params[0], op);
   c10::OptionalDeviceGuard guard(params[0].device());
   if (ex.backend == Backend::CPU) {

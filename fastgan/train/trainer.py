@@ -334,9 +334,10 @@ class Trainer:
         k = raw.shape[0]
         if len(gammas) != k:
             raise ValueError(f"gammas: expected {k} R1 weights (one per step), got {len(gammas)}")
-        inv = torch.tensor([2.0 / g if g > 0 else 0.0 for g in gammas], dtype=raw.dtype).to(raw.device)
+        # (the term is exactly 0 on steps without R1: 0 / 1)
+        half = torch.tensor([0.5 * g if g > 0 else 1.0 for g in gammas], dtype=raw.dtype).to(raw.device)
         probs = torch.sigmoid(raw[:, 3:]).view(k, 2, -1).mean(2)
-        return torch.cat([raw[:, :2], probs, raw[:, 2:3] * inv[:, None]], dim=1)
+        return torch.cat([raw[:, :2], probs, raw[:, 2:3] / half[:, None]], dim=1)
 
     @staticmethod
     def _mode_seeking(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
