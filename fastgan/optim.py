@@ -11,7 +11,18 @@ import torch
 
 from . import _ext, _impl
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "ema_weight"]
+
+
+def ema_weight(t, ema_beta: float):
+    """The weight ``1 - beta_t`` with which an average moves toward its parameter after step ``t`` (1, 2, ...):
+    ``beta_t = min(ema_beta, (1 + t) / (10 + t))``, the ramp of TensorFlow's ExponentialMovingAverage (short
+    averages while the weights move fast). ``t`` a number (a float back), or a step counter tensor (a tensor back,
+    computed on its device in double; csrc/kernels/adam_math.cuh is the kernel's copy of this formula)."""
+    if isinstance(t, torch.Tensor):
+        t = t.double()
+        return 1.0 - ((1.0 + t) / (10.0 + t)).clamp(max=ema_beta)
+    return 1.0 - min(ema_beta, (1.0 + t) / (10.0 + t))
 
 
 def _dense(p: torch.Tensor) -> bool:
@@ -31,11 +42,10 @@ class Adam(torch.optim.Adam):
 
     ``ema`` (keyword; optional): one tensor per parameter given here (the parameters of every group, in order; e.g.
     ``G_ema.parameters()`` of a copy of the model), each an exponential moving average of its parameter. After each
-    step, for every parameter the step updated, ``ema.lerp_(param, 1 - beta_t)`` with
-    ``beta_t = min(ema_beta, (1 + t) / (10 + t))``, t the parameter's step count (TensorFlow's
-    ExponentialMovingAverage ramp: short averages while the weights move fast). On the kernel path inside the
-    update's launch, the ramp read on the device (so a captured CUDA graph replays it right); on torch's path
-    ``torch._foreach_lerp_`` after torch's step (reading t on the host)."""
+    step, for every parameter the step updated, ``ema.lerp_(param, ema_weight(t, ema_beta))``, t the parameter's
+    step count. On the kernel path inside the update's launch; on torch's path after torch's step. Either way the
+    weight comes from the step counter where it lives (the device, for the kernel and torch's fused / capturable
+    steps), so nothing waits for the device and a captured CUDA graph replays the ramp right."""
 
     _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -51,15 +61,14 @@ class Adam(torch.optim.Adam):
         ema = list(ema)
         if len(ema) != len(params):
             raise ValueError(f"ema: expected one tensor per parameter ({len(params)}), got {len(ema)}")
+        # each average a tensor of its own: one shared with a parameter or another average would be updated twice
+        owners = {p.data_ptr(): f"parameter {i}" for i, p in enumerate(params) if p.numel()}
         for i, (p, e) in enumerate(zip(params, ema)):
             if not isinstance(e, torch.Tensor) or e.shape != p.shape or e.dtype != p.dtype or e.device != p.device:
                 raise ValueError(f"ema[{i}]: expected a tensor of parameter {i}'s shape {tuple(p.shape)}, dtype "
                                  f"{p.dtype} and device {p.device}, got "
                                  + (f"{tuple(e.shape)}, {e.dtype}, {e.device}" if isinstance(e, torch.Tensor)
                                     else type(e).__name__))
-        # each average a tensor of its own: one shared with a parameter or another average would be updated twice
-        owners = {p.data_ptr(): f"parameter {i}" for i, p in enumerate(params) if p.numel()}
-        for i, (p, e) in enumerate(zip(params, ema)):
             if e.numel() and e.data_ptr() in owners:
                 raise ValueError(f"ema[{i}]: expected a tensor of its own, got the memory of {owners[e.data_ptr()]}")
             if e.numel():
@@ -145,22 +154,18 @@ class Adam(torch.optim.Adam):
         return loss
 
     def _torch_ema(self) -> None:
-        """torch's path: the averages of the updated parameters moved toward them. Where torch keeps a step counter
-        on the host (its CPU and foreach steps), the weight is a host number and one ``_foreach_lerp_`` per weight
-        does the rest; where it keeps it on the device (fused / capturable), the weight is computed there, so
-        nothing waits for the device and a captured CUDA graph replays the ramp right."""
+        """torch's path: the averages of the updated parameters moved toward them. A step counter on the host
+        (torch's CPU and foreach steps) gives a host weight, and one ``_foreach_lerp_`` per weight does the rest; one
+        on the device (fused / capturable) a weight computed there, one ``lerp_`` per parameter."""
         by_weight = {}
         for p in (p for group in self.param_groups for p in group["params"] if p.grad is not None and p in self._ema):
             t, e = self.state[p]["step"], self._ema[p]
             if t.device.type == "cpu":
-                t = float(t)
-                w = 1.0 - min(self.ema_beta, (1.0 + t) / (10.0 + t))
-                es, ps = by_weight.setdefault(w, ([], []))
+                es, ps = by_weight.setdefault(ema_weight(float(t), self.ema_beta), ([], []))
                 es.append(e)
                 ps.append(p)
             else:
-                t = t.double()  # (the weight in double, as on the host, then in the parameter's dtype)
-                e.lerp_(p, (1.0 - ((1.0 + t) / (10.0 + t)).clamp(max=self.ema_beta)).to(e.dtype))
+                e.lerp_(p, ema_weight(t, self.ema_beta).to(e.dtype))
         for w, (es, ps) in by_weight.items():
             torch._foreach_lerp_(es, ps, w)
 

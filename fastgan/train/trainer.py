@@ -356,8 +356,8 @@ class Trainer:
         ``beta = min(ema_beta, (1 + step) / (10 + step))``: early on, when G changes fast, the average is short.
         With stock layers (``ema_after_step``); fastgan's Adam does the same inside G's update, from G's step
         count (the same number: G is updated once per step)."""
-        beta = min(self.hp["ema_beta"], (1.0 + self.step) / (10.0 + self.step))
-        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()),
+                             fg_optim.ema_weight(float(self.step), self.hp["ema_beta"]))
 
     def _graph_step(self, real: torch.Tensor, z: torch.Tensor, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``_step`` through CUDA graphs: one graph per kind of step (with and without the R1 penalty, as the lazy R1
