@@ -323,7 +323,8 @@ def test_ddp_two_gloo_processes():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    results = mp.Manager().dict()
+    # the manager's server process spawned, not forked: this process already runs threads (Python 3.12 warns)
+    results = mp.get_context("spawn").Manager().dict()
     mp.spawn(_ddp_worker, args=(2, port, results), nprocs=2, join=True)
     torch.manual_seed(0)
     single = fastgan.fuse(stock_classifier()[:-1])
