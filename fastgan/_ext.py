@@ -43,6 +43,26 @@ def _load() -> None:
         load_error = f"fastgan._C was built against torch {built} but torch {running} is running; {_FIX}"
         return
     C = mod
+    stale = stale_reason()
+    if stale:
+        warnings.warn(f"fastgan: {stale}", RuntimeWarning, stacklevel=2)
+
+
+def stale_reason() -> Optional[str]:
+    """Why the loaded _C is not what the source tree it is imported from would build (an edit or a `git pull` since
+    the build), or None: when it matches, or when fastgan is not imported from a source checkout (an installed
+    wheel: nothing to compare with) or _C was built without a digest (CMake)."""
+    from . import _source
+    if C is None:
+        return None
+    built = C.build_info().get("source_digest", "")
+    root = _source.package_tree()
+    tree = _source.tree_digest(root)
+    if not built or tree is None or built == tree:
+        return None
+    return (f"fastgan._C ({C.__file__}) was built from other sources than those in {root} (digest {built}, tree "
+            f"{tree}): the C++/CUDA code changed since the build; rebuild with "
+            f"`pip install --no-build-isolation -e .` (or `python setup.py build_ext --inplace`)")
 
 
 def user_stacklevel() -> int:

@@ -61,6 +61,9 @@ def report() -> list:
         info = _ext.build_info()
         lines.append(f"fastgan._C: loaded from {_ext.C.__file__}")
         lines.append(f"  built against torch {info['torch_version']} with {info.get('compiler', '?')}")
+        stale = _ext.stale_reason()
+        lines.append(f"  sources: digest {info.get('source_digest') or 'not recorded (CMake build)'}"
+                     + (f"; WARNING: {stale}" if stale else ""))
         if info["with_cuda"]:
             lines.append(f"  CUDA kernels: yes (CUDA {info['cuda_version']}, archs {info['cuda_archs']}); products "
                          f"routed '{_ext.C.cuda_gemm_route()}' (fastgan.cuda_gemm_route / FASTGAN_CUDA_GEMM: auto, "

@@ -15,6 +15,17 @@ from fastgan import _ext, _impl
 IMPLS = [("torch", "cpu"), ("native", "cpu"), ("emu", "cpu"), ("native", "cuda")]
 
 
+def pytest_report_header(config):
+    """What is under test: the loaded _C (and whether the tree's sources are the ones it was built from)."""
+    if _ext.C is None:
+        return f"fastgan._C: not loaded ({_ext.load_error}); only the torch implementation runs"
+    info = _ext.build_info()
+    stale = _ext.stale_reason()
+    return (f"fastgan._C: {_ext.C.__file__} (torch {info['torch_version']}, cuda {info['with_cuda']}, "
+            f"emu {info['with_emu']}, sources {info.get('source_digest') or '?'})"
+            + (f"\nWARNING: {stale}" if stale else ""))
+
+
 def impl_id(p):
     name, dev = p
     return f"{name}-{dev}" if name == "native" else name

@@ -248,6 +248,35 @@ def test_build_info():
             assert _arch_covered(torch.cuda.get_device_capability(0), info["cuda_archs"])
 
 
+def test_build_records_the_sources_it_was_built_from(tmp_path, monkeypatch):
+    """_C carries the digest of csrc/ + setup.py it was compiled from: the tree it is imported from matches it (this
+    suite's build is fresh), and a tree that differs by one byte, one renamed file or one new file is named as stale
+    with the fix."""
+    from fastgan import _source
+    info = _ext.build_info()
+    tree = _source.tree_digest(_source.package_tree())
+    if _ext.C is None or tree is None:
+        pytest.skip("needs fastgan._C and a source checkout")
+    assert info["source_digest"] == tree, _ext.stale_reason()
+    assert _ext.stale_reason() is None
+
+    (tmp_path / "csrc" / "ops").mkdir(parents=True)
+    (tmp_path / "setup.py").write_text("setup()\n")
+    (tmp_path / "csrc" / "ops" / "a.cpp").write_text("int a;\n")
+    seen = {_source.tree_digest(str(tmp_path))}
+    (tmp_path / "csrc" / "ops" / "a.cpp").write_text("int b;\n")
+    seen.add(_source.tree_digest(str(tmp_path)))
+    (tmp_path / "csrc" / "ops" / "a.cpp").rename(tmp_path / "csrc" / "a.cpp")
+    seen.add(_source.tree_digest(str(tmp_path)))
+    (tmp_path / "csrc" / "b.h").write_text("")
+    seen.add(_source.tree_digest(str(tmp_path)))
+    assert len(seen) == 4 and all(d and len(d) == 16 for d in seen), seen
+    assert _source.tree_digest(str(tmp_path / "csrc")) is None  # not a source tree
+    monkeypatch.setattr(_source, "package_tree", lambda: str(tmp_path))
+    msg = _ext.stale_reason()
+    assert msg and info["source_digest"] in msg and str(tmp_path) in msg and "--no-build-isolation" in msg
+
+
 def _run_py(code: str, **env) -> subprocess.CompletedProcess:
     e = dict(os.environ, **env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
