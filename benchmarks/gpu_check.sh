@@ -6,15 +6,18 @@
 #   bash benchmarks/gpu_check.sh --dry-run  the same plumbing with what runs without a GPU (no build; the op
 #                                           suite's API tests, the sanitizer workload and a smoke bench on CPU)
 #
-# Stages, each under `timeout` with its cap (the caps add up to 6 minutes; GPU_CHECK_BUDGET, default 360 s, is
-# the whole script's budget: run it through the device tool with timeout_s 420). A stage that fails or times out
+# Stages, each under `timeout` with its cap, cut to what the budget leaves after the later stages' reserves
+# (GPU_CHECK_BUDGET, default 360 s, is the whole script's budget: run it through the device tool with timeout_s
+# 420). A stage that fails or times out
 # is recorded and the next one still runs; every stage writes its own file at once, so a run cut short still
 # leaves the earlier stages' results:
 #   env        20 s  nvidia-smi, torch/CUDA versions, nvcc, compute-sanitizer's location        -> env.txt
 #   build     120 s  pip install --no-build-isolation --no-deps --no-index -e . (sm_90 only, all cores, no
 #                    emulation)                                                                -> build.txt
+#                    skipped when the tree holds a _C built from these very sources for this torch and GPU
+#                    (benchmarks/gpu_prebuild.sh on this side, the .so carried in: see that script)
 #   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/mma_grid/ldmatrix layouts, cp.async = the emulation -> tensorcore.txt
-#   pytest     50 s  the tests that take a CUDA path (-k cuda/graph/ddp), no -x, per-test timeout -> pytest.txt
+#   pytest  50-80 s  the tests that take a CUDA path (-k cuda), no -x, per-test timeout, -v  -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
@@ -52,6 +55,7 @@ T0=$(date +%s)
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || PY=python
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the tree's fastgan for every stage (scripts in benchmarks/ too)
 export MPLBACKEND=Agg
 STAGES=()
 
@@ -153,6 +157,21 @@ stage env 20 0 "$OUTDIR/env.txt" bash -c env_report
 if [[ $DRY == 1 ]]; then
   log "== build: SKIPPED (dry run: using the fastgan already importable here)"
   STAGES+=("build|skipped(dry)|0")
+elif "$PY" - >> "$OUTDIR/build.txt" 2>&1 <<'EOF'
+# A _C already in the tree, built ahead of time from exactly these sources for this torch and this GPU
+# (benchmarks/gpu_prebuild.sh on a machine without one, carried in): used as it is, no device time on compiling.
+import torch, fastgan._ext as e
+from fastgan.doctor import _arch_covered
+assert e.C is not None, e.load_error
+info = e.build_info()
+assert info["with_cuda"] and info["source_digest"] and e.stale_reason() is None, "not built from these sources"
+assert torch.cuda.is_available() and _arch_covered(torch.cuda.get_device_capability(0), info["cuda_archs"])
+print("== build: prebuilt", e.C.__file__, info)
+EOF
+then
+  log "== build: SKIPPED (a prebuilt _C of these sources for this torch and GPU is in the tree: build.txt)"
+  STAGES+=("build|skipped(prebuilt)|0")
+  "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
 else
   export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc --all)}"
   export FASTGAN_EMU=0 FASTGAN_CUDA=1
@@ -184,13 +203,16 @@ fi
 if [[ $DRY == 1 ]]; then
   stage pytest 120 0 "$OUTDIR/pytest.txt" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_api.py
 else
-  # Everything that takes a CUDA path: the op suite's native-cuda parameter, graph capture, the trainer on CUDA
-  # (--cuda-graph included), DDP when two GPUs are visible. No -x: one failure must not hide the rest. A per-test
-  # timeout when pytest-timeout is installed; pytest-xdist spreads the tests over 8 cores when it is.
+  # Everything that takes a CUDA path (its id says cuda; -k is case-insensitive): the op suite's native-cuda
+  # parameter, the CUDA settings, the trainer's CUDA step and CUDA-graph capture; not the CPU-only compile and
+  # Gloo DDP tests (CI runs those). No -x: one failure must not hide the rest. A per-test timeout when
+  # pytest-timeout is installed; pytest-xdist spreads the tests over 8 cores when it is. -v: each test's outcome
+  # is in pytest.txt as it finishes, so a stage cut short by its cap still says which tests passed and failed.
+  # Up to 80 s when the build took less than its cap (a prebuilt _C), 50 s when it took all of it.
   EXTRA=(); "$PY" -c "import pytest_timeout" >/dev/null 2>&1 && EXTRA+=(--timeout 30)
   "$PY" -c "import xdist" >/dev/null 2>&1 && EXTRA+=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
-  stage pytest 50 $(( BENCH_RESERVE + 30 )) "$OUTDIR/pytest.txt" \
-    "$PY" -m pytest -q -p no:cacheprovider -rfEs "${EXTRA[@]}" -k "cuda or graph or ddp or CUDA" tests
+  stage pytest 80 $(( BENCH_RESERVE + 30 )) "$OUTDIR/pytest.txt" \
+    "$PY" -m pytest -v --tb=short -p no:cacheprovider -rfEs "${EXTRA[@]}" -k cuda tests
 fi
 
 # ---- compute-sanitizer
