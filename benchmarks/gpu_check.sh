@@ -22,6 +22,8 @@
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
 #   bench-tf32 35 s  the same with TF32 allowed for stock and fastgan alike                     -> bench_tf32/
+#   bench-pdl  30 s  the training step again, TF32, programmatic dependent launch on (FASTGAN_CUDA_PDL=1)
+#                                                                                               -> bench_pdl/
 #   trace      25 s  benchmarks/trace_step.py: kernels, count and device time per training step  -> trace.txt
 # Everything lands in one folder: $OUT when set (the device tool brings it back), else gpu_check_out/; the last
 # lines of log.txt are the stage summary. benchmarks/RESULTS.md says how to read them into the results table.
@@ -48,7 +50,7 @@ OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/log.txt"
 : > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
 : > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"
-rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32"
+rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32" "$OUTDIR/bench_pdl"
 BUDGET="${GPU_CHECK_BUDGET:-360}"
 BENCH_RESERVE=110   # seconds kept for the benchmarks and the trace while the earlier stages run
 T0=$(date +%s)
@@ -242,8 +244,12 @@ if [[ $DRY == 1 ]]; then
 else
   stage bench-fp32 50 60 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
     --out "$OUTDIR/bench_fp32" --time-budget 40
-  stage bench-tf32 35 25 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
+  stage bench-tf32 35 55 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
     --out "$OUTDIR/bench_tf32" --time-budget 28
+  # the training step again with programmatic dependent launch (off by default until this measures it): compare
+  # its step rows with bench_tf32's (same precision, same run)
+  stage bench-pdl 30 25 "$LOG" env FASTGAN_CUDA_PDL=1 "$PY" -m fastgan bench --device cuda --quick --tf32 on \
+    --cases step --no-plot --out "$OUTDIR/bench_pdl" --time-budget 22
 fi
 
 # ---- the training step's kernels: names, count, device time per kernel, device time vs wall time
@@ -261,7 +267,7 @@ for s in "${STAGES[@]}"; do
 done
 grep -E "passed|failed|error" "$OUTDIR/pytest.txt" | tail -1 | sed 's/^/  pytest: /' | tee -a "$LOG" || true
 grep -E "ERROR SUMMARY|all checks passed|FAILED" "$OUTDIR/sanitizer.txt" | sed 's/^/  sanitizer: /' | tee -a "$LOG" || true
-for b in bench_fp32 bench_tf32; do
+for b in bench_fp32 bench_tf32 bench_pdl; do
   [[ -s "$OUTDIR/$b/bench.json" ]] || continue
   log "  $b:"
   "$PY" - "$OUTDIR/$b/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true

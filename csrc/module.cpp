@@ -64,6 +64,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_backend", &fastgan::cpu_backend);
   m.def("set_cuda_gemm_route", &fastgan::set_cuda_gemm_route, "CUDA products: 'auto' | 'kernels' | 'aten'");
   m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
+  m.def("set_cuda_pdl", &fastgan::set_cuda_pdl, "CUDA kernels: programmatic dependent launch on sm_90+ (on/off)");
+  m.def("cuda_pdl", &fastgan::cuda_pdl);
 #ifdef FASTGAN_WITH_EMU
   m.def("emu_launch_log", [](bool start) {
     std::vector<std::string> names = fgemu::rt::take_launch_log();

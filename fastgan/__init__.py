@@ -10,9 +10,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "available_impls", "use_impl", "cuda_gemm_route", "functional", "nn", "optim", "fuse",
-           "unfuse", "no_weight_gradients"]
-_WHERE = {"available_impls": "._impl", "use_impl": "._impl", "cuda_gemm_route": "._impl", "fuse": ".convert",
+__all__ = ["__version__", "available_impls", "use_impl", "cuda_gemm_route", "cuda_pdl", "functional", "nn", "optim",
+           "fuse", "unfuse", "no_weight_gradients"]
+_WHERE = {"available_impls": "._impl", "use_impl": "._impl", "cuda_gemm_route": "._impl", "cuda_pdl": "._impl",
+          "fuse": ".convert",
           "unfuse": ".convert", "functional": ".functional", "nn": ".nn", "optim": ".optim",
           "no_weight_gradients": ".functional"}
 

@@ -194,3 +194,29 @@ class cuda_gemm_route(_Setting):
     @staticmethod
     def _set(value):
         _ext.C.set_cuda_gemm_route(value)
+
+
+class cuda_pdl(_Setting):
+    """Programmatic dependent launch of fastgan's CUDA kernels on sm_90 and newer GPUs: ``True`` lets each kernel
+    be scheduled while the previous one in the stream is finishing (every kernel waits for its predecessor's
+    results before touching memory, so results are the same bits), which hides part of the launch gap between the
+    short dependent kernels of a training step, in a CUDA graph too. Off by default until a GPU has measured it
+    (benchmarks/gpu_check.sh); ``FASTGAN_CUDA_PDL=1`` gives the initial value. Used like :class:`use_impl`.
+    Process-wide; no effect on older GPUs, CPU tensors or the emulation (which checks every kernel against the rule
+    above on every launch)."""
+
+    def __init__(self, on: bool):
+        if _ext.C is None:
+            raise RuntimeError(f"cuda_pdl: fastgan._C is not loaded: {_ext.load_error}")
+        if not isinstance(on, bool):
+            raise TypeError(f"cuda_pdl: expected True or False, got {on!r}")
+        super().__init__(on)
+        self.on = on
+
+    @staticmethod
+    def _get():
+        return _ext.C.cuda_pdl()
+
+    @staticmethod
+    def _set(value):
+        _ext.C.set_cuda_pdl(value)

@@ -68,6 +68,11 @@ def report() -> list:
             lines.append(f"  CUDA kernels: yes (CUDA {info['cuda_version']}, archs {info['cuda_archs']}); products "
                          f"routed '{_ext.C.cuda_gemm_route()}' (fastgan.cuda_gemm_route / FASTGAN_CUDA_GEMM: auto, "
                          f"kernels, aten)")
+            try:
+                pdl = "on (sm_90 and newer)" if _ext.C.cuda_pdl() else "off"
+            except ValueError as e:
+                pdl = f"ERROR: {e}"
+            lines.append(f"  programmatic dependent launch: {pdl} (fastgan.cuda_pdl / FASTGAN_CUDA_PDL: 0, 1)")
             if torch.cuda.is_available():
                 for i in range(torch.cuda.device_count()):
                     cap = torch.cuda.get_device_capability(i)

@@ -164,16 +164,38 @@ def test_cuda_gemm_route_setting():
     assert C.cuda_gemm_route() == before
 
 
-@pytest.mark.parametrize("setting", ["use_impl", "cuda_gemm_route"])
+@pytest.mark.skipif(_ext.C is None or not _ext.has_cuda(), reason="needs fastgan._C with CUDA kernels")
+def test_cuda_pdl_setting(monkeypatch):
+    """fastgan.cuda_pdl: off unless FASTGAN_CUDA_PDL=1 asked for it, a bool setting; bad values are clear errors."""
+    before = _ext.C.cuda_pdl()
+    assert before == (os.environ.get("FASTGAN_CUDA_PDL", "0") == "1")
+    with fastgan.cuda_pdl(not before):
+        assert _ext.C.cuda_pdl() is (not before)
+    assert _ext.C.cuda_pdl() is before
+    with pytest.raises(TypeError, match="cuda_pdl: expected True or False, got 1"):
+        fastgan.cuda_pdl(1)
+    assert _ext.C.cuda_pdl() is before
+    # the environment's value is read by a fresh process; a bad one is named when it is first read
+    r = _run_py("import fastgan._ext as e; print(e.C.cuda_pdl())", FASTGAN_CUDA_PDL="1")
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr
+    r = _run_py("import fastgan._ext as e; e.C.cuda_pdl()", FASTGAN_CUDA_PDL="yes")
+    assert r.returncode != 0 and "FASTGAN_CUDA_PDL: expected 0 or 1, got 'yes'" in r.stderr
+
+
+@pytest.mark.parametrize("setting", ["use_impl", "cuda_gemm_route", "cuda_pdl"])
 def test_settings_as_setter_context_and_decorator(setting):
-    """use_impl and cuda_gemm_route work like torch.set_grad_enabled: a plain call sets for good, `with` restores
-    on exit (also for an object entered twice), a decorator applies per call and changes nothing when applied."""
-    if setting == "cuda_gemm_route" and _ext.C is None:
+    """use_impl, cuda_gemm_route and cuda_pdl work like torch.set_grad_enabled: a plain call sets for good, `with`
+    restores on exit (also for an object entered twice), a decorator applies per call and changes nothing when
+    applied."""
+    if setting != "use_impl" and _ext.C is None:
         pytest.skip("needs fastgan._C")
+    if setting == "cuda_pdl" and not _ext.has_cuda():
+        pytest.skip("needs fastgan._C with CUDA kernels")
     make = getattr(fastgan, setting)
     get, a, b = {
         "use_impl": (lambda: _impl._current, "torch", "auto"),  # the raw setting (None: environment / auto)
         "cuda_gemm_route": (lambda: _ext.C.cuda_gemm_route(), "aten", "kernels"),
+        "cuda_pdl": (lambda: _ext.C.cuda_pdl(), True, False),
     }[setting]
     before = get()
     try:

@@ -112,6 +112,9 @@ long long clock_ticks();  // monotonic nanoseconds (clock64, __globaltimer)
 void note_atomic(const void* addr, size_t size);  // race check: an atomic updated these bytes
 void sync_point(unsigned one_in = 4);  // atomics, __nanosleep: with several resident blocks another may run here
 void device_fence();  // __threadfence(): publishes this block's writes to later atomics/flags (race check)
+// cudaGridDependencySynchronize(): from here on this thread may touch global memory in a launch made with
+// programmatic dependent launch (LaunchDesc::programmatic), whose earlier global accesses fail the launch.
+void grid_dependency_sync();
 // Execution-order and race-check controls (also FGEMU_SCHEDULE=forward|reverse|random[:seed], FGEMU_RACECHECK=1,
 // read at the first launch; calling these overrides the environment).
 enum Schedule : int { kForward = 0, kReverse = 1, kRandom = 2 };
@@ -138,6 +141,11 @@ struct LaunchDesc {
   void* payload;
   dim3 grid, block;
   size_t smem;
+  // Launched with programmatic dependent launch (cudaLaunchAttributeProgrammaticStreamSerialization): on a GPU the
+  // grid may start while the previous kernel in the stream still runs, so every thread must call
+  // cudaGridDependencySynchronize() before its first global-memory access; the emulation checks that it does.
+  bool programmatic = false;
+  size_t payload_size = 0;  // bytes at payload: the arguments, which the launch copies into each thread
 };
 void launch(const LaunchDesc& d);
 
@@ -160,7 +168,21 @@ template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args), "fgemu::launch: wrong number of kernel arguments");
   KernelCall<KArgs...> call{kernel, std::tuple<KArgs...>(static_cast<KArgs>(std::forward<Args>(args))...)};
-  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem};
+  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem,
+                   false, sizeof call};
+  rt::launch(d);
+}
+
+// The same as a launch with programmatic dependent launch (cudaLaunchKernelEx with
+// cudaLaunchAttributeProgrammaticStreamSerialization): the grid's global-memory accesses before
+// cudaGridDependencySynchronize() are reported (instrumented kernel sources; see rt::LaunchDesc::programmatic).
+template <typename... KArgs, typename... Args>
+void launch_programmatic(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                         Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args), "fgemu::launch: wrong number of kernel arguments");
+  KernelCall<KArgs...> call{kernel, std::tuple<KArgs...>(static_cast<KArgs>(std::forward<Args>(args))...)};
+  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem,
+                   true, sizeof call};
   rt::launch(d);
 }
 
@@ -197,6 +219,14 @@ inline int __syncthreads_or(int pred, FGEMU_SITE_PARAMS) {
 inline void __threadfence() {
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (__builtin_expect(::fgemu::g_sync_hooks, 0)) ::fgemu::rt::device_fence();
+}
+// Programmatic dependent launch (sm_90): the trigger only lets the next grid be scheduled early (no memory effect);
+// the wait is where the previous grid's completion and writes are awaited. Emulated launches run one after the
+// other, so neither has an effect on the order; the wait marks the thread for the programmatic-launch check.
+inline void cudaTriggerProgrammaticLaunchCompletion() {}
+inline void cudaGridDependencySynchronize() {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  ::fgemu::rt::grid_dependency_sync();
 }
 inline void __threadfence_block() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 inline void __threadfence_system() { std::atomic_signal_fence(std::memory_order_seq_cst); }

@@ -278,6 +278,7 @@ struct Thread {
   const char* w_file;
   int w_line;
   WarpResult w_result;
+  bool grid_dep_synced;  // has called cudaGridDependencySynchronize() (programmatic launches)
 };
 
 struct WarpState {
@@ -1612,6 +1613,7 @@ void block_init() {
   for (Thread& t : E.threads) {
     t.state = kUnstarted;
     t.fiber = nullptr;
+    t.grid_dep_synced = false;
   }
   for (int w = 0; w < E.nwarps; ++w) {
     WarpState& ws = E.warps[w];
@@ -1768,11 +1770,39 @@ void sync_point(unsigned one_in) {
 }
 
 // Called by the instrumented loads and stores of kernel code (memcheck.cpp).
+// A programmatic launch's thread touching global memory before cudaGridDependencySynchronize(): on a GPU the
+// previous kernel in the stream may still be running then (its writes not yet made, its reads not yet done).
+[[noreturn]] void grid_dep_fail(const void* addr, size_t size, const char* verb) {
+  char a[32];
+  snprintf(a, sizeof a, "%p", addr);
+  record_failure(launch_prefix() + ": " + where_thread(E.cur) + " " + verb + " " + std::to_string(size) +
+                 " bytes of global memory at " + a + " before cudaGridDependencySynchronize(), in a launch with "
+                 "programmatic dependent launch: on a GPU the previous kernel in the stream may still be running");
+  abandon_fiber();
+}
+
+// The emulator's own memory that instrumented kernel code reads: the launch's arguments (copied into each thread as
+// kernel parameters), the built-in variables, the switches the inline atomics and fences test. Not global memory.
+inline bool emu_state(const void* addr) {
+  const char* p = static_cast<const char*>(addr);
+  const char* b = reinterpret_cast<const char*>(&g_builtin);
+  const char* args = static_cast<const char*>(E.d->payload);
+  return (p >= args && p < args + E.d->payload_size) || (p >= b && p < b + sizeof g_builtin) ||
+         addr == &::fgemu::g_racecheck || addr == &::fgemu::g_sync_hooks;
+}
+
 void mem_access(const void* addr, size_t size, int kind) {
   if (!E.active || !E.cur || E.failed) return;
   if ((kind == kGVolatileRead || kind == kGVolatileWrite) && g_interleave) sync_point();  // spin loops progress
+  if (__builtin_expect(E.d->programmatic && !E.cur->grid_dep_synced, 0) && !gc_is_private(addr) && !emu_state(addr))
+    grid_dep_fail(addr, size, (kind == kGRead || kind == kGVolatileRead) ? "reads" : "writes");
   if (!G.on || gc_is_private(addr)) return;
   gc_access(addr, size, kind);
+}
+
+void grid_dependency_sync() {
+  if (!E.active || !E.cur || E.failed) return;
+  E.cur->grid_dep_synced = true;
 }
 
 void device_fence() {
@@ -2066,6 +2096,7 @@ void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
                    std::to_string(src_bytes) + " from the source): sizes 4, 8, 16 with addresses aligned to the size");
     abandon_fiber();
   }
+  if (E.d->programmatic && !t->grid_dep_synced && src_bytes > 0) grid_dep_fail(src, (size_t)src_bytes, "copies (cp.async)");
   AsyncQueue& q = g_async[t];
   AsyncCopy c;
   c.dst = static_cast<unsigned char*>(dst);

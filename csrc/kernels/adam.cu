@@ -35,6 +35,7 @@ struct AdamArgs {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ AdamArgs<T> a) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   int i = 0;
   while (i + 1 < a.n && (int)blockIdx.x >= a.block_start[i + 1]) ++i;

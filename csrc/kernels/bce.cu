@@ -36,6 +36,7 @@ struct BceElem {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) bce_none_kernel(BceElem<T> e, T* __restrict__ out, int64_t numel) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < numel; i += stride) store(out, i, e.loss(i));
 }
@@ -54,6 +55,7 @@ struct BceSum {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 bce_bwd_kernel(BceElem<T> e, const T* __restrict__ grad, T* __restrict__ dlogits, int64_t numel, int reduction) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   M scale = M(1);

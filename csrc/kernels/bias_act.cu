@@ -63,6 +63,7 @@ template <typename T, typename A, int V>
 __global__ void __launch_bounds__(kThreads)
 bias_act_fwd_kernel(const T* x, const T* __restrict__ b, T* y, Layout L, typename OpMath<T>::type alpha,
                     typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int64_t nvec = L.numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
@@ -101,6 +102,7 @@ template <typename T, typename A, int V>
 __global__ void __launch_bounds__(kThreads)
 bias_act_bwd_kernel(const T* dy, const T* __restrict__ y, T* dz, int64_t numel, typename OpMath<T>::type alpha,
                     typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int64_t nvec = numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
@@ -145,6 +147,7 @@ bias_act_bwd_db_kernel(const T* dy, const T* __restrict__ y, T* dz, typename OpM
                        T* __restrict__ db, int* counters, int64_t outer, int64_t rows_per_split, int64_t C,
                        int64_t inner, int64_t step_o, int64_t step_j, typename OpMath<T>::type alpha,
                        typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int lane = threadIdx.x % 32;
   const int64_t c = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
@@ -194,6 +197,7 @@ bias_act_bwd_db_rows_kernel(const T* dy, const T* __restrict__ y, T* dz,
                             typename OpMath<T>::type* __restrict__ partial, T* __restrict__ db, int* counters,
                             int64_t rows, int64_t chunk, int64_t C, typename OpMath<T>::type alpha,
                             typename OpMath<T>::type gain, typename OpMath<T>::type clamp) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   __shared__ M red[kWarps][32];
   const int lane = threadIdx.x % 32, rw = threadIdx.x / 32;

@@ -67,19 +67,55 @@ template <typename F> void dispatch_dtype(DType dt, const char* what, F&& f) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The one launch path of every kernel. Under nvcc: <<<>>> on the given stream (the glue passes the current
-// torch stream), then the launch is checked. Under emulation: the CPU runtime executes the grid with CUDA's
-// semantics and reports faults with the kernel's name. Empty grids are not launched (CUDA rejects them).
+// Programmatic dependent launch (PDL, sm_90+): launched with it (launch() below, when programmatic_launch() says
+// so), a kernel's blocks may start while the previous kernel in the stream is still running, which hides the launch
+// gap between the short dependent kernels of a training step. Every kernel calls this first, before touching global
+// memory: it lets the next kernel be scheduled (whose blocks then wait here in turn; all of this grid's blocks have
+// started by then, so none is crowded out) and waits until the previous kernel has completed with its writes
+// visible. So a kernel sees memory as without PDL; only the launch overlaps. Without the attribute (PDL off, or a
+// GPU before sm_90) both instructions are no-ops. The emulation launches every kernel as a programmatic launch and
+// fails one whose thread touches global memory before this call.
+__device__ __forceinline__ void grid_dependency_sync() {
+#if defined(FG_EMU)
+  cudaGridDependencySynchronize();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaTriggerProgrammaticLaunchCompletion();
+  cudaGridDependencySynchronize();
+#endif
+}
+
+// Whether launch() asks for programmatic dependent launch on the current device: the process setting
+// (set_programmatic_launch; FASTGAN_CUDA_PDL=0|1 gives the initial value, off by default until a GPU has measured
+// it) and a device of compute capability 9.0 or newer. Defined in table.cu.
+bool programmatic_launch();
+
+// The one launch path of every kernel. Under nvcc: cudaLaunchKernelEx on the given stream (the glue passes the
+// current torch stream), with the programmatic-serialisation attribute where programmatic_launch(), then the launch
+// is checked. Under emulation: the CPU runtime executes the grid with CUDA's semantics as a programmatic launch
+// (the strictest case) and reports faults with the kernel's name. Empty grids are not launched (CUDA rejects them).
 template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, void* stream,
             Args... args) {
   if ((int64_t)grid.x * grid.y * grid.z == 0) return;
 #ifdef FG_EMU
   (void)stream;
-  ::fgemu::launch(name, kernel, grid, block, smem, static_cast<KArgs>(args)...);
+  ::fgemu::launch_programmatic(name, kernel, grid, block, smem, static_cast<KArgs>(args)...);
 #else
-  kernel<<<grid, block, smem, static_cast<cudaStream_t>(stream)>>>(static_cast<KArgs>(args)...);
-  cudaError_t err = cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attr[1] = {};
+  if (programmatic_launch()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  else (void)cudaGetLastError();  // clear the (non-sticky) launch error, as after <<<>>>
   if (err != cudaSuccess) {
     throw std::runtime_error(std::string("fastgan: launch of CUDA kernel '") + name + "' failed: " +
                              cudaGetErrorString(err) + " (grid " + std::to_string(grid.x) + "x" +
@@ -134,6 +170,7 @@ template <typename T, typename Sum>
 __global__ void __launch_bounds__(kSumThreads)
 fixed_order_sum_kernel(Sum s, typename OpMath<T>::type* __restrict__ partial, int* counters, T* __restrict__ out,
                        int64_t numel) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   M acc = M(0);

@@ -31,6 +31,7 @@ __device__ __forceinline__ typename OpMath<T>::type dot_a(const GemmArgs<T>& p, 
 // Outputs o < M * N are products; with row sums, outputs M * N + m are sum_k A(m, k) (a column of ones for B).
 template <typename T, typename A>
 __global__ void __launch_bounds__(kDotThreads) gemm_dot_kernel(const GemmArgs<T> p) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const int lane = threadIdx.x & 31;
   const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;

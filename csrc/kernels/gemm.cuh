@@ -653,6 +653,7 @@ __device__ __forceinline__ void gemm_block(const GemmBatch<T>& batch, const int 
 // when a launch has one kind; a convolution's weight and input gradients are the two kinds of one launch).
 template <typename T, typename Cfg, OperandKind AK0, OperandKind BK0, OperandKind AK1, OperandKind BK1>
 __global__ void __launch_bounds__(Cfg::NT, Cfg::MINB) gemm_kernel(const __grid_constant__ GemmBatch<T> batch) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   static_assert(!Cfg::kTensorCores || std::is_same<M, float>::value, "tensor-core tiles accumulate in float");
   constexpr bool kOneKind = AK0 == AK1 && BK0 == BK1;

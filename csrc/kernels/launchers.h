@@ -256,4 +256,12 @@ struct KernelTable {
 namespace cuda { const KernelTable& kernel_table(); }
 namespace emu { const KernelTable& kernel_table(); }
 
+// Programmatic dependent launch of the CUDA kernels (common.cuh: launch, grid_dependency_sync), process-wide:
+// 1 on (where the device is sm_90 or newer), 0 off. The initial value is FASTGAN_CUDA_PDL (0 or 1; default 0);
+// the setting throws std::invalid_argument for another value of it.
+namespace cuda {
+void set_programmatic_launch(bool on);
+bool programmatic_launch_setting();
+}  // namespace cuda
+
 }  // namespace fastgan

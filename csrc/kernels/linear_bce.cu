@@ -47,6 +47,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 linear_bce_fwd_kernel(HeadArgs<T> a, typename OpMath<T>::type* __restrict__ partial, int* counters,
                       T* __restrict__ loss) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   __shared__ M warp_sum[kThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -92,6 +93,7 @@ __global__ void __launch_bounds__(kThreads)
 linear_bce_bwd_kernel(HeadArgs<T> a, const T* __restrict__ g_loss, const T* __restrict__ g_logits, T* __restrict__ dx,
                       T* __restrict__ dw, T* __restrict__ db, typename OpMath<T>::type* __restrict__ partial,
                       int* counters) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   __shared__ M dl[kHeadRows];
   const M scale = load(g_loss, 0) / (a.reduction == 1 ? M(a.n) : M(1));

@@ -29,6 +29,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 sum_squares_bwd_kernel(const T* __restrict__ g, const T* __restrict__ x, T* __restrict__ dx, int64_t numel,
                        typename OpMath<T>::type scale) {
+  grid_dependency_sync();  // first, before any global-memory access (PDL: common.cuh)
   using M = typename OpMath<T>::type;
   const M s = M(2) * scale * load(g, 0);
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;

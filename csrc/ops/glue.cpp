@@ -13,8 +13,7 @@
 #include <tuple>
 
 #include <cmath>
-
-#include "../kernels/activation.cuh"
+#include <stdexcept>
 
 namespace fastgan {
 
@@ -30,6 +29,25 @@ void set_cpu_backend(const std::string& name) {
 }
 
 std::string cpu_backend() { return g_emulate ? "emu" : "native"; }
+
+void set_cuda_pdl(bool on) {
+#ifdef FASTGAN_WITH_CUDA
+  cuda::set_programmatic_launch(on);
+#else
+  TORCH_CHECK(!on, "cuda_pdl: fastgan._C was built without CUDA kernels");
+#endif
+}
+
+bool cuda_pdl() {
+#ifdef FASTGAN_WITH_CUDA
+  try {
+    return cuda::programmatic_launch_setting();
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
+#endif
+  return false;
+}
 
 Exec exec_for(const at::Tensor& t, const char* op) {
   if (t.device().is_cpu()) {

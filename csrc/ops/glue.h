@@ -38,6 +38,10 @@ Exec exec_for(const at::Tensor& t, const char* op);
 // under CPU emulation; an error in a build without the emulation). Process-wide, as fastgan.use_impl, which sets it.
 void set_cpu_backend(const std::string& name);
 std::string cpu_backend();
+// Programmatic dependent launch of the CUDA kernels (fastgan.cuda_pdl; FASTGAN_CUDA_PDL=0|1 the initial value, off
+// by default): csrc/kernels/common.cuh. Process-wide.
+void set_cuda_pdl(bool on);
+bool cuda_pdl();
 
 DType to_dtype(const at::Tensor& t, const char* op, const char* arg);
 

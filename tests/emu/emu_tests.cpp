@@ -84,7 +84,7 @@ void check_still_usable() {
 void t_block_reduce() {
   const int n = 1000, bs = 256, nb = (n + bs - 1) / bs;
   std::vector<float> x = rand_ints_f(n, -100, 100), out((size_t)nb, -1.0f);
-  fastgan::emu::launch("block_reduce_sum", block_reduce_sum, dim3(nb), dim3(bs), 0, nullptr, x.data(), out.data(), n);
+  fgemu::launch("block_reduce_sum", block_reduce_sum, dim3(nb), dim3(bs), 0, x.data(), out.data(), n);
   for (int b = 0; b < nb; ++b) {
     float s = 0;
     for (int i = b * bs; i < std::min(n, (b + 1) * bs); ++i) s += x[(size_t)i];
@@ -95,7 +95,7 @@ void t_block_reduce() {
 void t_warp_reduce() {
   const int nb = 4, bs = 128, n = nb * bs;
   std::vector<int> x = rand_ints(n, -1000, 1000), out((size_t)(2 * n / 32), 0);
-  fastgan::emu::launch("warp_reduce", warp_reduce, dim3(nb), dim3(bs), 0, nullptr, x.data(), out.data());
+  fgemu::launch("warp_reduce", warp_reduce, dim3(nb), dim3(bs), 0, x.data(), out.data());
   for (int w = 0; w < n / 32; ++w) {
     int s = 0;
     for (int i = 0; i < 32; ++i) s += x[(size_t)(32 * w + i)];
@@ -105,7 +105,7 @@ void t_warp_reduce() {
   for (int bsz : {96, 256, 1024}) {
     const int m = 3000, blocks = (m + bsz - 1) / bsz;
     std::vector<float> xf = rand_ints_f(m, -50, 50), o((size_t)blocks, 0.0f);
-    fastgan::emu::launch("block_sum_shfl", block_sum_shfl, dim3(blocks), dim3(bsz), 0, nullptr, xf.data(), o.data(), m);
+    fgemu::launch("block_sum_shfl", block_sum_shfl, dim3(blocks), dim3(bsz), 0, xf.data(), o.data(), m);
     for (int b = 0; b < blocks; ++b) {
       float s = 0;
       for (int i = b * bsz; i < std::min(m, (b + 1) * bsz); ++i) s += xf[(size_t)i];
@@ -142,7 +142,7 @@ void t_shfl_width() {
 void t_compaction() {
   const int n = 1000, bs = 256, nb = (n + bs - 1) / bs;
   std::vector<int> x = rand_ints(n, -50, 50), out((size_t)(nb * bs), 0), counts((size_t)nb, -1);
-  fastgan::emu::launch("compact_positive", compact_positive, dim3(nb), dim3(bs), 0, nullptr, x.data(), n, out.data(),
+  fgemu::launch("compact_positive", compact_positive, dim3(nb), dim3(bs), 0, x.data(), n, out.data(),
                        counts.data());
   for (int b = 0; b < nb; ++b) {
     std::vector<int> expect;
@@ -158,7 +158,7 @@ void t_histogram() {
   std::vector<int> x = rand_ints(n, 0, 1000);
   std::vector<unsigned> hist((size_t)nbins, 0), expect((size_t)nbins, 0);
   for (int v : x) expect[(size_t)(v % nbins)]++;
-  fastgan::emu::launch("histogram", histogram, dim3(8), dim3(128), 0, nullptr, x.data(), n, hist.data(), nbins);
+  fgemu::launch("histogram", histogram, dim3(8), dim3(128), 0, x.data(), n, hist.data(), nbins);
   for (int b = 0; b < nbins; ++b) CHECK_EQ(hist[(size_t)b], expect[(size_t)b]);
 }
 
@@ -175,7 +175,7 @@ void t_atomics() {
   o.cas_owner = -1;
   o.h_add = __float2half(0.0f);
   const int nt = 300;
-  fastgan::emu::launch("atomics_mix", atomics_mix, dim3(3), dim3(100), 0, nullptr, &o);
+  fgemu::launch("atomics_mix", atomics_mix, dim3(3), dim3(100), 0, &o);
   CHECK_EQ(o.i_add, 2 * nt);
   CHECK_EQ(o.i_sub, -3 * nt);
   CHECK_EQ(o.u_add, (unsigned)nt);
@@ -205,7 +205,7 @@ void t_matmul() {
   const int M = 37, N = 29, K = 45;
   std::vector<float> A = rand_ints_f(M * K, -4, 4), B = rand_ints_f(K * N, -4, 4), C((size_t)(M * N), 0.0f);
   dim3 block(16, 16), grid((N + 15) / 16, (M + 15) / 16);
-  fastgan::emu::launch("matmul_tiled", matmul_tiled, grid, block, 0, nullptr, A.data(), B.data(), C.data(), M, N, K);
+  fgemu::launch("matmul_tiled", matmul_tiled, grid, block, 0, A.data(), B.data(), C.data(), M, N, K);
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
       float s = 0;
@@ -217,7 +217,7 @@ void t_matmul() {
 void t_dynamic_smem() {
   const int n = 1000, bs = 128, nb = (n + bs - 1) / bs;
   std::vector<float> x = rand_ints_f(n, -100, 100), y((size_t)n, 0.0f);
-  fastgan::emu::launch("reverse_dynamic", reverse_dynamic, dim3(nb), dim3(bs), bs * sizeof(float), nullptr, x.data(),
+  fgemu::launch("reverse_dynamic", reverse_dynamic, dim3(nb), dim3(bs), bs * sizeof(float), x.data(),
                        y.data(), n);
   for (int b = 0; b < nb; ++b) {
     int base = b * bs;
@@ -266,7 +266,7 @@ void t_grid_index() {
               (c.total.z + c.block.z - 1) / c.block.z);
     size_t cnt = (size_t)c.total.x * c.total.y * c.total.z;
     std::vector<unsigned> out(4 * cnt, 0xDEADBEEFu);
-    fastgan::emu::launch("grid_index", grid_index, grid, c.block, 0, nullptr, out.data(), c.total);
+    fgemu::launch("grid_index", grid_index, grid, c.block, 0, out.data(), c.total);
     for (unsigned z = 0; z < c.total.z; ++z)
       for (unsigned y = 0; y < c.total.y; ++y)
         for (unsigned x = 0; x < c.total.x; ++x) {
@@ -433,7 +433,7 @@ void t_types_and_helpers() {
 // ---- failures --------------------------------------------------------------------------------------------------------
 void t_divergent_exit() {
   std::vector<float> y(128);
-  expect_error([&] { fastgan::emu::launch("divergent_exit", divergent_exit, dim3(2), dim3(64), 0, nullptr, y.data()); },
+  expect_error([&] { fgemu::launch("divergent_exit", divergent_exit, dim3(2), dim3(64), 0, y.data()); },
                {"kernel 'divergent_exit'", "__syncthreads()", "kernels.cu:", "reached by only 32 of 64 threads",
                 "32 threads", "exited"});
   check_still_usable();
@@ -467,24 +467,24 @@ void t_device_assert() {
 
 void t_launch_limits() {
   int dummy = 0;
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1), dim3(2048), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1), dim3(2048), 0, &dummy); },
                {"kernel 'noop'", "2048 threads per block exceed the limit 1024"});
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1), dim3(32, 32, 2), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1), dim3(32, 32, 2), 0, &dummy); },
                {"kernel 'noop'", "2048 threads per block"});
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1, 70000), dim3(32), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1, 70000), dim3(32), 0, &dummy); },
                {"kernel 'noop'", "gridDim.y = 70000 exceeds the limit 65535"});
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1, 1, 65536), dim3(32), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1, 1, 65536), dim3(32), 0, &dummy); },
                {"gridDim.z = 65536"});
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1), dim3(1, 1, 65), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1), dim3(1, 1, 65), 0, &dummy); },
                {"blockDim.z = 65 exceeds the limit 64"});
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(1), dim3(1, 1025, 1), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(1), dim3(1, 1025, 1), 0, &dummy); },
                {"1025 threads per block"});
   expect_error([&] { fgemu::launch("noop", noop, dim3(0), dim3(32), 0, &dummy); }, {"grid dimensions must be >= 1"});
   fastgan::emu::launch("noop", noop, dim3(0), dim3(32), 0, nullptr, &dummy);  // common.cuh skips empty grids
-  expect_error([&] { fastgan::emu::launch("noop", noop, dim3(2147483648u), dim3(1), 0, nullptr, &dummy); },
+  expect_error([&] { fgemu::launch("noop", noop, dim3(2147483648u), dim3(1), 0, &dummy); },
                {"gridDim.x = 2147483648 exceeds the limit 2147483647"});
-  fastgan::emu::launch("noop", noop, dim3(1), dim3(1024), 0, nullptr, &dummy);
-  fastgan::emu::launch("noop", noop, dim3(1), dim3(16, 1, 64), 0, nullptr, &dummy);
+  fgemu::launch("noop", noop, dim3(1), dim3(1024), 0, &dummy);
+  fgemu::launch("noop", noop, dim3(1), dim3(16, 1, 64), 0, &dummy);
   check_still_usable();
 }
 
@@ -502,21 +502,21 @@ void allow_dynamic_smem(const char* name, void (*kernel)(KArgs...), size_t bytes
 void t_smem_limits() {
   std::vector<float> y(512);  // one row of 256 per block
   expect_error(
-      [&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, nullptr, y.data()); },
+      [&] { fgemu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, y.data()); },
       {"kernel 'big_smem'", "65536 B of dynamic shared memory exceed the 49152 B", "cudaFuncSetAttribute"});
-  fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 49152, nullptr, y.data());  // at the limit: fine
+  fgemu::launch("big_smem", big_smem, dim3(1), dim3(256), 49152, y.data());  // at the limit: fine
   allow_dynamic_smem("big_smem", big_smem, 65536);
-  fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, nullptr, y.data());
+  fgemu::launch("big_smem", big_smem, dim3(1), dim3(256), 65536, y.data());
   for (int t = 0; t < 256; ++t) CHECK_EQ(y[(size_t)t], (float)(255 - t));
-  expect_error([&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 65537, nullptr, y.data()); },
+  expect_error([&] { fgemu::launch("big_smem", big_smem, dim3(1), dim3(256), 65537, y.data()); },
                {"65537 B of dynamic shared memory exceed the 65536 B set with cudaFuncSetAttribute"});
   allow_dynamic_smem("big_smem", big_smem, 232448);  // 227 KB: the sm_90 maximum
-  fastgan::emu::launch("big_smem", big_smem, dim3(2), dim3(256), 232448, nullptr, y.data());
+  fgemu::launch("big_smem", big_smem, dim3(2), dim3(256), 232448, y.data());
   expect_error([&] { allow_dynamic_smem("big_smem", big_smem, 232449); },
                {"cannot give kernel 'big_smem' 232449 B", "invalid argument"});
   CHECK_EQ((int)cudaGetLastError(), (int)cudaErrorInvalidValue);
   CHECK_EQ((int)cudaGetLastError(), (int)cudaSuccess);
-  expect_error([&] { fastgan::emu::launch("big_smem", big_smem, dim3(1), dim3(256), 240 * 1024, nullptr, y.data()); },
+  expect_error([&] { fgemu::launch("big_smem", big_smem, dim3(1), dim3(256), 240 * 1024, y.data()); },
                {"kernel 'big_smem'", "245760 B of dynamic shared memory exceed the 232448 B"});
   check_still_usable();
 }
@@ -760,6 +760,36 @@ void t_global_races() {
                 "that thread (0,0,0) of block (1,0,0) wrote, unordered"});
 }
 
+// Programmatic dependent launch: in such a launch a thread's global-memory access before
+// cudaGridDependencySynchronize() is reported (on a GPU the previous kernel may still run); shared memory before
+// it is fine, and a plain launch is not checked.
+void t_programmatic_launch() {
+  ModeScope scope;
+  fgemu::rt::set_racecheck(false);
+  std::vector<int> src(128), dst(128, 0);
+  for (int i = 0; i < 128; ++i) src[(size_t)i] = 3 * i + 1;
+  for (int early : {0, 4}) {
+    std::fill(dst.begin(), dst.end(), 0);
+    fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(), 128, early);
+    CHECK(dst == src);
+  }
+  expect_error([&] { fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(),
+                                                128, 1); },
+               {"kernel 'pdl_copy'", "block (1,0,0), thread (5,0,0)", "reads 4 bytes of global memory at",
+                "before cudaGridDependencySynchronize()", "programmatic dependent launch"});
+  expect_error([&] { fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(),
+                                                128, 2); },
+               {"kernel 'pdl_copy'", "block (1,0,0), thread (5,0,0)", "writes 4 bytes of global memory at"});
+  expect_error([&] { fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(),
+                                                128, 3); },
+               {"kernel 'pdl_copy'", "block (1,0,0), thread (5,0,0)", "reads 4 bytes of global memory at"});
+  for (int early : {1, 2, 3}) {  // a plain launch: no rule to break (dst[69] gets src + src, or is written twice)
+    fgemu::launch("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(), 128, early);
+    CHECK_EQ(dst[70], src[70]);
+  }
+  check_still_usable();
+}
+
 // Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
 // is a deadlock with a message.
 void t_interleaved_blocks() {
@@ -985,6 +1015,7 @@ const std::map<std::string, void (*)()>& cases() {
       {"racecheck", t_racecheck},
       {"schedules", t_schedules},
       {"global_races", t_global_races},
+      {"programmatic_launch", t_programmatic_launch},
       {"tensor_cores", t_tensor_cores},
       {"interleaved_blocks", t_interleaved_blocks},
       {"poison", t_poison},

@@ -274,6 +274,7 @@ __global__ void intrinsics(float* f, int* i) {
 // Uses the activation functors exactly as the fused ops will.
 template <typename F>
 __global__ void act_fwd(const float* x, float* y, int n, float alpha, float gain, float clamp) {
+  fastgan::emu::grid_dependency_sync();  // launched by common.cuh's launch(): the project's kernels' rule
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) y[i] = fastgan::act_forward<F, float>(x[i], alpha, gain, clamp);
 }
@@ -282,6 +283,7 @@ template __global__ void act_fwd<fastgan::ActLrelu>(const float*, float*, int, f
 // Templated element copy through common.cuh's load/store (f16/bf16 storage, f32 math).
 template <typename T>
 __global__ void scale_copy(const T* x, T* y, int n, float s) {
+  fastgan::emu::grid_dependency_sync();
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) fastgan::emu::store<T>(y, i, fastgan::emu::load<T>(x, i) * s);
 }
@@ -423,6 +425,7 @@ __global__ void warp_smem_reduce(const int* x, int* out, int use_syncwarp) {
 namespace fastgan {
 namespace FG_NS {
 __global__ void dyn_prefix_sum(const int* x, int* y, int n) {
+  grid_dependency_sync();
   extern __shared__ __align__(16) unsigned char smem[];
   int* s = reinterpret_cast<int*>(smem);
   int t = threadIdx.x;
@@ -510,6 +513,22 @@ __global__ void flag_handoff(int* data, volatile int* flag, int* out, int use_fe
     __threadfence();
     out[0] = data[0];
   }
+}
+
+// Programmatic dependent launch: copies src to dst after cudaGridDependencySynchronize(). `early` touches global
+// memory before it in thread 5 of block 1: 1 reads src, 2 writes dst; 3: thread 5 of block 1 never synchronises;
+// 4 only uses shared memory before it (allowed).
+__global__ void pdl_copy(const int* src, int* dst, int n, int early) {
+  __shared__ int stage[64];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const bool me = blockIdx.x == 1 && threadIdx.x == 5;
+  int v = 0;
+  if (me && early == 1) v = src[i];
+  if (me && early == 2) dst[i] = -1;
+  stage[threadIdx.x] = (int)threadIdx.x;
+  cudaTriggerProgrammaticLaunchCompletion();
+  if (!(me && early == 3)) cudaGridDependencySynchronize();
+  if (i < n) dst[i] = src[i] + v + stage[threadIdx.x] - (int)threadIdx.x;
 }
 
 // A grid-wide barrier by spinning on a counter: correct only when every block of the grid is resident at once.
