@@ -132,21 +132,32 @@ def emu_wrappers(build_dir: str) -> list:
 
 
 def _instrument_flags(cxx: str) -> list:
-    """The memory-access instrumentation of the emulated kernels (csrc/emu/memcheck.cpp: the global-memory race check
-    and volatile loads as switch points). ThreadSanitizer's compiler pass only, never its runtime library."""
+    """The memory-access instrumentation of the emulated kernels (csrc/emu/memcheck.cpp: the global-memory race check,
+    the programmatic-launch check and volatile loads as switch points). ThreadSanitizer's compiler pass only, never
+    its runtime library. [] when the compiler cannot compile a probe with it (the checks are then unavailable, and
+    build_info()["emu_instrumented"] says so)."""
+    import tempfile
     try:
         ident = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
     if "clang" in ident:
-        return ["-fsanitize=thread", "-mllvm", "-tsan-distinguish-volatile=1", "-mllvm",
-                "-tsan-instrument-func-entry-exit=0"]
-    return ["-fsanitize=thread", "--param=tsan-distinguish-volatile=1", "--param=tsan-instrument-func-entry-exit=0"]
+        flags = ["-fsanitize=thread", "-mllvm", "-tsan-distinguish-volatile=1", "-mllvm",
+                 "-tsan-instrument-func-entry-exit=0"]
+    else:
+        flags = ["-fsanitize=thread", "--param=tsan-distinguish-volatile=1", "--param=tsan-instrument-func-entry-exit=0"]
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "probe.cpp")
+        with open(src, "w") as f:
+            f.write("int probe(volatile int* p) { return *p; }\n")
+        r = subprocess.run([cxx, *flags, "-c", src, "-o", os.path.join(d, "probe.o")], capture_output=True)
+    return flags if r.returncode == 0 else []
 
 
-def compile_emu_kernels(build_dir: str, opt: list) -> list:
+def compile_emu_kernels(build_dir: str, opt: list) -> tuple:
     """Compiles the emulated kernel sources (emu_wrappers) with the instrumentation that only they get, in parallel,
-    skipping objects newer than every source they include; returns the objects for the extension to link. They need
+    skipping objects newer than every source they include; returns the objects for the extension to link and whether
+    they carry the instrumentation. They need
     no torch header (csrc/kernels/ is raw-pointer code), only the C++ ABI torch was built with."""
     import concurrent.futures
     cxx = os.environ.get("CXX", "c++")
@@ -156,6 +167,12 @@ def compile_emu_kernels(build_dir: str, opt: list) -> list:
     deps = glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h")
     newest = max([os.path.getmtime(d) for d in deps] + [os.path.getmtime(__file__)])
     sources = emu_wrappers(build_dir)
+    # objects built with other instrumentation than now (a compiler change) are rebuilt
+    stamp = os.path.join(build_dir, "instrument.txt")
+    if not os.path.exists(stamp) or open(stamp).read() != " ".join(instrument):
+        with open(stamp, "w") as f:
+            f.write(" ".join(instrument))
+    newest = max(newest, os.path.getmtime(stamp))
     jobs = []
     for src in sources:
         obj = os.path.splitext(src)[0] + ".o"
@@ -166,9 +183,6 @@ def compile_emu_kernels(build_dir: str, opt: list) -> list:
         src, obj = job
         cmd = [cxx, *flags, *instrument, "-c", src, "-o", obj]
         r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0 and instrument:  # a compiler without the pass: the check is then unavailable
-            cmd = [cxx, *flags, "-c", src, "-o", obj]
-            r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"fastgan: compiling {src} failed:\n{' '.join(cmd)}\n{r.stderr}")
         return src
@@ -178,7 +192,7 @@ def compile_emu_kernels(build_dir: str, opt: list) -> list:
         n = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
         with concurrent.futures.ThreadPoolExecutor(max(1, n)) as pool:
             list(pool.map(run, jobs))
-    return [os.path.splitext(src)[0] + ".o" for src in sources]
+    return [os.path.splitext(src)[0] + ".o" for src in sources], bool(instrument)
 
 
 def source_digest_header(build_dir: str) -> str:
@@ -218,8 +232,8 @@ def build_extension():
     emu_objects = []
     if with_emu:
         sources += sorted(glob.glob("csrc/emu/*.cpp"))
-        emu_objects = compile_emu_kernels(os.path.join("build", "emu_gen"), opt)
-        defines.append(("FASTGAN_WITH_EMU", None))
+        emu_objects, instrumented = compile_emu_kernels(os.path.join("build", "emu_gen"), opt)
+        defines += [("FASTGAN_WITH_EMU", None), ("FASTGAN_EMU_INSTRUMENTED", "1" if instrumented else "0")]
     if cuda_home:
         sources += sorted(glob.glob("csrc/kernels/*.cu"))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]

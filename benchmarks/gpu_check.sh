@@ -52,7 +52,7 @@ LOG="$OUTDIR/log.txt"
 : > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"
 rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32" "$OUTDIR/bench_pdl"
 BUDGET="${GPU_CHECK_BUDGET:-360}"
-BENCH_RESERVE=110   # seconds kept for the benchmarks and the trace while the earlier stages run
+BENCH_RESERVE=140   # seconds kept for the benchmarks (fp32, tf32, pdl) and the trace while the earlier stages run
 T0=$(date +%s)
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || PY=python
@@ -242,7 +242,7 @@ if [[ $DRY == 1 ]]; then
   stage bench-fp32 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 \
     --out "$OUTDIR/bench_fp32"
 else
-  stage bench-fp32 50 60 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
+  stage bench-fp32 50 90 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
     --out "$OUTDIR/bench_fp32" --time-budget 40
   stage bench-tf32 35 55 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
     --out "$OUTDIR/bench_tf32" --time-budget 28

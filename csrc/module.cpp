@@ -16,6 +16,9 @@
 #ifndef FASTGAN_CUDA_VERSION
 #define FASTGAN_CUDA_VERSION ""
 #endif
+#ifndef FASTGAN_EMU_INSTRUMENTED
+#define FASTGAN_EMU_INSTRUMENTED 0
+#endif
 #ifndef FASTGAN_CUDA_ARCHS
 #define FASTGAN_CUDA_ARCHS ""
 #endif
@@ -46,8 +49,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
 #ifdef FASTGAN_WITH_EMU
     d["with_emu"] = true;
+    // the emulated kernels carry the memory-access hooks: global race check, programmatic-launch check
+    d["emu_instrumented"] = FASTGAN_EMU_INSTRUMENTED == 1;
 #else
     d["with_emu"] = false;
+    d["emu_instrumented"] = false;
 #endif
     d["cuda_version"] = FASTGAN_CUDA_VERSION;
     d["cuda_archs"] = FASTGAN_CUDA_ARCHS;
@@ -66,6 +72,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
   m.def("set_cuda_pdl", &fastgan::set_cuda_pdl, "CUDA kernels: programmatic dependent launch on sm_90+ (on/off)");
   m.def("cuda_pdl", &fastgan::cuda_pdl);
+  m.def("cuda_pdl_launches", &fastgan::cuda_pdl_launches, "CUDA launches made with programmatic dependent launch");
 #ifdef FASTGAN_WITH_EMU
   m.def("emu_launch_log", [](bool start) {
     std::vector<std::string> names = fgemu::rt::take_launch_log();

@@ -81,7 +81,9 @@ def report() -> list:
                                      f"image for; rebuild with TORCH_CUDA_ARCH_LIST=\"{cap[0]}.{cap[1]}\"")
         else:
             lines.append("  CUDA kernels: no (CPU-only build: FASTGAN_CUDA=0, CPU-only torch or no toolkit)")
-        lines.append(f"  CUDA emulation (impl 'emu'): {'yes' if info['with_emu'] else 'no (FASTGAN_EMU=0)'}")
+        emu = ("yes" + ("" if info.get("emu_instrumented") else " (WITHOUT the memory-access checks: the compiler "
+                        "lacked -fsanitize=thread's pass)")) if info["with_emu"] else "no (FASTGAN_EMU=0)"
+        lines.append(f"  CUDA emulation (impl 'emu'): {emu}")
         lines.append("  autograd: one torch.autograd.Function per op (fastgan/ops/), the same formulas registered "
                      "with torch.library.register_autograd for torch.ops.fastgan.* callers")
     lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "

@@ -259,6 +259,10 @@ def test_activation_table_matches_cpp():
 def test_build_info():
     info = _ext.build_info()
     assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
+    if info["with_emu"] and info.get("compiler", "").startswith(("gcc", "clang")):
+        # the emulated kernels carry the access hooks of the global race check and the programmatic-launch check:
+        # without them both would pass everything without a word
+        assert info["emu_instrumented"], info
     if info["with_cuda"]:
         # the archs this build was made for (TORCH_CUDA_ARCH_LIST, or the default), whatever they are: not one
         # build's list (the GPU check builds sm_90 only)

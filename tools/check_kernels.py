@@ -43,6 +43,46 @@ def short(name: str) -> str:
     return name.split("(")[0] if len(name) > 110 else name
 
 
+# A memory instruction in PTX: loads, stores, atomics, reductions, async copies, prefetches, texture fetches; those
+# that name a state space other than global (kernel parameters, shared, local, constant memory) are not global.
+_MEM_OP = re.compile(r"^\s*(?:@!?%p\d+\s+)?(ld|ldu|st|atom|red|cp\.async|prefetch|tex)\b(\.[\w:]+)*")
+_NOT_GLOBAL = (".param", ".shared", ".local", ".const")
+
+
+def check_grid_dependency(nvcc: str, src: str, tmp: str) -> list:
+    """Programmatic dependent launch (csrc/kernels/common.cuh): every kernel entry of the sm_90 code must execute
+    griddepcontrol.wait before any instruction that may touch global memory. Checked on the PTX nvcc emits (the
+    program order ptxas keeps across the wait), so a kernel that forgot grid_dependency_sync() or a load the front end
+    hoisted above it is caught here, not only under the emulation. Returns the offending entries with the first such
+    instruction."""
+    ptx = os.path.join(tmp, "k.ptx")
+    r = subprocess.run([nvcc, "-ptx", src, "-o", ptx, "-std=c++17", "-O3", "-I", os.path.join(ROOT, "csrc"),
+                        "-arch=compute_90"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return [("(nvcc -ptx failed)", r.stderr.strip()[-300:])]
+    bad, entry, waited = [], None, False
+    for line in open(ptx):
+        m = re.match(r"\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+(\S+?)\(", line)
+        if m:
+            entry, waited = m.group(1), False
+            continue
+        if entry is None:
+            continue
+        if line.startswith("}"):
+            if not waited:
+                bad.append((entry, "no griddepcontrol.wait"))
+            entry = None
+            continue
+        if "griddepcontrol.wait" in line:
+            waited = True
+            continue
+        mo = _MEM_OP.match(line)
+        if not waited and mo and not any(sp in mo.group(0) for sp in _NOT_GLOBAL):
+            bad.append((entry, line.strip()))
+            waited = True  # one report per entry
+    return bad
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--arch", action="append", default=None)
@@ -99,10 +139,20 @@ def main() -> int:
                 rows.append((rel, e[1], short(n), *e[2:]))
                 if (e[5] or e[6]) and "<double" not in n:
                     failed = True
+        pdl_bad = []
+        kernel_sources = [src for src in sources if os.sep + "kernels" + os.sep in src]
+        for src in kernel_sources:
+            pdl_bad += [(os.path.relpath(src, ROOT), e, why) for e, why in check_grid_dependency(nvcc, src, tmp)]
     print(f"{'source':<26} {'arch':<6} {'regs':>4} {'smem':>6} {'stack':>5} {'spill st/ld':>11}  kernel")
     for rel, arch, name, regs, smem, stack, sst, sld in rows:
         flag = ("  <-- SPILLS (float64: allowed)" if "<double" in name else "  <-- SPILLS") if (sst or sld) else ""
         print(f"{rel:<26} {arch:<6} {regs:>4} {smem:>6} {stack:>5} {f'{sst}/{sld}':>11}  {name}{flag}")
+    names = demangle([e for _, e, _ in pdl_bad])
+    for (rel, _, why), name in zip(pdl_bad, names):
+        print(f"GRID DEPENDENCY: {rel}: {short(name)}: global memory before griddepcontrol.wait: {why}")
+    failed = failed or bool(pdl_bad)
+    print(f"check_kernels: every kernel entry of {len(kernel_sources)} sources waits (griddepcontrol.wait) before its "
+          f"first global-memory instruction (sm_90 PTX): {'NO' if pdl_bad else 'yes'}")
     print(f"check_kernels: {len(sources)} sources, {len(rows)} kernel builds, archs {','.join(archs)}: "
           f"{'FAILED' if failed else 'ok (no warnings, no spills outside float64 kernels)'}")
     return 1 if failed else 0

@@ -83,6 +83,7 @@ struct BuiltinVars {
 extern BuiltinVars g_builtin;
 extern bool g_racecheck;  // FGEMU_RACECHECK: atomics report the bytes they update
 extern bool g_sync_hooks;  // race check or several resident blocks: atomics and fences call the runtime
+extern bool g_programmatic;  // the running launch is programmatic: atomics are checked against the grid sync
 
 namespace rt {
 
@@ -115,6 +116,7 @@ void device_fence();  // __threadfence(): publishes this block's writes to later
 // cudaGridDependencySynchronize(): from here on this thread may touch global memory in a launch made with
 // programmatic dependent launch (LaunchDesc::programmatic), whose earlier global accesses fail the launch.
 void grid_dependency_sync();
+void atomic_before_grid_sync(const void* addr, size_t size);  // fails the launch if not yet synchronised
 // Execution-order and race-check controls (also FGEMU_SCHEDULE=forward|reverse|random[:seed], FGEMU_RACECHECK=1,
 // read at the first launch; calling these overrides the environment).
 enum Schedule : int { kForward = 0, kReverse = 1, kRandom = 2 };
@@ -363,6 +365,7 @@ namespace detail {
 template <typename T, typename F>
 FGEMU_NO_INSTRUMENT inline T atomic_rmw(T* a, F f) {
   if (__builtin_expect(::fgemu::g_sync_hooks, 0)) ::fgemu::rt::sync_point();
+  if (__builtin_expect(::fgemu::g_programmatic, 0)) ::fgemu::rt::atomic_before_grid_sync(a, sizeof(T));
   T old = *a;
   *a = f(old);
   if (__builtin_expect(::fgemu::g_racecheck, 0)) ::fgemu::rt::note_atomic(a, sizeof(T));

@@ -55,6 +55,7 @@ namespace fgemu {
 BuiltinVars g_builtin{};
 bool g_racecheck = false;
 bool g_sync_hooks = false;
+bool g_programmatic = false;
 }
 
 // =================================================================================================================
@@ -1788,7 +1789,7 @@ inline bool emu_state(const void* addr) {
   const char* b = reinterpret_cast<const char*>(&g_builtin);
   const char* args = static_cast<const char*>(E.d->payload);
   return (p >= args && p < args + E.d->payload_size) || (p >= b && p < b + sizeof g_builtin) ||
-         addr == &::fgemu::g_racecheck || addr == &::fgemu::g_sync_hooks;
+         addr == &::fgemu::g_racecheck || addr == &::fgemu::g_sync_hooks || addr == &::fgemu::g_programmatic;
 }
 
 void mem_access(const void* addr, size_t size, int kind) {
@@ -1798,6 +1799,11 @@ void mem_access(const void* addr, size_t size, int kind) {
     grid_dep_fail(addr, size, (kind == kGRead || kind == kGVolatileRead) ? "reads" : "writes");
   if (!G.on || gc_is_private(addr)) return;
   gc_access(addr, size, kind);
+}
+
+void atomic_before_grid_sync(const void* addr, size_t size) {
+  if (!E.active || !E.cur || E.failed || E.cur->grid_dep_synced || gc_is_private(addr)) return;
+  grid_dep_fail(addr, size, "updates (atomically)");
 }
 
 void grid_dependency_sync() {
@@ -1829,6 +1835,7 @@ struct LaunchScope {
     E.cur = nullptr;
     E.cur_fiber = nullptr;
     E.d = nullptr;
+    ::fgemu::g_programmatic = false;
     g_builtin = BuiltinVars{};
     g_launch_thread.store(0);
   }
@@ -1914,6 +1921,7 @@ void launch(const LaunchDesc& d) {
 
   const int nthreads = (int)(d.block.x * d.block.y * d.block.z);
   E.d = &d;
+  ::fgemu::g_programmatic = d.programmatic;
   E.active = true;
   E.failed = false;
   E.error.clear();

@@ -73,7 +73,9 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // memory: it lets the next kernel be scheduled (whose blocks then wait here in turn; all of this grid's blocks have
 // started by then, so none is crowded out) and waits until the previous kernel has completed with its writes
 // visible. So a kernel sees memory as without PDL; only the launch overlaps. Without the attribute (PDL off, or a
-// GPU before sm_90) both instructions are no-ops. The emulation launches every kernel as a programmatic launch and
+// GPU before sm_90) both instructions are no-ops. The early trigger also lets another library's kernel launched
+// with PDL right after ours start its preamble early: correct if that kernel waits before touching its inputs, as
+// PDL requires (fastgan's launches are off by default; torch's own kernels do not use PDL). The emulation launches every kernel as a programmatic launch and
 // fails one whose thread touches global memory before this call.
 __device__ __forceinline__ void grid_dependency_sync() {
 #if defined(FG_EMU)
@@ -86,8 +88,10 @@ __device__ __forceinline__ void grid_dependency_sync() {
 
 // Whether launch() asks for programmatic dependent launch on the current device: the process setting
 // (set_programmatic_launch; FASTGAN_CUDA_PDL=0|1 gives the initial value, off by default until a GPU has measured
-// it) and a device of compute capability 9.0 or newer. Defined in table.cu.
+// it) and kernels that run there from sm_90+ code (which has the wait). Defined in table.cu, with the count of
+// launches that had the attribute (programmatic_launches, launchers.h).
 bool programmatic_launch();
+void count_programmatic_launch();
 
 // The one launch path of every kernel. Under nvcc: cudaLaunchKernelEx on the given stream (the glue passes the
 // current torch stream), with the programmatic-serialisation attribute where programmatic_launch(), then the launch
@@ -112,6 +116,7 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
+    count_programmatic_launch();
   }
   cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
   if (err == cudaSuccess) err = cudaGetLastError();

@@ -262,6 +262,7 @@ namespace emu { const KernelTable& kernel_table(); }
 namespace cuda {
 void set_programmatic_launch(bool on);
 bool programmatic_launch_setting();
+unsigned long long programmatic_launches();  // launches made with the attribute so far (tests, doctor)
 }  // namespace cuda
 
 }  // namespace fastgan

@@ -36,10 +36,15 @@ const KernelTable& kernel_table() {
 }
 
 #ifndef FG_EMU
+// Built like every kernel of this module (the same -gencode list, the same first statement); never launched: its
+// attributes say which code version the device runs the kernels from.
+__global__ void programmatic_launch_probe() { grid_dependency_sync(); }
+
 namespace {
 std::atomic<int> g_programmatic{-1};  // -1 until first read: FASTGAN_CUDA_PDL, then set_programmatic_launch's
 constexpr int kMaxDevices = 64;
-std::atomic<int> g_major[kMaxDevices];  // compute capability major per device, 0 until first asked
+std::atomic<int> g_capable[kMaxDevices];  // per device: 0 not asked yet, 1 the kernels can wait, 2 they cannot
+std::atomic<unsigned long long> g_programmatic_launches{0};
 }  // namespace
 
 bool programmatic_launch_setting() {
@@ -64,16 +69,24 @@ bool programmatic_launch() {
     (void)cudaGetLastError();
     return false;
   }
-  int major = g_major[dev].load(std::memory_order_relaxed);
-  if (major == 0) {
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+  int capable = g_capable[dev].load(std::memory_order_relaxed);
+  if (capable == 0) {
+    // Not the device's compute capability alone: the kernels must run from sm_90+ code, which has the wait. A
+    // build from compute_8x PTX (TORCH_CUDA_ARCH_LIST="8.0+PTX") JIT-compiled for an H100 has none, and a launch
+    // with the attribute would then race with its predecessor.
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, programmatic_launch_probe) != cudaSuccess) {
       (void)cudaGetLastError();
       return false;
     }
-    g_major[dev].store(major, std::memory_order_relaxed);
+    capable = fa.ptxVersion >= 90 && fa.binaryVersion >= 90 ? 1 : 2;
+    g_capable[dev].store(capable, std::memory_order_relaxed);
   }
-  return major >= 9;
+  return capable == 1;
 }
+
+void count_programmatic_launch() { g_programmatic_launches.fetch_add(1, std::memory_order_relaxed); }
+unsigned long long programmatic_launches() { return g_programmatic_launches.load(std::memory_order_relaxed); }
 #endif
 
 }  // namespace FG_NS

@@ -42,6 +42,7 @@ std::string cpu_backend();
 // by default): csrc/kernels/common.cuh. Process-wide.
 void set_cuda_pdl(bool on);
 bool cuda_pdl();
+int64_t cuda_pdl_launches();  // CUDA launches made with programmatic dependent launch so far
 
 DType to_dtype(const at::Tensor& t, const char* op, const char* arg);
 

@@ -783,6 +783,9 @@ void t_programmatic_launch() {
   expect_error([&] { fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(),
                                                 128, 3); },
                {"kernel 'pdl_copy'", "block (1,0,0), thread (5,0,0)", "reads 4 bytes of global memory at"});
+  expect_error([&] { fgemu::launch_programmatic("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(),
+                                                128, 5); },
+               {"kernel 'pdl_copy'", "block (1,0,0), thread (5,0,0)", "updates (atomically) 4 bytes of global memory"});
   for (int early : {1, 2, 3}) {  // a plain launch: no rule to break (dst[69] gets src + src, or is written twice)
     fgemu::launch("pdl_copy", pdl_copy, dim3(2), dim3(64), 0, src.data(), dst.data(), 128, early);
     CHECK_EQ(dst[70], src[70]);

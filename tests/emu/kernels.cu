@@ -517,7 +517,7 @@ __global__ void flag_handoff(int* data, volatile int* flag, int* out, int use_fe
 
 // Programmatic dependent launch: copies src to dst after cudaGridDependencySynchronize(). `early` touches global
 // memory before it in thread 5 of block 1: 1 reads src, 2 writes dst; 3: thread 5 of block 1 never synchronises;
-// 4 only uses shared memory before it (allowed).
+// 4 only uses shared memory (an atomic too) before it (allowed); 5: an atomic on dst before it.
 __global__ void pdl_copy(const int* src, int* dst, int n, int early) {
   __shared__ int stage[64];
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -525,7 +525,9 @@ __global__ void pdl_copy(const int* src, int* dst, int n, int early) {
   int v = 0;
   if (me && early == 1) v = src[i];
   if (me && early == 2) dst[i] = -1;
+  if (me && early == 5) atomicAdd(&dst[i], 1);
   stage[threadIdx.x] = (int)threadIdx.x;
+  if (early == 4) atomicAdd(&stage[threadIdx.x], 0);
   cudaTriggerProgrammaticLaunchCompletion();
   if (!(me && early == 3)) cudaGridDependencySynchronize();
   if (i < n) dst[i] = src[i] + v + stage[threadIdx.x] - (int)threadIdx.x;
