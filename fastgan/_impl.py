@@ -174,29 +174,41 @@ def resolve(device: torch.device) -> str:
     return "torch"
 
 
-class cuda_gemm_route(_Setting):
+class _CSetting(_Setting):
+    """A setting that fastgan._C holds (read by its C++ launch code): ``_C.<_name>()`` reads it,
+    ``_C.set_<_name>(value)`` writes it (and rejects a bad value with an error naming the accepted ones)."""
+
+    _name = ""
+
+    def __init__(self, value):
+        if _ext.C is None:
+            raise RuntimeError(f"{self._name}: fastgan._C is not loaded: {_ext.load_error}")
+        super().__init__(value)
+
+    @classmethod
+    def _get(cls):
+        return getattr(_ext.C, cls._name)()
+
+    @classmethod
+    def _set(cls, value):
+        getattr(_ext.C, "set_" + cls._name)(value)
+
+
+class cuda_gemm_route(_CSetting):
     """Where the CUDA kernels' products go: ``"auto"`` (default: fastgan's kernels, large or badly tiled products to
     cuBLAS / cuDNN through ATen, per the size policy in csrc/ops/gemm_glue.cpp), ``"kernels"`` (always fastgan's,
     inside their index limits) or ``"aten"`` (always cuBLAS / cuDNN + the fused bias-activation pass). Used like
     :class:`use_impl` (a plain call, ``with``, or a decorator); the ``FASTGAN_CUDA_GEMM`` environment variable gives
     the initial value. Process-wide, not per thread. No effect on CPU tensors or the emulation."""
 
+    _name = "cuda_gemm_route"
+
     def __init__(self, name: str):
-        if _ext.C is None:
-            raise RuntimeError(f"cuda_gemm_route: fastgan._C is not loaded: {_ext.load_error}")
         super().__init__(name)  # ValueError naming the accepted routes
         self.name = name
 
-    @staticmethod
-    def _get():
-        return _ext.C.cuda_gemm_route()
 
-    @staticmethod
-    def _set(value):
-        _ext.C.set_cuda_gemm_route(value)
-
-
-class cuda_pdl(_Setting):
+class cuda_pdl(_CSetting):
     """Programmatic dependent launch of fastgan's CUDA kernels on sm_90 and newer GPUs: ``True`` lets each kernel
     be scheduled while the previous one in the stream is finishing (every kernel waits for its predecessor's
     results before touching memory, so results are the same bits), which hides part of the launch gap between the
@@ -205,18 +217,10 @@ class cuda_pdl(_Setting):
     Process-wide; no effect on older GPUs, CPU tensors or the emulation (which checks every kernel against the rule
     above on every launch)."""
 
+    _name = "cuda_pdl"
+
     def __init__(self, on: bool):
-        if _ext.C is None:
-            raise RuntimeError(f"cuda_pdl: fastgan._C is not loaded: {_ext.load_error}")
         if not isinstance(on, bool):
             raise TypeError(f"cuda_pdl: expected True or False, got {on!r}")
         super().__init__(on)
         self.on = on
-
-    @staticmethod
-    def _get():
-        return _ext.C.cuda_pdl()
-
-    @staticmethod
-    def _set(value):
-        _ext.C.set_cuda_pdl(value)
