@@ -18,15 +18,11 @@ cd "$ROOT"
 TORCH_RELEASE="${GPU_PREBUILD_TORCH:-2.11.0}"
 VENV="$ROOT/.gpu-venv"
 
+# shellcheck source=tools/find_python.sh
+. tools/find_python.sh
 py312() {
-  local p
-  for p in "${GPU_PREBUILD_PYTHON:-}" python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/python3.12 \
-           /usr/bin/python3.12; do
-    [[ -n "$p" ]] || continue
-    if "$p" -c "import sys; assert sys.version_info[:2] == (3, 12)" >/dev/null 2>&1; then echo "$p"; return; fi
-  done
-  echo "gpu_prebuild: no Python 3.12 found (set GPU_PREBUILD_PYTHON)" >&2
-  return 1
+  if [[ -n "${GPU_PREBUILD_PYTHON:-}" ]]; then echo "$GPU_PREBUILD_PYTHON"; return; fi
+  find_python 3.12 || { echo "gpu_prebuild: no Python 3.12 found (set GPU_PREBUILD_PYTHON)" >&2; return 1; }
 }
 
 if [[ ! -x "$VENV/bin/python" ]]; then
