@@ -164,15 +164,23 @@ struct KernelCall {
   }
 };
 
+namespace detail {
+template <typename... KArgs, typename... Args>
+void launch(bool programmatic, const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+            Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args), "fgemu::launch: wrong number of kernel arguments");
+  KernelCall<KArgs...> call{kernel, std::tuple<KArgs...>(static_cast<KArgs>(std::forward<Args>(args))...)};
+  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem,
+                   programmatic, sizeof call};
+  rt::launch(d);
+}
+}  // namespace detail
+
 // Launch `kernel` on `grid` x `block` with `smem` bytes of dynamic shared memory. Runs to completion before returning;
 // throws std::runtime_error("fgemu: kernel '<name>' ...") for invalid launches and faults detected while running.
 template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
-  static_assert(sizeof...(KArgs) == sizeof...(Args), "fgemu::launch: wrong number of kernel arguments");
-  KernelCall<KArgs...> call{kernel, std::tuple<KArgs...>(static_cast<KArgs>(std::forward<Args>(args))...)};
-  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem,
-                   false, sizeof call};
-  rt::launch(d);
+  detail::launch(false, name, kernel, grid, block, smem, std::forward<Args>(args)...);
 }
 
 // The same as a launch with programmatic dependent launch (cudaLaunchKernelEx with
@@ -181,11 +189,7 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
 template <typename... KArgs, typename... Args>
 void launch_programmatic(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                          Args&&... args) {
-  static_assert(sizeof...(KArgs) == sizeof...(Args), "fgemu::launch: wrong number of kernel arguments");
-  KernelCall<KArgs...> call{kernel, std::tuple<KArgs...>(static_cast<KArgs>(std::forward<Args>(args))...)};
-  rt::LaunchDesc d{name, reinterpret_cast<const void*>(kernel), &KernelCall<KArgs...>::invoke, &call, grid, block, smem,
-                   true, sizeof call};
-  rt::launch(d);
+  detail::launch(true, name, kernel, grid, block, smem, std::forward<Args>(args)...);
 }
 
 }  // namespace fgemu
