@@ -6,11 +6,18 @@ without a GPU). Unavailable ones are skipped with the reason, never silently dro
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import fastgan
 from fastgan import _ext, _impl
+
+# Under pytest-xdist (the README's `-n auto`) each worker is a process with torch's default of one thread per core:
+# share the cores out instead of oversubscribing them, unless the caller chose (OMP_NUM_THREADS).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 IMPLS = [("torch", "cpu"), ("native", "cpu"), ("emu", "cpu"), ("native", "cuda")]
 
