@@ -9,6 +9,7 @@ Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resou
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import glob
 import os
 import re
@@ -55,7 +56,7 @@ def check_grid_dependency(nvcc: str, src: str, tmp: str) -> list:
     program order ptxas keeps across the wait), so a kernel that forgot grid_dependency_sync() or a load the front end
     hoisted above it is caught here, not only under the emulation. Returns the offending entries with the first such
     instruction."""
-    ptx = os.path.join(tmp, "k.ptx")
+    ptx = os.path.join(tmp, os.path.basename(src) + ".ptx")
     r = subprocess.run([nvcc, "-ptx", src, "-o", ptx, "-std=c++17", "-O3", "-I", os.path.join(ROOT, "csrc"),
                         "-arch=compute_90"], capture_output=True, text=True)
     if r.returncode != 0:
@@ -99,14 +100,21 @@ def main() -> int:
         os.path.join(ROOT, "tests", "emu", "tensorcore.cu")]
     failed = False
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for src in sources:
-            gencode = sum((["-gencode", f"arch=compute_{a},code=sm_{a}"] for a in archs), [])
-            cmd = [nvcc, "-c", src, "-o", os.path.join(tmp, "k.o"), "-std=c++17", "-O3", "-I",
+    # one nvcc per core at a time (MAX_JOBS, as the build): each compile is single-threaded and they are independent
+    jobs = max(1, int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        gencode = sum((["-gencode", f"arch=compute_{a},code=sm_{a}"] for a in archs), [])
+
+        def compile_one(src):
+            cmd = [nvcc, "-c", src, "-o", os.path.join(tmp, os.path.basename(src) + ".o"), "-std=c++17", "-O3", "-I",
                    os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "tests", "emu"), *gencode,
                    "-Xptxas", "-v", "--Werror", "all-warnings",
                    "-Xcompiler", "-Wall,-Wextra,-Werror"]
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            return subprocess.run(cmd, capture_output=True, text=True)
+
+        kernel_sources = [src for src in sources if os.sep + "kernels" + os.sep in src]
+        pdl_checks = pool.map(lambda src: check_grid_dependency(nvcc, src, tmp), kernel_sources)
+        for src, r in zip(sources, pool.map(compile_one, sources)):
             log = r.stdout + r.stderr
             rel = os.path.relpath(src, ROOT)
             if r.returncode != 0:
@@ -139,10 +147,8 @@ def main() -> int:
                 rows.append((rel, e[1], short(n), *e[2:]))
                 if (e[5] or e[6]) and "<double" not in n:
                     failed = True
-        pdl_bad = []
-        kernel_sources = [src for src in sources if os.sep + "kernels" + os.sep in src]
-        for src in kernel_sources:
-            pdl_bad += [(os.path.relpath(src, ROOT), e, why) for e, why in check_grid_dependency(nvcc, src, tmp)]
+        pdl_bad = [(os.path.relpath(src, ROOT), e, why) for src, bad in zip(kernel_sources, pdl_checks)
+                   for e, why in bad]
     print(f"{'source':<26} {'arch':<6} {'regs':>4} {'smem':>6} {'stack':>5} {'spill st/ld':>11}  kernel")
     for rel, arch, name, regs, smem, stack, sst, sld in rows:
         flag = ("  <-- SPILLS (float64: allowed)" if "<double" in name else "  <-- SPILLS") if (sst or sld) else ""
