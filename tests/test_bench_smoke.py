@@ -90,7 +90,8 @@ def test_routed_variants_force_the_cuda_route_per_call():
             bench_cases._routed(boom, "kernels")()
         assert fastgan._ext.C.cuda_gemm_route() == "aten"
     assert fastgan._ext.C.cuda_gemm_route() == before
-    # and a routed runner computes the same result as the plain one (on the CPU the route has no effect)
+    # and a routed variant runs the same case on the same inputs as the plain one (on the CPU the route itself has
+    # no effect, so this checks the variant's wiring; on CUDA `fastgan bench` compares every variant with stock)
     case = bench_cases.select_cases(bench_cases.build_cases(CPU, ("seed",), step=False), "dense/G.fc1/fwdbwd")[0]
     plain, routed = (bench_cases.make_runner(case, v, CPU) for v in ("fastgan", "fastgan-kernels"))
     with fastgan.use_impl("native"):

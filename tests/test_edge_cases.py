@@ -173,8 +173,8 @@ def test_activation_arguments_must_be_numbers(arg, value):
     """clamp='1' / clamp=True were taken as 1.0; every numeric argument refuses non-numbers by name (None means
     the default, or no clamp)."""
     x = torch.randn(2, 3)
-    if value is None:
-        FF.bias_act(x, act="lrelu", **{arg: value})
+    if value is None:  # lrelu's defaults: slope 0.2, gain sqrt(2), no clamp
+        torch.testing.assert_close(FF.bias_act(x, act="lrelu", **{arg: value}), F.leaky_relu(x, 0.2) * math.sqrt(2))
         return
     with pytest.raises(TypeError, match=f"{arg}: expected a number"):
         FF.bias_act(x, act="lrelu", **{arg: value})

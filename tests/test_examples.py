@@ -4,8 +4,6 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,7 +17,7 @@ def load(name):
 def test_dcgan_example_runs(tmp_path):
     loss_d, loss_g = load("dcgan").main(["--steps", "3", "--batch-size", "16", "--out", str(tmp_path)])
     assert (tmp_path / "samples.png").stat().st_size > 0
-    assert loss_d == pytest.approx(loss_d) and 0 < loss_d < 10 and 0 < loss_g < 20
+    assert 0 < loss_d < 10 and 0 < loss_g < 20  # finite, and in the range of a GAN's first steps
 
 
 def test_fuse_classifier_example_learns():
