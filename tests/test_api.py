@@ -17,20 +17,20 @@ from fastgan import _activations, _ext, _impl
 
 needs_C = pytest.mark.skipif(_ext.C is None, reason=f"fastgan._C not loaded: {_ext.load_error}")
 
-x4 = torch.randn(2, 3, 4, 4)
-w4 = torch.randn(5, 3, 3, 3)
+# made when a test calls them, on the device the test selects (`with torch.device(dev)`)
+x4, w4 = (lambda: torch.randn(2, 3, 4, 4)), (lambda: torch.randn(5, 3, 3, 3))  # noqa: E731
 
 
 @pytest.mark.parametrize("call, exc, words", [
     (lambda: FF.bias_act(torch.ones(2, 3, dtype=torch.int64)), TypeError, ["x", "floating-point"]),
-    (lambda: FF.bias_act(x4, torch.ones(4)), ValueError, ["bias", "length 3"]),
-    (lambda: FF.bias_act(x4, torch.ones(3, dtype=torch.float64)), TypeError, ["bias", "dtype"]),
-    (lambda: FF.bias_act(x4, torch.ones(3, 1)), ValueError, ["bias", "1-D"]),
-    (lambda: FF.bias_act(x4, torch.ones(3), dim=4), ValueError, ["dim"]),
-    (lambda: FF.bias_act(x4, act="swish"), ValueError, ["act", "swish", "lrelu"]),
-    (lambda: FF.bias_act(x4, act="lrelu", alpha=-1), ValueError, ["alpha"]),
-    (lambda: FF.bias_act(x4, gain=0), ValueError, ["gain"]),
-    (lambda: FF.bias_act(x4, clamp=-2), ValueError, ["clamp"]),
+    (lambda: FF.bias_act(x4(), torch.ones(4)), ValueError, ["bias", "length 3"]),
+    (lambda: FF.bias_act(x4(), torch.ones(3, dtype=torch.float64)), TypeError, ["bias", "dtype"]),
+    (lambda: FF.bias_act(x4(), torch.ones(3, 1)), ValueError, ["bias", "1-D"]),
+    (lambda: FF.bias_act(x4(), torch.ones(3), dim=4), ValueError, ["dim"]),
+    (lambda: FF.bias_act(x4(), act="swish"), ValueError, ["act", "swish", "lrelu"]),
+    (lambda: FF.bias_act(x4(), act="lrelu", alpha=-1), ValueError, ["alpha"]),
+    (lambda: FF.bias_act(x4(), gain=0), ValueError, ["gain"]),
+    (lambda: FF.bias_act(x4(), clamp=-2), ValueError, ["clamp"]),
     (lambda: FF.bias_act("not a tensor"), TypeError, ["x", "Tensor"]),
     (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 5)), ValueError, ["input", "last dimension 5"]),
     (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4, 1)), ValueError, ["weight", "2-D"]),
@@ -38,24 +38,24 @@ w4 = torch.randn(5, 3, 3, 3)
     (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4).double()), TypeError, ["weight", "dtype"]),
     (lambda: FF.linear(torch.randint(0, 3, (2, 4)), torch.randn(3, 4)), TypeError, ["input", "floating-point"]),
     (lambda: FF.linear(torch.randn(2, 4), torch.randn(3, 4), act="gelu"), ValueError, ["act", "gelu"]),
-    (lambda: FF.conv2d(torch.randn(3, 4), w4), ValueError, ["input", "4-D"]),
-    (lambda: FF.conv2d(x4, torch.randn(5, 3, 3)), ValueError, ["weight", "4-D"]),
-    (lambda: FF.conv2d(x4, torch.randn(5, 2, 3, 3)), ValueError, ["input", "channels"]),
-    (lambda: FF.conv2d(x4, w4, torch.randn(4)), ValueError, ["bias", "length 5"]),
-    (lambda: FF.conv2d(x4, w4, stride=0), ValueError, ["stride"]),
-    (lambda: FF.conv2d(x4, w4, padding=-1), ValueError, ["padding"]),
-    (lambda: FF.conv2d(x4, w4, padding="full"), ValueError, ["padding", "full"]),
-    (lambda: FF.conv2d(x4, w4, padding="same", stride=2), ValueError, ["padding", "strided"]),
-    (lambda: FF.conv2d(x4, w4, groups=0), ValueError, ["groups"]),
-    (lambda: FF.conv2d(x4, w4, stride=(1.5, 2)), TypeError, ["stride", "pair of ints"]),  # not truncated to 1
-    (lambda: FF.conv2d(x4, w4, padding=(0.7, 1)), TypeError, ["padding", "pair of ints"]),
-    (lambda: FF.conv2d(x4, w4, dilation=[2.9, 1]), TypeError, ["dilation", "pair of ints"]),
-    (lambda: FF.conv2d(x4, w4, stride=2.0), TypeError, ["stride"]),
-    (lambda: FF.bias_act(x4, torch.ones(3), dim=1.0), TypeError, ["dim", "int"]),
-    (lambda: FF.bias_act(x4, act="lrelu", alpha="a"), TypeError, ["alpha", "number"]),
-    (lambda: FF.bias_act(x4, gain=[1.0]), TypeError, ["gain", "number"]),
-    (lambda: FF.bias_act(x4, clamp="x"), TypeError, ["clamp", "number"]),
-    (lambda: FF.conv2d(x4, torch.randn(5, 3, 7, 7)), ValueError, ["input", "smaller than the dilated kernel"]),
+    (lambda: FF.conv2d(torch.randn(3, 4), w4()), ValueError, ["input", "4-D"]),
+    (lambda: FF.conv2d(x4(), torch.randn(5, 3, 3)), ValueError, ["weight", "4-D"]),
+    (lambda: FF.conv2d(x4(), torch.randn(5, 2, 3, 3)), ValueError, ["input", "channels"]),
+    (lambda: FF.conv2d(x4(), w4(), torch.randn(4)), ValueError, ["bias", "length 5"]),
+    (lambda: FF.conv2d(x4(), w4(), stride=0), ValueError, ["stride"]),
+    (lambda: FF.conv2d(x4(), w4(), padding=-1), ValueError, ["padding"]),
+    (lambda: FF.conv2d(x4(), w4(), padding="full"), ValueError, ["padding", "full"]),
+    (lambda: FF.conv2d(x4(), w4(), padding="same", stride=2), ValueError, ["padding", "strided"]),
+    (lambda: FF.conv2d(x4(), w4(), groups=0), ValueError, ["groups"]),
+    (lambda: FF.conv2d(x4(), w4(), stride=(1.5, 2)), TypeError, ["stride", "pair of ints"]),  # not truncated to 1
+    (lambda: FF.conv2d(x4(), w4(), padding=(0.7, 1)), TypeError, ["padding", "pair of ints"]),
+    (lambda: FF.conv2d(x4(), w4(), dilation=[2.9, 1]), TypeError, ["dilation", "pair of ints"]),
+    (lambda: FF.conv2d(x4(), w4(), stride=2.0), TypeError, ["stride"]),
+    (lambda: FF.bias_act(x4(), torch.ones(3), dim=1.0), TypeError, ["dim", "int"]),
+    (lambda: FF.bias_act(x4(), act="lrelu", alpha="a"), TypeError, ["alpha", "number"]),
+    (lambda: FF.bias_act(x4(), gain=[1.0]), TypeError, ["gain", "number"]),
+    (lambda: FF.bias_act(x4(), clamp="x"), TypeError, ["clamp", "number"]),
+    (lambda: FF.conv2d(x4(), torch.randn(5, 3, 7, 7)), ValueError, ["input", "smaller than the dilated kernel"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), torch.rand(5)), ValueError, ["target", "shape"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), "1"), TypeError, ["target"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), 1.0, reduction="avg"), ValueError,
@@ -68,7 +68,8 @@ w4 = torch.randn(5, 3, 3, 3)
      ["input", "floating-point"]),
 ])
 def test_bad_inputs_name_the_argument(impl, call, exc, words):
-    with pytest.raises(exc) as e:
+    _, dev = impl
+    with torch.device(dev), pytest.raises(exc) as e:
         call()
     for w in words:
         assert w in str(e.value), f"{w!r} not in {e.value}"
@@ -78,30 +79,34 @@ def test_argument_normalisation_matches_on_every_path(impl):
     """The compiled entry points skip the Python checks until the C++ glue rejects a call (fastgan.functional); what
     the checked path accepts must still be accepted: a dim without a bias is ignored, pairs may be lists, stride
     and padding plain ints, and the constant BCE label an int."""
-    x = torch.randn(2, 3, 5, 5)
-    torch.testing.assert_close(FF.bias_act(x, None, dim=7, act="relu"), torch.relu(x) * 2 ** 0.5)
-    w = torch.randn(4, 3, 3, 3)
-    ref = torch.nn.functional.conv2d(x, w, None, (2, 1), (1, 0))
-    torch.testing.assert_close(FF.conv2d(x, w, None, [2, 1], [1, 0]), ref)
-    torch.testing.assert_close(FF.conv2d(x, w, None, (2, 1), torch.Size([1, 0])), ref)
-    # integer-like values as torch takes them for int[2] arguments (operator.index): NumPy ints, 0-d int tensors
-    torch.testing.assert_close(FF.conv2d(x, w, None, (np.int64(2), torch.tensor(1)), [np.int32(1), 0]), ref)
-    torch.testing.assert_close(FF.bias_act(x, torch.ones(5), dim=np.int64(-1)), x + 1)
-    logits = torch.randn(6)
-    torch.testing.assert_close(FF.binary_cross_entropy_with_logits(logits, 1),
-                               torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))
+    _, dev = impl
+    with torch.device(dev):  # the factories below make their tensors there
+        x = torch.randn(2, 3, 5, 5)
+        torch.testing.assert_close(FF.bias_act(x, None, dim=7, act="relu"), torch.relu(x) * 2 ** 0.5)
+        w = torch.randn(4, 3, 3, 3)
+        ref = torch.nn.functional.conv2d(x, w, None, (2, 1), (1, 0))
+        torch.testing.assert_close(FF.conv2d(x, w, None, [2, 1], [1, 0]), ref)
+        torch.testing.assert_close(FF.conv2d(x, w, None, (2, 1), torch.Size([1, 0])), ref)
+        # integer-like values as torch takes them for int[2] arguments (operator.index): NumPy ints, 0-d int tensors
+        torch.testing.assert_close(FF.conv2d(x, w, None, (np.int64(2), torch.tensor(1)), [np.int32(1), 0]), ref)
+        torch.testing.assert_close(FF.bias_act(x, torch.ones(5), dim=np.int64(-1)), x + 1)
+        logits = torch.randn(6)
+        torch.testing.assert_close(FF.binary_cross_entropy_with_logits(logits, 1),
+                                   torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))
 
 
 def test_per_sample_checks_run_under_vmap(impl):
     """Under torch.func.vmap the batching rules only see batched tensors, so the per-sample checks must still run
     (the compiled fast path is not taken under a transform)."""
-    X, b = torch.randn(3, 4, 5), torch.randn(5)
-    for d in (5, -3):
-        with pytest.raises(ValueError, match="dim"):
-            torch.func.vmap(lambda x: FF.bias_act(x, b, dim=d))(X)
-    with pytest.raises(ValueError, match="x: a bias needs at least a 1-D input"):
-        torch.func.vmap(lambda x: FF.bias_act(x, torch.arange(3.0)))(torch.zeros(3))
-    torch.testing.assert_close(torch.func.vmap(lambda x: FF.bias_act(x, b, dim=1))(X), X + b)
+    _, dev = impl
+    with torch.device(dev):
+        X, b = torch.randn(3, 4, 5), torch.randn(5)
+        for d in (5, -3):
+            with pytest.raises(ValueError, match="dim"):
+                torch.func.vmap(lambda x: FF.bias_act(x, b, dim=d))(X)
+        with pytest.raises(ValueError, match="x: a bias needs at least a 1-D input"):
+            torch.func.vmap(lambda x: FF.bias_act(x, torch.arange(3.0)))(torch.zeros(3))
+        torch.testing.assert_close(torch.func.vmap(lambda x: FF.bias_act(x, b, dim=1))(X), X + b)
 
 
 @needs_C
