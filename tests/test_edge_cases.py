@@ -1,6 +1,6 @@
 """Defects found against outside references (torch.nn.functional, StyleGAN2-ADA / rosinality definitions), pinned
 on every implementation: NaN propagation, empty and zero-channel inputs, porting traps, and the documented
-differences from torch (README, "Known differences from torch")."""
+differences from torch (docs/usage.md, "Differences from torch")."""
 from __future__ import annotations
 
 import math
@@ -181,7 +181,7 @@ def test_activation_arguments_must_be_numbers(arg, value):
 
 
 def test_bce_infinite_values_documented_behaviour(impl):
-    """Documented differences from torch (README, Known differences from torch): the loss of a logit of -inf with
+    """Documented differences from torch (docs/usage.md, Differences from torch): the loss of a logit of -inf with
     target 1 is +inf (the true limit; torch gives NaN), and its gradient -1 (torch NaN); an infinite target or
     pos_weight gives NaN or inf as the formula does, never a finite wrong number."""
     _, dev = impl

@@ -448,7 +448,7 @@ def test_conv2d_padding_only_taps_have_zero_weight_grad(impl, dtype, w_layout):
     leaves them uninitialised for a channels_last weight; fastgan must not."""
     name, dev = impl
     if name == "torch" and dev.type == "cpu" and dtype == torch.bfloat16 and w_layout == "channels_last":
-        pytest.xfail("upstream torch 2.14.1 bug: the reference path is stock F.conv2d (see README, known limits)")
+        pytest.xfail("upstream torch 2.14.1 bug: the reference path is stock F.conv2d (see docs/usage.md)")
     for _ in range(5):  # uninitialised memory is sometimes zero by chance: several fresh allocations
         x = rnd(1, 2, 1, 1, dtype=dtype, device=dev, requires_grad=True)
         w = rnd(3, 2, 1, 3, dtype=dtype, device=dev)
