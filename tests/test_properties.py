@@ -381,6 +381,9 @@ def bce_cases(draw):
 @pytest.mark.parametrize("impl", IMPLS)
 @SETTINGS
 @given(case=bce_cases())
+# a float16 sum that overflows (as torch's): inf, and the gradient still checked
+@example(case=dict(dtype=torch.float16, shape=[70001], reduction="sum", target=1.0, weight=False, pos_weight=False,
+                   scale=30.0, layout="contiguous"))
 def test_bce_property(impl, case):
     name, dev = impl
     dtype, shape = case["dtype"], case["shape"]
@@ -401,12 +404,14 @@ def test_bce_property(impl, case):
     if x.numel() == 0 and case["reduction"] == "mean":  # 0 / 0, as torch: NaN on both sides
         assert torch.isnan(out).all() and torch.isnan(ref).all(), what
         return
-    if dtype == torch.float16 and ref.numel() and ref.abs().max().item() > 65504:  # overflows, as torch's
-        assert torch.isinf(out[ref.abs() > 65519]).all(), what
-        return
     # the loss is a sum of many terms for mean/sum: float32 accumulation order differs from float64's
     factor = _tol_factor(dtype) * (4.0 if case["reduction"] != "none" else 1.0)
-    assert_close(out, ref, dtype, what, factor)
+    if dtype == torch.float16 and ref.numel() and ref.abs().max().item() > 65504:  # overflows, as torch's
+        big = ref.abs() > 65504  # (up to 65520 rounds to 65504, beyond to inf)
+        assert torch.isinf(out[ref.abs() >= 65520]).all(), what
+        assert_close(out[~big], ref[~big], dtype, what, factor)  # the rest, and the gradient below, still checked
+    else:
+        assert_close(out, ref, dtype, what, factor)
     if not out.numel():
         return
     # dloss/dx = w [(1 - t) sigmoid(x) - p t sigmoid(-x)] cancels where sigmoid(x) ~ t p / (1 - t + t p) (the loss
