@@ -442,13 +442,15 @@ def test_conv2d_short_reduction_same_bits_any_thread_count(impl):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("w_layout", ["contiguous", "channels_last"])
-def test_conv2d_padding_only_taps_have_zero_weight_grad(impl, dtype, w_layout):
+def test_conv2d_padding_only_taps_have_zero_weight_grad(request, impl, dtype, w_layout):
     """Kernel columns that read only padding (1-wide input, kernel 3, padding 1, stride 2: columns 0 and 2 never
     touch the input) have an exactly-zero weight gradient. torch 2.14.1's own bfloat16 CPU backward (oneDNN)
     leaves them uninitialised for a channels_last weight; fastgan must not."""
     name, dev = impl
     if name == "torch" and dev.type == "cpu" and dtype == torch.bfloat16 and w_layout == "channels_last":
-        pytest.xfail("upstream torch 2.14.1 bug: the reference path is stock F.conv2d (see docs/usage.md)")
+        # runs, and shows as XPASS when a torch release no longer has the bug (or the memory was zero by chance)
+        request.applymarker(pytest.mark.xfail(reason="upstream torch bug (seen in 2.14.1): the reference path is "
+                                              "stock F.conv2d (see docs/usage.md)", strict=False))
     for _ in range(5):  # uninitialised memory is sometimes zero by chance: several fresh allocations
         x = rnd(1, 2, 1, 1, dtype=dtype, device=dev, requires_grad=True)
         w = rnd(3, 2, 1, 3, dtype=dtype, device=dev)
