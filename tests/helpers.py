@@ -66,3 +66,34 @@ def reference(fn, *args, **kwargs):
     """Run ``fn`` on the pure-PyTorch reference path."""
     with fastgan.use_impl("torch"):
         return fn(*args, **kwargs)
+
+
+# Smallest local derivative kept in gradient checks: backward derives act' from the rounded output y (saved
+# instead of x): d = 1 - y^2 (tanh) or y (1 - y) (sigmoid) carries an absolute error ~2 eps(dtype), so relative to
+# the tolerance (2 x TOL) it is only meaningful above 2 eps / (2 TOL): float32 6e-8 / 4e-5 ~ 3e-3, bfloat16
+# 4e-3 / 4e-2 = 0.1, float16 1e-3 / 8e-3 = 0.125. Matters when the saturated elements are the largest gradients
+# (outputs of one or two elements).
+DERIV_FLOOR = {torch.float64: 0.0, torch.float32: 1e-2, torch.bfloat16: 0.15, torch.float16: 0.15}
+
+
+def grad_mask(z, act, kw, dtype=torch.float64, kink=1e-3):
+    """1 where the derivative is stable under rounding, 0 within ``kink`` x max |z| of a relu / lrelu kink, in
+    saturation or at the clamp (upstream gradients are multiplied by it; test_properties.py's docstring)."""
+    scale = z.abs().max().item() if z.numel() else 1.0
+    eps = kink * max(scale, 1e-30)
+    keep = torch.ones_like(z, dtype=torch.bool)
+    if act in ("relu", "lrelu"):
+        keep &= z.abs() > eps
+    if act == "sigmoid":
+        s = torch.sigmoid(z)
+        keep &= s * (1 - s) > DERIV_FLOOR[dtype]
+    if act == "tanh":
+        keep &= 1 - torch.tanh(z) ** 2 > DERIV_FLOOR[dtype]
+    clamp = kw.get("clamp")
+    if clamp is not None:
+        import fastgan.functional as FF
+        alpha = kw.get("alpha", 0.2)
+        y = reference(lambda t: FF.bias_act(t, None, act=act, alpha=alpha if act == "lrelu" else None,
+                                            gain=kw.get("gain", 1.0)), z)
+        keep &= (y.abs() - clamp).abs() > 1e-3 * max(clamp, 1e-3)
+    return keep.to(z.dtype)

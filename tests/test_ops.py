@@ -14,7 +14,7 @@ import torch
 import fastgan
 import fastgan.functional as FF
 from fastgan import _activations
-from helpers import TOL, TOL_TF32, assert_close, reference, rel_err, round_tf32, tf32
+from helpers import TOL, TOL_TF32, assert_close, grad_mask, reference, rel_err, round_tf32, tf32
 
 ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -330,10 +330,10 @@ def test_conv2d_matches_reference(impl, act, dtype):
     g_mask = None
     if half and act in ("relu", "lrelu"):
         # the derivative jumps at z = 0, and a half-precision output rounds a pre-activation within ~1% of the
-        # largest one to either side of it: no upstream gradient at those (as test_properties.py's _grad_mask)
+        # largest one to either side of it: no upstream gradient at those
         z = torch.nn.functional.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), stride=2,
                                        padding=1)
-        g_mask = (z.abs() > 2e-2 * z.abs().max()).double()
+        g_mask = grad_mask(z, act, {}, kink=2e-2)
     check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act=act, gain=1.2), [x, w, b], dtype,
                   f"conv2d[{act}]", g_mask=g_mask)
 

@@ -24,7 +24,7 @@ import fastgan
 import fastgan.functional as FF
 from fastgan import _activations
 from fastgan import _ext
-from helpers import TOL, assert_close, reference
+from helpers import TOL, assert_close, grad_mask, reference
 
 ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -66,36 +66,6 @@ def _act_kwargs(draw, dtype, act):
     if dtype in (torch.float32, torch.float64) and draw(st.booleans()):
         kw["clamp"] = draw(st.sampled_from([0.3, 1.0, 2.5]))
     return kw
-
-
-# Smallest local derivative kept in gradient checks: backward derives act' from the rounded output y (saved
-# instead of x): d = 1 - y^2 (tanh) or y (1 - y) (sigmoid) carries an absolute error ~2 eps(dtype), so relative to
-# the tolerance (2 x TOL) it is only meaningful above 2 eps / (2 TOL): float32 6e-8 / 4e-5 ~ 3e-3, bfloat16
-# 4e-3 / 4e-2 = 0.1, float16 1e-3 / 8e-3 = 0.125. Matters when the saturated elements are the largest gradients
-# (outputs of one or two elements).
-_DERIV_FLOOR = {torch.float64: 0.0, torch.float32: 1e-2, torch.bfloat16: 0.15, torch.float16: 0.15}
-
-
-def _grad_mask(z, act, kw, dtype=torch.float64):
-    """1 where the derivative is stable under rounding, 0 within a hair of a kink or in saturation (see the
-    module docstring)."""
-    scale = z.abs().max().item() if z.numel() else 1.0
-    eps = 1e-3 * max(scale, 1e-30)
-    keep = torch.ones_like(z, dtype=torch.bool)
-    if act in ("relu", "lrelu"):
-        keep &= z.abs() > eps
-    if act == "sigmoid":
-        s = torch.sigmoid(z)
-        keep &= s * (1 - s) > _DERIV_FLOOR[dtype]
-    if act == "tanh":
-        keep &= 1 - torch.tanh(z) ** 2 > _DERIV_FLOOR[dtype]
-    clamp = kw.get("clamp")
-    if clamp is not None:
-        alpha = kw.get("alpha", 0.2)
-        y = reference(lambda t: FF.bias_act(t, None, act=act, alpha=alpha if act == "lrelu" else None,
-                                            gain=kw.get("gain", 1.0)), z)
-        keep &= (y.abs() - clamp).abs() > 1e-3 * max(clamp, 1e-3)
-    return keep.to(z.dtype)
 
 
 def _layout(t: torch.Tensor, kind: str):
@@ -195,7 +165,7 @@ def test_dense_property(impl, case):
     assert out.dtype == dtype and out.shape == ref.shape
     assert_close(out, ref, dtype, what, _tol_factor(dtype))
     z = _dense_lin(*(t.detach() if t is not None else None for t in ref_ins))
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    g = torch.randn(out.shape, dtype=torch.float64) * grad_mask(z, case["act"], kw, dtype)
     _check_grads(out, ref, ins, ref_ins, g, dtype, what, _dense_lin, kw)
 
 
@@ -222,7 +192,7 @@ def test_dense_kernel_paths(impl, M, N, K):
     ref = reference(lambda x, w, b: FF.linear(x, w, b, act="lrelu", alpha=0.2, gain=math.sqrt(2)), *ref_ins)
     assert_close(out, ref, torch.float32, "dense forward")
     z = ref_ins[0].detach() @ ref_ins[1].detach().T + ref_ins[2].detach()
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, "lrelu", {})
+    g = torch.randn(out.shape, dtype=torch.float64) * grad_mask(z, "lrelu", {})
     _check_grads(out, ref, [x, w, b], ref_ins, g, torch.float32, f"dense {M}x{N}x{K}", _dense_lin,
                  {"act": "lrelu", "alpha": 0.2, "gain": math.sqrt(2)})
 
@@ -271,7 +241,7 @@ def _run_conv(impl, case):
     assert_close(out, ref, dtype, what, _tol_factor(dtype))
     lin = lambda x, w, b: torch.nn.functional.conv2d(x, w, b, **conv)  # noqa: E731
     z = lin(*(t.detach() if t is not None else None for t in ref_ins))
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    g = torch.randn(out.shape, dtype=torch.float64) * grad_mask(z, case["act"], kw, dtype)
     _check_grads(out, ref, ins, ref_ins, g, dtype, what, lin, kw)
 
 
@@ -357,7 +327,7 @@ def test_bias_act_property(impl, case):
     shp[dim] = -1
     lin = lambda x, b: x + b.reshape(shp) if b is not None else x  # noqa: E731
     z = lin(*(t.detach() if t is not None else None for t in ref_ins))
-    g = torch.randn(out.shape, dtype=torch.float64) * _grad_mask(z, case["act"], kw, dtype)
+    g = torch.randn(out.shape, dtype=torch.float64) * grad_mask(z, case["act"], kw, dtype)
     _check_grads(out, ref, ins, ref_ins, g, dtype, what, lin, kw)
 
 
