@@ -21,8 +21,8 @@ inline bool channels_last(const at::Tensor& t) {
 }
 
 // Where the direct backward data is used instead of oneDNN (torch 2.14.1, one Zen 4 core; benchmarks/NOTES.md):
-// - up to this patch length K = Cg*KH*KW (the forward's reduction length): oneDNN was 1.7-10x slower than the direct loops for every K <= 72
-//   measured (and equal at K = 288);
+// - up to this patch length K = Cg*KH*KW (the forward's reduction length): oneDNN was 1.7-10x slower than the
+//   direct loops for every K <= 72 measured (and equal at K = 288);
 // - from this many output channels per group: depthwise-like layers keep oneDNN's dedicated kernels.
 // The forward and the weight gradient stay with oneDNN: direct loops for them measured up to 1.5x slower than
 // oneDNN at its best. (oneDNN's forward of such layers can take 10x longer in a fresh process -- 3.3 vs 0.3 ms

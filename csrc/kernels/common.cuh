@@ -75,8 +75,8 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // visible. So a kernel sees memory as without PDL; only the launch overlaps. Without the attribute (PDL off, or a
 // GPU before sm_90) both instructions are no-ops. The early trigger also lets another library's kernel launched
 // with PDL right after ours start its preamble early: correct if that kernel waits before touching its inputs, as
-// PDL requires (fastgan's launches are off by default; torch's own kernels do not use PDL). The emulation launches every kernel as a programmatic launch and
-// fails one whose thread touches global memory before this call.
+// PDL requires (fastgan's launches are off by default; torch's own kernels do not use PDL). The emulation launches
+// every kernel as a programmatic launch and fails one whose thread touches global memory before this call.
 __device__ __forceinline__ void grid_dependency_sync() {
 #if defined(FG_EMU)
   cudaGridDependencySynchronize();

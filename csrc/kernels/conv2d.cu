@@ -8,8 +8,9 @@
 //   backward weight  (mat, im2col):  M = Cout/groups, N = Cin/groups*KH*KW, K = N*OH*OW (split-K when the
 //                                     weight is small and the batch long: the usual case); in one launch with
 //                                     the input gradient's phases when the glue asks for both (conv2d.cpp).
-// Groups are blocks of their own (gemm.cuh: a 1-D grid of tiles x groups x splits per part). Every tensor is addressed through its own strides (any layout is correct; the unit
-// stride decides which index the threads of a warp walk, so NCHW and channels_last are both coalesced).
+// Groups are blocks of their own (gemm.cuh: a 1-D grid of tiles x groups x splits per part). Every tensor is
+// addressed through its own strides (any layout is correct; the unit stride decides which index the threads of a
+// warp walk, so NCHW and channels_last are both coalesced).
 #include "gemm.cuh"
 
 namespace fastgan {

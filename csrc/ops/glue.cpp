@@ -38,14 +38,6 @@ void set_cuda_pdl(bool on) {
 #endif
 }
 
-int64_t cuda_pdl_launches() {
-#ifdef FASTGAN_WITH_CUDA
-  return static_cast<int64_t>(cuda::programmatic_launches());
-#else
-  return 0;
-#endif
-}
-
 bool cuda_pdl() {
 #ifdef FASTGAN_WITH_CUDA
   try {
@@ -55,6 +47,14 @@ bool cuda_pdl() {
   }
 #endif
   return false;
+}
+
+int64_t cuda_pdl_launches() {
+#ifdef FASTGAN_WITH_CUDA
+  return static_cast<int64_t>(cuda::programmatic_launches());
+#else
+  return 0;
+#endif
 }
 
 Exec exec_for(const at::Tensor& t, const char* op) {
