@@ -161,12 +161,11 @@ def compile_kernels(builds: list, sources: list) -> list:
     (the host compiler, each source wrapped by emu_wrapper), the command being the compiler and its flags (the source
     and `-o object` are appended). The objects live in build/kernels/<kind>-<digest of the command>/, so they serve
     every torch release (a rebuild for another torch, or CI's second release, reuses them) and builds with other flags
-    (the GPU prebuild's sm_90, a debug build) keep their own. An object is rebuilt when a file it may include, or
-    setup.py, is newer. All compiles share one pool of MAX_JOBS, the nvcc ones first (the longest)."""
+    (the GPU prebuild's sm_90, a debug build) keep their own, each with the compiler's output beside it (<object>.log).
+    An object is rebuilt when its source (or generated wrapper) or a file it may include is newer. All compiles share one pool of MAX_JOBS, the nvcc ones first (the longest)."""
     import concurrent.futures
     import hashlib
-    deps = glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h") + [__file__]
-    newest = max(os.path.getmtime(d) for d in deps)
+    newest = max(os.path.getmtime(d) for d in glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h"))
     jobs, objects = [], []
     for kind, command in sorted(builds, key=lambda b: b[0] != "cuda"):
         digest = hashlib.sha256("\0".join(command).encode()).hexdigest()[:12]
@@ -177,7 +176,7 @@ def compile_kernels(builds: list, sources: list) -> list:
             src = emu_wrapper(cu, out_dir) if kind == "emu" else cu
             obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
             objects.append(obj)
-            if not (os.path.exists(obj) and os.path.getmtime(obj) > newest):
+            if not (os.path.exists(obj) and os.path.getmtime(obj) > max(newest, os.path.getmtime(src))):
                 jobs.append([*command, src, "-o", obj])
                 todo += 1
         print(f"fastgan: {kind} kernels in {out_dir}: "
@@ -187,6 +186,8 @@ def compile_kernels(builds: list, sources: list) -> list:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"fastgan: compiling {cmd[-3]} failed:\n{' '.join(cmd)}\n{r.stdout}{r.stderr}")
+        with open(cmd[-1] + ".log", "w") as f:  # warnings, nvcc's ptxas report (tools/check_kernels.py --from-build)
+            f.write(r.stdout + r.stderr)
 
     n = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(max(1, n)) as pool:
@@ -238,8 +239,8 @@ def build_extension():
 
     debug = _flag("FASTGAN_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    # registration + pybind module, the glue, the C++ CPU kernels (csrc/kernels/ is compiled below, by compile_kernels:
-    # by nvcc for the GPU and, wrapped, by the host compiler for the emulation)
+    # registration + pybind module, the glue, the C++ CPU kernels (csrc/kernels/ is compiled by compile_kernels, in
+    # BuildExt below: by nvcc for the GPU and, wrapped, by the host compiler for the emulation)
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/ops/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     if not cuda_home:
         sources.remove(os.path.join("csrc", "ops", "cuda_stream.cpp"))
@@ -261,8 +262,9 @@ def build_extension():
         defines += [("FASTGAN_WITH_EMU", None), ("FASTGAN_EMU_INSTRUMENTED", "1" if instrument else "0")]
     if cuda_home:
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
-        nvcc = [os.path.join(cuda_home, "bin", "nvcc"), *kernel_flags, "-Xcompiler", "-fPIC,-Wall", "--Werror",
-                "all-warnings", *cuda_gencode(archs)]
+        # device warnings are errors; host warnings and the ptxas resource report go to the objects' logs
+        nvcc = [os.path.join(cuda_home, "bin", "nvcc"), *kernel_flags, "-Xcompiler", "-fPIC,-Wall,-Wextra", "--Werror",
+                "all-warnings", "-Xptxas", "-v", *cuda_gencode(archs)]
         if os.environ.get("CC"):  # the host compiler torch's own nvcc commands would use
             nvcc += ["-ccbin", os.environ["CC"]]
         kernel_builds.append(("cuda", [*nvcc, "-c"]))
@@ -280,7 +282,6 @@ def build_extension():
         include_dirs=[os.path.join(ROOT, "csrc"), source_digest_header(os.path.join("build", "gen"))],
         define_macros=defines,
         extra_compile_args={"cxx": cxx},
-        extra_objects=compile_kernels(kernel_builds, kernel_sources),
     )
     # `fastgan bench --cpu-allocator caching` only: its own small module, never loaded by `import fastgan`
     bench_alloc = cpp_extension.CppExtension(
@@ -288,7 +289,16 @@ def build_extension():
         sources=sorted(glob.glob("csrc/bench/*.cpp")),
         extra_compile_args={"cxx": [*opt, "-Wall"]},
     )
-    return [ext, bench_alloc], {"build_ext": cpp_extension.BuildExtension}
+
+    class BuildExt(cpp_extension.BuildExtension):
+        """torch's extension build (ninja: it relinks _C every time), after compile_kernels: at build time, not
+        whenever setup.py is imported (pip's metadata steps, --help)."""
+
+        def build_extensions(self):
+            ext.extra_objects = compile_kernels(kernel_builds, kernel_sources)
+            super().build_extensions()
+
+    return [ext, bench_alloc], {"build_ext": BuildExt}
 
 
 if True:  # setuptools imports setup.py as __main__ or not, depending on the frontend

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -547,3 +548,50 @@ def test_setup_finds_the_toolkit_behind_an_nvcc_wrapper(tmp_path, line):
     assert _setup_helpers()["wrapped_toolkits"](str(wrapper)) == ["/opt/cuda-x"]
     wrapper.write_bytes(b"\x7fELF not a script /opt/cuda-x/bin/nvcc")
     assert _setup_helpers()["wrapped_toolkits"](str(wrapper)) == []
+
+
+def test_setup_turns_the_arch_list_into_gencode_flags():
+    gencode = _setup_helpers()["cuda_gencode"]
+    assert gencode("8.0;9.0+PTX") == ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+                                      "-gencode", "arch=compute_90,code=compute_90"]
+    assert gencode("9.0a 10.0f") == ["-gencode", "arch=compute_90a,code=sm_90a",
+                                     "-gencode", "arch=compute_100f,code=sm_100f"]
+    for bad in ("Hopper", "9", ";"):
+        with pytest.raises(SystemExit, match="TORCH_CUDA_ARCH_LIST"):
+            gencode(bad)
+
+
+def test_setup_compiles_kernels_once_per_command(tmp_path, monkeypatch):
+    """The kernel objects every torch release links (setup.py's compile_kernels): compiled when missing or older than
+    a kernel source or emulator header, reused otherwise, kept apart per command; each with its compiler output."""
+    for f in ("csrc/kernels/a.cu", "csrc/kernels/b.cu", "csrc/kernels/common.cuh", "csrc/emu/cuda_emu.h"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("//\n")
+    past = time.time() - 100
+    for f in tmp_path.rglob("*.*"):
+        os.utime(f, (past, past))
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    fake_cc = [sys.executable, "-c", "import sys; open(sys.argv[-1], 'w').write(sys.argv[-3]); "
+               f"open({str(calls)!r}, 'a').write(sys.argv[-3] + '\\n'); print('report of', sys.argv[-3])"]
+    compile_kernels = _setup_helpers()["compile_kernels"]
+    sources = ["csrc/kernels/a.cu", "csrc/kernels/b.cu"]
+
+    def compiled():
+        n = calls.read_text().splitlines() if calls.exists() else []
+        calls.write_text("")
+        return sorted(os.path.basename(s) for s in n)
+
+    objs = compile_kernels([("cuda", [*fake_cc, "--flag"]), ("emu", fake_cc)], sources)
+    assert compiled() == ["a.cu", "a_emu.cpp", "b.cu", "b_emu.cpp"]
+    assert len(objs) == 4 and all(os.path.exists(o) for o in objs)
+    cuda_a = next(o for o in objs if o.endswith(os.sep + "a.o"))
+    assert open(cuda_a + ".log").read() == "report of csrc/kernels/a.cu\n"
+    assert '#include "kernels/a.cu"' in open(next(o for o in objs if o.endswith("a_emu.o"))[:-2] + ".cpp").read()
+    assert compile_kernels([("cuda", [*fake_cc, "--flag"]), ("emu", fake_cc)], sources) == objs
+    assert compiled() == []  # up to date: reused
+    os.utime("csrc/kernels/common.cuh")  # a header every kernel may include
+    compile_kernels([("cuda", [*fake_cc, "--flag"])], sources)
+    assert compiled() == ["a.cu", "b.cu"]
+    other = compile_kernels([("cuda", [*fake_cc, "--other"])], sources)  # other flags: objects of their own
+    assert compiled() == ["a.cu", "b.cu"] and os.path.dirname(other[0]) != os.path.dirname(cuda_a)
