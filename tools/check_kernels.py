@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Compile every CUDA kernel source for sm_80 and sm_90 with warnings as errors and print the ptxas resource
-report (registers, shared memory, spills) per kernel. Fails on any warning, and on any spill in the float32 / float16 / bfloat16 kernels (the hot ones);
-spills in float64 instantiations (used for gradcheck, not for speed) are reported but allowed.
+report (registers, shared memory, spills) per kernel. Fails on any warning, and on any spill in the float32 /
+float16 / bfloat16 kernels (the hot ones); spills in float64 instantiations (used for gradcheck, not for speed) are
+reported but allowed. Also checks that every kernel waits for its grid dependency before touching global memory.
 
-Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log.
+Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log:
     python tools/check_kernels.py [--arch 80 --arch 90] [--nvcc PATH]
+    python tools/check_kernels.py --from-build build/kernels/cuda-<digest>
+The second form reads the compiles that setup.py just made (each object's .log: its warnings and ptxas report)
+instead of compiling the kernels again; only the PTX for the grid-dependency check and the tensor-core instruction
+tests are compiled.
 """
 from __future__ import annotations
 
@@ -84,20 +89,65 @@ def check_grid_dependency(nvcc: str, src: str, tmp: str) -> list:
     return bad
 
 
+def parse_report(log: str) -> list:
+    """[(mangled kernel, sm_XX, registers, smem, stack, spill stores, spill loads)] from nvcc -Xptxas -v output."""
+    current, entries = None, []
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)' for '(sm_\d+)'", line)
+        if m:
+            current = [m.group(1), m.group(2), 0, 0, 0, 0, 0]
+            entries.append(current)
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            current[5], current[6] = int(m.group(1)), int(m.group(2))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            current[2] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            current[3] = int(s.group(1)) if s else 0
+        m = re.search(r"(\d+) bytes stack frame", line)
+        if m:
+            current[4] = int(m.group(1))
+    return entries
+
+
+def build_logs(build_dir: str, kernel_sources: list) -> dict:
+    """{source: (ok, output)} from setup.py's compiles in build_dir (build/kernels/cuda-<digest>/): each object's
+    .log. A missing or stale object (older than a kernel source or header) is a failure: rebuild first."""
+    newest = max(os.path.getmtime(f) for f in glob.glob(os.path.join(ROOT, "csrc", "kernels", "*")))
+    out = {}
+    for src in kernel_sources:
+        obj = os.path.join(build_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
+        if not (os.path.exists(obj + ".log") and os.path.getmtime(obj) > newest):
+            out[src] = (False, f"{obj}: missing or older than the kernel sources (build first: pip install -e .)")
+            continue
+        log = open(obj + ".log").read()
+        # setup.py's host compiler flags are -Wall -Wextra without -Werror (a user's compiler may warn): here a
+        # warning fails, as in the compile below
+        warned = [line for line in log.splitlines() if re.search(r"\bwarning\b", line, re.I)]
+        out[src] = (False, "\n".join(warned)) if warned else (True, log)
+    return out
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--nvcc")
+    ap.add_argument("--from-build", metavar="DIR", help="setup.py's CUDA kernel objects and logs (build/kernels/cuda-*)")
     args = ap.parse_args()
     archs = args.arch or ["80", "90"]
     nvcc = find_nvcc(args.nvcc)
     if not nvcc:
         print("check_kernels: nvcc not found (set CUDA_HOME)", file=sys.stderr)
         return 2
-    # the kernels, and the tensor-core instruction tests (csrc/kernels/mma.cuh's inline PTX is compiled nowhere else
-    # until a kernel uses it)
-    sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cu"))) + [
-        os.path.join(ROOT, "tests", "emu", "tensorcore.cu")]
+    kernel_sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "kernels", "*.cu")))
+    # and the tensor-core instruction tests (csrc/kernels/mma.cuh's inline PTX is compiled nowhere else until a
+    # kernel uses it): always compiled here
+    test_sources = [os.path.join(ROOT, "tests", "emu", "tensorcore.cu")]
+    to_compile = test_sources if args.from_build else kernel_sources + test_sources
     failed = False
     rows = []
     # one nvcc per core at a time (MAX_JOBS, as the build): each compile is single-threaded and they are independent
@@ -110,38 +160,26 @@ def main() -> int:
                    os.path.join(ROOT, "csrc"), "-I", os.path.join(ROOT, "tests", "emu"), *gencode,
                    "-Xptxas", "-v", "--Werror", "all-warnings",
                    "-Xcompiler", "-Wall,-Wextra,-Werror"]
-            return subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            return r.returncode == 0, r.stdout + r.stderr
 
-        kernel_sources = [src for src in sources if os.sep + "kernels" + os.sep in src]
         pdl_checks = pool.map(lambda src: check_grid_dependency(nvcc, src, tmp), kernel_sources)
-        for src, r in zip(sources, pool.map(compile_one, sources)):
-            log = r.stdout + r.stderr
+        results = dict(zip(to_compile, pool.map(compile_one, to_compile)))
+        if args.from_build:
+            results.update(build_logs(args.from_build, kernel_sources))
+        for src in kernel_sources + test_sources:
+            ok, log = results[src]
             rel = os.path.relpath(src, ROOT)
-            if r.returncode != 0:
+            if not ok:
                 failed = True
                 print(f"FAILED: {rel}\n{log}", file=sys.stderr)
                 continue
-            current = None
-            entries = []
-            for line in log.splitlines():
-                m = re.search(r"Compiling entry function '(\S+)' for '(sm_\d+)'", line)
-                if m:
-                    current = [m.group(1), m.group(2), 0, 0, 0, 0, 0]
-                    entries.append(current)
-                    continue
-                if current is None:
-                    continue
-                m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-                if m:
-                    current[5], current[6] = int(m.group(1)), int(m.group(2))
-                m = re.search(r"Used (\d+) registers", line)
-                if m:
-                    current[2] = int(m.group(1))
-                    s = re.search(r"(\d+) bytes smem", line)
-                    current[3] = int(s.group(1)) if s else 0
-                m = re.search(r"(\d+) bytes stack frame", line)
-                if m:
-                    current[4] = int(m.group(1))
+            entries = parse_report(log)
+            missing = sorted({f"sm_{a}" for a in archs} - {e[1] for e in entries})
+            if missing:
+                failed = True
+                print(f"FAILED: {rel}: no ptxas report for {', '.join(missing)} (built for other archs?)",
+                      file=sys.stderr)
             names = demangle([e[0] for e in entries])
             for e, n in zip(entries, names):
                 rows.append((rel, e[1], short(n), *e[2:]))
@@ -159,8 +197,9 @@ def main() -> int:
     failed = failed or bool(pdl_bad)
     print(f"check_kernels: every kernel entry of {len(kernel_sources)} sources waits (griddepcontrol.wait) before its "
           f"first global-memory instruction (sm_90 PTX): {'NO' if pdl_bad else 'yes'}")
-    print(f"check_kernels: {len(sources)} sources, {len(rows)} kernel builds, archs {','.join(archs)}: "
-          f"{'FAILED' if failed else 'ok (no warnings, no spills outside float64 kernels)'}")
+    origin = f"setup.py's build in {os.path.relpath(args.from_build)}" if args.from_build else "compiled here"
+    print(f"check_kernels: {len(kernel_sources) + len(test_sources)} sources ({origin}), {len(rows)} kernel builds, "
+          f"archs {','.join(archs)}: {'FAILED' if failed else 'ok (no warnings, no spills outside float64 kernels)'}")
     return 1 if failed else 0
 
 
