@@ -203,7 +203,10 @@ fi
 
 # ---- tests
 if [[ $DRY == 1 ]]; then
-  stage pytest 120 0 "$OUTDIR/pytest.txt" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_api.py
+  # The API tests, less the kernel count (`fastgan doctor --kernels`: ~85 s of emulated training step here; the
+  # test suite runs it) that would leave the 120-s cap no margin on a 2-core machine.
+  stage pytest 120 0 "$OUTDIR/pytest.txt" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_api.py \
+    --deselect tests/test_api.py::test_doctor_counts_kernels_per_training_step
 else
   # Everything that takes a CUDA path (its id says cuda; -k is case-insensitive): the op suite's native-cuda
   # parameter, the CUDA settings, the trainer's CUDA step and CUDA-graph capture; not the CPU-only compile and
