@@ -107,6 +107,14 @@ def configure():
         cuda_home = find_cuda_home()
         if cuda_home is None:
             reason = "no CUDA toolkit found (set CUDA_HOME to the directory holding include/cuda_runtime_api.h)"
+        else:
+            # (torch's own check runs only for .cu sources in the extension; the kernels are compiled by compile_kernels)
+            m = re.search(r"release (\d+)\.(\d+)", _compiler_version(os.path.join(cuda_home, "bin", "nvcc")))
+            if not m or m.group(1) != torch.version.cuda.split(".")[0]:
+                found = f"CUDA {m.group(1)}.{m.group(2)}" if m else "no nvcc that reports its version"
+                reason = (f"{cuda_home} has {found}, torch {torch.__version__} is built with CUDA {torch.version.cuda}: "
+                          "the major versions must match (set CUDA_HOME to a matching toolkit)")
+                cuda_home = None
     if want_cuda in ("1", "true", "yes", "on") and cuda_home is None:
         sys.exit(f"fastgan: FASTGAN_CUDA=1 but the CUDA kernels cannot be built: {reason}")
     if cuda_home:
@@ -155,39 +163,57 @@ def _instrument_flags(cxx: str) -> list:
     return flags if r.returncode == 0 else []
 
 
+def _compiler_version(exe: str) -> str:
+    try:
+        return subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def compile_kernels(builds: list, sources: list) -> list:
     """Compiles the kernel sources (csrc/kernels/, raw-pointer code: no torch header) outside torch's extension
     build and returns their objects for _C to link. `builds` is a list of (kind, command): "cuda" (nvcc) or "emu"
     (the host compiler, each source wrapped by emu_wrapper), the command being the compiler and its flags (the source
-    and `-o object` are appended). The objects live in build/kernels/<kind>-<digest of the command>/, so they serve
-    every torch release (a rebuild for another torch, or CI's second release, reuses them) and builds with other flags
-    (the GPU prebuild's sm_90, a debug build) keep their own, each with the compiler's output beside it (<object>.log).
-    An object is rebuilt when its source (or generated wrapper) or a file it may include is newer. All compiles share one pool of MAX_JOBS, the nvcc ones first (the longest)."""
+    and `-o object` are appended). The objects live in build/kernels/<kind>-<digest>/, the digest of the command and
+    the compiler's --version, so they serve every torch release (a rebuild for another torch, or CI's second
+    release, reuses them) and builds with other flags or compilers (the GPU prebuild's sm_90, a debug build) keep
+    their own; each object has the compiler's output beside it (<object>.log; the last CUDA directory is named in
+    build/kernels/cuda.last, for tools/check_kernels.py --from-build). As make and ninja do, an object is rebuilt
+    when its source (or generated wrapper) or a file it may include is newer. An object appears only complete
+    (compiled to a temporary name, then renamed). All compiles share one pool of MAX_JOBS, nvcc's first (longest)."""
     import concurrent.futures
     import hashlib
     newest = max(os.path.getmtime(d) for d in glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h"))
     jobs, objects = [], []
     for kind, command in sorted(builds, key=lambda b: b[0] != "cuda"):
-        digest = hashlib.sha256("\0".join(command).encode()).hexdigest()[:12]
-        out_dir = os.path.join("build", "kernels", f"{kind}-{digest}")
+        key = "\0".join(command) + "\0" + _compiler_version(command[0])
+        out_dir = os.path.join("build", "kernels", f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
         os.makedirs(out_dir, exist_ok=True)
+        if kind == "cuda":
+            with open(os.path.join("build", "kernels", "cuda.last"), "w") as f:
+                f.write(out_dir + "\n")
         todo = 0
         for cu in sorted(sources, key=os.path.getsize, reverse=True):
             src = emu_wrapper(cu, out_dir) if kind == "emu" else cu
             obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
             objects.append(obj)
-            if not (os.path.exists(obj) and os.path.getmtime(obj) > max(newest, os.path.getmtime(src))):
-                jobs.append([*command, src, "-o", obj])
+            if not (os.path.exists(obj) and os.path.getmtime(obj) >= max(newest, os.path.getmtime(src))):
+                jobs.append((command, src, obj))
                 todo += 1
         print(f"fastgan: {kind} kernels in {out_dir}: "
               + (f"compiling {todo} of {len(sources)} sources" if todo else "up to date"))
 
-    def run(cmd):
+    def run(job):
+        command, src, obj = job
+        cmd = [*command, src, "-o", obj + ".tmp"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            sys.exit(f"fastgan: compiling {cmd[-3]} failed:\n{' '.join(cmd)}\n{r.stdout}{r.stderr}")
-        with open(cmd[-1] + ".log", "w") as f:  # warnings, nvcc's ptxas report (tools/check_kernels.py --from-build)
+            if os.path.exists(obj + ".tmp"):
+                os.remove(obj + ".tmp")
+            sys.exit(f"fastgan: compiling {src} failed:\n{' '.join(cmd)}\n{r.stdout}{r.stderr}")
+        with open(obj + ".log", "w") as f:  # warnings, nvcc's ptxas report
             f.write(r.stdout + r.stderr)
+        os.replace(obj + ".tmp", obj)
 
     n = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(max(1, n)) as pool:
@@ -291,11 +317,12 @@ def build_extension():
     )
 
     class BuildExt(cpp_extension.BuildExtension):
-        """torch's extension build (ninja: it relinks _C every time), after compile_kernels: at build time, not
-        whenever setup.py is imported (pip's metadata steps, --help)."""
+        """torch's extension build after compile_kernels: at build time, not whenever setup.py is imported (pip's
+        metadata steps, --help)."""
 
         def build_extensions(self):
             ext.extra_objects = compile_kernels(kernel_builds, kernel_sources)
+            ext.depends = ext.extra_objects  # relinked when they change, also without ninja (which always relinks)
             super().build_extensions()
 
     return [ext, bench_alloc], {"build_ext": BuildExt}

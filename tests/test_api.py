@@ -563,35 +563,75 @@ def test_setup_turns_the_arch_list_into_gencode_flags():
 
 def test_setup_compiles_kernels_once_per_command(tmp_path, monkeypatch):
     """The kernel objects every torch release links (setup.py's compile_kernels): compiled when missing or older than
-    a kernel source or emulator header, reused otherwise, kept apart per command; each with its compiler output."""
+    a kernel source or emulator header, reused otherwise, kept apart per command; each with its compiler output; a
+    failed compile leaves no object behind."""
     for f in ("csrc/kernels/a.cu", "csrc/kernels/b.cu", "csrc/kernels/common.cuh", "csrc/emu/cuda_emu.h"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("//\n")
     past = time.time() - 100
-    for f in tmp_path.rglob("*.*"):
-        os.utime(f, (past, past))
+
+    def age(root):  # as if written long ago (also keeps coarse file-system timestamps from deciding the test)
+        for f in root.rglob("*.*"):
+            if not f.name.endswith(".o"):
+                os.utime(f, (past, past))
+
+    age(tmp_path)
     monkeypatch.chdir(tmp_path)
     calls = tmp_path / "calls.txt"
-    fake_cc = [sys.executable, "-c", "import sys; open(sys.argv[-1], 'w').write(sys.argv[-3]); "
-               f"open({str(calls)!r}, 'a').write(sys.argv[-3] + '\\n'); print('report of', sys.argv[-3])"]
+    fake_cc = [sys.executable, "-c", "import sys; src = sys.argv[-3]; open(sys.argv[-1], 'w').write(src); "
+               "assert 'bad' not in src; "
+               f"open({str(calls)!r}, 'a').write(src + '\\n'); print('report of', src)"]
     compile_kernels = _setup_helpers()["compile_kernels"]
     sources = ["csrc/kernels/a.cu", "csrc/kernels/b.cu"]
+    both = [("cuda", [*fake_cc, "--flag"]), ("emu", fake_cc)]
 
     def compiled():
         n = calls.read_text().splitlines() if calls.exists() else []
         calls.write_text("")
         return sorted(os.path.basename(s) for s in n)
 
-    objs = compile_kernels([("cuda", [*fake_cc, "--flag"]), ("emu", fake_cc)], sources)
+    objs = compile_kernels(both, sources)
     assert compiled() == ["a.cu", "a_emu.cpp", "b.cu", "b_emu.cpp"]
     assert len(objs) == 4 and all(os.path.exists(o) for o in objs)
     cuda_a = next(o for o in objs if o.endswith(os.sep + "a.o"))
     assert open(cuda_a + ".log").read() == "report of csrc/kernels/a.cu\n"
+    assert open("build/kernels/cuda.last").read().strip() == os.path.dirname(cuda_a)
     assert '#include "kernels/a.cu"' in open(next(o for o in objs if o.endswith("a_emu.o"))[:-2] + ".cpp").read()
-    assert compile_kernels([("cuda", [*fake_cc, "--flag"]), ("emu", fake_cc)], sources) == objs
+    age(tmp_path / "build")
+    assert compile_kernels(both, sources) == objs
     assert compiled() == []  # up to date: reused
     os.utime("csrc/kernels/common.cuh")  # a header every kernel may include
     compile_kernels([("cuda", [*fake_cc, "--flag"])], sources)
     assert compiled() == ["a.cu", "b.cu"]
+    os.utime("csrc/emu/cuda_emu.h")
+    compile_kernels([("emu", fake_cc)], sources)
+    assert compiled() == ["a_emu.cpp", "b_emu.cpp"]
     other = compile_kernels([("cuda", [*fake_cc, "--other"])], sources)  # other flags: objects of their own
     assert compiled() == ["a.cu", "b.cu"] and os.path.dirname(other[0]) != os.path.dirname(cuda_a)
+    (tmp_path / "csrc/kernels/bad.cu").write_text("//\n")
+    with pytest.raises(SystemExit, match="compiling csrc/kernels/bad.cu failed"):
+        compile_kernels([("cuda", [*fake_cc, "--other"])], sources + ["csrc/kernels/bad.cu"])
+    assert not [f for f in os.listdir(os.path.dirname(other[0])) if f.startswith("bad")]
+
+
+@pytest.mark.skipif(not torch.version.cuda, reason="a CPU-only torch builds no CUDA kernels")
+def test_setup_refuses_a_toolkit_of_another_cuda_major(tmp_path, monkeypatch):
+    """The kernels are compiled by setup.py, not by torch's extension build, so its nvcc/torch version check is
+    setup.py's own: a CUDA 12 nvcc for a CUDA 13 torch is not used (auto) or stops the build (FASTGAN_CUDA=1)."""
+    major = int(torch.version.cuda.split(".")[0])
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "cuda_runtime_api.h").write_text("")
+    (tmp_path / "bin").mkdir()
+    nvcc = tmp_path / "bin" / "nvcc"
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {major - 1}.8, V{major - 1}.8.93'\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    monkeypatch.setenv("FASTGAN_CUDA", "auto")
+    cuda_home, _, reason = _setup_helpers()["configure"]()
+    assert cuda_home is None and f"CUDA {major - 1}.8" in reason and f"CUDA {torch.version.cuda}" in reason
+    monkeypatch.setenv("FASTGAN_CUDA", "1")
+    with pytest.raises(SystemExit, match="major versions must match"):
+        _setup_helpers()["configure"]()
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {major}.0, V{major}.0.48'\n")
+    assert _setup_helpers()["configure"]()[0] == os.path.realpath(tmp_path)

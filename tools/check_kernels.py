@@ -6,8 +6,8 @@ reported but allowed. Also checks that every kernel waits for its grid dependenc
 
 Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log:
     python tools/check_kernels.py [--arch 80 --arch 90] [--nvcc PATH]
-    python tools/check_kernels.py --from-build build/kernels/cuda-<digest>
-The second form reads the compiles that setup.py just made (each object's .log: its warnings and ptxas report)
+    python tools/check_kernels.py --from-build [build/kernels/cuda-<digest>]
+The second form reads the compiles that setup.py made (by default its last CUDA build's) (each object's .log: its warnings and ptxas report)
 instead of compiling the kernels again; only the PTX for the grid-dependency check and the tensor-core instruction
 tests are compiled.
 """
@@ -136,8 +136,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--nvcc")
-    ap.add_argument("--from-build", metavar="DIR", help="setup.py's CUDA kernel objects and logs (build/kernels/cuda-*)")
+    ap.add_argument("--from-build", metavar="DIR", nargs="?", const="",
+                    help="setup.py's CUDA kernel objects and logs (default: the last build's, build/kernels/cuda.last)")
     args = ap.parse_args()
+    if args.from_build == "":
+        last = os.path.join(ROOT, "build", "kernels", "cuda.last")
+        if not os.path.exists(last):
+            print(f"check_kernels: no {os.path.relpath(last)}: build with the CUDA kernels first", file=sys.stderr)
+            return 2
+        args.from_build = os.path.join(ROOT, open(last).read().strip())
     archs = args.arch or ["80", "90"]
     nvcc = find_nvcc(args.nvcc)
     if not nvcc:
