@@ -108,12 +108,12 @@ def configure():
         if cuda_home is None:
             reason = "no CUDA toolkit found (set CUDA_HOME to the directory holding include/cuda_runtime_api.h)"
         else:
-            # (torch's own check runs only for .cu sources in the extension; the kernels are compiled by compile_kernels)
+            # (torch's own check runs only for .cu sources in the extension: compile_kernels compiles the kernels)
             m = re.search(r"release (\d+)\.(\d+)", _compiler_version(os.path.join(cuda_home, "bin", "nvcc")))
             if not m or m.group(1) != torch.version.cuda.split(".")[0]:
                 found = f"CUDA {m.group(1)}.{m.group(2)}" if m else "no nvcc that reports its version"
-                reason = (f"{cuda_home} has {found}, torch {torch.__version__} is built with CUDA {torch.version.cuda}: "
-                          "the major versions must match (set CUDA_HOME to a matching toolkit)")
+                reason = (f"{cuda_home} has {found}, torch {torch.__version__} is built with CUDA "
+                          f"{torch.version.cuda}: the major versions must match (set CUDA_HOME to a matching toolkit)")
                 cuda_home = None
     if want_cuda in ("1", "true", "yes", "on") and cuda_home is None:
         sys.exit(f"fastgan: FASTGAN_CUDA=1 but the CUDA kernels cannot be built: {reason}")

@@ -7,9 +7,9 @@ reported but allowed. Also checks that every kernel waits for its grid dependenc
 Needs nvcc only (no torch, no GPU). CI runs it so the kernel build and its resource usage are in the log:
     python tools/check_kernels.py [--arch 80 --arch 90] [--nvcc PATH]
     python tools/check_kernels.py --from-build [build/kernels/cuda-<digest>]
-The second form reads the compiles that setup.py made (by default its last CUDA build's) (each object's .log: its warnings and ptxas report)
-instead of compiling the kernels again; only the PTX for the grid-dependency check and the tensor-core instruction
-tests are compiled.
+The second form reads the compiles that setup.py made, by default its last CUDA build's (each object's .log: its
+warnings and ptxas report) instead of compiling the kernels again; only the PTX for the grid-dependency check and
+the tensor-core instruction tests are compiled.
 """
 from __future__ import annotations
 
