@@ -121,7 +121,7 @@ def build_logs(build_dir: str, kernel_sources: list) -> dict:
     out = {}
     for src in kernel_sources:
         obj = os.path.join(build_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
-        if not (os.path.exists(obj + ".log") and os.path.getmtime(obj) > newest):
+        if not (os.path.exists(obj + ".log") and os.path.getmtime(obj) >= newest):  # as setup.py (make's rule)
             out[src] = (False, f"{obj}: missing or older than the kernel sources (build first: pip install -e .)")
             continue
         log = open(obj + ".log").read()
