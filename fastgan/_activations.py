@@ -60,7 +60,7 @@ ACTIVATIONS: dict[str, Activation] = {
                    None,
                    nn.ReLU, None, (torch.relu, F.relu)),
         Activation("lrelu", 2, 0.2, math.sqrt(2),
-                   lambda x, al: torch.where(x > 0, x, x * al),
+                   lambda x, al: F.leaky_relu(x, al),  # stock's op: one pass, as fast as stock
                    lambda a, al: torch.where(a > 0, torch.ones_like(a), torch.full_like(a, al)),
                    None,
                    nn.LeakyReLU, "negative_slope", (F.leaky_relu,)),

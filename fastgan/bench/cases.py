@@ -20,7 +20,7 @@ once, float32). A *variant* is one way of computing it:
 ``stock``       ops only: the idiomatic ``torch.nn.functional`` composition a user would write
                 (``F.linear``/``F.conv2d`` with bias, then ``F.leaky_relu``/``torch.sigmoid``; BCE:
                 ``F.binary_cross_entropy_with_logits`` against a ``full_like`` target); informative, often
-                faster than the reference's explicit formulas (``torch.where`` for lrelu, softplus for BCE)
+                faster than the reference's explicit formulas (the softplus form of BCE)
 ``bare``        dense / conv forward only: the product with its bias and no activation (``F.linear`` /
                 ``F.conv2d``), the lower bound for a fused epilogue
 ``compile``     ``torch.compile`` (mode default) of the eager baseline; ``compile-ro``: mode
