@@ -7,7 +7,7 @@ For every op, its module in this package writes the fake kernel, the autograd fo
   ``register_vmap``), so ``torch.compile`` and direct ``torch.ops.fastgan.*`` callers get gradients, and
 * builds the one ``torch.autograd.Function`` with the same ``setup_context`` and ``backward``, which
   :mod:`fastgan.functional` calls. torch.func transforms (``grad``, ``vmap``, ...) need a Function: the autograd
-  that ``register_autograd`` installs does not support them (torch 2.11-2.14). Its forward calls the op itself
+  that ``register_autograd`` installs does not support them (torch 2.11-2.15). Its forward calls the op itself
   (grad mode is off inside a Function's forward, so the op's autograd kernel passes straight to the kernels).
 
 Backward formulas call the backward ops through :func:`call`, which differentiates them again only when the
