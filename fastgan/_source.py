@@ -14,8 +14,9 @@ from typing import Optional
 
 
 def tree_digest(root: str) -> Optional[str]:
-    """sha256 (first 16 hex digits) over every file under ``root/csrc`` and ``root/setup.py`` (relative path and
-    bytes, in sorted order); None when ``root`` is not a source tree."""
+    """sha256 (first 16 hex digits) over every file under ``root/csrc`` but its prose (``*.md``: a note must not
+    make a prebuilt ``_C`` stale) and ``root/setup.py`` (relative path and bytes, in sorted order); None when
+    ``root`` is not a source tree."""
     csrc = os.path.join(root, "csrc")
     setup = os.path.join(root, "setup.py")
     if not (os.path.isdir(csrc) and os.path.isfile(setup)):
@@ -23,7 +24,7 @@ def tree_digest(root: str) -> Optional[str]:
     files = [setup]
     for d, dirs, names in os.walk(csrc):
         dirs[:] = [n for n in dirs if not n.startswith(".")]
-        files += [os.path.join(d, n) for n in names if not n.startswith(".")]
+        files += [os.path.join(d, n) for n in names if not n.startswith(".") and not n.endswith(".md")]
     h = hashlib.sha256()
     for rel in sorted(os.path.relpath(f, root).replace(os.sep, "/") for f in files):
         with open(os.path.join(root, rel), "rb") as f:

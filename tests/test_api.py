@@ -283,7 +283,7 @@ def test_build_info():
 def test_build_records_the_sources_it_was_built_from(tmp_path, monkeypatch):
     """_C carries the digest of csrc/ + setup.py it was compiled from: the tree it is imported from matches it (this
     suite's build is fresh), and a tree that differs by one byte, one renamed file or one new file is named as stale
-    with the fix."""
+    with the fix; a new *.md file (prose) is not."""
     from fastgan import _source
     info = _ext.build_info()
     tree = _source.tree_digest(_source.package_tree())
@@ -303,6 +303,9 @@ def test_build_records_the_sources_it_was_built_from(tmp_path, monkeypatch):
     (tmp_path / "csrc" / "b.h").write_text("")
     seen.add(_source.tree_digest(str(tmp_path)))
     assert len(seen) == 4 and all(d and len(d) == 16 for d in seen), seen
+    before = _source.tree_digest(str(tmp_path))
+    (tmp_path / "csrc" / "README.md").write_text("prose is not compiled\n")
+    assert _source.tree_digest(str(tmp_path)) == before  # a note does not make a build stale
     assert _source.tree_digest(str(tmp_path / "csrc")) is None  # not a source tree
     monkeypatch.setattr(_source, "package_tree", lambda: str(tmp_path))
     msg = _ext.stale_reason()
