@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_math.h"
 #include "kernels/activation.cuh"
 #include "ops/gemm_glue.h"
 
@@ -68,6 +69,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_poison", &fastgan::set_poison, "Fill outputs with NaN before kernels run (tests)");
   m.def("set_cpu_backend", &fastgan::set_cpu_backend, "CPU tensors: 'native' (C++ kernels) | 'emu' (emulated CUDA)");
   m.def("cpu_backend", &fastgan::cpu_backend);
+  m.def("cpu_vector_bytes", &fastgan::fg_cpu_vector_bytes,
+        "Register width (bytes) of the explicitly vectorised CPU loops: 64 AVX-512, 32 AVX2, 16 baseline");
   m.def("set_cuda_gemm_route", &fastgan::set_cuda_gemm_route, "CUDA products: 'auto' | 'kernels' | 'aten'");
   m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
   m.def("set_cuda_pdl", &fastgan::set_cuda_pdl, "CUDA kernels: programmatic dependent launch on sm_90+ (on/off)");

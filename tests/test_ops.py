@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import fastgan
 import fastgan.functional as FF
-from fastgan import _activations
+from fastgan import _activations, _ext
 from helpers import TOL, TOL_TF32, assert_close, grad_mask, reference, rel_err, round_tf32, tf32
 
 ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
@@ -377,20 +380,23 @@ def test_conv2d_gradcheck(impl):
         assert torch.autograd.gradgradcheck(fn, (x, w, b))
 
 
-# Short reductions (Cin/groups * kH * kW <= 72, >= 8 output channels per group): on native CPU their input
-# gradient comes from the direct loops of csrc/ops/conv2d_cpu.cpp; elsewhere they are ordinary conv cases. The
-# shapes cover the loops' edges: 8/4/1-row tiles (K = 9 = 8 + 1, 12 = 8 + 4, 25 = 3*8 + 1, 27), output
-# pixel counts that are not a multiple of the vector width, padding wider than a tap reaches, stride, dilation,
-# groups, batch 1, a strided x.
+# Short reductions (Cin/groups * kH * kW <= 72, 36 if channels_last; >= 8 output channels per group): on native CPU their input
+# gradient comes from the direct loops of csrc/cpu/conv2d.cpp; elsewhere they are ordinary conv cases. The
+# shapes cover the loops' edges: the row tiles of every register width (8/4/1 with 64-byte vectors, 6/3/1 below:
+# K = 9 = 8 + 1 = 6 + 3, 12 = 8 + 4, 13 = 8 + 4 + 1 = 6 + 6 + 1, 25, 27), output pixel counts that are not a multiple
+# of the vector width, padding wider than a tap reaches, stride, dilation, groups, batch 1, a strided x.
 SHORT_K_CASES = {
     "seed_gan_layer1": dict(x=(3, 1, 28, 28), w=(32, 1, 3, 3), stride=2, padding=1),
     "rows_8_4": dict(x=(2, 1, 9, 11), w=(12, 1, 3, 4), padding=1),
     "rows_8_1": dict(x=(1, 1, 7, 5), w=(9, 1, 5, 5), stride=(2, 1), padding=(2, 0)),
+    "rows_8_4_1": dict(x=(2, 1, 5, 17), w=(8, 1, 1, 13)),
     "kernel_5x3_dilated": dict(x=(2, 1, 13, 12), w=(8, 1, 5, 3), dilation=(2, 3), padding=(3, 2)),
     "wide_padding": dict(x=(2, 1, 3, 4), w=(16, 1, 3, 3), stride=3, padding=2),
     "groups": dict(x=(2, 2, 10, 9), w=(20, 1, 3, 3), groups=2, padding=1),
     "three_channels": dict(x=(2, 3, 12, 12), w=(16, 3, 3, 3), stride=2, padding=1),
     "noncontiguous_x": dict(x=(2, 1, 10, 10), w=(8, 1, 3, 3), padding=1, transpose=True),
+    "channels_last": dict(x=(2, 3, 12, 11), w=(16, 3, 3, 3), stride=2, padding=1, channels_last=True),
+    "channels_last_one_channel": dict(x=(3, 1, 28, 28), w=(32, 1, 3, 3), stride=2, padding=1, channels_last=True),
 }
 
 
@@ -402,10 +408,55 @@ def test_conv2d_short_reduction(impl, case, dtype):
     x = rnd(*c.pop("x"), dtype=dtype, device=dev)
     if c.pop("transpose", False):
         x = x.transpose(2, 3).contiguous().transpose(2, 3)  # H and W strides swapped
-    x.requires_grad_()
-    w = rnd(*c.pop("w"), dtype=dtype, device=dev, scale=0.3, requires_grad=True)
+    fmt = torch.channels_last if c.pop("channels_last", False) else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt).requires_grad_()
+    w = rnd(*c.pop("w"), dtype=dtype, device=dev, scale=0.3).contiguous(memory_format=fmt).requires_grad_()
     b = rnd(w.shape[0], dtype=dtype, device=dev, requires_grad=True)
     check_fwd_bwd(lambda x, w, b: FF.conv2d(x, w, b, **c, act="lrelu", alpha=0.2), [x, w, b], dtype, case)
+    if fmt == torch.channels_last:  # the input gradient keeps x's layout, as stock's does
+        dx, = torch.autograd.grad(FF.conv2d(x, w, b, **c).sum(), [x])
+        assert dx.is_contiguous(memory_format=torch.channels_last)
+
+
+_WIDTH_CHECK = """
+import sys, torch, fastgan, fastgan.functional as FF
+cases = {cases!r}
+width = fastgan._ext.C.cpu_vector_bytes()
+for name, case in cases.items():
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        c = dict(case)
+        x = torch.randn(*c.pop("x"), dtype=dtype)
+        if c.pop("transpose", False):
+            x = x.transpose(2, 3).contiguous().transpose(2, 3)
+        fmt = torch.channels_last if c.pop("channels_last", False) else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt).requires_grad_()
+        w = (torch.randn(*c.pop("w"), dtype=dtype) * 0.3).contiguous(memory_format=fmt)
+        y = FF.conv2d(x, w, None, **c)
+        g = torch.randn_like(y)
+        with fastgan.use_impl("native"):
+            dx = torch.autograd.grad(FF.conv2d(x, w, None, **c), [x], g)[0]
+        with fastgan.use_impl("torch"):
+            ref = torch.autograd.grad(FF.conv2d(x, w, None, **c), [x], g)[0]
+        err = ((dx - ref).abs().max() / ref.abs().max()).item()
+        assert err < tol, (name, dtype, err)
+print(width)
+"""
+
+
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_conv2d_short_reduction_every_vector_width(width):
+    """The direct loops are compiled once per register width (csrc/cpu/cpu_math.h) and a process runs the CPU's
+    widest, so the narrower ones run only where FASTGAN_CPU_VECTOR_BYTES caps it: every width this CPU has, in a
+    process of its own, against the reference."""
+    if _ext.C is None:
+        pytest.skip("fastgan._C is not built")
+    if width > _ext.C.cpu_vector_bytes():
+        pytest.skip(f"this CPU's widest vectors are {_ext.C.cpu_vector_bytes()} bytes")
+    code = _WIDTH_CHECK.format(cases=SHORT_K_CASES)
+    env = dict(os.environ, FASTGAN_CPU_VECTOR_BYTES=str(width), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) == width
 
 
 def test_conv2d_short_reduction_gradgradcheck(impl):

@@ -13,18 +13,31 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
+// A loop written with explicit vector types cannot be one target_clones body: GCC lowers a generic vector wider than
+// the target's registers through the stack (the 64-byte tiles of the conv backward data ran 30x slower in the AVX2
+// clone than with 32-byte ones; benchmarks/NOTES.md, 2026-12-06). Such a loop is instantiated once per register
+// width instead, the wider ones marked FG_TARGET_V4 / FG_TARGET_V3, and fg_cpu_vector_bytes() says which one to call.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
     !defined(FASTGAN_NO_CPU_CLONES)
 #define FG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FG_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define FG_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#define FG_CPU_MULTIVERSIONED 1
 #else
 #define FG_CPU_CLONES
+#define FG_TARGET_V4
+#define FG_TARGET_V3
+#define FG_CPU_MULTIVERSIONED 0
 #endif
 
 // Helpers called from a cloned loop are always inlined: an out-of-line copy would be compiled for the baseline
@@ -36,6 +49,28 @@
 #endif
 
 namespace fastgan {
+
+// The register width, in bytes, of the instantiation to run (see FG_TARGET_V4 above): the CPU's widest, capped by
+// FASTGAN_CPU_VECTOR_BYTES (16, 32 or 64; read once) so that tests can run every width the CPU has.
+inline int fg_cpu_vector_bytes() {
+  static const int bytes = [] {
+#if FG_CPU_MULTIVERSIONED
+    int widest = __builtin_cpu_supports("x86-64-v4") ? 64 : __builtin_cpu_supports("x86-64-v3") ? 32 : 16;
+#else
+    int widest = 16;  // the baseline's: SSE2 on x86-64, NEON on AArch64
+#endif
+    const char* v = std::getenv("FASTGAN_CPU_VECTOR_BYTES");
+    if (v != nullptr && *v != 0) {
+      const std::string cap(v);
+      if (cap == "16" || cap == "32" || cap == "64")
+        widest = std::min(widest, std::stoi(cap));
+      else
+        TORCH_WARN("FASTGAN_CPU_VECTOR_BYTES=", cap, " is not one of 16, 32, 64; using ", widest);
+    }
+    return widest;
+  }();
+  return bytes;
+}
 
 FG_INLINE float fg_bits_to_float(uint32_t u) {
   float f;
