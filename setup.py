@@ -140,15 +140,21 @@ def emu_wrapper(cu: str, out_dir: str) -> str:
     return path
 
 
+def _compiler_version(exe: str) -> str:
+    try:
+        return subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def _instrument_flags(cxx: str) -> list:
     """The memory-access instrumentation of the emulated kernels (csrc/emu/memcheck.cpp: the global-memory race check,
     the programmatic-launch check and volatile loads as switch points). ThreadSanitizer's compiler pass only, never
     its runtime library. [] when the compiler cannot compile a probe with it (the checks are then unavailable, and
     build_info()["emu_instrumented"] says so)."""
     import tempfile
-    try:
-        ident = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
+    ident = _compiler_version(cxx)
+    if not ident:
         return []
     if "clang" in ident:
         flags = ["-fsanitize=thread", "-mllvm", "-tsan-distinguish-volatile=1", "-mllvm",
@@ -161,13 +167,6 @@ def _instrument_flags(cxx: str) -> list:
             f.write("int probe(volatile int* p) { return *p; }\n")
         r = subprocess.run([cxx, *flags, "-c", src, "-o", os.path.join(d, "probe.o")], capture_output=True)
     return flags if r.returncode == 0 else []
-
-
-def _compiler_version(exe: str) -> str:
-    try:
-        return subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def compile_kernels(builds: list, sources: list) -> list:
