@@ -84,9 +84,11 @@ def report() -> list:
         emu = ("yes" + ("" if info.get("emu_instrumented") else " (WITHOUT the memory-access checks: the compiler "
                         "lacked -fsanitize=thread's pass)")) if info["with_emu"] else "no (FASTGAN_EMU=0)"
         lines.append(f"  CUDA emulation (impl 'emu'): {emu}")
-        vb = _ext.C.cpu_vector_bytes()
-        isa = {64: "AVX-512", 32: "AVX2"}.get(vb, "the baseline ISA")
-        lines.append(f"  CPU loops: {vb}-byte vectors, {isa} (FASTGAN_CPU_VECTOR_BYTES=16|32|64 caps the width)")
+        if hasattr(_ext.C, "cpu_vector_bytes"):  # (a _C built before it: the stale-source line above says so)
+            vb = _ext.C.cpu_vector_bytes()
+            isa = {64: "AVX-512", 32: "AVX2"}.get(vb, "the baseline ISA")
+            lines.append(f"  CPU conv backward-data loops: {vb}-byte vectors, {isa} (FASTGAN_CPU_VECTOR_BYTES=16|32|64 "
+                         "caps the width)")
         lines.append("  autograd: one torch.autograd.Function per op (fastgan/ops/), the same formulas registered "
                      "with torch.library.register_autograd for torch.ops.fastgan.* callers")
     lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "

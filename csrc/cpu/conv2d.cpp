@@ -125,10 +125,10 @@ FG_TARGET_V3 void small_gemm_v3(const T* a, int64_t lda, const T* cols, int64_t 
   small_gemm_w<32>(a, lda, cols, K, P, Pp, out, ldo, R);
 }
 
+// vb: fg_cpu_vector_bytes(), read by the caller before its threads start (its first read may warn).
 template <typename T>
-void small_gemm(const T* a, int64_t lda, const T* cols, int64_t K, int64_t P, int64_t Pp, T* out, int64_t ldo,
-                int64_t R) {
-  const int vb = fg_cpu_vector_bytes();
+void small_gemm(int vb, const T* a, int64_t lda, const T* cols, int64_t K, int64_t P, int64_t Pp, T* out,
+                int64_t ldo, int64_t R) {
   if (vb == 64)
     small_gemm_v4(a, lda, cols, K, P, Pp, out, ldo, R);
   else if (vb == 32)
@@ -155,15 +155,15 @@ FG_CPU_CLONES void scatter_patches(const T* dcols, int64_t Pp, const ConvGeom& g
       for (int64_t kw = 0; kw < g.KW; ++kw) {
         const T* row = dcols + ((c * g.KH + kh) * g.KW + kw) * Pp;
         T* xc = dx + (c0 + c) * xs[0];
-        const int64_t woff = kw * g.dw - g.pw, step = g.sw * xs[2];
+        const int64_t woff = kw * g.dw - g.pw;
         int64_t lo, hi;
         valid_range(woff, g.sw, g.W, g.OW, &lo, &hi);
         for (int64_t oh = 0; oh < g.OH; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
           if (ih < 0 || ih >= g.H) continue;
           const T* __restrict__ o = row + oh * g.OW;
-          T* __restrict__ xr = xc + ih * xs[1] + woff * xs[2];
-          for (int64_t ow = lo; ow < hi; ++ow) xr[ow * step] += o[ow];
+          T* __restrict__ xr = xc + ih * xs[1];
+          for (int64_t ow = lo; ow < hi; ++ow) xr[(woff + ow * g.sw) * xs[2]] += o[ow];  // column >= 0 in [lo, hi)
         }
       }
 }
@@ -182,6 +182,7 @@ void dgrad_impl(const at::Tensor& dz, const at::Tensor& w, const ConvGeom& g, at
   const bool rows_dense = zs[3] == 1 && zs[2] == g.OW;  // each channel's pixels one run (NCHW)
   T* dxp = dx.mutable_data_ptr<T>();  // NCHW or channels_last, dense, zeroed
   const int64_t xs[3] = {dx.stride(1), dx.stride(2), dx.stride(3)};
+  const int vb = fg_cpu_vector_bytes();
   at::parallel_for(0, g.N * g.G, 1, [&](int64_t t0, int64_t t1) {
     // The gradient rows of one image and group, padded to Pp with zeros, then the patch gradients.
     std::vector<T> dzb(size_t(g.Cog * Pp), T(0)), dcols(size_t(K * Pp));
@@ -197,7 +198,7 @@ void dgrad_impl(const at::Tensor& dz, const at::Tensor& w, const ConvGeom& g, at
           for (int64_t oh = 0; oh < g.OH; ++oh)
             for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.OW + ow] = s[oh * zs[2] + ow * zs[3]];
       }
-      small_gemm<T>(wt.data() + gr * K * g.Cog, g.Cog, dzb.data(), g.Cog, Pp, Pp, dcols.data(), Pp, K);
+      small_gemm<T>(vb, wt.data() + gr * K * g.Cog, g.Cog, dzb.data(), g.Cog, Pp, Pp, dcols.data(), Pp, K);
       scatter_patches<T>(dcols.data(), Pp, g, gr * g.Cg, xs, dxp + n * dx.stride(0));
     }
   });

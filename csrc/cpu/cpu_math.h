@@ -27,11 +27,15 @@
 // the target's registers through the stack (the 64-byte tiles of the conv backward data ran 30x slower in the AVX2
 // clone than with 32-byte ones; benchmarks/NOTES.md, 2026-12-06). Such a loop is instantiated once per register
 // width instead, the wider ones marked FG_TARGET_V4 / FG_TARGET_V3, and fg_cpu_vector_bytes() says which one to call.
+// Those marks are clones too (of the target and the baseline), not target("..."): GCC refuses to inline an
+// always_inline helper into a target function whose ISA is not a superset of the command line's (-march=native,
+// -march=haswell, conda's -march=nocona ...), while a clone inlines first and then compiles each copy for its
+// target. Only the target copy ever runs: fg_cpu_vector_bytes() asks the CPU what the clones' resolver asks.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
     !defined(FASTGAN_NO_CPU_CLONES)
 #define FG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define FG_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
-#define FG_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#define FG_TARGET_V4 __attribute__((target_clones("arch=x86-64-v4", "default")))
+#define FG_TARGET_V3 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define FG_CPU_MULTIVERSIONED 1
 #else
 #define FG_CPU_CLONES
