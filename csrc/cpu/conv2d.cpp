@@ -23,33 +23,11 @@ namespace fastgan {
 namespace {
 
 // One register of VB bytes (GCC/Clang vector extension), VB the width of the instantiation's ISA: 64 (AVX-512), 32
-// (AVX2) or 16 (SSE2 / NEON); see fg_cpu_vector_bytes.
-// (Specialised per type: GCC ignores a vector_size attribute on an alias template of a dependent type.)
+// (AVX2) or 16 (SSE2 / NEON); see fg_cpu_vector_bytes. (A member typedef: GCC ignores a vector_size attribute on an
+// alias template of a dependent type.)
 template <typename T, int VB>
-struct VecOf;
-template <>
-struct VecOf<float, 64> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct VecOf<float, 32> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct VecOf<float, 16> {
-  typedef float type __attribute__((vector_size(16)));
-};
-template <>
-struct VecOf<double, 64> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <>
-struct VecOf<double, 32> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <>
-struct VecOf<double, 16> {
-  typedef double type __attribute__((vector_size(16)));
+struct VecOf {
+  typedef T type __attribute__((vector_size(VB)));
 };
 template <typename T, int VB>
 using Vec = typename VecOf<T, VB>::type;
