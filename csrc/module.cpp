@@ -71,6 +71,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_backend", &fastgan::cpu_backend);
   m.def("cpu_vector_bytes", &fastgan::fg_cpu_vector_bytes,
         "Register width (bytes) of the explicitly vectorised CPU loops: 64 AVX-512, 32 AVX2, 16 baseline");
+  m.def("cpu_widest_vector_bytes", &fastgan::fg_cpu_widest_vector_bytes,
+        "This CPU's widest register width (bytes) of those the loops are compiled for");
   m.def("set_cuda_gemm_route", &fastgan::set_cuda_gemm_route, "CUDA products: 'auto' | 'kernels' | 'aten'");
   m.def("cuda_gemm_route", &fastgan::cuda_gemm_route);
   m.def("set_cuda_pdl", &fastgan::set_cuda_pdl, "CUDA kernels: programmatic dependent launch on sm_90+ (on/off)");

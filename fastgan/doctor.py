@@ -85,10 +85,11 @@ def report() -> list:
                         "lacked -fsanitize=thread's pass)")) if info["with_emu"] else "no (FASTGAN_EMU=0)"
         lines.append(f"  CUDA emulation (impl 'emu'): {emu}")
         if hasattr(_ext.C, "cpu_vector_bytes"):  # (a _C built before it: the stale-source line above says so)
-            vb = _ext.C.cpu_vector_bytes()
-            isa = {64: "AVX-512", 32: "AVX2"}.get(vb, "the baseline ISA")
+            vb, widest = _ext.C.cpu_vector_bytes(), _ext.C.cpu_widest_vector_bytes()
+            isa = ({64: "AVX-512", 32: "AVX2"}.get(vb, "the baseline ISA") if vb <= widest else
+                   f"WIDER than this CPU's {widest}: its portable copy, many times slower")
             lines.append(f"  CPU conv backward-data loops: {vb}-byte vectors, {isa} (FASTGAN_CPU_VECTOR_BYTES=16|32|64 "
-                         "caps the width)")
+                         "sets the width)")
         lines.append("  autograd: one torch.autograd.Function per op (fastgan/ops/), the same formulas registered "
                      "with torch.library.register_autograd for torch.ops.fastgan.* callers")
     lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "

@@ -54,24 +54,33 @@
 
 namespace fastgan {
 
-// The register width, in bytes, of the instantiation to run (see FG_TARGET_V4 above): the CPU's widest, capped by
-// FASTGAN_CPU_VECTOR_BYTES (16, 32 or 64; read once) so that tests can run every width the CPU has.
+// The widest registers, in bytes, this CPU has of those the instantiations are compiled for (see FG_TARGET_V4 above).
+inline int fg_cpu_widest_vector_bytes() {
+#if FG_CPU_MULTIVERSIONED
+  return __builtin_cpu_supports("x86-64-v4") ? 64 : __builtin_cpu_supports("x86-64-v3") ? 32 : 16;
+#else
+  return 16;  // the baseline's: SSE2 on x86-64, NEON on AArch64
+#endif
+}
+
+// The register width, in bytes, of the instantiation to run: the CPU's widest, or FASTGAN_CPU_VECTOR_BYTES (16, 32 or
+// 64; read once). Any width is safe on any CPU: a width above the CPU's runs the wider loop's baseline clone (GCC
+// splits its vectors: correct, and slow), which is how tests run the 64-byte loop's logic on a CPU without AVX-512.
 inline int fg_cpu_vector_bytes() {
   static const int bytes = [] {
-#if FG_CPU_MULTIVERSIONED
-    int widest = __builtin_cpu_supports("x86-64-v4") ? 64 : __builtin_cpu_supports("x86-64-v3") ? 32 : 16;
-#else
-    int widest = 16;  // the baseline's: SSE2 on x86-64, NEON on AArch64
-#endif
+    const int widest = fg_cpu_widest_vector_bytes();
     const char* v = std::getenv("FASTGAN_CPU_VECTOR_BYTES");
-    if (v != nullptr && *v != 0) {
-      const std::string cap(v);
-      if (cap == "16" || cap == "32" || cap == "64")
-        widest = std::min(widest, std::stoi(cap));
-      else
-        TORCH_WARN("FASTGAN_CPU_VECTOR_BYTES=", cap, " is not one of 16, 32, 64; using ", widest);
+    if (v == nullptr || *v == 0) return widest;
+    const std::string want(v);
+    if (want != "16" && want != "32" && want != "64") {
+      TORCH_WARN("FASTGAN_CPU_VECTOR_BYTES=", want, " is not one of 16, 32, 64; using ", widest);
+      return widest;
     }
-    return widest;
+    const int n = std::stoi(want);
+    if (n > widest)
+      TORCH_WARN("FASTGAN_CPU_VECTOR_BYTES=", n, " is wider than this CPU's ", widest,
+                 "-byte registers: the portable copy of that loop runs (correct, many times slower; for tests)");
+    return n;
   }();
   return bytes;
 }
