@@ -84,7 +84,7 @@ def report() -> list:
         emu = ("yes" + ("" if info.get("emu_instrumented") else " (WITHOUT the memory-access checks: the compiler "
                         "lacked -fsanitize=thread's pass)")) if info["with_emu"] else "no (FASTGAN_EMU=0)"
         lines.append(f"  CUDA emulation (impl 'emu'): {emu}")
-        if hasattr(_ext.C, "cpu_vector_bytes"):  # (a _C built before it: the stale-source line above says so)
+        if hasattr(_ext.C, "cpu_widest_vector_bytes"):  # (a _C built before it: the stale-source line says so)
             vb, widest = _ext.C.cpu_vector_bytes(), _ext.C.cpu_widest_vector_bytes()
             isa = ({64: "AVX-512", 32: "AVX2"}.get(vb, "the baseline ISA") if vb <= widest else
                    f"WIDER than this CPU's {widest}: its portable copy, many times slower")
