@@ -30,7 +30,8 @@
 // Those marks are clones too (of the target and the baseline), not target("..."): GCC refuses to inline an
 // always_inline helper into a target function whose ISA is not a superset of the command line's (-march=native,
 // -march=haswell, conda's -march=nocona ...), while a clone inlines first and then compiles each copy for its
-// target. Only the target copy ever runs: fg_cpu_vector_bytes() asks the CPU what the clones' resolver asks.
+// target. The target copy is the one that runs: fg_cpu_vector_bytes() asks the CPU what the clones' resolver asks
+// (unless FASTGAN_CPU_VECTOR_BYTES forces a width the CPU lacks: then that loop's baseline copy runs).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
     !defined(FASTGAN_NO_CPU_CLONES)
 #define FG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
