@@ -40,6 +40,7 @@ if "clang" in CXX:
 CASES = [
     "activemask", "atomics", "block_reduce", "compaction", "device_assert", "divergent_exit", "dynamic_smem",
     "global_races", "grid_index", "histogram", "interleaved_blocks", "intrinsics", "launch_limits", "matmul",
+    "misaligned",
     "nested_launch", "outside_kernel", "partial_warp", "poison", "programmatic_launch", "racecheck",
     "racecheck_full", "schedules", "shfl_width", "smem_limits", "speed", "sync_votes", "tensor_cores", "threads",
     "two_barriers", "types_and_helpers", "uninitialized_shared", "warp_deadlock", "warp_reduce", "warp_votes",

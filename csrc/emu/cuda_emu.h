@@ -117,6 +117,9 @@ void device_fence();  // __threadfence(): publishes this block's writes to later
 // programmatic dependent launch (LaunchDesc::programmatic), whose earlier global accesses fail the launch.
 void grid_dependency_sync();
 void atomic_before_grid_sync(const void* addr, size_t size);  // fails the launch if not yet synchronised
+// A `bytes`-byte access (a power of two) that a GPU makes as one instruction: fails the launch unless addr is a
+// multiple of `bytes` (on a GPU: cudaErrorMisalignedAddress, a sticky error that ends the context). `what` names it.
+void check_aligned(const void* addr, size_t bytes, const char* what);
 // Execution-order and race-check controls (also FGEMU_SCHEDULE=forward|reverse|random[:seed], FGEMU_RACECHECK=1,
 // read at the first launch; calling these overrides the environment).
 enum Schedule : int { kForward = 0, kReverse = 1, kRandom = 2 };

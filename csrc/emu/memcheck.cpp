@@ -11,7 +11,10 @@
 
 namespace fgemu {
 namespace rt {
-void mem_access(const void* addr, size_t size, int kind);  // kind: 0 read, 1 write, 2/3 volatile read/write, 4 atomic
+// kind: 0 read, 1 write, 2/3 volatile read/write, 4 atomic; + kNatural where the compiler emitted the access as
+// aligned to its size (the __tsan_readN / writeN hooks, not the unaligned ones): a GPU requires that alignment.
+void mem_access(const void* addr, size_t size, int kind);
+constexpr int kNatural = 8;
 }
 }  // namespace fgemu
 
@@ -29,23 +32,26 @@ void __tsan_func_exit() {}
 void __tsan_ignore_thread_begin() {}
 void __tsan_ignore_thread_end() {}
 
-#define FGEMU_HOOKS(N)                                                        \
-  void __tsan_read##N(void* a) { hook(a, N, 0); }                             \
-  void __tsan_write##N(void* a) { hook(a, N, 1); }                            \
-  void __tsan_unaligned_read##N(void* a) { hook(a, N, 0); }                   \
-  void __tsan_unaligned_write##N(void* a) { hook(a, N, 1); }                  \
-  void __tsan_volatile_read##N(void* a) { hook(a, N, 2); }                    \
-  void __tsan_volatile_write##N(void* a) { hook(a, N, 3); }                   \
-  void __tsan_unaligned_volatile_read##N(void* a) { hook(a, N, 2); }          \
-  void __tsan_unaligned_volatile_write##N(void* a) { hook(a, N, 3); }         \
-  void __tsan_read##N##_pc(void* a, void*) { hook(a, N, 0); }                 \
-  void __tsan_write##N##_pc(void* a, void*) { hook(a, N, 1); }
+// (N-byte accesses the compiler made aligned to N: kNatural; the unaligned variants are accesses it may split)
+#define FGEMU_HOOKS(N)                                                                         \
+  void __tsan_read##N(void* a) { hook(a, N, 0 + NAT(N)); }                                     \
+  void __tsan_write##N(void* a) { hook(a, N, 1 + NAT(N)); }                                    \
+  void __tsan_unaligned_read##N(void* a) { hook(a, N, 0); }                                    \
+  void __tsan_unaligned_write##N(void* a) { hook(a, N, 1); }                                   \
+  void __tsan_volatile_read##N(void* a) { hook(a, N, 2 + NAT(N)); }                            \
+  void __tsan_volatile_write##N(void* a) { hook(a, N, 3 + NAT(N)); }                           \
+  void __tsan_unaligned_volatile_read##N(void* a) { hook(a, N, 2); }                           \
+  void __tsan_unaligned_volatile_write##N(void* a) { hook(a, N, 3); }                          \
+  void __tsan_read##N##_pc(void* a, void*) { hook(a, N, 0 + NAT(N)); }                         \
+  void __tsan_write##N##_pc(void* a, void*) { hook(a, N, 1 + NAT(N)); }
+#define NAT(N) ((N) > 1 ? ::fgemu::rt::kNatural : 0)
 FGEMU_HOOKS(1)
 FGEMU_HOOKS(2)
 FGEMU_HOOKS(4)
 FGEMU_HOOKS(8)
 FGEMU_HOOKS(16)
 #undef FGEMU_HOOKS
+#undef NAT
 
 void __tsan_read_range(void* a, unsigned long n) { hook(a, n, 0); }
 void __tsan_write_range(void* a, unsigned long n) { hook(a, n, 1); }

@@ -1792,8 +1792,32 @@ inline bool emu_state(const void* addr) {
          addr == &::fgemu::g_racecheck || addr == &::fgemu::g_sync_hooks || addr == &::fgemu::g_programmatic;
 }
 
+// An access a GPU makes as one instruction, at an address that is not a multiple of its size.
+[[noreturn]] void misaligned_fail(const void* addr, size_t size, const char* what) {
+  char a[32];
+  snprintf(a, sizeof a, "%p", addr);
+  record_failure(launch_prefix() + ": " + where_thread(E.cur) + " " + what + " of " + std::to_string(size) +
+                 " bytes at " + a + ", which is not a multiple of " + std::to_string(size) +
+                 ": misaligned address (on a GPU cudaErrorMisalignedAddress, which ends the CUDA context)");
+  abandon_fiber();
+}
+
+void check_aligned(const void* addr, size_t bytes, const char* what) {
+  if (!E.active || !E.cur || E.failed) return;
+  if (reinterpret_cast<uintptr_t>(addr) % bytes != 0) misaligned_fail(addr, bytes, what);
+}
+
+constexpr int kNatural = 8;  // memcheck.cpp: the compiler emitted this access aligned to its size
+
 void mem_access(const void* addr, size_t size, int kind) {
   if (!E.active || !E.cur || E.failed) return;
+  if (kind & kNatural) {
+    kind &= ~kNatural;
+    // (not the emulator's own variables: kernel parameters live in its payload, packed as the host compiler laid
+    // them out)
+    if ((reinterpret_cast<uintptr_t>(addr) & (size - 1)) != 0 && !emu_state(addr))
+      misaligned_fail(addr, size, (kind == kGRead || kind == kGVolatileRead) ? "a load" : "a store");
+  }
   if ((kind == kGVolatileRead || kind == kGVolatileWrite) && g_interleave) sync_point();  // spin loops progress
   if (__builtin_expect(E.d->programmatic && !E.cur->grid_dep_synced, 0) && !gc_is_private(addr) && !emu_state(addr))
     grid_dep_fail(addr, size, (kind == kGRead || kind == kGVolatileRead) ? "reads" : "writes");

@@ -68,7 +68,7 @@ bias_act_fwd_kernel(const T* x, const T* __restrict__ b, T* y, Layout L, typenam
   const int64_t nvec = L.numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
-    const Pack<T, V> in = reinterpret_cast<const Pack<T, V>*>(x)[v];
+    const Pack<T, V> in = load_vec<Pack<T, V>>(x, v);
     Pack<T, V> out;
     if (b != nullptr) {
       ChannelCursor cur;
@@ -82,7 +82,7 @@ bias_act_fwd_kernel(const T* x, const T* __restrict__ b, T* y, Layout L, typenam
 #pragma unroll
       for (int e = 0; e < V; ++e) store(out.v, e, act_forward<A, M>(load(in.v, e), alpha, gain, clamp));
     }
-    reinterpret_cast<Pack<T, V>*>(y)[v] = out;
+    store_vec(y, v, out);
   }
   const int64_t tail = L.numel - nvec * V;  // < V elements, done by the first threads of block 0
   if (blockIdx.x == 0 && (int64_t)threadIdx.x < tail) {
@@ -107,13 +107,13 @@ bias_act_bwd_kernel(const T* dy, const T* __restrict__ y, T* dz, int64_t numel, 
   const int64_t nvec = numel / V;
   const int64_t stride = (int64_t)blockDim.x * gridDim.x;
   for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
-    const Pack<T, V> g = reinterpret_cast<const Pack<T, V>*>(dy)[v];
-    const Pack<T, V> a = reinterpret_cast<const Pack<T, V>*>(y)[v];
+    const Pack<T, V> g = load_vec<Pack<T, V>>(dy, v);
+    const Pack<T, V> a = load_vec<Pack<T, V>>(y, v);
     Pack<T, V> out;
 #pragma unroll
     for (int e = 0; e < V; ++e)
       store(out.v, e, act_backward<A, M>(load(g.v, e), load(a.v, e), alpha, gain, clamp));
-    reinterpret_cast<Pack<T, V>*>(dz)[v] = out;
+    store_vec(dz, v, out);
   }
   const int64_t tail = numel - nvec * V;
   if (blockIdx.x == 0 && (int64_t)threadIdx.x < tail) {

@@ -54,6 +54,26 @@ template <typename T> FG_HD void store(T* p, int64_t i, typename OpMath<T>::type
 template <> FG_HD void store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
 template <> FG_HD void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
+// Element i of an array of vectors P (bias_act's 16-byte packs): one access of sizeof(P) bytes on a GPU, which faults
+// unless the address is a multiple of alignof(P) (the launchers check the pointers before choosing vectors; the
+// emulation checks every access, as the compiled kernels' scalar accesses are checked through their hooks).
+template <typename P>
+__device__ __forceinline__ P load_vec(const void* p, int64_t i) {
+  const P* q = static_cast<const P*>(p) + i;
+#ifdef FG_EMU
+  ::fgemu::rt::check_aligned(q, alignof(P), "a vector load");
+#endif
+  return *q;
+}
+template <typename P>
+__device__ __forceinline__ void store_vec(void* p, int64_t i, const P& v) {
+  P* q = static_cast<P*>(p) + i;
+#ifdef FG_EMU
+  ::fgemu::rt::check_aligned(q, alignof(P), "a vector store");
+#endif
+  *q = v;
+}
+
 // Calls f.template operator()<T>() with the C++ type of `dt`.
 template <typename F> void dispatch_dtype(DType dt, const char* what, F&& f) {
   switch (dt) {

@@ -238,6 +238,7 @@ __device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row_addr) {
   static_assert(N == 1 || N == 2 || N == 4, "ldmatrix: .x1, .x2 or .x4");
 #ifdef FG_EMU
   const int lane = detail::lane_id();
+  if (lane < 8 * N) ::fgemu::rt::check_aligned(row_addr, 16, "an ldmatrix row address");
   const void* rows[32];
   fgemu::warp_exchange(0xffffffffu, &row_addr, rows, (int)sizeof(const void*));
   for (int m = 0; m < N; ++m) {

@@ -793,6 +793,41 @@ void t_programmatic_launch() {
   check_still_usable();
 }
 
+// Misaligned accesses fail the launch naming the thread, the access and its address, as a GPU faults on them: the
+// compiled kernel's loads and stores (through the access hooks), common.cuh's vector accesses, ldmatrix rows.
+void t_misaligned() {
+  ModeScope scope;
+  fgemu::rt::set_racecheck(false);
+  const int n = 128;  // 2 blocks of 64
+  std::vector<unsigned short> h(2 * n + 2);
+  for (size_t k = 0; k < h.size(); ++k) h[k] = (unsigned short)(7 * k + 3);
+  std::vector<unsigned> u(n), r(128);
+  std::vector<double> d(n + 1);
+  std::vector<float> w(4 * n + 4), v(4 * n);
+  for (size_t k = 0; k < w.size(); ++k) w[k] = (float)k - 100.0f;
+  auto run = [&](int mode) {
+    fgemu::launch("misaligned_access", misaligned_access, dim3(2), dim3(64), 0, h.data(), u.data(), d.data(),
+                  w.data(), v.data(), r.data(), mode);
+  };
+  run(0);
+  for (int i = 0; i < n; ++i) {
+    CHECK_EQ(u[(size_t)i], (unsigned)h[2 * (size_t)i] | ((unsigned)h[2 * (size_t)i + 1] << 16));
+    CHECK_EQ(d[(size_t)i], 2.0 * i);
+  }
+  for (int k = 0; k < 4 * n; ++k) CHECK_EQ(v[(size_t)k], w[(size_t)k]);
+  for (int lane = 0; lane < 32; ++lane)  // ldmatrix.x4, no trans: r[m] of lane l = row l/4 of matrix m, cols 2(l%4)..
+    for (int m = 0; m < 4; ++m) {
+      const size_t e = (size_t)(8 * m + lane / 4) * 8 + 2 * (lane % 4);
+      CHECK_EQ(r[(size_t)lane * 4 + m], (unsigned)h[e] | ((unsigned)h[e + 1] << 16));
+    }
+  const char* where = "block (1,0,0), thread (5,0,0)";
+  expect_error([&] { run(1); }, {"kernel 'misaligned_access'", where, "a load of 4 bytes at", "misaligned address"});
+  expect_error([&] { run(2); }, {"kernel 'misaligned_access'", where, "a store of 8 bytes at", "not a multiple of 8"});
+  expect_error([&] { run(3); }, {"kernel 'misaligned_access'", where, "a vector load of 16 bytes at"});
+  expect_error([&] { run(4); }, {"kernel 'misaligned_access'", where, "an ldmatrix row address of 16 bytes"});
+  check_still_usable();
+}
+
 // Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
 // is a deadlock with a message.
 void t_interleaved_blocks() {
@@ -1017,6 +1052,7 @@ const std::map<std::string, void (*)()>& cases() {
       {"schedules", t_schedules},
       {"global_races", t_global_races},
       {"programmatic_launch", t_programmatic_launch},
+      {"misaligned", t_misaligned},
       {"tensor_cores", t_tensor_cores},
       {"interleaved_blocks", t_interleaved_blocks},
       {"poison", t_poison},

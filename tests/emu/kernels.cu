@@ -2,6 +2,7 @@
 // g++ -x c++ -DFG_EMU -I csrc. They include the project's kernel header so the real launch helper is exercised.
 #include "kernels/common.cuh"
 #include "kernels/activation.cuh"
+#include "kernels/mma.cuh"
 
 #include "kernels.cuh"
 
@@ -531,6 +532,33 @@ __global__ void pdl_copy(const int* src, int* dst, int n, int early) {
   cudaTriggerProgrammaticLaunchCompletion();
   if (!(me && early == 3)) cudaGridDependencySynchronize();
   if (i < n) dst[i] = src[i] + v + stage[threadIdx.x] - (int)threadIdx.x;
+}
+
+// Accesses a GPU makes as one instruction must be aligned to their size (else cudaErrorMisalignedAddress). Mode 0:
+// all aligned -- u[i] = the 16-bit pair h[2i], h[2i+1] as one 4-byte load, d[i] = 2i, v[i] = w[i] as 16-byte
+// vectors (common.cuh's load_vec / store_vec), r = the rows of an ldmatrix.x4 of a 32x8 16-bit matrix. In modes 1-4
+// thread 5 of block 1 misbehaves: 1 a 4-byte load at an odd 16-bit offset, 2 a double stored 4 bytes off, 3 a vector
+// loaded 4 bytes off, 4 an ldmatrix row address 8 bytes off.
+struct __align__(16) Vec4 {
+  float v[4];
+};
+__global__ void misaligned_access(const unsigned short* h, unsigned* u, double* d, const float* w, float* v,
+                                  unsigned* r, int mode) {
+  __shared__ __align__(16) unsigned short s[32 * 8 + 8];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+  const bool me = blockIdx.x == 1 && threadIdx.x == 5;
+  u[i] = *reinterpret_cast<const unsigned*>(h + 2 * i + (me && mode == 1 ? 1 : 0));
+  double* dp = d + i;
+  if (me && mode == 2) dp = reinterpret_cast<double*>(reinterpret_cast<char*>(dp) + 4);
+  *dp = 2.0 * i;
+  const Vec4 x = fastgan::emu::load_vec<Vec4>(w + (me && mode == 3 ? 1 : 0), i);
+  fastgan::emu::store_vec(v, i, x);
+  for (int k = threadIdx.x; k < 32 * 8; k += blockDim.x) s[k] = h[k];
+  __syncthreads();
+  uint32_t q[4];
+  fastgan::emu::tc::ldmatrix<4, false>(q, &s[lane * 8 + (me && mode == 4 ? 4 : 0)]);
+  if (blockIdx.x == 0 && threadIdx.x < 32)
+    for (int m = 0; m < 4; ++m) r[lane * 4 + m] = q[m];
 }
 
 // A grid-wide barrier by spinning on a counter: correct only when every block of the grid is resident at once.

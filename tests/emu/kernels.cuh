@@ -57,6 +57,8 @@ __global__ void count_atomic(int* c);
 __global__ void last_block_sum(const float* x, float* partial, unsigned* count, float* out, int use_fence);
 __global__ void flag_handoff(int* data, volatile int* flag, int* out, int use_fence);
 __global__ void pdl_copy(const int* src, int* dst, int n, int early);
+__global__ void misaligned_access(const unsigned short* h, unsigned* u, double* d, const float* w, float* v,
+                                  unsigned* r, int mode);
 __global__ void grid_spin_barrier(unsigned* arrived, int* out);
 __global__ void uninitialized_max(const int* x, int* out);
 __global__ void race_in_later_block(int* out);
