@@ -14,7 +14,7 @@ namespace rt {
 // kind: 0 read, 1 write, 2/3 volatile read/write, 4 atomic; + kNatural where the compiler emitted the access as
 // aligned to its size (the __tsan_readN / writeN hooks, not the unaligned ones): a GPU requires that alignment.
 void mem_access(const void* addr, size_t size, int kind);
-constexpr int kNatural = 8;
+constexpr int kNatural = 8;  // (runtime.cpp's mem_access reads the same bit)
 }
 }  // namespace fgemu
 
