@@ -449,8 +449,9 @@ def test_doctor_reports_versions_build_and_impl_per_op():
 def test_doctor_counts_kernels_per_training_step(capsys):
     """`fastgan doctor --kernels`: one trainer step under the CUDA emulation; every convolution and GEMM of the step
     is a launch of fastgan's kernels (G's three layers, D's three convolutions and head, forward and backward), the
-    R1 step's double backward adds launches, and the printed totals are the sums of the listed rows. (~40 s: two
-    emulated steps at batch 128; the count depends on the shapes, so no smaller batch.)"""
+    R1 step's double backward adds launches, and the printed totals are the sums of the listed rows. (~40 s here: an
+    emulated step per count at batch 128, after a warm-up step on the CPU kernels; the count depends on the shapes,
+    so no smaller batch.)"""
     import argparse
     from fastgan import doctor
     assert doctor.main(argparse.Namespace(kernels=True)) == 0
