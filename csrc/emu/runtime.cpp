@@ -1311,18 +1311,23 @@ void poison_range(unsigned char* lo, unsigned char* hi) {
   if (hi > lo) memset(lo, g_poison_byte, (size_t)(hi - lo));
 }
 
-void poison_shared() {
+// Calls f(lo, hi) for each range of a block's shared memory: the module's thread-local block less the dynamic
+// buffer when that lies inside it, and the dynamic shared memory poisoned per block.
+template <typename F>
+void for_each_block_range(F&& f) {
   ShmemPlan& p = g_plan;
   if (p.tls) {
     if (p.dyn_inside) {
-      poison_range(p.tls, p.dyn);
-      poison_range(p.dyn + p.dyn_size, p.tls + p.tls_size);
+      f(p.tls, p.dyn);
+      f(p.dyn + p.dyn_size, p.tls + p.tls_size);
     } else {
-      poison_range(p.tls, p.tls + p.tls_size);
+      f(p.tls, p.tls + p.tls_size);
     }
   }
-  poison_range(p.dyn, p.dyn + p.dyn_poison);
+  f(p.dyn, p.dyn + p.dyn_poison);
 }
+
+void poison_shared() { for_each_block_range(poison_range); }
 
 void copy_excluding_dyn(unsigned char* dst, const unsigned char* src) {
   ShmemPlan& p = g_plan;
@@ -1708,7 +1713,6 @@ bool run_is_fill(const unsigned char* q, size_t n) {
 }
 
 void smem_park(ParkedSmem* out) {
-  ShmemPlan& p = g_plan;
   if (out) {
     out->spans.clear();
     out->bytes.clear();
@@ -1727,15 +1731,7 @@ void smem_park(ParkedSmem* out) {
       memset(q, g_poison_byte, n);
     }
   };
-  if (p.tls) {
-    if (p.dyn_inside) {
-      park(p.tls, p.dyn);
-      park(p.dyn + p.dyn_size, p.tls + p.tls_size);
-    } else {
-      park(p.tls, p.tls + p.tls_size);
-    }
-  }
-  park(p.dyn, p.dyn + p.dyn_poison);
+  for_each_block_range(park);
 }
 
 // Shared memory as poison_shared() leaves it -> the parked block's.
