@@ -3,23 +3,26 @@
 // Kernel sources are compiled for the emulation with the compiler's ThreadSanitizer instrumentation
 // (`-fsanitize=thread`, volatile accesses distinguished, no function entry/exit hooks) but WITHOUT its runtime
 // library: every load and store of kernel code calls one of the functions below, which hand it to the emulator
-// (fgemu::rt::mem_access). This file itself, the runtime and all host code are compiled without the instrumentation.
-// The hooks cost a call and a test when no check is on. Atomics of the emulated CUDA API are not instrumented
-// (FGEMU_NO_INSTRUMENT); C++ atomics in kernel code are performed here and count as atomics.
-#include <cstddef>
+// (fgemu::rt::mem_access) when a check needs it. This file itself, the runtime and all host code are compiled without
+// the instrumentation. With no check on, a hook costs a load and a test (access_hooks.h's g_access_checks). Atomics of
+// the emulated CUDA API are not instrumented (FGEMU_NO_INSTRUMENT); C++ atomics in kernel code are performed here and
+// count as atomics.
 #include <cstdint>
 
-namespace fgemu {
-namespace rt {
-// kind: 0 read, 1 write, 2/3 volatile read/write, 4 atomic; + kNatural where the compiler emitted the access as
-// aligned to its size (the __tsan_readN / writeN hooks, not the unaligned ones): a GPU requires that alignment.
-void mem_access(const void* addr, size_t size, int kind);
-constexpr int kNatural = 8;  // (runtime.cpp's mem_access reads the same bit)
-}
-}  // namespace fgemu
+#include "access_hooks.h"
 
 namespace {
-inline void hook(const void* a, size_t n, int kind) { ::fgemu::rt::mem_access(a, n, kind); }
+// The common case inline: an access no check needs and that is aligned (or not declared natural) returns after one
+// load and one test (size and kind are constants in each hook).
+inline void hook(const void* a, size_t n, int kind) {
+  using namespace ::fgemu::rt;
+  const int base = kind & ~kNatural;
+  const unsigned char need = (base == 2 || base == 3) ? (kAccessAll | kAccessVolatile) : kAccessAll;
+  if (__builtin_expect(!(g_access_checks & need), 1) &&
+      !((kind & kNatural) && (reinterpret_cast<uintptr_t>(a) & (n - 1)) != 0))
+    return;
+  mem_access(a, n, kind);
+}
 }  // namespace
 
 // Hidden: the hooks serve the kernels linked into the same module and must not take the place of a real

@@ -14,6 +14,7 @@
 //     saved, filled with 0xFF at each block start, and restored after the launch.
 // No thread_local state of this module may be touched between save and restore except the dynamic shared memory.
 #include "cuda_emu.h"
+#include "access_hooks.h"
 
 #include <link.h>
 #include <pthread.h>
@@ -64,8 +65,10 @@ bool g_programmatic = false;
 #ifndef FGEMU_UCONTEXT
 // fgemu_ctx_switch(save, to): push the callee-saved registers, store rsp in *save, load rsp = to, pop, return.
 // fgemu_ctx_trampoline: first "return" target of a new fiber; r12 = argument, r13 = entry function.
+// (.pushsection/.popsection: the compiler does not see a section change in top-level asm, and would emit the next
+// zero-initialised variable into .text, read-only at run time.)
 asm(R"(
-  .text
+  .pushsection .text
   .p2align 4
   .globl fgemu_ctx_switch
   .hidden fgemu_ctx_switch
@@ -108,6 +111,7 @@ fgemu_ctx_trampoline:
   ud2
   .cfi_endproc
   .size fgemu_ctx_trampoline, .-fgemu_ctx_trampoline
+  .popsection
 )");
 extern "C" void fgemu_ctx_switch(void** save, void* to);
 extern "C" void fgemu_ctx_trampoline();
@@ -115,6 +119,9 @@ extern "C" void fgemu_ctx_trampoline();
 
 namespace fgemu {
 namespace rt {
+
+unsigned char g_access_checks = 0;  // access_hooks.h; set by refresh_access_checks()
+
 namespace {
 
 constexpr int kMaxThreads = 1024;
@@ -703,9 +710,12 @@ void rc_commit_lanes(int w, unsigned group) {
 }
 
 // ---- switching -------------------------------------------------------------------------------------------------
+void refresh_access_checks();  // (below, with the global-memory check's state)
+
 inline void set_current(Thread* t) {
   E.cur = t;
   g_builtin.thread_idx = t->tid;
+  refresh_access_checks();
 }
 
 void fiber_entry(void* arg);
@@ -741,6 +751,7 @@ inline void switch_to_main(bool dying = false) {
   asan_before_switch(dying, E.main_stack_lo, E.main_stack_size);
   E.cur_fiber = nullptr;
   E.cur = nullptr;
+  g_access_checks = 0;
   ctx_switch(from, &E.main_ctx);
   asan_after_switch();
 }
@@ -1481,6 +1492,21 @@ struct GlobalCheck {
 };
 GlobalCheck G;
 
+// What the access hooks of the running thread must hand to mem_access beyond a misaligned access (memcheck.cpp reads
+// it inline, so the common access costs a load and a test): kAccessAll, every access (the race check; a programmatic
+// launch's thread before its grid-dependency sync); kAccessVolatile, volatile ones (the progress points of blocks
+// that interleave). Recomputed whenever a thread is switched in and at the grid-dependency sync; may only ever be
+// more than needed (mem_access decides in full), never less.
+void refresh_access_checks() {
+  Thread* t = E.cur;
+  unsigned char m = 0;
+  if (E.active && t && !E.failed) {
+    if (G.on || (E.d->programmatic && !t->grid_dep_synced)) m |= kAccessAll;
+    if (g_interleave) m |= kAccessVolatile;
+  }
+  g_access_checks = m;
+}
+
 void gc_begin_launch() {
   G.on = ::fgemu::g_racecheck;
   G.pages.clear();
@@ -1863,8 +1889,6 @@ void check_aligned(const void* addr, size_t bytes, const char* what) {
   if (reinterpret_cast<uintptr_t>(addr) % bytes != 0) misaligned_fail(addr, bytes, what);
 }
 
-constexpr int kNatural = 8;  // memcheck.cpp: the compiler emitted this access aligned to its size
-
 namespace {
 
 // What mem_access does beyond its common case (below): the alignment failure, the progress point of a volatile access
@@ -1906,6 +1930,7 @@ void atomic_before_grid_sync(const void* addr, size_t size) {
 void grid_dependency_sync() {
   if (!E.active || !E.cur || E.failed) return;
   E.cur->grid_dep_synced = true;
+  refresh_access_checks();
 }
 
 void device_fence() {
