@@ -42,13 +42,15 @@ CASES = [
     "global_races", "grid_index", "histogram", "interleaved_blocks", "intrinsics", "launch_limits", "matmul",
     "misaligned",
     "nested_launch", "outside_kernel", "partial_warp", "poison", "programmatic_launch", "racecheck",
-    "racecheck_full", "schedules", "shfl_width", "smem_limits", "speed", "sync_votes", "tensor_cores", "threads",
+    "racecheck_full", "schedules", "shfl_width", "smem_limits", "speed", "static_footprint", "sync_votes",
+    "tensor_cores", "threads",
     "two_barriers", "types_and_helpers", "uninitialized_shared", "warp_deadlock", "warp_reduce", "warp_votes",
 ]
 # Subset run again against the other builds (ucontext fibers, -O0).
 VARIANT_CASES = [
     "block_reduce", "warp_reduce", "shfl_width", "matmul", "dynamic_smem", "uninitialized_shared", "activemask",
     "divergent_exit", "two_barriers", "warp_deadlock", "device_assert", "smem_limits", "threads", "atomics",
+    "static_footprint",
 ]
 
 

@@ -41,7 +41,9 @@
 // ---------------------------------------------------------------------------------------------------------------
 #define __host__
 #define __device__
-#define __global__
+// __global__: one nop at the entry, so that the function is listed in the module's __patchable_function_entries (the
+// runtime tells kernels' function-local __shared__ variables from device helpers' by it: runtime.cpp, smem_skip).
+#define __global__ __attribute__((patchable_function_entry(1, 0)))
 #define __constant__
 #define __managed__
 #define __grid_constant__
@@ -138,6 +140,9 @@ void set_launch_log(bool on);                 // record the name of every launch
 std::vector<std::string> take_launch_log();  // and hand it over
 void set_spin_limit(unsigned long switches);  // FGEMU_SPIN_LIMIT: block switches without progress -> deadlock
 void* dynamic_smem();  // this thread's dynamic shared memory (what every `extern __shared__` array names)
+// The last launch's static shared memory in bytes, and its module's whole thread-local block (the launch covers the
+// block less the other kernels' function-local __shared__ variables: runtime.cpp, smem_skip).
+void last_static_smem(size_t* covered, size_t* module_block);
 
 struct LaunchDesc {
   const char* name;

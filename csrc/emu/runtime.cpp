@@ -22,6 +22,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -480,6 +484,7 @@ struct RaceRange {
   unsigned char* p;
   size_t len, off;  // off: index of p[0] in the shadow arrays (a multiple of kPage)
   bool dynamic;
+  size_t block_off;  // static ranges: offset of p[0] in the module's thread-local block
 };
 constexpr uint32_t kPage = 64;
 constexpr uint32_t kOwnerMask = 0xFFFFu, kAtomicBit = 1u << 16, kMultiAtomicBit = 1u << 17;
@@ -500,7 +505,11 @@ struct RaceState {
   std::vector<uint8_t>* learned = nullptr;  // per kernel: page -> 1
   bool full_scan = false;
 };
-std::unordered_map<const void*, std::vector<uint8_t>> g_rc_learned;
+struct LearnedPages {
+  std::vector<size_t> layout;  // the ranges' (offset, length) the pages index
+  std::vector<uint8_t> pages;
+};
+std::unordered_map<const void*, LearnedPages> g_rc_learned;
 RaceState R;
 std::vector<RaceState> g_slot_rc;  // parked blocks' race state (FGEMU_BLOCKS > 1)
 
@@ -528,7 +537,7 @@ std::string rc_where(uint32_t i) {
   for (const RaceRange& r : R.ranges)
     if (i >= r.off && i < r.off + r.len) {
       if (r.dynamic) return "byte " + std::to_string(i - r.off) + " of dynamic shared memory";
-      return "static shared memory (byte " + std::to_string((size_t)(r.p - R.ranges[0].p) + (i - r.off)) +
+      return "static shared memory (byte " + std::to_string(r.block_off + (i - r.off)) +
              " of the kernel module's thread-local block)";
     }
   return "shared memory";
@@ -1263,6 +1272,8 @@ struct TlsModule {
   bool has = false;
   size_t modid = 0;
   size_t size = 0;
+  std::string file;     // the module's file ("" for the main program: /proc/self/exe)
+  uintptr_t bias = 0;   // its load address (symbol values + bias = run-time addresses)
 };
 
 std::unordered_map<const void*, TlsModule> g_tls_modules;
@@ -1293,6 +1304,8 @@ TlsModule find_tls_module(const void* addr) {
           qq->m.has = true;
           qq->m.modid = info->dlpi_tls_modid;
           qq->m.size = tls->p_memsz;
+          qq->m.file = info->dlpi_name ? info->dlpi_name : "";
+          qq->m.bias = info->dlpi_addr;
         }
         return 1;
       },
@@ -1307,9 +1320,125 @@ void* tls_block(size_t modid) {
   return __tls_get_addr(&ti);
 }
 
+// ---- the part of the thread-local block a launch may touch --------------------------------------------------------
+// The module's thread-local block holds every kernel's `__shared__` variables (1.25 MB in fastgan's _C), and filling
+// it at each block start, parking it at each block switch, saving it around each launch and comparing it under the
+// race check cost in proportion to its size. A kernel never touches another kernel's function-local `__shared__`
+// variables: a __global__ function is not called from device code (nvcc refuses it), so its body runs only in its
+// own launches. Two facts of the module's ELF file tell which variables those are: every __global__ function is
+// listed in `__patchable_function_entries` (cuda_emu.h gives each `patchable_function_entry(1, 0)`: one nop at its
+// entry), and the symbol table names each function-local static after its function (`_ZZ<encoding>E<name>` for the
+// function `_Z<encoding>`; in the Itanium grammar the E ends the encoding, so the prefix names one function). A launch
+// leaves out the variables of every other kernel; it keeps its own, device helpers' statics (shared by the kernels
+// that call them) and namespace-scope variables. A module without those sections (stripped, or kernels compiled
+// without cuda_emu.h's __global__) leaves nothing out.
+struct ModuleSmem {
+  bool read = false;
+  struct Var {
+    const void* kernel;  // the kernel whose local it is
+    size_t lo, hi;       // offsets in the module's TLS block
+  };
+  std::vector<Var> vars;  // every kernel's function-local thread-local statics
+  std::unordered_map<const void*, std::vector<std::pair<size_t, size_t>>> skip;  // kernel -> the others', merged
+};
+std::unordered_map<size_t, ModuleSmem> g_module_smem;  // by TLS module id
+
+void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
+  const std::string path = mod.file.empty() ? std::string("/proc/self/exe") : mod.file;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st;
+  void* map = (fstat(fd, &st) == 0 && st.st_size > 0) ? mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+                                                      : MAP_FAILED;
+  close(fd);
+  if (map == MAP_FAILED) return;
+  const size_t len = (size_t)st.st_size;
+  const unsigned char* b = static_cast<const unsigned char*>(map);
+  auto in = [&](size_t off, size_t n) { return off <= len && n <= len - off; };
+  const ElfW(Ehdr)* eh = reinterpret_cast<const ElfW(Ehdr)*>(b);
+  const ElfW(Shdr)* sh = nullptr;
+  if (in(0, sizeof *eh) && memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+      eh->e_shentsize == sizeof(ElfW(Shdr)) && in(eh->e_shoff, (size_t)eh->e_shnum * sizeof(ElfW(Shdr))) &&
+      eh->e_shstrndx < eh->e_shnum)
+    sh = reinterpret_cast<const ElfW(Shdr)*>(b + eh->e_shoff);
+  const ElfW(Shdr)* symtab = nullptr;
+  std::vector<uintptr_t> entries;  // the kernels' entry points (run-time addresses)
+  for (size_t i = 0; sh && i < eh->e_shnum; ++i) {
+    const ElfW(Shdr)& names = sh[eh->e_shstrndx];
+    if (sh[i].sh_type == SHT_SYMTAB && sh[i].sh_link < eh->e_shnum) symtab = &sh[i];
+    if (in(names.sh_offset, names.sh_size) && sh[i].sh_name < names.sh_size && (sh[i].sh_flags & SHF_ALLOC) &&
+        !strncmp(reinterpret_cast<const char*>(b + names.sh_offset + sh[i].sh_name), "__patchable_function_entries",
+                 names.sh_size - sh[i].sh_name)) {
+      // read where the module is loaded: the entries are relocated there
+      const uintptr_t* e = reinterpret_cast<const uintptr_t*>(mod.bias + sh[i].sh_addr);
+      entries.insert(entries.end(), e, e + sh[i].sh_size / sizeof(uintptr_t));
+    }
+  }
+  if (symtab && !entries.empty()) {
+    const ElfW(Shdr)& str = sh[symtab->sh_link];
+    if (in(symtab->sh_offset, symtab->sh_size) && in(str.sh_offset, str.sh_size) && str.sh_size > 0) {
+      const char* strtab = reinterpret_cast<const char*>(b + str.sh_offset);
+      auto name_of = [&](const ElfW(Sym)& y) -> const char* {
+        return y.st_name < str.sh_size && memchr(strtab + y.st_name, 0, str.sh_size - y.st_name) ? strtab + y.st_name
+                                                                                                  : "";
+      };
+      const ElfW(Sym)* sym = reinterpret_cast<const ElfW(Sym)*>(b + symtab->sh_offset);
+      const size_t nsym = symtab->sh_size / sizeof(ElfW(Sym));
+      std::sort(entries.begin(), entries.end());
+      // kernel functions: the mangled functions whose code holds an entry (the nop may follow an endbr64)
+      std::vector<std::pair<std::string, const void*>> prefixes;  // "_ZZ<encoding>E" -> kernel
+      for (size_t k = 0; k < nsym; ++k) {
+        const ElfW(Sym)& y = sym[k];
+        const char* n = name_of(y);
+        if (ELF64_ST_TYPE(y.st_info) != STT_FUNC || y.st_shndx == SHN_UNDEF || strncmp(n, "_Z", 2)) continue;
+        const uintptr_t lo = mod.bias + y.st_value, hi = lo + std::max<size_t>(y.st_size, 1);
+        auto e = std::lower_bound(entries.begin(), entries.end(), lo);
+        if (e != entries.end() && *e < hi)
+          prefixes.emplace_back("_ZZ" + std::string(n + 2) + "E", reinterpret_cast<const void*>(lo));
+      }
+      for (size_t k = 0; k < nsym; ++k) {
+        const ElfW(Sym)& y = sym[k];
+        const char* n = name_of(y);
+        if (ELF64_ST_TYPE(y.st_info) != STT_TLS || y.st_shndx == SHN_UNDEF || !y.st_size || strncmp(n, "_ZZ", 3) ||
+            y.st_value + y.st_size > mod.size)
+          continue;
+        for (const auto& [prefix, kernel] : prefixes)
+          if (!strncmp(n, prefix.c_str(), prefix.size())) {
+            m.vars.push_back(ModuleSmem::Var{kernel, (size_t)y.st_value, (size_t)(y.st_value + y.st_size)});
+            break;
+          }
+      }
+    }
+  }
+  munmap(map, len);
+}
+
+// The TLS-block ranges (offsets, sorted, merged) a launch of `kernel` leaves out: the other kernels' variables.
+const std::vector<std::pair<size_t, size_t>>& smem_skip(const TlsModule& mod, const void* kernel) {
+  ModuleSmem& m = g_module_smem[mod.modid];
+  if (!m.read) {
+    m.read = true;
+    read_module_symbols(m, mod);
+  }
+  auto it = m.skip.find(kernel);
+  if (it != m.skip.end()) return it->second;
+  std::vector<std::pair<size_t, size_t>> r;
+  for (const ModuleSmem::Var& v : m.vars)
+    if (v.kernel != kernel) r.emplace_back(v.lo, v.hi);
+  std::sort(r.begin(), r.end());
+  std::vector<std::pair<size_t, size_t>>& merged = m.skip[kernel];
+  for (const auto& x : r)
+    if (!merged.empty() && x.first <= merged.back().second)
+      merged.back().second = std::max(merged.back().second, x.second);
+    else
+      merged.push_back(x);
+  return merged;
+}
+
 struct ShmemPlan {
   unsigned char* tls = nullptr;  // kernel module's TLS block on this thread
   size_t tls_size = 0;
+  std::vector<std::pair<unsigned char*, unsigned char*>> ranges;  // the part of it this launch's shared memory is
   unsigned char* dyn = nullptr;  // dynamic shared memory
   size_t dyn_size = 0;           // buffer capacity
   size_t dyn_poison = 0;         // bytes poisoned per block
@@ -1317,38 +1446,48 @@ struct ShmemPlan {
   std::vector<unsigned char> saved;
 };
 ShmemPlan g_plan;
+std::pair<size_t, size_t> g_last_static;  // last_static_smem()
 
 void poison_range(unsigned char* lo, unsigned char* hi) {
   if (hi > lo) memset(lo, g_poison_byte, (size_t)(hi - lo));
 }
 
-// Calls f(lo, hi) for each range of a block's shared memory: the module's thread-local block less the dynamic
-// buffer when that lies inside it, and the dynamic shared memory poisoned per block.
+// The launch's static shared memory: the module's thread-local block less the dynamic buffer when that lies inside
+// it and less the other launched kernels' variables (smem_skip).
+void plan_ranges(const std::vector<std::pair<size_t, size_t>>& skip) {
+  ShmemPlan& p = g_plan;
+  p.ranges.clear();
+  if (!p.tls) return;
+  std::vector<std::pair<size_t, size_t>> holes(skip);
+  if (p.dyn_inside) {
+    const size_t a = (size_t)(p.dyn - p.tls);
+    holes.insert(std::lower_bound(holes.begin(), holes.end(), std::make_pair(a, a)), {a, a + p.dyn_size});
+  }
+  size_t at = 0;
+  for (const auto& [lo, hi] : holes) {
+    if (lo > at) p.ranges.emplace_back(p.tls + at, p.tls + lo);
+    at = std::max(at, hi);
+  }
+  if (at < p.tls_size) p.ranges.emplace_back(p.tls + at, p.tls + p.tls_size);
+}
+
+// Calls f(lo, hi) for each range of a block's shared memory: the launch's static ranges, and the dynamic shared
+// memory poisoned per block.
 template <typename F>
 void for_each_block_range(F&& f) {
-  ShmemPlan& p = g_plan;
-  if (p.tls) {
-    if (p.dyn_inside) {
-      f(p.tls, p.dyn);
-      f(p.dyn + p.dyn_size, p.tls + p.tls_size);
-    } else {
-      f(p.tls, p.tls + p.tls_size);
-    }
-  }
-  f(p.dyn, p.dyn + p.dyn_poison);
+  for (const auto& [lo, hi] : g_plan.ranges) f(lo, hi);
+  f(g_plan.dyn, g_plan.dyn + g_plan.dyn_poison);
 }
 
 void poison_shared() { for_each_block_range(poison_range); }
 
-void copy_excluding_dyn(unsigned char* dst, const unsigned char* src) {
-  ShmemPlan& p = g_plan;
-  if (!p.dyn_inside) {
-    memcpy(dst, src, p.tls_size);
-    return;
+// The launch's static ranges, between the TLS block and a copy of it (the host thread's values, saved around the
+// launch).
+void copy_static_ranges(unsigned char* dst, const unsigned char* src) {
+  for (const auto& [lo, hi] : g_plan.ranges) {
+    const size_t off = (size_t)(lo - g_plan.tls);
+    memcpy(dst + off, src + off, (size_t)(hi - lo));
   }
-  size_t a = (size_t)(p.dyn - p.tls), b = a + p.dyn_size;
-  memcpy(dst, src, a);
-  if (p.tls_size > b) memcpy(dst + b, src + b, p.tls_size - b);
 }
 
 // ---- fault signals ---------------------------------------------------------------------------------------------
@@ -1949,7 +2088,7 @@ struct LaunchScope {
   LaunchScope() { g_launch_thread.store((unsigned long)pthread_self()); }
   ~LaunchScope() {
     // Restore the host thread's TLS and leave the engine reusable whatever happened.
-    if (g_plan.tls && !g_plan.saved.empty()) copy_excluding_dyn(g_plan.tls, g_plan.saved.data());
+    if (g_plan.tls && !g_plan.saved.empty()) copy_static_ranges(g_plan.tls, g_plan.saved.data());
     g_plan.tls = nullptr;
     g_interleave = false;
     remove_fault_handlers();
@@ -2012,12 +2151,17 @@ void launch(const LaunchDesc& d) {
     g_plan.tls = static_cast<unsigned char*>(tls_block(mod.modid));
     g_plan.tls_size = mod.size;
     g_plan.dyn_inside = dyn >= g_plan.tls && dyn + g_plan.dyn_size <= g_plan.tls + g_plan.tls_size;
+    plan_ranges(smem_skip(mod, d.kernel_id));
+    g_last_static = {0, mod.size};
+    for (const auto& [lo, hi] : g_plan.ranges) g_last_static.first += (size_t)(hi - lo);
     g_plan.saved.resize(mod.size);
-    copy_excluding_dyn(g_plan.saved.data(), g_plan.tls);
+    copy_static_ranges(g_plan.saved.data(), g_plan.tls);
   } else {
     g_plan.tls = nullptr;
     g_plan.tls_size = 0;
     g_plan.dyn_inside = false;
+    plan_ranges({});
+    g_last_static = {0, 0};
   }
 
   LaunchScope scope;
@@ -2089,19 +2233,21 @@ void launch(const LaunchDesc& d) {
   if (R.on) {
     auto add = [](unsigned char* lo, unsigned char* hi, bool is_dyn) {
       if (hi <= lo) return;
-      R.ranges.push_back(RaceRange{lo, (size_t)(hi - lo), R.total, is_dyn});
+      R.ranges.push_back(RaceRange{lo, (size_t)(hi - lo), R.total, is_dyn, is_dyn ? 0 : (size_t)(lo - g_plan.tls)});
       R.total += ((size_t)(hi - lo) + kPage - 1) / kPage * kPage;  // a page never straddles two ranges
     };
-    if (g_plan.tls) {
-      if (g_plan.dyn_inside) {
-        add(g_plan.tls, g_plan.dyn, false);
-        add(g_plan.dyn + g_plan.dyn_size, g_plan.tls + g_plan.tls_size, false);
-      } else {
-        add(g_plan.tls, g_plan.tls + g_plan.tls_size, false);
-      }
-    }
+    for (const auto& [lo, hi] : g_plan.ranges) add(lo, hi, false);
     add(g_plan.dyn, g_plan.dyn + d.smem, true);
-    std::vector<uint8_t>& learned = g_rc_learned[d.kernel_id];
+    // The learned pages index these ranges; they start again when the ranges changed (another kernel's first
+    // launch since this kernel's last: smem_skip).
+    LearnedPages& lp = g_rc_learned[d.kernel_id];
+    std::vector<size_t> layout;
+    for (const RaceRange& r : R.ranges) layout.insert(layout.end(), {(size_t)(r.p - g_plan.tls), r.len});
+    if (layout != lp.layout) {
+      lp.layout = std::move(layout);
+      lp.pages.clear();
+    }
+    std::vector<uint8_t>& learned = lp.pages;
     R.full_scan = learned.empty() || g_racecheck_full;  // first launch of this kernel under the check: compare everything in block 0
     learned.resize(R.total / kPage, 0);
     R.learned = &learned;
@@ -2301,6 +2447,12 @@ void set_blocks(int resident) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   read_env_once();
   g_blocks_env = std::max(0, resident);
+}
+
+void last_static_smem(size_t* covered, size_t* module_block) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  *covered = g_last_static.first;
+  *module_block = g_last_static.second;
 }
 
 int get_blocks() {

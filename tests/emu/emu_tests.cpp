@@ -830,6 +830,35 @@ void t_misaligned() {
 
 // Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
 // is a deadlock with a message.
+// A launch covers its kernel's own __shared__ variables and device helpers' (filled at every block start, parked
+// and restored at block switches) and leaves out the other kernels' (the runtime's smem_skip).
+void t_static_footprint() {
+  ModeScope scope;
+  fgemu::rt::set_poison(0xFF);
+  std::vector<int> y(256, 0);
+  fgemu::launch("big_static", big_static, dim3(1), dim3(256), 0, y.data());
+  for (int t = 0; t < 256; ++t) CHECK_EQ(y[(size_t)t], (t + 1) % 256);
+  size_t big_covered = 0, block = 0, covered = 0;
+  fgemu::rt::last_static_smem(&big_covered, &block);
+  CHECK(big_covered >= 8192 * sizeof(int));
+  for (int sched : {fgemu::rt::kForward, fgemu::rt::kRandom}) {
+    for (int blocks : {1, 4}) {
+      fgemu::rt::set_schedule(sched, 3);
+      fgemu::rt::set_blocks(blocks);
+      std::vector<int> fresh(8 * 256, 0);
+      int bad = 0;
+      fgemu::launch("footprint", footprint, dim3(8), dim3(256), 0, fresh.data(), &bad, 40);
+      CHECK_EQ(bad, 0);
+      for (int v : fresh) CHECK_EQ(v, -1);  // the 0xFF fill in both arrays, in every block
+      fgemu::rt::last_static_smem(&covered, &block);
+      // both launches cover what no kernel owns (the helper's array among it) plus their own arrays, not each other's
+      CHECK(covered >= (256 + 64) * sizeof(int));
+      CHECK(covered < block);
+      CHECK_EQ(big_covered - covered, (8192 - 256) * sizeof(int));
+    }
+  }
+}
+
 void t_interleaved_blocks() {
   ModeScope scope;
   fgemu::rt::set_racecheck(false);
@@ -1056,6 +1085,7 @@ const std::map<std::string, void (*)()>& cases() {
       {"tensor_cores", t_tensor_cores},
       {"interleaved_blocks", t_interleaved_blocks},
       {"poison", t_poison},
+      {"static_footprint", t_static_footprint},
       {"racecheck_full", t_racecheck_full},
   };
   return m;

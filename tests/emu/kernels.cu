@@ -170,6 +170,35 @@ __global__ void read_uninitialized(float* y) {
   __syncthreads();
   y[blockIdx.x * blockDim.x + threadIdx.x] = buf[threadIdx.x ^ 1u];
 }
+// A device helper's static shared array (kept for every kernel that calls it) and a kernel's own: both hold the fill
+// at every block start and keep a block's values across barriers and block switches; another kernel's large array
+// (big_static) is left out of this kernel's shared memory.
+__device__ int* footprint_scratch() {
+  __shared__ int scratch[64];
+  return scratch;
+}
+__global__ void footprint(int* fresh, int* bad, int rounds) {
+  __shared__ int mine[256];
+  int* scratch = footprint_scratch();
+  const int t = (int)threadIdx.x;
+  fresh[blockIdx.x * blockDim.x + t] = mine[t] & scratch[t % 64];  // the fill, nothing older
+  __syncthreads();
+  for (int r = 0; r < rounds; ++r) {
+    mine[t] = (int)blockIdx.x * 1000 + r * 7 + t;
+    if (t < 64) scratch[t] = (int)blockIdx.x * 1000 + r;
+    __syncthreads();
+    int wrong = mine[(t + 1) % 256] != (int)blockIdx.x * 1000 + r * 7 + (t + 1) % 256;
+    wrong |= scratch[(t + 5) % 64] != (int)blockIdx.x * 1000 + r;
+    if (wrong) atomicAdd(bad, 1);
+    __syncthreads();
+  }
+}
+__global__ void big_static(int* y) {
+  __shared__ int big[8192];
+  big[threadIdx.x] = (int)threadIdx.x;
+  __syncthreads();
+  y[threadIdx.x] = big[(threadIdx.x + 1) % blockDim.x];
+}
 // Block b writes its index to shared memory only when b == 0; later blocks must not see block 0's value.
 __global__ void stale_between_blocks(int* y) {
   __shared__ int s;

@@ -30,6 +30,8 @@ __global__ void reverse_dynamic(const float* x, float* y, int n);
 __global__ void read_dynamic_unwritten(float* y, int count);
 __global__ void read_uninitialized(float* y);
 __global__ void stale_between_blocks(int* y);
+__global__ void footprint(int* fresh, int* bad, int rounds);
+__global__ void big_static(int* y);
 __global__ void grid_index(unsigned* out, dim3 total);
 __global__ void sync_votes(const int* x, int* out);
 __global__ void warp_votes(const int* x, unsigned* out);
