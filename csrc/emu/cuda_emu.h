@@ -65,8 +65,8 @@
 // Shared memory. `thread_local` is the one storage class that is valid both in `__shared__ T x[N];` (block scope: static
 // storage, shared by all fibers of the block because they run on one host thread), in `static __shared__ T x[N];` and in
 // `extern __shared__ T x[];` (which then names the per-block dynamic shared memory; see extern_shared.cpp for how the
-// name is bound). The runtime fills the kernel module's whole TLS block with 0xFF at every block start and restores it
-// after the launch.
+// name is bound). The runtime fills the launch's part of the kernel module's TLS block (less the other kernels'
+// variables) with 0xFF at every block start and restores it after the launch.
 #define __shared__ thread_local
 
 #include "cuda_emu_types.h"

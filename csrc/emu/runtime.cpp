@@ -10,8 +10,9 @@
 //   * Fibers are started lazily and a finished thread hands its stack to the next unstarted thread, so a block that never
 //     synchronises runs all its threads as plain calls on one stack, without any context switch.
 //   * Stacks (FGEMU_STACK_KB, default 256 KB each, guard page below) are allocated on demand and reused for ever.
-//   * Shared memory is thread_local storage (see cuda_emu.h): the kernel module's TLS block of the launching thread is
-//     saved, filled with 0xFF at each block start, and restored after the launch.
+//   * Shared memory is thread_local storage (see cuda_emu.h): the launch's part of the kernel module's TLS block of the
+//     launching thread (the block less the other kernels' function-local variables: smem_skip) is saved, filled with
+//     0xFF at each block start, and restored after the launch.
 // No thread_local state of this module may be touched between save and restore except the dynamic shared memory.
 #include "cuda_emu.h"
 #include "access_hooks.h"
@@ -1274,7 +1275,23 @@ struct TlsModule {
   size_t size = 0;
   std::string file;     // the module's file ("" for the main program: /proc/self/exe)
   uintptr_t bias = 0;   // its load address (symbol values + bias = run-time addresses)
+  std::string build_id;  // its GNU build id as loaded ("" if none)
 };
+
+// The NT_GNU_BUILD_ID descriptor among the notes in [p, p + n), or "".
+std::string gnu_build_id(const unsigned char* p, size_t n) {
+  size_t at = 0;
+  while (at + sizeof(ElfW(Nhdr)) <= n) {
+    ElfW(Nhdr) h;
+    memcpy(&h, p + at, sizeof h);
+    const size_t name = at + sizeof h, desc = name + ((h.n_namesz + 3) & ~3u), next = desc + ((h.n_descsz + 3) & ~3u);
+    if (next > n || next <= at) break;
+    if (h.n_type == NT_GNU_BUILD_ID && h.n_namesz == 4 && !memcmp(p + name, "GNU", 4))
+      return std::string(reinterpret_cast<const char*>(p + desc), h.n_descsz);
+    at = next;
+  }
+  return std::string();
+}
 
 std::unordered_map<const void*, TlsModule> g_tls_modules;
 
@@ -1306,6 +1323,11 @@ TlsModule find_tls_module(const void* addr) {
           qq->m.size = tls->p_memsz;
           qq->m.file = info->dlpi_name ? info->dlpi_name : "";
           qq->m.bias = info->dlpi_addr;
+          for (int i = 0; i < info->dlpi_phnum && qq->m.build_id.empty(); ++i)
+            if (info->dlpi_phdr[i].p_type == PT_NOTE)
+              qq->m.build_id = gnu_build_id(
+                  reinterpret_cast<const unsigned char*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr),
+                  info->dlpi_phdr[i].p_memsz);
         }
         return 1;
       },
@@ -1328,17 +1350,20 @@ void* tls_block(size_t modid) {
 // own launches. Two facts of the module's ELF file tell which variables those are: every __global__ function is
 // listed in `__patchable_function_entries` (cuda_emu.h gives each `patchable_function_entry(1, 0)`: one nop at its
 // entry), and the symbol table names each function-local static after its function (`_ZZ<encoding>E<name>` for the
-// function `_Z<encoding>`; in the Itanium grammar the E ends the encoding, so the prefix names one function). A launch
-// leaves out the variables of every other kernel; it keeps its own, device helpers' statics (shared by the kernels
-// that call them) and namespace-scope variables. A module without those sections (stripped, or kernels compiled
-// without cuda_emu.h's __global__) leaves nothing out.
+// function `_Z<encoding>`; in the Itanium grammar the E ends the encoding, so the prefix names one function name). A
+// launch leaves out the variables of every other kernel; it keeps its own, device helpers' statics (shared by the
+// kernels that call them), namespace-scope variables, and a variable whose name fits several kernels (kernels of the
+// same name in anonymous namespaces of two files: which one it belongs to is not known). Nothing is left out for a
+// kernel address the file does not list, or a module without those sections (stripped, or kernels compiled without
+// cuda_emu.h's __global__), or whose file is not the one loaded (the build ids differ, e.g. rebuilt in place).
 struct ModuleSmem {
   bool read = false;
   struct Var {
-    const void* kernel;  // the kernel whose local it is
-    size_t lo, hi;       // offsets in the module's TLS block
+    std::vector<const void*> kernels;  // the kernels whose local it may be (one, unless names collide)
+    size_t lo, hi;                     // offsets in the module's TLS block
   };
-  std::vector<Var> vars;  // every kernel's function-local thread-local statics
+  std::vector<Var> vars;                   // kernels' function-local thread-local statics
+  std::vector<const void*> kernel_addrs;   // the kernels (sorted)
   std::unordered_map<const void*, std::vector<std::pair<size_t, size_t>>> skip;  // kernel -> the others', merged
 };
 std::unordered_map<size_t, ModuleSmem> g_module_smem;  // by TLS module id
@@ -1361,14 +1386,30 @@ void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
       eh->e_shentsize == sizeof(ElfW(Shdr)) && in(eh->e_shoff, (size_t)eh->e_shnum * sizeof(ElfW(Shdr))) &&
       eh->e_shstrndx < eh->e_shnum)
     sh = reinterpret_cast<const ElfW(Shdr)*>(b + eh->e_shoff);
+  // the file must be the module that is loaded (its sections are read at the module's addresses below)
+  std::string file_id;
+  std::vector<std::pair<uintptr_t, uintptr_t>> loads;  // PT_LOAD [vaddr, vaddr + memsz)
+  if (sh && eh->e_phentsize == sizeof(ElfW(Phdr)) && in(eh->e_phoff, (size_t)eh->e_phnum * sizeof(ElfW(Phdr)))) {
+    const ElfW(Phdr)* ph = reinterpret_cast<const ElfW(Phdr)*>(b + eh->e_phoff);
+    for (size_t i = 0; i < eh->e_phnum; ++i) {
+      if (ph[i].p_type == PT_LOAD) loads.emplace_back(ph[i].p_vaddr, ph[i].p_vaddr + ph[i].p_memsz);
+      if (ph[i].p_type == PT_NOTE && file_id.empty() && in(ph[i].p_offset, ph[i].p_filesz))
+        file_id = gnu_build_id(b + ph[i].p_offset, ph[i].p_filesz);
+    }
+  }
+  if (file_id.empty() || file_id != mod.build_id) sh = nullptr;
   const ElfW(Shdr)* symtab = nullptr;
   std::vector<uintptr_t> entries;  // the kernels' entry points (run-time addresses)
   for (size_t i = 0; sh && i < eh->e_shnum; ++i) {
     const ElfW(Shdr)& names = sh[eh->e_shstrndx];
     if (sh[i].sh_type == SHT_SYMTAB && sh[i].sh_link < eh->e_shnum) symtab = &sh[i];
-    if (in(names.sh_offset, names.sh_size) && sh[i].sh_name < names.sh_size && (sh[i].sh_flags & SHF_ALLOC) &&
-        !strncmp(reinterpret_cast<const char*>(b + names.sh_offset + sh[i].sh_name), "__patchable_function_entries",
-                 names.sh_size - sh[i].sh_name)) {
+    static const char kEntries[] = "__patchable_function_entries";
+    if (in(names.sh_offset, names.sh_size) && sh[i].sh_name < names.sh_size &&
+        names.sh_size - sh[i].sh_name >= sizeof kEntries && (sh[i].sh_flags & SHF_ALLOC) &&
+        !memcmp(b + names.sh_offset + sh[i].sh_name, kEntries, sizeof kEntries)) {
+      bool loaded = false;
+      for (const auto& [lo, hi] : loads) loaded |= sh[i].sh_addr >= lo && sh[i].sh_size <= hi - sh[i].sh_addr;
+      if (!loaded) continue;
       // read where the module is loaded: the entries are relocated there
       const uintptr_t* e = reinterpret_cast<const uintptr_t*>(mod.bias + sh[i].sh_addr);
       entries.insert(entries.end(), e, e + sh[i].sh_size / sizeof(uintptr_t));
@@ -1393,20 +1434,24 @@ void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
         if (ELF64_ST_TYPE(y.st_info) != STT_FUNC || y.st_shndx == SHN_UNDEF || strncmp(n, "_Z", 2)) continue;
         const uintptr_t lo = mod.bias + y.st_value, hi = lo + std::max<size_t>(y.st_size, 1);
         auto e = std::lower_bound(entries.begin(), entries.end(), lo);
-        if (e != entries.end() && *e < hi)
+        if (e != entries.end() && *e < hi) {
           prefixes.emplace_back("_ZZ" + std::string(n + 2) + "E", reinterpret_cast<const void*>(lo));
+          m.kernel_addrs.push_back(reinterpret_cast<const void*>(lo));
+        }
       }
+      std::sort(m.kernel_addrs.begin(), m.kernel_addrs.end());
       for (size_t k = 0; k < nsym; ++k) {
         const ElfW(Sym)& y = sym[k];
         const char* n = name_of(y);
         if (ELF64_ST_TYPE(y.st_info) != STT_TLS || y.st_shndx == SHN_UNDEF || !y.st_size || strncmp(n, "_ZZ", 3) ||
             y.st_value + y.st_size > mod.size)
           continue;
+        ModuleSmem::Var v{{}, (size_t)y.st_value, (size_t)(y.st_value + y.st_size)};
         for (const auto& [prefix, kernel] : prefixes)
-          if (!strncmp(n, prefix.c_str(), prefix.size())) {
-            m.vars.push_back(ModuleSmem::Var{kernel, (size_t)y.st_value, (size_t)(y.st_value + y.st_size)});
-            break;
-          }
+          if (!strncmp(n, prefix.c_str(), prefix.size()) &&
+              std::find(v.kernels.begin(), v.kernels.end(), kernel) == v.kernels.end())
+            v.kernels.push_back(kernel);
+        if (!v.kernels.empty()) m.vars.push_back(std::move(v));
       }
     }
   }
@@ -1423,8 +1468,9 @@ const std::vector<std::pair<size_t, size_t>>& smem_skip(const TlsModule& mod, co
   auto it = m.skip.find(kernel);
   if (it != m.skip.end()) return it->second;
   std::vector<std::pair<size_t, size_t>> r;
-  for (const ModuleSmem::Var& v : m.vars)
-    if (v.kernel != kernel) r.emplace_back(v.lo, v.hi);
+  if (std::binary_search(m.kernel_addrs.begin(), m.kernel_addrs.end(), kernel))
+    for (const ModuleSmem::Var& v : m.vars)
+      if (std::find(v.kernels.begin(), v.kernels.end(), kernel) == v.kernels.end()) r.emplace_back(v.lo, v.hi);
   std::sort(r.begin(), r.end());
   std::vector<std::pair<size_t, size_t>>& merged = m.skip[kernel];
   for (const auto& x : r)
@@ -1453,7 +1499,7 @@ void poison_range(unsigned char* lo, unsigned char* hi) {
 }
 
 // The launch's static shared memory: the module's thread-local block less the dynamic buffer when that lies inside
-// it and less the other launched kernels' variables (smem_skip).
+// it and less the other kernels' variables (smem_skip).
 void plan_ranges(const std::vector<std::pair<size_t, size_t>>& skip) {
   ShmemPlan& p = g_plan;
   p.ranges.clear();
@@ -1855,9 +1901,8 @@ BlockRun block_drive() {
 
 // Shared memory of the installed block <-> its parking place (ParkedSmem). Parking keeps only what differs from the
 // fill (poison_shared()'s byte): the runs of kParkRun bytes that hold anything else, each then reset to the fill, so
-// that shared memory is as poison_shared() leaves it afterwards. A switch costs one read of the module's thread-local
-// block plus the block's own working set, not two copies of the whole block (1.25 MB for fastgan's kernels: the
-// copies were ~60% of the random-schedule run). smem_park(nullptr) only resets.
+// that shared memory is as poison_shared() leaves it afterwards. A switch costs one read of the launch's shared memory
+// plus the block's own working set, not two copies of it. smem_park(nullptr) only resets.
 constexpr size_t kParkRun = 256;
 
 bool run_is_fill(const unsigned char* q, size_t n) {
@@ -1969,7 +2014,7 @@ void run_grid(const LaunchDesc& d) {
 
 // A thread at a synchronisation point may let another resident block run (FGEMU_BLOCKS > 1): with probability 1/4 at
 // atomics, fences, volatile accesses and __nanosleep (where blocks communicate), 1/32 after barriers (a switch parks
-// the block's shared memory: smem_park reads the module's whole thread-local block, 1.25 MB for fastgan's kernels).
+// the block's shared memory: smem_park reads all of the launch's).
 void sync_point(unsigned one_in) {
   if (!g_interleave || !E.active || !E.cur || E.failed) return;
   if (sched_next() % one_in != 0) return;
@@ -2054,6 +2099,8 @@ namespace {
 // fastgan's kernels always are under emulation) returns at once, from a function that saves no register.
 void mem_access(const void* addr, size_t size, int kind) {
   if (!E.active || !E.cur || E.failed) return;
+  // (the flag the hooks read is process-wide: instrumented host code on another thread may get here during a launch)
+  if (g_launch_thread.load(std::memory_order_relaxed) != (unsigned long)pthread_self()) return;
   const bool misaligned = (kind & kNatural) && (reinterpret_cast<uintptr_t>(addr) & (size - 1)) != 0;
   const bool before_grid_sync = E.d->programmatic && !E.cur->grid_dep_synced;
   const bool progress = g_interleave && ((kind & ~kNatural) == kGVolatileRead || (kind & ~kNatural) == kGVolatileWrite);
@@ -2091,6 +2138,7 @@ struct LaunchScope {
     if (g_plan.tls && !g_plan.saved.empty()) copy_static_ranges(g_plan.tls, g_plan.saved.data());
     g_plan.tls = nullptr;
     g_interleave = false;
+    g_access_checks = 0;
     remove_fault_handlers();
     E.active = false;
     E.cur = nullptr;
@@ -2238,11 +2286,11 @@ void launch(const LaunchDesc& d) {
     };
     for (const auto& [lo, hi] : g_plan.ranges) add(lo, hi, false);
     add(g_plan.dyn, g_plan.dyn + d.smem, true);
-    // The learned pages index these ranges; they start again when the ranges changed (another kernel's first
-    // launch since this kernel's last: smem_skip).
+    // The learned pages index these ranges (the dynamic one last); they start again if the static ones changed.
     LearnedPages& lp = g_rc_learned[d.kernel_id];
     std::vector<size_t> layout;
-    for (const RaceRange& r : R.ranges) layout.insert(layout.end(), {(size_t)(r.p - g_plan.tls), r.len});
+    for (const RaceRange& r : R.ranges)
+      if (!r.dynamic) layout.insert(layout.end(), {r.block_off, r.len});
     if (layout != lp.layout) {
       lp.layout = std::move(layout);
       lp.pages.clear();

@@ -17,6 +17,17 @@
 #include <thread>
 #include <vector>
 
+// kernels.cu's anonymous-namespace twin again, under the same mangled name (fgemu_tests::(anonymous)::twin)
+namespace fgemu_tests {
+namespace {
+__global__ void twin(int* fresh) {
+  __shared__ int own[64];
+  fresh[blockIdx.x * blockDim.x + threadIdx.x] = own[threadIdx.x];
+  own[threadIdx.x] = 2;
+}
+}  // namespace
+}  // namespace fgemu_tests
+
 using namespace fgemu_tests;
 
 namespace {
@@ -828,8 +839,6 @@ void t_misaligned() {
   check_still_usable();
 }
 
-// Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
-// is a deadlock with a message.
 // A launch covers its kernel's own __shared__ variables and device helpers' (filled at every block start, parked
 // and restored at block switches) and leaves out the other kernels' (the runtime's smem_skip).
 void t_static_footprint() {
@@ -857,8 +866,17 @@ void t_static_footprint() {
       CHECK_EQ(big_covered - covered, (8192 - 256) * sizeof(int));
     }
   }
+  fgemu::rt::set_schedule(fgemu::rt::kForward);
+  fgemu::rt::set_blocks(1);
+  for (auto k : {twin_in_kernels_cu(), (TwinKernel)fgemu_tests::twin}) {
+    std::vector<int> fresh(2 * 64, 0);
+    fgemu::launch("twin", k, dim3(2), dim3(64), 0, fresh.data());
+    for (int v : fresh) CHECK_EQ(v, -1);  // block 1 must not see block 0's writes
+  }
 }
 
+// Several resident blocks: spin-waits on another block make progress; waiting for a block that cannot be resident
+// is a deadlock with a message.
 void t_interleaved_blocks() {
   ModeScope scope;
   fgemu::rt::set_racecheck(false);

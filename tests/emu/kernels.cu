@@ -193,6 +193,16 @@ __global__ void footprint(int* fresh, int* bad, int rounds) {
     __syncthreads();
   }
 }
+// A kernel named like one in emu_tests.cpp's anonymous namespace: their function-local variables get the same symbol
+// name, so the emulator cannot tell whose each is and must leave neither out of the other's launch.
+namespace {
+__global__ void twin(int* fresh) {
+  __shared__ int own[64];
+  fresh[blockIdx.x * blockDim.x + threadIdx.x] = own[threadIdx.x];  // the fill in every block
+  own[threadIdx.x] = 1;
+}
+}  // namespace
+TwinKernel twin_in_kernels_cu() { return twin; }
 __global__ void big_static(int* y) {
   __shared__ int big[8192];
   big[threadIdx.x] = (int)threadIdx.x;

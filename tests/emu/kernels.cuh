@@ -32,6 +32,8 @@ __global__ void read_uninitialized(float* y);
 __global__ void stale_between_blocks(int* y);
 __global__ void footprint(int* fresh, int* bad, int rounds);
 __global__ void big_static(int* y);
+using TwinKernel = void (*)(int*);
+TwinKernel twin_in_kernels_cu();  // an anonymous-namespace kernel named like one in emu_tests.cpp
 __global__ void grid_index(unsigned* out, dim3 total);
 __global__ void sync_votes(const int* x, int* out);
 __global__ void warp_votes(const int* x, unsigned* out);
