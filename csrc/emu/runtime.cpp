@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cxxabi.h>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -534,12 +535,13 @@ inline void rc_set(uint32_t i, unsigned char v) {
   R.shadow[i] = v;
 }
 
+std::string describe_static_smem(size_t off);  // (below: the variable at that offset of the thread-local block)
+
 std::string rc_where(uint32_t i) {
   for (const RaceRange& r : R.ranges)
     if (i >= r.off && i < r.off + r.len) {
       if (r.dynamic) return "byte " + std::to_string(i - r.off) + " of dynamic shared memory";
-      return "static shared memory (byte " + std::to_string(r.block_off + (i - r.off)) +
-             " of the kernel module's thread-local block)";
+      return "static shared memory (" + describe_static_smem(r.block_off + (i - r.off)) + ")";
     }
   return "shared memory";
 }
@@ -1363,6 +1365,11 @@ struct ModuleSmem {
     size_t lo, hi;                     // offsets in the module's TLS block
   };
   std::vector<Var> vars;                   // kernels' function-local thread-local statics
+  struct Named {
+    size_t lo, hi;
+    std::string name;  // mangled
+  };
+  std::vector<Named> tls;                  // every thread-local variable (for messages)
   std::vector<const void*> kernel_addrs;   // the kernels (sorted)
   std::unordered_map<const void*, std::vector<std::pair<size_t, size_t>>> skip;  // kernel -> the others', merged
 };
@@ -1443,9 +1450,11 @@ void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
       for (size_t k = 0; k < nsym; ++k) {
         const ElfW(Sym)& y = sym[k];
         const char* n = name_of(y);
-        if (ELF64_ST_TYPE(y.st_info) != STT_TLS || y.st_shndx == SHN_UNDEF || !y.st_size || strncmp(n, "_ZZ", 3) ||
+        if (ELF64_ST_TYPE(y.st_info) != STT_TLS || y.st_shndx == SHN_UNDEF || !y.st_size ||
             y.st_value + y.st_size > mod.size)
           continue;
+        m.tls.push_back(ModuleSmem::Named{(size_t)y.st_value, (size_t)(y.st_value + y.st_size), n});
+        if (strncmp(n, "_ZZ", 3)) continue;
         ModuleSmem::Var v{{}, (size_t)y.st_value, (size_t)(y.st_value + y.st_size)};
         for (const auto& [prefix, kernel] : prefixes)
           if (!strncmp(n, prefix.c_str(), prefix.size()) &&
@@ -1458,6 +1467,21 @@ void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
   munmap(map, len);
 }
 
+const ModuleSmem* g_launch_smem = nullptr;  // the running launch's module (messages)
+
+std::string describe_static_smem(size_t off) {
+  if (g_launch_smem)
+    for (const ModuleSmem::Named& v : g_launch_smem->tls)
+      if (off >= v.lo && off < v.hi) {  // (static ranges never reach the dynamic buffer: a hole in them)
+        int status = 0;
+        char* d = abi::__cxa_demangle(v.name.c_str(), nullptr, nullptr, &status);
+        std::string name = status == 0 && d ? d : v.name;
+        free(d);
+        return "byte " + std::to_string(off - v.lo) + " of `" + name + "`";
+      }
+  return "byte " + std::to_string(off) + " of the kernel module's thread-local block";
+}
+
 // The TLS-block ranges (offsets, sorted, merged) a launch of `kernel` leaves out: the other kernels' variables.
 const std::vector<std::pair<size_t, size_t>>& smem_skip(const TlsModule& mod, const void* kernel) {
   ModuleSmem& m = g_module_smem[mod.modid];
@@ -1465,6 +1489,7 @@ const std::vector<std::pair<size_t, size_t>>& smem_skip(const TlsModule& mod, co
     m.read = true;
     read_module_symbols(m, mod);
   }
+  g_launch_smem = &m;
   auto it = m.skip.find(kernel);
   if (it != m.skip.end()) return it->second;
   std::vector<std::pair<size_t, size_t>> r;
@@ -2210,6 +2235,7 @@ void launch(const LaunchDesc& d) {
     g_plan.dyn_inside = false;
     plan_ranges({});
     g_last_static = {0, 0};
+    g_launch_smem = nullptr;
   }
 
   LaunchScope scope;

@@ -965,8 +965,9 @@ void t_racecheck() {
   CHECK(std::isnan(missing_barrier_sum(x)));
   int who = -1;
   expect_error([&] { fgemu::launch("write_write_race", write_write_race, dim3(1), dim3(64), 0, &who); },
-               {"kernel 'write_write_race'", "shared memory race", "is written by thread (0,0,0) and by thread (1,0,0)",
-                "between the block start and the next barrier"});
+               {"kernel 'write_write_race'", "shared memory race",
+                "static shared memory (byte 0 of `fgemu_tests::write_write_race(int*)::who`)",
+                "is written by thread (0,0,0) and by thread (1,0,0)", "between the block start and the next barrier"});
   std::vector<int> flags(64, 0);
   fgemu::launch("same_value_writes", same_value_writes, dim3(1), dim3(64), 0, flags.data());
   for (int f : flags) CHECK_EQ(f, 1);
