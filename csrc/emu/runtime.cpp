@@ -1415,7 +1415,8 @@ void read_module_symbols(ModuleSmem& m, const TlsModule& mod) {
         names.sh_size - sh[i].sh_name >= sizeof kEntries && (sh[i].sh_flags & SHF_ALLOC) &&
         !memcmp(b + names.sh_offset + sh[i].sh_name, kEntries, sizeof kEntries)) {
       bool loaded = false;
-      for (const auto& [lo, hi] : loads) loaded |= sh[i].sh_addr >= lo && sh[i].sh_size <= hi - sh[i].sh_addr;
+      for (const auto& [lo, hi] : loads)
+        loaded |= sh[i].sh_addr >= lo && sh[i].sh_addr <= hi && sh[i].sh_size <= hi - sh[i].sh_addr;
       if (!loaded) continue;
       // read where the module is loaded: the entries are relocated there
       const uintptr_t* e = reinterpret_cast<const uintptr_t*>(mod.bias + sh[i].sh_addr);
