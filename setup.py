@@ -11,9 +11,11 @@ A rebuild for another torch release relinks the same kernel objects.
 Environment switches
   FASTGAN_CUDA=0|1|auto   build the CUDA kernels (auto: when torch has CUDA and a toolkit is found)
   FASTGAN_EMU=0|1         build the CPU emulation of the CUDA kernels (default 1; used by the tests)
-  TORCH_CUDA_ARCH_LIST    CUDA archs (default "8.0;9.0+PTX" when unset: sm_80 and sm_90, PTX for newer GPUs)
-  MAX_JOBS                parallel compile jobs (ninja)
-  CUDA_HOME               CUDA toolkit root (found automatically when nvcc on PATH is a wrapper)
+  TORCH_CUDA_ARCH_LIST    CUDA archs; when unset: the visible GPUs' architectures, or with no GPU visible
+                          "8.0;9.0+PTX" (sm_80 and sm_90, PTX for newer GPUs)
+  MAX_JOBS                parallel compile jobs (the kernels' pool and ninja's)
+  CUDA_HOME, CUDA_PATH    CUDA toolkit root (found automatically from nvcc on PATH, also behind a wrapper script)
+  CXX, CC                 host compilers (CXX: the emulated kernels; CC: nvcc's -ccbin)
   FASTGAN_DEBUG=1         -O0 -g build
 """
 from __future__ import annotations
@@ -169,6 +171,24 @@ def _instrument_flags(cxx: str) -> list:
     return flags if r.returncode == 0 else []
 
 
+def _include_bytes(src: str, seen=None) -> int:
+    """The bytes of a kernel source and of the project headers it includes, transitively: compile_kernels' guess of
+    how long a source takes (a GEMM unit of a few lines instantiates the whole of gemm.cuh)."""
+    seen = set() if seen is None else seen
+    if src in seen or not os.path.isfile(src):
+        return 0
+    seen.add(src)
+    with open(src, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    total = len(text)
+    for name in re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, re.M):
+        for base in (os.path.dirname(src), os.path.join(ROOT, "csrc")):
+            if os.path.isfile(os.path.join(base, name)):
+                total += _include_bytes(os.path.normpath(os.path.join(base, name)), seen)
+                break
+    return total
+
+
 def compile_kernels(builds: list, sources: list) -> list:
     """Compiles the kernel sources (csrc/kernels/, raw-pointer code: no torch header) outside torch's extension
     build and returns their objects for _C to link. `builds` is a list of (kind, command): "cuda" (nvcc) or "emu"
@@ -179,7 +199,8 @@ def compile_kernels(builds: list, sources: list) -> list:
     their own; each object has the compiler's output beside it (<object>.log; the last CUDA directory is named in
     build/kernels/cuda.last, for tools/check_kernels.py --from-build). As make and ninja do, an object is rebuilt
     when its source (or generated wrapper) or a file it may include is newer. An object appears only complete
-    (compiled to a temporary name, then renamed). All compiles share one pool of MAX_JOBS, nvcc's first (longest)."""
+    (compiled to a temporary name, then renamed). All compiles share one pool of MAX_JOBS, nvcc's first, each kind's
+    sources the largest with their includes first (the longest compiles start first)."""
     import concurrent.futures
     import hashlib
     newest = max(os.path.getmtime(d) for d in glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h"))
@@ -192,7 +213,7 @@ def compile_kernels(builds: list, sources: list) -> list:
             with open(os.path.join("build", "kernels", "cuda.last"), "w") as f:
                 f.write(out_dir + "\n")
         todo = 0
-        for cu in sorted(sources, key=os.path.getsize, reverse=True):
+        for cu in sorted(sources, key=_include_bytes, reverse=True):  # the longest first
             src = emu_wrapper(cu, out_dir) if kind == "emu" else cu
             obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
             objects.append(obj)

@@ -618,6 +618,31 @@ def test_setup_compiles_kernels_once_per_command(tmp_path, monkeypatch):
     assert not [f for f in os.listdir(os.path.dirname(other[0])) if f.startswith("bad")]
 
 
+def test_setup_compiles_the_longest_kernel_sources_first(tmp_path, monkeypatch):
+    """compile_kernels starts the sources that include the most code first (a four-line GEMM unit instantiating
+    gemm.cuh takes longer than a long file of small kernels), so no long compile starts last; includes are followed
+    transitively and counted once."""
+    files = {"csrc/kernels/big.cuh": '#include "common.cuh"\n' + "// x\n" * 4000,
+             "csrc/kernels/common.cuh": "// y\n" * 100,
+             "csrc/kernels/unit.cu": '#include "big.cuh"\n#include "big.cuh"\n',
+             "csrc/kernels/long.cu": '#include "common.cuh"\n' + "// z\n" * 3000,
+             "csrc/kernels/short.cu": "// w\n"}
+    for f, text in files.items():
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAX_JOBS", "1")
+    calls = tmp_path / "calls.txt"
+    fake_cc = [sys.executable, "-c", "import sys; open(sys.argv[-1], 'w').write(''); "
+               f"open({str(calls)!r}, 'a').write(sys.argv[-3] + '\\n')"]
+    helpers = _setup_helpers()
+    sources = ["csrc/kernels/short.cu", "csrc/kernels/long.cu", "csrc/kernels/unit.cu"]
+    assert helpers["_include_bytes"]("csrc/kernels/unit.cu") == sum(len(files[f"csrc/kernels/{n}"]) for n in
+                                                                    ("unit.cu", "big.cuh", "common.cuh"))
+    helpers["compile_kernels"]([("cuda", fake_cc)], sources)
+    assert [os.path.basename(s) for s in calls.read_text().split()] == ["unit.cu", "long.cu", "short.cu"]
+
+
 @pytest.mark.skipif(not torch.version.cuda, reason="a CPU-only torch builds no CUDA kernels")
 def test_setup_refuses_a_toolkit_of_another_cuda_major(tmp_path, monkeypatch):
     """The kernels are compiled by setup.py, not by torch's extension build, so its nvcc/torch version check is

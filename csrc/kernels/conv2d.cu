@@ -10,7 +10,8 @@
 //                                     the input gradient's phases when the glue asks for both (conv2d.cpp).
 // Groups are blocks of their own (gemm.cuh: a 1-D grid of tiles x groups x splits per part). Every tensor is
 // addressed through its own strides (any layout is correct; the unit stride decides which index the threads of a
-// warp walk, so NCHW and channels_last are both coalesced).
+// warp walk, so NCHW and channels_last are both coalesced). This file only groups the parts into launches: the
+// kernels themselves are compiled in gemm_<type>.cu (FG_GEMM_LAUNCHES in gemm.cuh).
 #include "gemm.cuh"
 
 namespace fastgan {

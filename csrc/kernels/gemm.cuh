@@ -875,6 +875,35 @@ void launch_tiled(const GemmParams* ps, const Plan* pls, int n, int nfirst, void
   launch(name, gemm_kernel<T, C, AK0, BK0, AK1, BK1>, dim3((unsigned)blocks), dim3(C::NT), 0, stream, batch);
 }
 
+// The launches run_tiled makes, compiled in translation units of their own, one per element type and arithmetic
+// (gemm_tf32.cu, gemm_f32.cu, gemm_f16.cu, gemm_bf16.cu, gemm_f64.cu; 6-7 kernels each): with every conv kernel in
+// conv2d.cu, that one file took nvcc 200 s of one core, the longest step of the build; split, the files compile side
+// by side. Every other file that includes this header sees these declarations only (extern template: it compiles
+// none of these kernels itself). FG_GEMM_LAUNCHES_128 / _64(E, T, C): the launches of tile configuration C --
+// dense (mat, mat), conv forward / backward data (im2col, mat), weight gradient (mat, im2col) and, in the 64 tiles,
+// weight gradient + backward data in one launch. A launch missing here is compiled where it is used (slower build,
+// still correct); one listed but not defined fails the link.
+#define FG_GEMM_LAUNCH(E, T, C, AK0, BK0, AK1, BK1)                                                             \
+  E template void launch_tiled<T, C, OperandKind::AK0, OperandKind::BK0, OperandKind::AK1, OperandKind::BK1>( \
+      const GemmParams*, const Plan*, int, int, void*, const char*);
+#define FG_GEMM_LAUNCHES_128(E, T, C)            \
+  FG_GEMM_LAUNCH(E, T, C, mat, mat, mat, mat)       \
+  FG_GEMM_LAUNCH(E, T, C, im2col, mat, im2col, mat) \
+  FG_GEMM_LAUNCH(E, T, C, mat, im2col, mat, im2col)
+#define FG_GEMM_LAUNCHES_64(E, T, C) FG_GEMM_LAUNCHES_128(E, T, C) FG_GEMM_LAUNCH(E, T, C, mat, im2col, im2col, mat)
+#define FG_GEMM_TF32(E) FG_GEMM_LAUNCHES_128(E, float, Tc128For<float>) FG_GEMM_LAUNCHES_64(E, float, Tc64For<float>)
+#define FG_GEMM_F32(E) FG_GEMM_LAUNCHES_128(E, float, Cfg128) FG_GEMM_LAUNCHES_64(E, float, Cfg64)
+#define FG_GEMM_F16(E) FG_GEMM_LAUNCHES_128(E, __half, Tc128For<__half>) FG_GEMM_LAUNCHES_64(E, __half, Tc64For<__half>)
+#define FG_GEMM_BF16(E)                                                  \
+  FG_GEMM_LAUNCHES_128(E, __nv_bfloat16, Tc128For<__nv_bfloat16>) \
+  FG_GEMM_LAUNCHES_64(E, __nv_bfloat16, Tc64For<__nv_bfloat16>)
+#define FG_GEMM_F64(E) FG_GEMM_LAUNCHES_64(E, double, Cfg64d)
+FG_GEMM_TF32(extern)
+FG_GEMM_F32(extern)
+FG_GEMM_F16(extern)
+FG_GEMM_BF16(extern)
+FG_GEMM_F64(extern)
+
 // Runs n parts that share a launch (same_launch) as one launch, the tile configuration from the plan. Half types
 // have only the tensor-core tiles, float64 only the SIMT 64 tile, float32 both (TF32 or full precision). Two kinds
 // of parts in one launch: the 64 tiles only.
