@@ -17,7 +17,8 @@
 #                    skipped when the tree holds a _C built from these very sources for this torch and GPU
 #                    (benchmarks/gpu_prebuild.sh on this side, the .so carried in: see that script)
 #   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/mma_grid/ldmatrix layouts, cp.async = the emulation -> tensorcore.txt
-#   pytest  50-80 s  the tests that take a CUDA path (-k cuda), no -x, per-test timeout, -v  -> pytest.txt
+#   pytest  50-80 s  the tests that take a CUDA path (-k cuda), no -x, -v, 30 s per test and 8 workers where
+#                    pytest-timeout / pytest-xdist are installed there                       -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
@@ -31,7 +32,7 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET (s), PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
 # MAX_JOBS (default: all cores), GPU_CHECK_SAN_FILTER (compute-sanitizer --kernel-name filter, default
-# kns=fastgan: only fastgan's kernels are instrumented).
+# kns=fastgan: only fastgan's kernels are instrumented), GPU_CHECK_PYTEST_WORKERS (pytest-xdist workers, default 8).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +41,7 @@ DRY=0
 case "${1:-}" in
   --dry-run) DRY=1 ;;
   "") ;;
-  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
 esac
 

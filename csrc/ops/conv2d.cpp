@@ -5,7 +5,8 @@
 //          own memory format. The backward through at::convolution_backward,
 //          except the backward data of short reductions (a first layer on few channels: Cin/groups*kH*kW <= 72),
 //          which the direct loops of csrc/cpu/conv2d.cpp compute several times faster than oneDNN.
-//   CUDA   implicit-GEMM kernels (csrc/kernels/conv2d.cu, gemm.cuh) with the epilogue fused into the forward;
+//   CUDA   implicit-GEMM kernels (csrc/kernels/gemm.cuh, launched by conv2d.cu) with the epilogue fused into the
+//          forward;
 //          large problems go to ATen (cuDNN) + the fused pass per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
 // The kernels address every tensor through its strides, so NCHW, channels_last and non-contiguous inputs need

@@ -3,8 +3,8 @@
 // into the weight gradient's row sums, gemm_glue.h).
 //
 //   CPU    ATen GEMM (MKL/oneDNN), then one fused bias-activation pass over the output, in place.
-//   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/dense.cu, gemm.cuh); large products go to
-//          cuBLAS through at::mm (+ the fused pass) per cuda_prefers_aten (gemm_glue.cpp).
+//   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/gemm.cuh, launched by dense.cu); large
+//          products go to cuBLAS through at::mm (+ the fused pass) per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
 // float32 follows torch.backends.cuda.matmul.allow_tf32 (off by default, as in torch): TF32 tensor-core tiles
 // when it is set, the full-precision SIMT tiles otherwise; half types always run on tensor cores (gemm.cuh).

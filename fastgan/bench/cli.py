@@ -722,8 +722,9 @@ def add_parser(subparsers) -> None:
                         "small CPU ops by 10%% and more between runs, for every variant -- stays out of the numbers")
     p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
                    help="CUDA: allow TF32 tensor cores for matmuls and cuDNN convolutions (on) or not (off), for "
-                        "stock and fastgan alike (fastgan's own kernels compute in FP32 either way; products it "
-                        "routes to cuBLAS / cuDNN follow the setting); default: torch's settings as they are")
+                        "stock and fastgan alike (fastgan's float32 GEMM and conv kernels take their TF32 tensor-core "
+                        "tiles when allowed, full-precision FP32 tiles when not; products it routes to cuBLAS / "
+                        "cuDNN follow the setting too); default: torch's settings as they are")
     p.set_defaults(func=cmd_bench)
 
 
