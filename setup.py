@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 from setuptools import setup
 
@@ -218,13 +219,14 @@ def compile_kernels(builds: list, sources: list) -> list:
             obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
             objects.append(obj)
             if not (os.path.exists(obj) and os.path.getmtime(obj) >= max(newest, os.path.getmtime(src))):
-                jobs.append((command, src, obj))
+                jobs.append((kind, command, src, obj))
                 todo += 1
         print(f"fastgan: {kind} kernels in {out_dir}: "
               + (f"compiling {todo} of {len(sources)} sources" if todo else "up to date"))
 
     def run(job):
-        command, src, obj = job
+        kind, command, src, obj = job
+        start = time.monotonic()
         cmd = [*command, src, "-o", obj + ".tmp"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -234,6 +236,7 @@ def compile_kernels(builds: list, sources: list) -> list:
         with open(obj + ".log", "w") as f:  # warnings, nvcc's ptxas report
             f.write(r.stdout + r.stderr)
         os.replace(obj + ".tmp", obj)
+        print(f"fastgan: {kind} {os.path.basename(obj)} compiled in {time.monotonic() - start:.0f} s", flush=True)
 
     n = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(max(1, n)) as pool:
