@@ -176,6 +176,7 @@ def _include_bytes(src: str, seen=None) -> int:
     """The bytes of a kernel source and of the project headers it includes, transitively: compile_kernels' guess of
     how long a source takes (a GEMM unit of a few lines instantiates the whole of gemm.cuh)."""
     seen = set() if seen is None else seen
+    src = os.path.abspath(src)
     if src in seen or not os.path.isfile(src):
         return 0
     seen.add(src)
@@ -185,7 +186,7 @@ def _include_bytes(src: str, seen=None) -> int:
     for name in re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, re.M):
         for base in (os.path.dirname(src), os.path.join(ROOT, "csrc")):
             if os.path.isfile(os.path.join(base, name)):
-                total += _include_bytes(os.path.normpath(os.path.join(base, name)), seen)
+                total += _include_bytes(os.path.join(base, name), seen)
                 break
     return total
 
@@ -201,7 +202,8 @@ def compile_kernels(builds: list, sources: list) -> list:
     build/kernels/cuda.last, for tools/check_kernels.py --from-build). As make and ninja do, an object is rebuilt
     when its source (or generated wrapper) or a file it may include is newer. An object appears only complete
     (compiled to a temporary name, then renamed). All compiles share one pool of MAX_JOBS, nvcc's first, each kind's
-    sources the largest with their includes first (the longest compiles start first)."""
+    sources the largest with their includes first (a rough guess of the longest: it puts the GEMM units and the
+    two files that launch them, which include gemm.cuh but compile quickly, before the small kernels)."""
     import concurrent.futures
     import hashlib
     newest = max(os.path.getmtime(d) for d in glob.glob("csrc/kernels/*") + glob.glob("csrc/emu/*.h"))

@@ -619,7 +619,7 @@ def test_setup_compiles_kernels_once_per_command(tmp_path, monkeypatch):
 
 
 def test_setup_compiles_the_longest_kernel_sources_first(tmp_path, monkeypatch):
-    """compile_kernels starts the sources that include the most code first (a four-line GEMM unit instantiating
+    """compile_kernels starts the sources that include the most code first (a GEMM unit of a dozen lines instantiating
     gemm.cuh takes longer than a long file of small kernels), so no long compile starts last; includes are followed
     transitively and counted once."""
     files = {"csrc/kernels/big.cuh": '#include "common.cuh"\n' + "// x\n" * 4000,

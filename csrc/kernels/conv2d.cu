@@ -11,7 +11,7 @@
 // Groups are blocks of their own (gemm.cuh: a 1-D grid of tiles x groups x splits per part). Every tensor is
 // addressed through its own strides (any layout is correct; the unit stride decides which index the threads of a
 // warp walk, so NCHW and channels_last are both coalesced). This file only groups the parts into launches: the
-// kernels themselves are compiled in gemm_<type>.cu (FG_GEMM_LAUNCHES in gemm.cuh).
+// kernels themselves are compiled in gemm_<type>.cu (FG_GEMM_<TYPE> in gemm.cuh).
 #include "gemm.cuh"
 
 namespace fastgan {

@@ -876,13 +876,14 @@ void launch_tiled(const GemmParams* ps, const Plan* pls, int n, int nfirst, void
 }
 
 // The launches run_tiled makes, compiled in translation units of their own, one per element type and arithmetic
-// (gemm_tf32.cu, gemm_f32.cu, gemm_f16.cu, gemm_bf16.cu, gemm_f64.cu; 6-7 kernels each): with every conv kernel in
+// (gemm_tf32.cu, gemm_f32.cu, gemm_f16.cu, gemm_bf16.cu, gemm_f64.cu; 4-7 kernels each): with every conv kernel in
 // conv2d.cu, that one file took nvcc 200 s of one core, the longest step of the build; split, the files compile side
 // by side. Every other file that includes this header sees these declarations only (extern template: it compiles
 // none of these kernels itself). FG_GEMM_LAUNCHES_128 / _64(E, T, C): the launches of tile configuration C --
 // dense (mat, mat), conv forward / backward data (im2col, mat), weight gradient (mat, im2col) and, in the 64 tiles,
 // weight gradient + backward data in one launch. A launch missing here is compiled where it is used (slower build,
-// still correct); one listed but not defined fails the link.
+// still correct); one declared but not defined leaves an undefined symbol that fails `import fastgan._C` (a shared
+// object links with undefined symbols). FG_GEMM_<TYPE>(E): all launches of one unit.
 #define FG_GEMM_LAUNCH(E, T, C, AK0, BK0, AK1, BK1)                                                             \
   E template void launch_tiled<T, C, OperandKind::AK0, OperandKind::BK0, OperandKind::AK1, OperandKind::BK1>( \
       const GemmParams*, const Plan*, int, int, void*, const char*);

@@ -1,5 +1,5 @@
 // The tiled GEMM kernels of dense and conv2d for float32 in full precision (SIMT FMA): one of the five translation
-// units that compile gemm.cuh's kernels side by side (see FG_GEMM_LAUNCHES there).
+// units that compile gemm.cuh's kernels side by side (see FG_GEMM_LAUNCH there).
 #include "gemm.cuh"
 
 namespace fastgan {
