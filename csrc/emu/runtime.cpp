@@ -1490,7 +1490,6 @@ const std::vector<std::pair<size_t, size_t>>& smem_skip(const TlsModule& mod, co
     m.read = true;
     read_module_symbols(m, mod);
   }
-  g_launch_smem = &m;
   auto it = m.skip.find(kernel);
   if (it != m.skip.end()) return it->second;
   std::vector<std::pair<size_t, size_t>> r;
@@ -1518,7 +1517,6 @@ struct ShmemPlan {
   std::vector<unsigned char> saved;
 };
 ShmemPlan g_plan;
-std::pair<size_t, size_t> g_last_static;  // last_static_smem()
 
 void poison_range(unsigned char* lo, unsigned char* hi) {
   if (hi > lo) memset(lo, g_poison_byte, (size_t)(hi - lo));
@@ -2226,8 +2224,7 @@ void launch(const LaunchDesc& d) {
     g_plan.tls_size = mod.size;
     g_plan.dyn_inside = dyn >= g_plan.tls && dyn + g_plan.dyn_size <= g_plan.tls + g_plan.tls_size;
     plan_ranges(smem_skip(mod, d.kernel_id));
-    g_last_static = {0, mod.size};
-    for (const auto& [lo, hi] : g_plan.ranges) g_last_static.first += (size_t)(hi - lo);
+    g_launch_smem = &g_module_smem[mod.modid];
     g_plan.saved.resize(mod.size);
     copy_static_ranges(g_plan.saved.data(), g_plan.tls);
   } else {
@@ -2235,7 +2232,6 @@ void launch(const LaunchDesc& d) {
     g_plan.tls_size = 0;
     g_plan.dyn_inside = false;
     plan_ranges({});
-    g_last_static = {0, 0};
     g_launch_smem = nullptr;
   }
 
@@ -2526,8 +2522,9 @@ void set_blocks(int resident) {
 
 void last_static_smem(size_t* covered, size_t* module_block) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
-  *covered = g_last_static.first;
-  *module_block = g_last_static.second;
+  *covered = 0;  // the last launch's plan (LaunchScope leaves its ranges and size)
+  for (const auto& [lo, hi] : g_plan.ranges) *covered += (size_t)(hi - lo);
+  *module_block = g_plan.tls_size;
 }
 
 int get_blocks() {
