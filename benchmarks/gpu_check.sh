@@ -7,7 +7,7 @@
 #                                           test selection, the sanitizer workload and a smoke bench on CPU)
 #
 # Stages, each under `timeout` with its cap, cut to what the budget leaves after the later stages' reserves
-# (GPU_CHECK_BUDGET, default 360 s, is the whole script's budget: run it through the device tool with timeout_s
+# (GPU_CHECK_BUDGET, default 375 s, is the whole script's budget: run it through the device tool with timeout_s
 # 420). A stage that fails or times out
 # is recorded and the next one still runs; every stage writes its own file at once, so a run cut short still
 # leaves the earlier stages' results:
@@ -21,6 +21,9 @@
 #                    pytest-timeout / pytest-xdist are installed there                       -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
+#   probe      20 s  benchmarks/latency_probe.py: a CUDA graph's per-node cost for dependent small kernels (PDL
+#                    off / on), the GEMM tiles' time per k-tile (SIMT, TF32, BF16): the design's two latencies
+#                                                                                               -> probe.txt
 #   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
 #   bench-tf32 35 s  the same with TF32 allowed for stock and fastgan alike                     -> bench_tf32/
 #   bench-pdl  30 s  the training step again, TF32, programmatic dependent launch on (FASTGAN_CUDA_PDL=1)
@@ -50,10 +53,10 @@ mkdir -p "$OUTDIR"
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/log.txt"
 : > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
-: > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"
+: > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"; : > "$OUTDIR/probe.txt"
 rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32" "$OUTDIR/bench_pdl"
-BUDGET="${GPU_CHECK_BUDGET:-360}"
-BENCH_RESERVE=140   # seconds kept for the benchmarks (fp32, tf32, pdl) and the trace while the earlier stages run
+BUDGET="${GPU_CHECK_BUDGET:-375}"
+BENCH_RESERVE=160   # seconds kept for the probe, the benchmarks (fp32, tf32, pdl) and the trace during the others
 T0=$(date +%s)
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || PY=python
@@ -241,6 +244,11 @@ else
   STAGES+=("compute-sanitizer|not run ($why)|0")
 fi
 
+# ---- the two latencies the step prediction rests on (benchmarks/notes_kernels.md), before the benchmarks: cheap
+PROBE_DEV=cuda; [[ $DRY == 1 ]] && PROBE_DEV=cpu
+PROBE_ARGS=(--device "$PROBE_DEV" --out "$OUTDIR"); [[ $DRY == 1 ]] && PROBE_ARGS+=(--quick)
+stage probe 20 $(( BENCH_RESERVE - 20 )) "$OUTDIR/probe.txt" "$PY" benchmarks/latency_probe.py "${PROBE_ARGS[@]}"
+
 # ---- benchmarks: equal precision first (FP32 on both sides), then TF32 allowed on both sides
 if [[ $DRY == 1 ]]; then
   stage bench-fp32 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 \
@@ -294,6 +302,7 @@ for c in d["cases"]:
         print(f"  {c['name']:28s} {auto} / {t['fastgan-kernels'] * 1e6:9.1f} / {t['fastgan-aten'] * 1e6:9.1f}  {best}")
 EOF
 done
+grep -E "^== (per|GEMM)" "$OUTDIR/probe.txt" | sed 's/^/  probe: /' | tee -a "$LOG" || true
 grep -E "^== " "$OUTDIR/trace.txt" | sed 's/^/  trace: /' | tee -a "$LOG" || true
 log "files: $(cd "$OUTDIR" && ls | tr '\n' ' ')"
 exit $FAIL

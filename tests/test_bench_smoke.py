@@ -196,3 +196,26 @@ def test_caching_cpu_allocator_option(tmp_path):
     assert doc["env"]["cpu_allocator"].startswith("caching")
     assert "CPU allocator: caching" in r.stdout
     assert all(res.get("status") == "ok" for c in doc["cases"] for res in c["results"])
+
+
+@pytest.mark.skipif(not (ROOT / "benchmarks" / "latency_probe.py").exists(), reason="no source tree (benchmarks/)")
+def test_latency_probe_plumbing(tmp_path, capsys):
+    """benchmarks/latency_probe.py (the GPU check's probe stage) on the CPU: its line fit, every measurement it
+    prints and the JSON it writes (the numbers are the CPU's: only their presence and sanity are checked)."""
+    spec = importlib.util.spec_from_file_location("latency_probe", ROOT / "benchmarks" / "latency_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    a, b = probe.fit_line([1, 2, 4, 8], [1.5 + 0.25 * n for n in (1, 2, 4, 8)])
+    assert a == pytest.approx(1.5) and b == pytest.approx(0.25)
+    assert probe.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "latency_probe.json").read_text())
+    chains = res["chains"]
+    assert set(chains["graph_us"]) == set(chains["eager_us"]) == {"fastgan bias_act", "ATen add"}
+    assert all(0 < v < 1e6 for v in [*chains["graph_us"].values(), *chains["eager_us"].values()])
+    assert set(res["ktile"]) == {f"{p}, {w}" for p in ("float32", "tf32", "bfloat16")
+                                 for w in ("one tile", "full wave")}
+    for key, r in res["ktile"].items():
+        assert [n for n, _ in r["points_us"]] == list(probe.KTILES[:3]) and all(t > 0 for _, t in r["points_us"])
+        assert f"== GEMM k-loop, {key} " in out
+    assert "predicted" not in out  # the GPU's predictions are not printed beside CPU numbers
