@@ -241,6 +241,37 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
             assert torch.equal(sa[net][k], sb[net][k])
 
 
+@pytest.mark.parametrize("layers", ["stock", "fused"])
+def test_resume_keeps_this_runs_optimiser_execution_settings(tmp_path, tiny, layers):
+    """A checkpoint written with other Adam settings (a CUDA run's fused=True, --cuda-graph's capturable=True):
+    torch.optim's load_state_dict would take them from the file (a non-capturable state then fails a CUDA graph
+    capture); the resumed optimisers keep this run's settings, their step counters where those settings keep them,
+    and the resumed run computes what it does from a checkpoint with its own settings."""
+    assert run_cli("train", "--out", tmp_path / "a", "--data", tiny, "--batch-size", 32, "--max-steps", 2,
+                   "--layers", layers, "-q") == 0
+    state = ckpt.load(tmp_path / "a" / "checkpoint.pt")
+    for key in ("optG", "optD"):
+        for g in state[key]["param_groups"]:
+            g.update(fused=True, capturable=True, foreach=False)
+    (tmp_path / "b").mkdir()
+    ckpt.save(state, tmp_path / "b" / "checkpoint.pt")
+    runs = {}
+    for name in ("a", "b"):
+        t = Trainer(TrainConfig(out=str(tmp_path / name), resume="auto", max_steps=3, quiet=True))
+        for opt in (t.optG, t.optD):
+            fresh = type(opt)(opt.param_groups[0]["params"])  # what this run would make (CPU: torch's defaults)
+            for g in opt.param_groups:
+                assert {k: g[k] for k in ("fused", "capturable", "foreach")} == \
+                    {k: fresh.param_groups[0][k] for k in ("fused", "capturable", "foreach")}
+            assert all(st["step"].device.type == "cpu" for st in opt.state.values())
+        t.run()
+        runs[name] = ckpt.load(tmp_path / name / "checkpoint.pt")
+    assert runs["b"]["step"] == 3
+    for net in ("G", "D"):
+        for k in runs["a"][net]:
+            assert torch.equal(runs["a"][net][k], runs["b"][net][k]), (net, k)
+
+
 def test_resume_refuses_changed_trajectory_settings(tmp_path, tiny, capsys):
     assert run_cli("train", "--out", tmp_path, "--data", tiny, "--batch-size", 32, "--max-steps", 2, "-q") == 0
     assert run_cli("train", "--out", tmp_path, "--resume", "--batch-size", 64, "--max-steps", 3) == 1

@@ -62,6 +62,10 @@ _FIELDS = ("loss_d", "loss_g", "d_real", "d_fake", "r1")
 N_FIXED = 64
 
 
+# The Adam group settings that say how an update runs, not what it computes (_load_state keeps this run's).
+_ADAM_EXEC = ("fused", "capturable", "foreach", "differentiable")
+
+
 class TrainError(RuntimeError):
     """A problem with the run's configuration or environment, with a message for the user."""
 
@@ -246,11 +250,21 @@ class Trainer:
         ckpt.load_state_dict(self.D, state["D"], "discriminator", path)
         if self.G_ema is not None:  # a checkpoint without one (EMA switched on at resume): start from G
             ckpt.load_state_dict(self.G_ema, state.get("G_ema", state["G"]), "EMA generator", path)
-        try:
-            self.optG.load_state_dict(state["optG"])
-            self.optD.load_state_dict(state["optD"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"{path}: optimiser state does not fit these models ({e})") from None
+        for opt, key in ((self.optG, "optG"), (self.optD, "optD")):
+            # torch.optim's load_state_dict takes every group setting from the checkpoint: how the update runs
+            # (fused, capturable for --cuda-graph, ...) stays this run's, and each step counter goes where that
+            # setting keeps it (on the parameter's device when fused or capturable), as in a fresh optimiser
+            run = [{k: g[k] for k in _ADAM_EXEC if k in g} for g in opt.param_groups]
+            try:
+                opt.load_state_dict(state[key])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise ckpt.CheckpointError(f"{path}: optimiser state does not fit these models ({e})") from None
+            for g, mine in zip(opt.param_groups, run):
+                g.update(mine)
+                for p in g["params"]:
+                    st = opt.state.get(p, {})
+                    if torch.is_tensor(st.get("step")):
+                        st["step"] = st["step"].to(p.device if g.get("fused") or g.get("capturable") else "cpu")
         rng = state["rng"]
         if isinstance(rng.get("torch_cpu"), torch.Tensor):  # the global RNG (unused by the step itself)
             torch.set_rng_state(rng["torch_cpu"])
@@ -515,20 +529,21 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 real, z, eps = self._batch(self.step)
+                # the step's time includes the EMA update, which fastgan's Adam makes inside the step and the
+                # stock layers after it
                 if cuda:
-                    e0 = torch.cuda.Event(enable_timing=True)
-                    e1 = torch.cuda.Event(enable_timing=True)
-                    e0.record()
-                    m = step_fn(real, z, eps)
-                    e1.record()
-                    t0, t1 = e0, e1
+                    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    t0.record()
                 else:
                     t0 = time.perf_counter()
-                    m = step_fn(real, z, eps)
-                    t1 = time.perf_counter()
+                m = step_fn(real, z, eps)
                 self.step += 1
                 if self.ema_after_step:
                     self._update_ema()
+                if cuda:
+                    t1.record()
+                else:
+                    t1 = time.perf_counter()
                 pending.append((self.step, m, t0, t1))
                 epoch_end = self.step % self.steps_per_epoch == 0
                 last = self.step == self.total_steps
