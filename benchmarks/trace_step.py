@@ -34,9 +34,18 @@ def trace(device: str, layers: str, steps: int = 3, cuda_graph: bool = False) ->
     cuda = dev.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     out = {"device": device, "layers": layers, "cuda_graph": cuda_graph, "torch": torch.__version__, "kinds": {}}
-    for s in range(8):  # warm-up: both kinds of step (0 and 4 are R1 steps), graph capture when asked
-        t.step = s
-        step_fn(*t._batch(s))
+
+    def train_step(step, batch):  # as Trainer.train's loop: the stock layers' EMA update follows the step
+        t.step = step
+        step_fn(*batch)
+        if t.ema_after_step:
+            t.step += 1
+            t._update_ema()
+
+    # warm-up: both kinds of step, and with --cuda-graph both graphs captured (each kind's third step: the R1 steps
+    # are 0, 4, 8), so no capture falls inside the profiled steps
+    for s in range(9):
+        train_step(s, t._batch(s))
     for kind, step in (("plain", 9), ("r1", 12)):
         assert (t.r1_weight(step) > 0) == (kind == "r1")
         batches = [t._batch(step) for _ in range(steps)]
@@ -45,8 +54,7 @@ def trace(device: str, layers: str, steps: int = 3, cuda_graph: bool = False) ->
         with profile(activities=acts) as prof:
             t0 = time.perf_counter()
             for b in batches:
-                t.step = step
-                step_fn(*b)
+                train_step(step, b)
             if cuda:
                 torch.cuda.synchronize()
             wall = (time.perf_counter() - t0) / steps

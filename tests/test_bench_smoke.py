@@ -61,6 +61,10 @@ def test_case_selection_and_variants():
         n for n in names if n.startswith("conv2d/") and n.endswith("/fwd")}
     assert [c.name for c in bench_cases.select_cases(cases, "step")] == names[:2]
     assert [c.name for c in bench_cases.select_cases(cases, "step/*/train")] == names[:1]
+    # in the order of the first pattern each case matches (a time budget then cuts the last ones), each case once
+    large = [n for n in names if "/large/" in n]
+    ordered = [c.name for c in bench_cases.select_cases(cases, "step,*/large/*,*")]
+    assert ordered == names[:2] + large + [n for n in names[2:] if n not in large]
     for c in cases:
         v = bench_cases.default_variants(c, CPU, quick=True)
         assert v[:2] == ["fastgan", "eager"] and not any(x.startswith("compile") or "graph" in x for x in v)

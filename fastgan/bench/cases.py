@@ -433,6 +433,7 @@ class StepCase(Case):
                 optD.zero_grad(set_to_none=True)
                 optG.zero_grad(set_to_none=True)
                 torch.cuda.synchronize()
+                torch.cuda.empty_cache()  # as torch.cuda.graph does on entry: the pool's growth is then the graph's
                 before = torch.cuda.memory_reserved()
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
@@ -535,18 +536,21 @@ def build_cases(device, sizes: Sequence[str] = ("seed", "large"), step: bool = T
 
 def select_cases(cases: Sequence[Case], patterns: Optional[str]) -> List[Case]:
     """Cases whose name matches any comma-separated pattern: a glob (``dense/*``) or, without glob
-    characters, a substring (``conv``)."""
+    characters, a substring (``conv``); in the order of the first pattern each matches, so under a time budget
+    ``step,*/large/*,*`` runs the large shapes before the rest."""
     if not patterns:
         return list(cases)
     pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    out = []
-    for c in cases:
-        for p in pats:
+
+    def first_match(c):
+        for i, p in enumerate(pats):
             if (any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(c.name, p)) or (
                     not any(ch in p for ch in "*?[") and p in c.name):
-                out.append(c)
-                break
-    return out
+                return i
+        return None
+
+    ranked = [(first_match(c), c) for c in cases]
+    return [c for i, c in sorted((r for r in ranked if r[0] is not None), key=lambda r: r[0])]
 
 
 def default_variants(case: Case, device: torch.device, quick: bool) -> List[str]:

@@ -707,7 +707,8 @@ def add_parser(subparsers) -> None:
                         "shapes); under 2 minutes on 2 CPU cores")
     p.add_argument("--out", default="bench_out", help="output directory (default: %(default)s)")
     p.add_argument("--cases", default=None, metavar="PATTERN",
-                   help="comma-separated globs or substrings of case names, e.g. 'step,dense/*/fwd'")
+                   help="comma-separated globs or substrings of case names, e.g. 'step,dense/*/fwd'; cases run in "
+                        "the order of the first pattern they match")
     p.add_argument("--variants", default=None, metavar="LIST",
                    help="comma-separated variants to run instead of the defaults (see below)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
