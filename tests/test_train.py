@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import math
 import os
 import struct
 import subprocess
@@ -746,6 +747,19 @@ def test_cuda_graph_matches_eager(tmp_path, tiny, impl):
         assert (a["r1"] > 0) == (b["r1"] > 0) == ((a["step"] - 1) % 4 == 0), a["step"]
         for k in (*LOSS_KEYS, "r1"):
             assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), (a["step"], k)
+
+
+@needs_cuda
+@pytest.mark.parametrize("layers", ["fused", "stock"])
+def test_cuda_graph_resumes_an_eager_checkpoint(tmp_path, tiny, layers):
+    """A run checkpointed without --cuda-graph (its Adam not capturable) resumes with it: the optimisers take this
+    run's settings, not the checkpoint's (torch's Adam refuses capture otherwise), and train on through both
+    graphs (R1 steps 4 and 8)."""
+    common = dict(out=str(tmp_path), data=tiny, batch_size=32, device="cuda", layers=layers, quiet=True)
+    train(TrainConfig(max_steps=3, **common))
+    summary = train(TrainConfig(max_steps=13, cuda_graph=True, resume="auto", **common))
+    assert ckpt.load(tmp_path / "checkpoint.pt")["step"] == 13, summary
+    assert all(math.isfinite(r["loss_d"]) for r in records(tmp_path))
 
 
 def test_r1_schedule_and_real_only_pass(tmp_path, tiny):
