@@ -69,6 +69,15 @@ def _fp32_exact():
 
 
 @pytest.fixture(autouse=True)
+def _cudnn_settings():
+    """cuDNN's algorithm choice as each test left it (the trainer turns on cudnn.benchmark for its process): tests
+    that take stock cuDNN as their oracle do not depend on which tests ran before them on the worker."""
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+
+
+@pytest.fixture(autouse=True)
 def _poison_outputs():
     """Outputs allocated by the compiled ops are filled with NaN before the kernels run, so an element a
     kernel forgets to write fails the comparison."""

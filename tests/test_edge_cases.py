@@ -26,6 +26,7 @@ def _stock(act: str, z: torch.Tensor) -> torch.Tensor:
 
 
 def _same_nan_mask(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    a, b = a.cpu(), b.cpu()
     assert torch.equal(torch.isnan(a), torch.isnan(b)), f"{what}: NaN positions differ:\n{a}\nvs torch\n{b}"
     fin = ~torch.isnan(b)
     torch.testing.assert_close(a[fin].double(), b[fin].double(), rtol=1e-5, atol=1e-6, msg=what)
@@ -55,18 +56,19 @@ def test_nan_propagates_through_fused_epilogues(impl, op):
         x = torch.randn(4, 3, device=dev)
         x[1, 0] = float("nan")
         w, b = torch.eye(3, device=dev), torch.zeros(3, device=dev)
-        got, want = FF.linear(x, w, b, act="relu"), torch.relu(F.linear(x, w, b))
+        got, want = FF.linear(x, w, b, act="relu"), torch.relu(F.linear(x.cpu(), w.cpu(), b.cpu()))
     elif op == "conv2d":
         x = torch.randn(2, 2, 5, 5, device=dev)
         x[0, 1, 2, 2] = float("nan")
         w, b = torch.randn(3, 2, 3, 3, device=dev), torch.randn(3, device=dev)
-        got, want = FF.conv2d(x, w, b, padding=1, act="relu"), torch.relu(F.conv2d(x, w, b, padding=1))
+        got = FF.conv2d(x, w, b, padding=1, act="relu")
+        want = torch.relu(F.conv2d(x.cpu(), w.cpu(), b.cpu(), padding=1))
     else:
         x = torch.randn(2, 2, 4, 4, device=dev)
         x[1, 0, 1, 1] = float("nan")
         w, b = torch.randn(2, 3, 3, 3, device=dev), torch.randn(3, device=dev)
         got = FF.conv_transpose2d(x, w, b, stride=2, padding=1, act="relu")
-        want = torch.relu(F.conv_transpose2d(x, w, b, stride=2, padding=1))
+        want = torch.relu(F.conv_transpose2d(x.cpu(), w.cpu(), b.cpu(), stride=2, padding=1))
     assert torch.isnan(want).any()
     _same_nan_mask(got, want, op)
 
@@ -145,14 +147,17 @@ def test_nan_weight_does_not_reach_padding_outputs(impl, case, precision):
     with torch.no_grad():
         w[0, 1, 0, 0] = 3.40265e38 if precision == "tf32_overflow" else float("nan")
         w_stock[0, 1, 0, 0] = float("inf") if precision == "tf32_overflow" else float("nan")
+    # torch's answer from the CPU: cuDNN's algorithms (FFT, Winograd, implicit GEMM over padded tiles) may multiply
+    # the padding by the weights, 0 * NaN
+    x_stock, w_stock = x.detach().cpu().requires_grad_(), w_stock.detach().cpu().requires_grad_()
     results = []
-    for f, wf in ((ours, w), (stock, w_stock)):
+    for f, xf, wf in ((ours, x, w), (stock, x_stock, w_stock)):
         with tf32(precision != "fp32"):
-            y = f(x, wf, **kw)
-        gy = torch.randn_like(y, generator=torch.Generator(y.device).manual_seed(1))
+            y = f(xf, wf, **kw)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
         with tf32(precision != "fp32"):
-            gx, gw = torch.autograd.grad(y, (x, wf), gy)
-        results.append([torch.isfinite(t) for t in (y, gx, gw)])
+            gx, gw = torch.autograd.grad(y, (xf, wf), gy)
+        results.append([torch.isfinite(t).cpu() for t in (y, gx, gw)])
     for what, a, b in zip(("output", "input gradient", "weight gradient"), *results):
         assert torch.equal(a, b), f"{what}: {int((~a).sum())} not finite, torch {int((~b).sum())}"
 
