@@ -1617,6 +1617,34 @@ def test_adam_falls_back_and_guards():
                                 1e-8, 0.0)
 
 
+# ------------------------------------------------------------------------------------ CUDA: the ATen route
+ATEN_ROUTE_CASES = {
+    "linear": (lambda x, w, b: FF.linear(x, w, b, act="lrelu", alpha=0.2), (5, 7), (4, 7)),
+    "conv2d_strided": (lambda x, w, b: FF.conv2d(x, w, b, stride=2, padding=1, act="sigmoid"), (2, 3, 7, 6),
+                       (4, 3, 3, 3)),
+    "conv2d_one_channel": (lambda x, w, b: FF.conv2d(x, w, b, padding=1, act="lrelu"), (2, 1, 6, 6), (5, 1, 3, 3)),
+    "conv_transpose2d": (lambda x, w, b: FF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
+                                                             act="tanh"), (1, 2, 4, 4), (2, 3, 3, 3)),
+}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _ext.has_cuda(), reason="needs CUDA and fastgan's kernels")
+@pytest.mark.parametrize("case", list(ATEN_ROUTE_CASES))
+def test_cuda_aten_route_matches_reference(case):
+    """fastgan.cuda_gemm_route("aten"): cuBLAS / cuDNN products + fastgan's epilogue passes (what "auto" takes for
+    large or badly tiled products, and what no other test reaches at its small shapes): float32 forward + backward
+    against the float64 reference, and gradcheck / gradgradcheck in float64 (the R1 path's double backward)."""
+    fn, xs, ws = ATEN_ROUTE_CASES[case]
+    dev = torch.device("cuda")
+    with fastgan.use_impl("native"), fastgan.cuda_gemm_route("aten"):
+        x, w = rnd(*xs, device=dev, requires_grad=True), rnd(*ws, device=dev, scale=0.3, requires_grad=True)
+        b = rnd(w.shape[1] if case == "conv_transpose2d" else w.shape[0], device=dev, requires_grad=True)
+        check_fwd_bwd(fn, [x, w, b], torch.float32, f"aten route {case}")
+        x, w, b = (t.detach().double().requires_grad_() for t in (x, w, b))
+        assert torch.autograd.gradcheck(fn, (x, w, b))
+        assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
 # ------------------------------------------------------------------------------------ programmatic dependent launch
 @pytest.mark.skipif(not torch.cuda.is_available() or not fastgan._ext.has_cuda()
                     or torch.cuda.get_device_capability() < (9, 0),
