@@ -371,13 +371,16 @@ def test_import_never_compiles_and_works_without_C():
 
 
 @needs_C
-@pytest.mark.parametrize("backend", ["native", "emu"])
+@pytest.mark.parametrize("backend", ["native", "emu", "native-cuda"])
 def test_opcheck(backend):
-    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch; on the C++ CPU kernels and
-    on the emulated CUDA kernels (the same ops with the backend override set)."""
-    if backend not in fastgan.available_impls():
+    """torch.library.opcheck: schema, fake kernels, autograd registration, AOT dispatch; on the C++ CPU kernels, on
+    the emulated CUDA kernels (the same ops with the backend override set) and on a GPU."""
+    impl, _, dev = backend.partition("-")
+    if impl not in fastgan.available_impls():
         pytest.skip("built without emulation")
-    with fastgan.use_impl(backend):
+    if dev == "cuda" and not (torch.cuda.is_available() and _ext.has_cuda()):
+        pytest.skip("needs CUDA and fastgan's CUDA kernels")
+    with fastgan.use_impl(impl), torch.device(dev or "cpu"):  # (the cases' factories make their tensors there)
         _opcheck_all()
 
 
@@ -401,6 +404,9 @@ def _opcheck_all():
         (ns.conv2d, (cl(xc), cl(wc), bc, [1, 1], [1, 1], [1, 1], 1, "sigmoid", 0.0, 1.0, -1.0)),
         (ns.conv2d, (cl(xc), wc, bc, [2, 2], [1, 1], [1, 1], 1, "lrelu", 0.2, 1.0, -1.0)),
         (ns.conv2d, (xc, cl(wc), None, [2, 1], [0, 1], [1, 1], 1, "relu", 0.0, 1.0, -1.0)),
+        # float64: channels_last on the CPU, contiguous on CUDA (cuDNN's rule, which the fake follows)
+        (ns.conv2d, (cl(xc.double()), wc.double(), None, [2, 2], [1, 1], [1, 1], 1, "relu", 0.0, 1.0, -1.0)),
+        (ns.conv2d, (xc.double(), cl(wc.double()), None, [1, 1], [1, 1], [1, 1], 1, "relu", 0.0, 1.0, -1.0)),
         (ns.sigmoid_bce, (lg, None, 1.0, None, None, 1)),
         (ns.sigmoid_bce, (lg, torch.rand(7, 2), 0.0, torch.rand(2), torch.rand(7, 2) + 0.5, 0)),
         (ns.sigmoid_bce_backward, (torch.tensor(0.7), lg, None, 0.0, None, None, 2)),

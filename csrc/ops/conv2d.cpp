@@ -320,7 +320,10 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   if (ex.backend != Backend::CPU && x.size(1) > 0) {
     const double macs = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     if (use_kernels(ex, x, g.N * g.OH * g.OW, g.Cog, macs, std::min({g.N * g.OH * g.OW, g.Cog, g.Cg * g.KH * g.KW}))) {
-      const bool cl = channels_last(x) || channels_last(w);
+      // torch's layout for this device (the fake kernel is aten.convolution's): channels_last when x or w is, but
+      // on CUDA not for float64 (cuDNN's rule: cudnn_conv_suggest_memory_format)
+      const bool cl = (channels_last(x) || channels_last(w)) &&
+                      !(ex.backend == Backend::CUDA && x.scalar_type() == at::kDouble);
       at::Tensor y = at::empty({g.N, g.Co, g.OH, g.OW},
                                x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
       poisoned(y);
