@@ -59,7 +59,10 @@ def _autocast_dtype(t: torch.Tensor) -> Optional[torch.dtype]:
 
 
 def _cast(t, dtype):
-    return t if t is None or not isinstance(t, torch.Tensor) or t.dtype == dtype else t.to(dtype)
+    """t in autocast's dtype, as autocast casts an op's arguments: float64 tensors are left as they are."""
+    if t is None or not isinstance(t, torch.Tensor) or t.dtype in (dtype, torch.float64):
+        return t
+    return t.to(dtype)
 
 
 def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
@@ -361,6 +364,10 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     unfused composition.
     """
     _check_tensor(input, "input")
+    ac = _autocast_dtype(input)
+    if ac is not None:  # the composition below, as autocast runs it: the head in ac, the loss in float32
+        input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
+        target, loss_weight = _cast(target, torch.float32), _cast(loss_weight, torch.float32)
     if input.ndim != 2:
         raise ValueError(f"input: expected a 2-D tensor (batch, in_features), got shape {tuple(input.shape)}")
     _check_tensor(weight, "weight", input)
@@ -372,11 +379,13 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
             raise ValueError(f"bias: expected shape (1,), got {tuple(bias.shape)}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-    like = input.new_empty(()).expand(input.shape[0])  # the logits' shape, dtype and device (no memory)
+    # the logits' shape, dtype (float32 under autocast: the loss's) and device (no memory)
+    like = input.new_empty((), dtype=_cast(input, torch.float32).dtype if ac else input.dtype)
+    like = like.expand(input.shape[0])
     target, label = _bce_checks(like, target, loss_weight, None, reduction)
     impl = _impl.resolve(input.device)
     grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))
-    if impl == "torch" or grads_of_targets or _autocast_dtype(input) is not None:
+    if impl == "torch" or grads_of_targets or ac is not None:
         logits = linear(input, weight, bias)[:, 0]
         return binary_cross_entropy_with_logits(logits, label if target is None else target, loss_weight,
                                                 reduction=reduction), logits

@@ -225,6 +225,35 @@ def test_autocast(impl, dtype):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast_head_and_float64(impl, dtype):
+    """Under autocast, as torch: a D head + loss on the features of an autocast layer with float32 parameters and
+    a float32 target (the head in the autocast dtype, the loss in float32); float64 tensors are never cast."""
+    _, dev = impl
+    if dev.type == "cpu" and dtype == torch.float16 and not hasattr(torch, "get_autocast_dtype"):
+        pytest.skip("old torch")
+    feats = torch.randn(6, 8, device=dev).to(dtype)
+    w, b = torch.randn(1, 8, device=dev, requires_grad=True), torch.randn(1, device=dev, requires_grad=True)
+    t, lw = torch.rand(6, device=dev), torch.rand(6, device=dev)
+    with torch.autocast(dev.type, dtype=dtype):
+        loss, logits = FF.linear_bce_with_logits(feats, w, b, t, loss_weight=lw)
+        want_logits = nn.functional.linear(feats, w, b)[:, 0]
+        want = (nn.functional.binary_cross_entropy_with_logits(want_logits, t, reduction="none") * lw).mean()
+        x64 = torch.randn(3, 5, device=dev, dtype=torch.float64)
+        w64 = torch.randn(4, 5, device=dev, dtype=torch.float64)
+        y64, s64 = FF.linear(x64, w64, act="relu"), nn.functional.linear(x64, w64)
+        c64 = FF.conv2d(torch.randn(1, 2, 5, 5, device=dev, dtype=torch.float64),
+                        torch.randn(3, 2, 3, 3, device=dev, dtype=torch.float64))
+        l64 = FF.binary_cross_entropy_with_logits(y64, 1.0)
+    assert logits.dtype == want_logits.dtype == dtype and loss.dtype == want.dtype == torch.float32
+    assert_close(loss, want.double(), torch.bfloat16, "autocast head loss", factor=2)
+    assert_close(logits, want_logits.double(), torch.bfloat16, "autocast head logits", factor=2)
+    loss.backward()
+    assert w.grad.dtype == b.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+    assert y64.dtype == s64.dtype == c64.dtype == l64.dtype == torch.float64
+    assert_close(y64, torch.relu(s64), torch.float64, "float64 under autocast")
+
+
 def test_channels_last_model(impl):
     _, dev = impl
     torch.manual_seed(0)
