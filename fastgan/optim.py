@@ -83,6 +83,8 @@ class Adam(torch.optim.Adam):
         impl = _impl.current()
         cuda_kernels = impl != "torch" and _ext.has_cuda()
         for group in self.param_groups:
+            if len({p.device for p in group["params"] if p.grad is not None}) > 1:
+                return False  # one launch per group takes one device's tensors; torch's step groups by device
             if (group.get("amsgrad") or group.get("maximize") or group.get("differentiable")
                     or group.get("decoupled_weight_decay")
                     or any(isinstance(group[k], torch.Tensor) for k in ("lr", "eps", "weight_decay"))
@@ -157,15 +159,21 @@ class Adam(torch.optim.Adam):
         """torch's path: the averages of the updated parameters moved toward them. A step counter on the host
         (torch's CPU and foreach steps) gives a host weight, and one ``_foreach_lerp_`` per weight does the rest; one
         on the device (fused / capturable) a weight computed there, one ``lerp_`` per parameter."""
+        skipped = getattr(self, "found_inf", None)  # GradScaler's: torch's step left the parameters as they were
         by_weight = {}
         for p in (p for group in self.param_groups for p in group["params"] if p.grad is not None and p in self._ema):
             t, e = self.state[p]["step"], self._ema[p]
             if t.device.type == "cpu":
+                if skipped is not None and float(skipped):
+                    continue
                 es, ps = by_weight.setdefault(ema_weight(float(t), self.ema_beta), ([], []))
                 es.append(e)
                 ps.append(p)
             else:
-                e.lerp_(p, ema_weight(t, self.ema_beta).to(e.dtype))
+                w = ema_weight(t, self.ema_beta)
+                if skipped is not None:  # weight 0 on a skipped step, decided on the device (no sync)
+                    w = w * (1 - skipped.to(w.device, w.dtype).reshape(()))
+                e.lerp_(p, w.to(e.dtype))
         for w, (es, ps) in by_weight.items():
             torch._foreach_lerp_(es, ps, w)
 

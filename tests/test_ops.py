@@ -1570,6 +1570,25 @@ def test_adam_state_dict_and_versions():
         y.backward()
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_adam_ema_skips_the_steps_gradscaler_skips(device):
+    """GradScaler with fused=True hands found_inf to the step: on an inf step torch's fused step leaves the
+    parameters (and step counters) as they were, and the EMA copies do not move either; the next step moves both."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from fastgan.optim import Adam
+    p = torch.nn.Parameter(torch.randn(3, device=device))
+    e = p.detach() + 1
+    opt = Adam([p], lr=0.1, fused=True, ema=[e], ema_beta=0.5)
+    p.grad = torch.ones(3, device=device)
+    opt.grad_scale = torch.ones((), device=device)
+    for inf in (1.0, 0.0):
+        opt.found_inf = torch.full((), inf, device=device)
+        p0, e0 = p.detach().clone(), e.clone()
+        opt.step()
+        assert torch.equal(p, p0) == torch.equal(e, e0) == bool(inf), inf
+
+
 def test_adam_falls_back_and_guards():
     """fastgan.optim.Adam's edges: the closure runs before the applicability checks; a GradScaler driving a fused
     optimiser (grad_scale / found_inf handed to the step) gets torch's fused step, which honours them; weight decay 0
