@@ -425,6 +425,16 @@ def _opcheck_all():
         torch.library.opcheck(op, args)
 
 
+def test_arch_list_coverage():
+    """Which GPUs a build's TORCH_CUDA_ARCH_LIST runs on (the doctor's warning, the GPU check's use of a prebuilt
+    _C): SASS on its own major version from its minor up, PTX on anything newer, '9.0a' on 9.0 only."""
+    from fastgan.doctor import _arch_covered
+    assert _arch_covered((9, 0), "9.0") and _arch_covered((9, 0), "8.0;9.0") and _arch_covered((9, 0), "8.0 9.0")
+    assert _arch_covered((8, 6), "8.0") and not _arch_covered((8, 0), "8.6") and not _arch_covered((9, 0), "8.0")
+    assert _arch_covered((9, 0), "8.0+PTX") and _arch_covered((12, 0), "8.0, 9.0+PTX")
+    assert _arch_covered((9, 0), "9.0a") and not _arch_covered((10, 0), "9.0a+PTX") and not _arch_covered((9, 0), "")
+
+
 def test_doctor_reports_versions_build_and_impl_per_op():
     """`python -m fastgan doctor`: torch / CUDA / nvcc versions, what _C was built against and for which archs,
     and which implementation each op uses on each device (CPU, and CUDA whenever torch is a CUDA build)."""
