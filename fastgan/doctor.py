@@ -23,19 +23,20 @@ def _nvcc_version() -> str:
 
 def _arch_covered(cap: tuple, archs: str) -> bool:
     """True when the build has SASS for this capability or PTX it can JIT from (an older or equal arch). ``archs``
-    as TORCH_CUDA_ARCH_LIST writes it ('8.0;9.0', '8.0 9.0+PTX', '9.0a'); an arch-specific entry ('9.0a') runs on
-    that capability only, and its PTX on no other."""
+    as TORCH_CUDA_ARCH_LIST writes it ('8.0;9.0', '8.0 9.0+PTX', '9.0a', '10.0f'); an arch-specific entry ('9.0a')
+    runs on that capability only, a family-specific one ('10.0f') on its major version, and the PTX of either on no
+    newer GPU."""
     major, minor = cap
     for a in re.split(r"[;,\s]+", archs):
-        m = re.fullmatch(r"(\d+)\.(\d+)(a?)(\+PTX)?", a.strip())
+        m = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", a.strip())
         if not m:
             continue
-        am, an, specific, ptx = int(m.group(1)), int(m.group(2)), bool(m.group(3)), bool(m.group(4))
-        if specific:
+        am, an, suffix, ptx = int(m.group(1)), int(m.group(2)), m.group(3), bool(m.group(4))
+        if suffix == "a":
             if (am, an) == (major, minor):
                 return True
             continue
-        if (am == major and an <= minor) or (ptx and (am, an) <= (major, minor)):
+        if (am == major and an <= minor) or (not suffix and ptx and (am, an) <= (major, minor)):
             return True
     return False
 

@@ -108,8 +108,8 @@ def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1,
     """
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
     _check_tensor(x, "x")
-    if bias is not None and _autocast_dtype(x) is not None:
-        bias = _cast(bias, x.dtype)  # an fp32 bias parameter after an autocast layer
+    if bias is not None and _autocast_dtype(x) is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)  # an fp32 bias parameter after an autocast layer
     dim = _bias_act_checks(x, bias, dim)
     impl = _impl.resolve(x.device)
     if impl == "torch":
@@ -380,8 +380,8 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     # the logits' shape, dtype (float32 under autocast: the loss's) and device (no memory)
-    like = input.new_empty((), dtype=_cast(input, torch.float32).dtype if ac else input.dtype)
-    like = like.expand(input.shape[0])
+    loss_dtype = torch.float32 if ac is not None and input.dtype != torch.float64 else input.dtype
+    like = input.new_empty((), dtype=loss_dtype).expand(input.shape[0])
     target, label = _bce_checks(like, target, loss_weight, None, reduction)
     impl = _impl.resolve(input.device)
     grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))

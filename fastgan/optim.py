@@ -172,7 +172,7 @@ class Adam(torch.optim.Adam):
             else:
                 w = ema_weight(t, self.ema_beta)
                 if skipped is not None:  # weight 0 on a skipped step, decided on the device (no sync)
-                    w = w * (1 - skipped.to(w.device, w.dtype).reshape(()))
+                    w = w * (skipped.to(w.device) == 0).to(w.dtype).reshape(())  # (GradScaler sums devices' flags)
                 e.lerp_(p, w.to(e.dtype))
         for w, (es, ps) in by_weight.items():
             torch._foreach_lerp_(es, ps, w)

@@ -433,6 +433,7 @@ def test_arch_list_coverage():
     assert _arch_covered((8, 6), "8.0") and not _arch_covered((8, 0), "8.6") and not _arch_covered((9, 0), "8.0")
     assert _arch_covered((9, 0), "8.0+PTX") and _arch_covered((12, 0), "8.0, 9.0+PTX")
     assert _arch_covered((9, 0), "9.0a") and not _arch_covered((10, 0), "9.0a+PTX") and not _arch_covered((9, 0), "")
+    assert _arch_covered((10, 3), "10.0f") and not _arch_covered((12, 0), "10.0f+PTX")
 
 
 def test_doctor_reports_versions_build_and_impl_per_op():

@@ -250,6 +250,8 @@ def test_autocast_head_and_float64(impl, dtype):
     assert_close(logits, want_logits.double(), torch.bfloat16, "autocast head logits", factor=2)
     loss.backward()
     assert w.grad.dtype == b.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+    with torch.autocast(dev.type, dtype=dtype):  # a bias of any dtype after an autocast layer takes x's
+        assert FF.bias_act(feats, torch.randn(8, device=dev, dtype=torch.float64), act="relu").dtype == dtype
     assert y64.dtype == s64.dtype == c64.dtype == l64.dtype == torch.float64
     assert_close(y64, torch.relu(s64), torch.float64, "float64 under autocast")
 
