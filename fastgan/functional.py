@@ -308,7 +308,8 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
             like = x.new_empty(()).expand(shape)
         y = _fn("conv2d_backward").apply(x, like, weight, list(stride), list(padding), list(dilation), int(groups),
                                          [True, False, False], None, "linear", 0.0, 1.0, -1.0)[0]
-    y = bias_act(y, bias, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
+    if bias is not None or spec.name != "linear" or gain != 1.0 or clamp >= 0:  # (else nothing to apply)
+        y = bias_act(y, bias, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
     return y.squeeze(0) if unbatched else y
 
 

@@ -559,6 +559,22 @@ def test_conv_transpose2d_matches_reference(impl, case, layout):
         assert fn(x, w, b).is_contiguous(memory_format=torch.channels_last)
 
 
+def test_conv_transpose2d_keeps_no_output_sized_stand_in(impl):
+    """conv_transpose2d runs as conv2d_backward with a stand-in for the convolution's input that carries only its
+    shape and layout (channels_last needs real strides, so an output-sized allocation): autograd keeps no
+    output-sized tensor alive until backward (only the input and the weight; no bias, no activation to save)."""
+    _, dev = impl
+    x = rnd(2, 4, 5, 6, device=dev, requires_grad=True).contiguous(memory_format=torch.channels_last)
+    w = rnd(4, 3, 4, 4, device=dev, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        y = FF.conv_transpose2d(x, w, stride=2, padding=1)
+    assert y.shape == (2, 3, 10, 12) and y.is_contiguous(memory_format=torch.channels_last)
+    assert y.shape not in saved, saved
+    gx, gw = torch.autograd.grad(y, (x, w), torch.ones_like(y), create_graph=True)
+    torch.autograd.grad((gx * gx).sum() + (gw * gw).sum(), (x, w))  # the double backward without it
+
+
 def test_conv_transpose2d_gradgradcheck(impl):
     _, dev = impl
     x = rnd(1, 2, 3, 3, dtype=torch.float64, device=dev, requires_grad=True)

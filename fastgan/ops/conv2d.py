@@ -76,7 +76,9 @@ def _backward_setup(ctx, inputs, output):
     ctx.act = (act, alpha, gain, clamp)
     ctx.dim = 1
     ctx.y_index = 8
-    ctx.save_for_backward(dy, x, w, y)
+    # x only matters with the weight gradient (the double backward's products with gdw); without it, x may be a
+    # stand-in that only carries a shape and layout (conv_transpose2d's, output-sized when channels_last)
+    ctx.save_for_backward(dy, x if ctx.mask[1] else None, w, y)
 
 
 def _backward_backward(ctx, gdx, gdw, gdb):
