@@ -78,6 +78,11 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+def is_identity(act: str, gain: float, clamp: float) -> bool:
+    """Whether act(z) * gain, clamped (clamp < 0: none), is z itself: nothing for a pass to apply."""
+    return act == "linear" and gain == 1 and clamp < 0
+
+
 def get(name: str) -> Activation:
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"act: unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")

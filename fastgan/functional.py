@@ -238,6 +238,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
             padding = _same_padding(weight, stride, dilation)
             if padding is None:  # asymmetric split: stock computation
                 y = F.conv2d(input, weight, bias, stride, "same", dilation, groups)
+                if _activations.is_identity(spec.name, gain, clamp):
+                    return y
                 return bias_act(y, None, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
         else:
             raise ValueError(f"padding: expected 'valid', 'same', an int or a pair of ints, got {padding!r}")
@@ -308,7 +310,7 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
             like = x.new_empty(()).expand(shape)
         y = _fn("conv2d_backward").apply(x, like, weight, list(stride), list(padding), list(dilation), int(groups),
                                          [True, False, False], None, "linear", 0.0, 1.0, -1.0)[0]
-    if bias is not None or spec.name != "linear" or gain != 1.0 or clamp >= 0:  # (else nothing to apply)
+    if bias is not None or not _activations.is_identity(spec.name, gain, clamp):
         y = bias_act(y, bias, 1, spec.name, alpha, gain, None if clamp < 0 else clamp)
     return y.squeeze(0) if unbatched else y
 

@@ -96,7 +96,7 @@ def layer_dz_adjoint(g, dy, y, dim, act, alpha, gain, clamp, need_dy, need_y):
     act'(y / gain)."""
     if g is None:
         return None, None
-    if y is None or (act == "linear" and gain == 1 and clamp < 0):  # dz = dy
+    if y is None or _activations.is_identity(act, gain, clamp):  # dz = dy
         return (g if need_dy else None), None
     gdy = call("bias_act_backward", g, y, False, dim, act, alpha, gain, clamp)[0] if need_dy else None
     spec = _activations.get(act)
