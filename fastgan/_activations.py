@@ -104,14 +104,16 @@ def resolve(act: str, alpha: Optional[float], gain: Optional[float], clamp: Opti
     spec = get(act)
     alpha = spec.alpha if alpha is None else _number(alpha, "alpha")
     gain = spec.gain if gain is None else _number(gain, "gain")
-    if not math.isfinite(alpha) or alpha < 0:
+    # (comparisons, not math.isfinite: under torch.compile(dynamic=True) a layer's float may be symbolic; NaN fails
+    # every comparison)
+    if not 0 <= alpha < math.inf:
         raise ValueError(f"alpha: expected a finite number >= 0, got {alpha}")
-    if not math.isfinite(gain) or gain <= 0:
+    if not 0 < gain < math.inf:
         raise ValueError(f"gain: expected a finite number > 0, got {gain}")
     if clamp is None:
         clamp = -1.0
     else:
         clamp = _number(clamp, "clamp")
-        if not (clamp >= 0) or math.isinf(clamp):
+        if not 0 <= clamp < math.inf:
             raise ValueError(f"clamp: expected None or a finite number >= 0, got {clamp}")
     return spec, alpha, gain, clamp

@@ -129,19 +129,23 @@ def _fuse_fx(module: nn.Module, prefix: str, report: List[str]) -> nn.Module:
         act = alpha = None
         if user.op == "call_module" and _act_of(modules.get(user.target)) is not None:
             act, alpha = _act_of(modules[user.target])
-        elif user.op == "call_function" and user.target in _FX_FUNCS and user.args[0] is node:
+        elif user.op == "call_function" and user.target in _FX_FUNCS:
+            args, kwargs = list(user.args), dict(user.kwargs)
+            if not args and "input" in kwargs:  # torch.tanh(input=h)
+                args.append(kwargs.pop("input"))
+            if not args or args[0] is not node:
+                continue
             act = _FX_FUNCS[user.target]
             spec = _activations.get(act)
             defaults = _fx_defaults(user.target)
             # other keywords (inplace=...) only at their defaults
-            if any(k != spec.alpha_attr and defaults.get(k, object()) != v for k, v in user.kwargs.items()):
+            if any(k != spec.alpha_attr and defaults.get(k, object()) != v for k, v in kwargs.items()):
                 continue
             if spec.alpha_attr:
-                alpha = user.kwargs.get(spec.alpha_attr, user.args[1] if len(user.args) > 1
-                                        else defaults.get(spec.alpha_attr))
-                if not isinstance(alpha, (int, float)) or alpha < 0 or len(user.args) > 2:
+                alpha = kwargs.get(spec.alpha_attr, args[1] if len(args) > 1 else defaults.get(spec.alpha_attr))
+                if not isinstance(alpha, (int, float)) or alpha < 0 or len(args) > 2:
                     continue
-            elif len(user.args) > 1:
+            elif len(args) > 1:
                 continue
         if act is None:
             continue

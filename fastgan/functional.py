@@ -39,6 +39,8 @@ def _fn(name: str):
 def _check_tensor(t, name: str, like: Optional[torch.Tensor] = None, like_name: str = "input") -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {t.layout}")
     if t.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name}: expected a floating-point tensor (float32, float64, float16 or bfloat16), "
                         f"got {t.dtype}")
@@ -135,8 +137,11 @@ def _bias_act_checks(x, bias, dim: int) -> int:
 
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01, inplace: bool = False) -> torch.Tensor:
-    """Same as :func:`torch.nn.functional.leaky_relu` (negative slopes and ``inplace`` use the stock op)."""
-    if inplace or not isinstance(input, torch.Tensor) or input.dtype not in _FLOAT_DTYPES or negative_slope < 0:
+    """Same as :func:`torch.nn.functional.leaky_relu` (negative or non-finite slopes and ``inplace`` use the stock
+    op)."""
+    if (inplace or not isinstance(input, torch.Tensor) or input.dtype not in _FLOAT_DTYPES
+            or isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real)
+            or not 0 <= negative_slope < math.inf):
         return F.leaky_relu(input, negative_slope, inplace)
     return bias_act(input, None, 1, "lrelu", negative_slope, 1.0, None)
 
@@ -165,7 +170,7 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     impl = _impl.resolve(input.device)
     if impl == "torch":
         return reference.dense(input, weight, bias, spec.name, alpha, gain, clamp)
-    return _fn("dense").apply(input, weight, bias, spec.name, alpha, gain, clamp)
+    return _fn("dense").apply(input, weight, bias, spec.name, alpha, gain, clamp, None)
 
 
 def _same_padding(weight: torch.Tensor, stride, dilation):
@@ -188,7 +193,7 @@ def _check_conv_operands(input, weight, groups, weight_layout: str) -> None:
                          f"got shape {tuple(input.shape)}")
     if weight.ndim != 4:
         raise ValueError(f"weight: expected a 4-D tensor {weight_layout}, got shape {tuple(weight.shape)}")
-    if not isinstance(groups, numbers.Integral) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
 
 
@@ -253,7 +258,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
         y = reference.conv2d(x, weight, bias, stride, padding, dilation, groups, spec.name, alpha, gain, clamp)
     else:
         y = _fn("conv2d").apply(x, weight, bias, list(stride), list(padding), list(dilation), int(groups),
-                                spec.name, alpha, gain, clamp)
+                                spec.name, alpha, gain, clamp, None)
     return y.squeeze(0) if unbatched else y
 
 
@@ -407,8 +412,10 @@ def _bce_checks(input, target, weight, pos_weight, reduction):
         if target.shape != input.shape:
             raise ValueError(f"target: expected the input's shape {tuple(input.shape)}, got {tuple(target.shape)}")
         label = 0.0
-    elif isinstance(target, numbers.Real):
+    elif isinstance(target, numbers.Real) and not isinstance(target, bool):
         label = float(target)
+        if not math.isfinite(label):
+            raise ValueError(f"target: expected a finite number, got {label}")
         target = None
     else:
         raise TypeError(f"target: expected a tensor or a number, got {type(target).__name__}")

@@ -119,11 +119,14 @@ def test_fuse_fx_traceable_module_and_untraceable():
         def __init__(self):
             super().__init__()
             self.fc1, self.fc2, self.fc3 = nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3)
+            self.fc4, self.fc5 = nn.Linear(4, 4), nn.Linear(4, 4)
             self.act = nn.Tanh()
 
         def forward(self, x):
             h = nn.functional.leaky_relu(self.fc1(x), 0.1)
             h = self.act(self.fc2(h))
+            h = torch.tanh(input=self.fc4(h))  # the input as a keyword
+            h = nn.functional.leaky_relu(input=self.fc5(h), negative_slope=0.3)
             return torch.sigmoid(self.fc3(h)) + self.fc3(h)  # fc3 used twice: not fusable
 
     class Untraceable(nn.Module):
@@ -138,7 +141,8 @@ def test_fuse_fx_traceable_module_and_untraceable():
 
     net = Net()
     fused, report = fastgan.fuse(net, return_report=True)
-    assert len(report) == 2, report
+    assert len(report) == 4, report
+    assert (fused.fc4.act, fused.fc5.act, fused.fc5.alpha) == ("tanh", "lrelu", 0.3)
     x = torch.randn(7, 6)
     assert torch.allclose(fused(x), net(x), atol=1e-6)
     u = Untraceable()
@@ -281,6 +285,49 @@ def test_torch_compile_fullgraph_conv_transpose():
     assert torch.allclose(y0, y1, atol=1e-5)
     for a, b in zip(g0, g1):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "plain"])
+def test_torch_compile_fullgraph_without_gradients(mode):
+    """Every fused function compiled with fullgraph=True where no input requires gradients (evaluation, sampling,
+    an EMA generator): torch.compile traces the op's Function differently then (no ctx: forward's signature must
+    match the call's arguments). Same results as eager."""
+    torch.manual_seed(0)
+    x2, w2, b2 = torch.randn(5, 6), torch.randn(4, 6), torch.randn(4)
+    img, k, kb = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3), torch.randn(4)
+    t = torch.rand(5)
+    head_w, head_b = torch.randn(1, 6), torch.randn(1)
+
+    def run():
+        return [FF.bias_act(x2, b2[:1].expand(6).contiguous(), act="tanh"),
+                FF.leaky_relu(x2, 0.1),
+                FF.linear(x2, w2, b2, act="lrelu"),
+                FF.conv2d(img, k, kb, stride=2, padding=1, act="relu"),
+                FF.conv_transpose2d(img, k.transpose(0, 1).contiguous(), None, stride=2, act="sigmoid"),
+                FF.binary_cross_entropy_with_logits(x2[:, 0], t),
+                *FF.linear_bce_with_logits(x2, head_w, head_b, t),
+                FF.sum_squares(x2)]
+    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
+    compiled = torch.compile(run, fullgraph=True)
+    with context() if context else torch.enable_grad():
+        eager, got = run(), compiled()
+    for a, b in zip(eager, got):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_dynamic_shapes():
+    """torch.compile(fullgraph=True, dynamic=True) over fused layers (their float arguments may be traced
+    symbolically): outputs and gradients as eager for two batch sizes."""
+    torch.manual_seed(0)
+    model = fastgan.fuse(stock_classifier())
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    for n in (3, 5):
+        x = torch.randn(n, 1, 28, 28, requires_grad=True)
+        y0, y1 = model(x), compiled(x)
+        assert torch.allclose(y0, y1, atol=1e-5)
+        g0, g1 = (torch.autograd.grad(y.sum(), [x, model[0].weight]) for y in (y0, y1))
+        for a, b in zip(g0, g1):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_torch_func_grad_and_vmap_bias_act(impl):

@@ -167,6 +167,8 @@ def test_leaky_relu_matches_torch(impl):
         assert_close(y, torch.nn.functional.leaky_relu(x.double(), slope), torch.float32, f"leaky_relu({slope})")
     # negative slopes and inplace take the stock op (same result as torch, never a different one)
     assert torch.equal(FF.leaky_relu(x, -0.5), torch.nn.functional.leaky_relu(x, -0.5))
+    for slope in (math.nan, math.inf):  # and non-finite ones: NaN / -inf where x < 0, as torch
+        torch.testing.assert_close(FF.leaky_relu(x, slope), torch.nn.functional.leaky_relu(x, slope), equal_nan=True)
     z = x.detach().clone()
     FF.leaky_relu(z, 0.1, inplace=True)
     assert torch.equal(z, torch.nn.functional.leaky_relu(x.detach(), 0.1))
@@ -573,6 +575,56 @@ def test_conv_transpose2d_keeps_no_output_sized_stand_in(impl):
     assert y.shape not in saved, saved
     gx, gw = torch.autograd.grad(y, (x, w), torch.ones_like(y), create_graph=True)
     torch.autograd.grad((gx * gx).sum() + (gw * gw).sum(), (x, w))  # the double backward without it
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv2d", "bias_act", "conv_transpose2d"])
+def test_identity_layer_saves_no_output(impl, layer):
+    """A layer with nothing to apply after its bias (act 'linear', gain 1, no clamp) saves no output for backward, as
+    torch's linear / conv2d / add: the output may be modified in place (a residual `out += x`) and the gradients
+    stay those of the stock composition, also in the double backward."""
+    _, dev = impl
+    F = torch.nn.functional
+    x = rnd(2, 4, 5, 4, dtype=torch.float64, device=dev, requires_grad=True)
+    b = rnd(4, dtype=torch.float64, device=dev, requires_grad=True)
+    w, fn, stock = {
+        "linear": (rnd(4, 4), FF.linear, F.linear),
+        "conv2d": (rnd(4, 4, 3, 3), lambda x, w, b: FF.conv2d(x, w, b, padding=1),
+                   lambda x, w, b: F.conv2d(x, w, b, padding=1)),
+        "conv_transpose2d": (rnd(4, 4, 3, 3), lambda x, w, b: FF.conv_transpose2d(x, w, b, padding=1),
+                             lambda x, w, b: F.conv_transpose2d(x, w, b, padding=1)),
+        "bias_act": (rnd(4), lambda x, w, b: FF.bias_act(x, b * w), lambda x, w, b: x + (b * w).view(1, -1, 1, 1)),
+    }[layer]
+    w = w.to(device=dev, dtype=torch.float64).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        y = fn(x, w, b)
+    assert y.data_ptr() not in saved
+    got = []
+    for f in (fn, stock):
+        out = f(x, w, b)
+        out += x  # in place, on the output
+        g = torch.autograd.grad(out.square().sum(), (x, w, b), create_graph=True)
+        got.append(g + torch.autograd.grad(sum(t.square().sum() for t in g), (x, w, b)))
+    for a, s in zip(*got):
+        torch.testing.assert_close(a, s, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("act", ["tanh", "lrelu"])
+def test_half_linear_adds_the_bias_before_rounding(impl, dtype, act):
+    """A half-type linear with an activation rounds x w^T + b once, as F.linear does, before the activation: where
+    the product and the bias nearly cancel, a product rounded to the half type first would be off by half an ulp of
+    the product, many ulps of the result."""
+    _, dev = impl
+    torch.manual_seed(0)
+    x, w = rnd(6, 32, dtype=dtype, device=dev, scale=2), rnd(5, 32, dtype=dtype, device=dev)
+    p = x[0].double() @ w.double().T  # row 0 of the product (magnitude ~10), cancelled by the bias to ~0.06-0.2
+    b = (-p + torch.linspace(0.06, 0.2, 5, dtype=torch.float64, device=dev)).to(dtype)
+    y = FF.linear(x, w, b, act=act)
+    want = reference(lambda: FF.linear(x.double(), w.double(), b.double(), act=act))
+    eps = torch.finfo(dtype).eps
+    err = ((y.double() - want).abs() / want.abs().clamp_min(0.01)).max().item()
+    assert err <= 2 * eps, f"{dtype} {act}: relative error {err:.3g} > 2 ulp ({2 * eps:.3g})"
 
 
 def test_conv_transpose2d_gradgradcheck(impl):

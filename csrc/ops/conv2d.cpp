@@ -20,6 +20,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -287,6 +288,11 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, a
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
                         padding[1] >= 0,
                     op, ": expected stride >= 1, dilation >= 1 and padding >= 0, got stride ", stride, ", padding ",
+                    padding, ", dilation ", dilation);
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();  // (so the size check below cannot overflow)
+  TORCH_CHECK_VALUE(stride[0] <= kMax && stride[1] <= kMax && dilation[0] <= kMax && dilation[1] <= kMax &&
+                        padding[0] <= kMax && padding[1] <= kMax,
+                    op, ": expected stride, padding and dilation below 2^31, got stride ", stride, ", padding ",
                     padding, ", dilation ", dilation);
   TORCH_CHECK_VALUE(w.size(0) >= 1, op, ": w: expected at least one output channel, got shape ", w.sizes());
   TORCH_CHECK_VALUE(groups >= 1 && x.size(1) == w.size(1) * groups && w.size(0) % groups == 0, op,

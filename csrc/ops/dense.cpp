@@ -114,14 +114,15 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
     at::mm_out(y, x2, w.t());
     return as_shape(dact_apply(ex, y, dy2, a, alpha, gain, clamp), out_shape);
   }
-  if (ex.backend == Backend::CPU && has_b && a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0) {
-    // Nothing to fuse: the bias rides in the GEMM's accumulator, as F.linear does (one rounding, F.linear's bits).
-    // (CUDA / EMU products declined by the kernels keep the epilogue pass: cuda_gemm_route('aten') promises it.)
+  // The bias rides in the GEMM's accumulator, as in F.linear (x w^T + b rounded once: a half-type product rounded
+  // before the bias is added loses the bits where the two cancel; cuBLASLt's bias epilogue on CUDA), then the
+  // activation in one pass over y, where there is one to apply.
+  if (has_b)
     at::addmm_out(y, *b, x2, w.t());
-    return as_shape(y, out_shape);
-  }
-  at::mm_out(y, x2, w.t());
-  bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
+  else
+    at::mm_out(y, x2, w.t());
+  if (!(a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0))
+    bias_act_into(ex, y, c10::nullopt, y, 1, a, alpha, gain, clamp);
   return as_shape(y, out_shape);
 }
 

@@ -17,6 +17,7 @@ same kernels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Callable, Optional
 
@@ -25,12 +26,26 @@ import torch
 from .. import _activations
 
 FUNCTIONS: dict = {}  # op name -> its autograd.Function
-_VARARGS = inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
 
 
 def op(name: str):
     """The dispatcher op ``torch.ops.fastgan.<name>``."""
     return getattr(torch.ops.fastgan, name)
+
+
+def one_device_fake(qualname: str, fake: Callable) -> Callable:
+    """``fake`` as the op's fake kernel: the dispatcher sends a call with any meta tensor to it, also one whose other
+    tensors hold data, whose results would then be uninitialised memory; torch's own ops refuse the mix, so does
+    this."""
+    @functools.wraps(fake)
+    def checked(*args, **kwargs):
+        devices = {t.device.type for a in (*args, *kwargs.values())
+                   for t in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(t, torch.Tensor)}
+        if "meta" in devices and len(devices) > 1:
+            raise ValueError(f"{qualname}: expected every tensor on one device, got meta tensors with tensors on "
+                             f"{', '.join(sorted(devices - {'meta'}))}")
+        return fake(*args, **kwargs)
+    return checked
 
 
 def register(name: str, *, fake: Callable, setup_context: Callable, backward: Callable,
@@ -51,7 +66,7 @@ def register(name: str, *, fake: Callable, setup_context: Callable, backward: Ca
             return (None,) * n
         return tuple(user_backward(ctx, *grads))[:n]
 
-    torch.library.register_fake(qualname, fake)
+    torch.library.register_fake(qualname, one_device_fake(qualname, fake))
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
     if vmap is not None:
         torch.library.register_vmap(qualname, vmap)
@@ -60,9 +75,12 @@ def register(name: str, *, fake: Callable, setup_context: Callable, backward: Ca
     def forward(*args):
         return raw(*args)
 
-    # Function.apply binds its arguments to forward's signature on every call (inspect.signature, ~15 us on a
-    # 2-core VM); a precomputed one is what inspect returns at once
-    forward.__signature__ = _VARARGS
+    # forward's signature is the op's (the fake kernel's parameters and defaults): Function.apply binds its arguments
+    # to it on every call, filling omitted trailing defaults (a precomputed signature is what inspect returns at
+    # once: inspect would take ~15 us on a 2-core VM), and torch.compile, tracing a call with no input that requires
+    # gradients, passes forward a ctx unless the call's argument count equals the signature's (so callers pass
+    # every argument, defaults included).
+    forward.__signature__ = inspect.signature(fake)
 
     attrs = {"forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
              "backward": staticmethod(backward)}

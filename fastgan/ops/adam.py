@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import torch
 
+from ._registry import one_device_fake
 
-@torch.library.register_fake("fastgan::adam_")
+
 def _fake(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, ema=None, ema_beta=0.0):
     return None
+
+
+torch.library.register_fake("fastgan::adam_", one_device_fake("fastgan::adam_", _fake))

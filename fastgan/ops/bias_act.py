@@ -73,13 +73,19 @@ def _setup(ctx, inputs, output):
     ctx.has_b = b is not None
     ctx.b_leaf = leaves(b)[0]
     ctx.params = (dim, act, alpha, gain, clamp)
-    ctx.save_for_backward(output)
+    # y = x + b saves nothing (as torch's add: its output may be modified in place); otherwise y, which every
+    # activation's derivative is written through
+    ctx.identity = _activations.is_identity(act, gain, clamp)
+    ctx.save_for_backward(None if ctx.identity else output)
 
 
 def _backward(ctx, gy):
     (y,) = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.params
     want_db = ctx.has_b and ctx.needs_input_grad[1] and (weight_gradients_enabled() or not ctx.b_leaf)
+    if ctx.identity:  # dz = gy; db its sum over every dim but the bias's
+        db = gy.sum([d for d in range(gy.ndim) if d != dim]) if want_db else None
+        return gy, db, None, None, None, None, None
     dz, db = call("bias_act_backward", gy, y, want_db, dim, act, alpha, gain, clamp)
     return dz, (db if want_db else None), None, None, None, None, None
 

@@ -8,6 +8,7 @@ adjoint (_registry.layer_backward_double).
 """
 from __future__ import annotations
 
+from .. import _activations
 from ._registry import (LAYER_DEFAULTS, call, dact_y_grad, layer_backward_double, layer_mask, leaves,
                         register, with_defaults)
 
@@ -28,7 +29,10 @@ def _setup(ctx, inputs, output):
     ctx.leaves = leaves(w, b)
     ctx.params = (act, alpha, gain, clamp)
     ctx.dact = dact_y is not None
-    ctx.save_for_backward(x, w, dact_y if ctx.dact else output)
+    # the output only where the activation's derivative reads it (as torch's linear / conv2d, an identity layer
+    # saves no output: it may be modified in place)
+    y = dact_y if ctx.dact else (None if _activations.is_identity(act, gain, clamp) else output)
+    ctx.save_for_backward(x, w, y)
 
 
 def _backward(ctx, gy):
