@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "doctor":  # (doctor reports it among the rest)
+        from . import _impl
+        try:
+            _impl.current()  # a bad FASTGAN_IMPL stops here, not after a run's work
+        except RuntimeError as e:
+            print(f"fastgan {args.command}: error: {e}", file=sys.stderr)
+            return 2
     return int(args.func(args) or 0)
 
 

@@ -95,8 +95,11 @@ def report() -> list:
                          "sets the width)")
         lines.append("  autograd: one torch.autograd.Function per op (fastgan/ops/), the same formulas registered "
                      "with torch.library.register_autograd for torch.ops.fastgan.* callers")
-    lines.append(f"available implementations: {', '.join(_impl.available_impls())}; "
-                 f"selected: {_impl.current()}")
+    try:
+        selected = _impl.current()
+    except RuntimeError as e:  # a bad FASTGAN_IMPL
+        selected = f"error: {e}"
+    lines.append(f"available implementations: {', '.join(_impl.available_impls())}; selected: {selected}")
     lines.append("implementation per op and device:")
     for dev in devices:
         try:

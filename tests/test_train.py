@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -822,7 +823,12 @@ def test_resume_of_a_finished_run_says_so(tmp_path, tiny, capsys):
     capsys.readouterr()
     assert run_cli("train", "--out", out, "--resume", "--device", "cpu") == 0
     text = capsys.readouterr().out
-    assert "is complete (3 steps, 1 epochs)" in text and "--epochs 31" in text and "nan" not in text
+    assert "is complete (3 steps, 1 epoch)" in text and "--epochs 31" in text and "nan" not in text
+    assert run_cli("train", "--out", tmp_path / "short", "--data", tiny, "--batch-size", 32, "--max-steps", 2,
+                   "--device", "cpu", "--quiet") == 0
+    capsys.readouterr()
+    assert run_cli("train", "--out", tmp_path / "short", "--resume", "--device", "cpu") == 0
+    assert "--resume --max-steps 1002" in capsys.readouterr().out  # (--epochs would not lift a step limit)
 
 
 def test_interrupt_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
@@ -854,3 +860,96 @@ def test_sample_defaults_into_the_run_folder_and_threads_option(tmp_path, tiny, 
     assert run_cli("sample", "--checkpoint", out / "checkpoint.pt", "--n", 4) == 0
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "samples.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------- the user's files
+def test_a_run_never_overwrites_another_runs_files(tmp_path, tiny, capsys, monkeypatch):
+    """--resume of another checkpoint into a folder holding a run, two runs in one folder, --resume with
+    --overwrite, an empty --out: refused before anything is written; the folder's files stay as they were."""
+    from fastgan.train.trainer import _out_lock
+    common = ("--data", tiny, "--batch-size", 32, "--device", "cpu", "-q")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli("train", "--out", a, "--max-steps", 3, "--seed", 1, *common) == 0
+    assert run_cli("train", "--out", b, "--max-steps", 2, "--seed", 2, *common) == 0
+    before = {f.name: f.read_bytes() for f in a.iterdir() if f.is_file()}
+    capsys.readouterr()
+    for argv, msg in [(["--resume", b / "checkpoint.pt", "--max-steps", 4], "is another run's checkpoint"),
+                      (["--resume", "--overwrite"], "pass one of them")]:
+        assert run_cli("train", "--out", a, *argv, "--device", "cpu", "-q") == 1
+        assert msg in capsys.readouterr().err
+    with _out_lock(a):  # a run writing there
+        assert run_cli("train", "--out", a, "--resume", "--max-steps", 4, "--device", "cpu", "-q") == 1
+        assert "another fastgan train is writing there" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in a.iterdir() if f.is_file()} == before
+    assert run_cli("train", "--out", a / "c", "--resume", a / "checkpoint.pt", "--max-steps", 4, "-q") == 0
+    assert run_cli("train", "--out", "", *common) == 1
+    assert "--out: expected a directory path" in capsys.readouterr().err
+    monkeypatch.setenv("FASTGAN_IMPL", "garbage")  # refused before a run's work, not after it
+    assert run_cli("train", "--out", tmp_path / "d", *common) == 2
+    assert "FASTGAN_IMPL='garbage'" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_overwrite_clears_the_earlier_runs_outputs(tmp_path, tiny):
+    out, common = tmp_path / "run", ("--data", tiny, "--batch-size", 32, "--device", "cpu", "-q")
+    assert run_cli("train", "--out", out, "--epochs", 2, *common) == 0
+    assert (out / "samples" / "epoch_0002.png").exists()
+    assert run_cli("train", "--out", out, "--overwrite", "--epochs", 1, *common) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_0001.png"]
+    assert [r["step"] for r in records(out)] == [1, 2, 3] and ckpt.load(out / "checkpoint.pt")["step"] == 3
+
+
+def test_resume_refuses_a_changed_data_set(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_mnist(data, 64)
+    assert run_cli("train", "--out", out, "--data", data, "--batch-size", 32, "--epochs", 2, "--max-steps", 1,
+                   "--device", "cpu", "-q") == 0
+    write_mnist(data, 128)  # the same folder, more images: epoch boundaries would move
+    capsys.readouterr()
+    assert run_cli("train", "--out", out, "--resume", "--max-steps", 0, "--device", "cpu", "-q") == 1
+    assert "the data set changed since the checkpoint: 2 steps per epoch then, 4 now" in capsys.readouterr().err
+
+
+def test_damaged_checkpoint_bytes_are_detected(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 1, "--device", "cpu",
+                   "-q") == 0
+    path = out / "checkpoint.pt"
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:  # flip bytes inside the largest tensor's stored data
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + 8, start + 16):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ckpt.CheckpointError, match="damaged checkpoint"):
+        ckpt.load(path)
+    capsys.readouterr()
+    assert run_cli("sample", "--checkpoint", path, "--out", tmp_path / "s.png") == 1
+    assert "damaged checkpoint" in capsys.readouterr().err
+
+
+def test_eval_and_sample_outputs_are_checked_first(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 1, "--device", "cpu",
+                   "-q") == 0
+    path = out / "checkpoint.pt"
+    raw = path.read_bytes()
+    capsys.readouterr()
+    for argv, msg in [(["eval", "--json", path], "is the checkpoint being read"),
+                      (["eval", "--json", tmp_path], "is a directory"),
+                      (["eval", "--json", tmp_path / "no" / "x.json"], "does not exist"),
+                      (["sample", "--out", path], "is the checkpoint being read"),
+                      (["sample", "--out", tmp_path / "grid.xyz"], "expected a file name ending in one of")]:
+        assert run_cli(argv[0], "--checkpoint", path, *argv[1:]) == 1
+        err = capsys.readouterr().err
+        assert msg in err and argv[1] in err, err
+    assert path.read_bytes() == raw
+
+
+def test_metrics_of_a_diverged_run_stay_valid_json(tmp_path):
+    from fastgan.train.outputs import MetricsLog
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.write([{"step": 1, "loss_d": float("nan"), "loss_g": float("inf"), "d_real": 0.5}])
+    log.close()
+    assert json.loads((tmp_path / "m.jsonl").read_text()) == {"step": 1, "loss_d": None, "loss_g": None,
+                                                              "d_real": 0.5}

@@ -711,9 +711,9 @@ def add_parser(subparsers) -> None:
                         "the order of the first pattern they match")
     p.add_argument("--variants", default=None, metavar="LIST",
                    help="comma-separated variants to run instead of the defaults (see below)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+    p.add_argument("--time-budget", type=_seconds, default=None, metavar="S",
                    help="stop starting new cases / compile variants after S seconds (what was measured is kept)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
+    p.add_argument("--threads", type=_threads, default=None, help="torch.set_num_threads for the run")
     p.add_argument("--smoke", action="store_true", help="every case once, one iteration, no statistics (CI)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--no-plot", action="store_true", help="do not draw bench.png")
@@ -727,6 +727,26 @@ def add_parser(subparsers) -> None:
                         "tiles when allowed, full-precision FP32 tiles when not; products it routes to cuBLAS / "
                         "cuDNN follow the setting too); default: torch's settings as they are")
     p.set_defaults(func=cmd_bench)
+
+
+def _seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {s}")
+    return v
+
+
+def _threads(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+    if not 1 <= v <= 1 << 16:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, 65536], got {v}")
+    return v
 
 
 def cmd_bench(args) -> int:
@@ -760,10 +780,18 @@ def _cmd_bench(args) -> int:
             print(f"{c.name:28s} {c.desc}  [default variants: {', '.join(default_variants(c, device, args.quick))}]")
         return 0
     try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # before the measurements, not after them
+    except OSError as e:
+        print(f"fastgan bench: --out {args.out}: cannot write there ({e})", file=sys.stderr)
+        return 2
+    try:
         doc = run_suite(str(device), quick=args.quick, cases=args.cases, variants=args.variants, out=args.out,
                         smoke=args.smoke, time_budget=args.time_budget, plot=not args.no_plot)
     except (ValueError, RuntimeError) as e:
         print(f"fastgan bench: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing the results
+        print(f"fastgan bench: --out {args.out}: cannot write there ({e})", file=sys.stderr)
         return 2
     print("\n".join(_header(doc)))
     for n in doc["notes"]:

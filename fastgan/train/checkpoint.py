@@ -81,6 +81,12 @@ def load(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         data = path.read_bytes()
+        # torch.load does not check the zip entries' checksums: flipped bytes inside a tensor would load as wrong
+        # numbers
+        damaged = zipfile.ZipFile(io.BytesIO(data)).testzip() if zipfile.is_zipfile(io.BytesIO(data)) else None
+        if damaged is not None:
+            raise CheckpointError(f"{path}: damaged checkpoint (the checksum of its entry {damaged!r} does not "
+                                  "match its bytes)")
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, KeyError, IndexError, TypeError) as e:

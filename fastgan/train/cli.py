@@ -10,14 +10,15 @@ __all__ = ["add_parser", "cmd_train", "cmd_sample", "cmd_eval"]
 _IMPLS = ("auto", "native", "emu", "torch")
 
 
-def _int_ge(lo: int):
+def _int_ge(lo: int, hi: int = (1 << 63) - 1):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}" if v > hi
+                                             else f"expected an integer >= {lo}, got {v}")
         return v
     parse.__name__ = f"integer >= {lo}"
     return parse
@@ -124,7 +125,7 @@ def add_parser(subparsers) -> None:
                    help="read metrics back every STEPS steps (0: every step on CPU, 50 on CUDA)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture the whole training step in a CUDA graph (CUDA, single process)")
-    p.add_argument("--threads", type=_int_ge(0), default=d.threads, metavar="N",
+    p.add_argument("--threads", type=_int_ge(0, 1 << 16), default=d.threads, metavar="N",
                    help="torch CPU threads (0: torch's default, one per core; a CPU run repeats exactly for the same "
                         "seed and thread count)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
@@ -184,6 +185,8 @@ def cmd_train(args) -> int:
         train(cfg)
     except _errors() as e:
         return _fail("train", e)
+    except OSError as e:  # writing the run's files
+        return _fail("train", f"--out {args.out}: cannot write there ({e})")
     except KeyboardInterrupt:
         import os
         from .trainer import CHECKPOINT_NAME
@@ -215,18 +218,44 @@ def _load(args):
     return G, state, device
 
 
+def _check_output(arg: str, path, checkpoint, suffixes=None) -> None:
+    """An output path that can be written: not a directory, not the checkpoint being read, an existing parent
+    directory, one of ``suffixes``; checked before the work that produces it."""
+    import os
+    if os.path.isdir(path):
+        raise ValueError(f"{arg} {path}: is a directory; expected a file path")
+    if os.path.exists(path) and os.path.exists(checkpoint) and os.path.samefile(path, checkpoint):
+        raise ValueError(f"{arg} {path}: is the checkpoint being read; expected another file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{arg} {path}: directory {parent} does not exist")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffixes is not None and ext not in suffixes:
+        raise ValueError(f"{arg} {path}: expected a file name ending in one of "
+                         f"{', '.join('.' + x for x in sorted(suffixes))}")
+
+
+def _image_suffixes() -> set:
+    from matplotlib.figure import Figure
+    return set(Figure().canvas.get_supported_filetypes())
+
+
 def cmd_sample(args) -> int:
     from .. import _impl
     from .metrics import generate
     from .outputs import save_grid
 
+    if args.out is None:
+        import os
+        args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples.png")
+    try:
+        _check_output("--out", args.out, args.checkpoint, _image_suffixes())
+    except ValueError as e:
+        return _fail("sample", e)
     try:
         with _impl.use_impl(args.impl):
             G, state, device = _load(args)
             imgs = generate(G, args.n, seed=args.seed, device=device)
-            if args.out is None:
-                import os
-                args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples.png")
             save_grid(imgs, args.out, nrow=args.nrow)
     except _errors() + (RuntimeError, ValueError, OSError) as e:
         return _fail("sample", e)
@@ -239,6 +268,11 @@ def cmd_eval(args) -> int:
     from .data import load_data
     from .metrics import evaluate_generator
 
+    if args.json not in (None, "-"):
+        try:
+            _check_output("--json", args.json, args.checkpoint)
+        except ValueError as e:
+            return _fail("eval", e)
     try:
         with _impl.use_impl(args.impl):
             G, state, device = _load(args)
@@ -269,6 +303,9 @@ def cmd_eval(args) -> int:
         lines.append(f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)")
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        except OSError as e:
+            return _fail("eval", f"--json {args.json}: {e}")
     return 0

@@ -16,6 +16,12 @@ import torch
 __all__ = ["MetricsLog", "make_grid", "save_grid", "plot_losses", "read_metrics"]
 
 
+def _json_line(record: dict) -> str:
+    """One JSON line; a NaN or infinite value (a diverged run) as null: JSON has no such numbers."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()},
+                      allow_nan=False) + "\n"
+
+
 class MetricsLog:
     """Appends one JSON object per line; on resume, drops lines past the resumed step first."""
 
@@ -27,12 +33,12 @@ class MetricsLog:
         elif self.path.exists():
             keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            tmp.write_text("".join(_json_line(r) for r in keep))
             os.replace(tmp, self.path)
         self._f = open(self.path, "a", buffering=1)
 
     def write(self, records: Iterable[dict]) -> None:
-        self._f.write("".join(json.dumps(r) + "\n" for r in records))
+        self._f.write("".join(_json_line(r) for r in records))
 
     def flush(self) -> None:
         self._f.flush()

@@ -83,6 +83,36 @@ def _warn_if_busy(threads: int) -> None:
               f"{threads} torch threads will wait for each other: --threads 1 may be much faster", file=sys.stderr)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path):
+    """Held while a run writes into ``out``: a second run started there stops at once instead of mixing its
+    checkpoint writes and metrics with this one's (an advisory lock: POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / ".fastgan-train.lock", "a+")
+    except OSError as e:
+        raise TrainError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TrainError(f"--out {out}: another fastgan train is writing there; wait for it or choose another "
+                             "--out") from None
+        yield
+
+
 def _seed_from(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
 
@@ -115,13 +145,21 @@ class Trainer:
             raise TrainError(f"--impl: implementation {cfg.impl!r} is not available in this build: "
                              f"{_impl.unavailable_reason(cfg.impl)}")
 
+        if not str(cfg.out):
+            raise TrainError("--out: expected a directory path, got ''")
+        if cfg.resume and cfg.overwrite:
+            raise TrainError("--resume continues the run in --out and --overwrite starts it again: pass one of them")
         state = None
+        mine = self.out / CHECKPOINT_NAME
         if cfg.resume:
-            path = self.out / CHECKPOINT_NAME if cfg.resume == "auto" else Path(cfg.resume)
+            path = mine if cfg.resume == "auto" else Path(cfg.resume)
             state = ckpt.load(path)  # CheckpointError: clear message
             self.resume_path = path
-        elif (self.out / CHECKPOINT_NAME).exists() and not cfg.overwrite:
-            raise TrainError(f"{self.out / CHECKPOINT_NAME} exists: pass --resume to continue that run, "
+            if mine.exists() and not _same_file(mine, path):  # the continuation would replace another run's
+                raise TrainError(f"--resume {path}: {mine} exists and is another run's checkpoint, which this run "
+                                 "would overwrite; choose another --out")
+        elif mine.exists() and not cfg.overwrite:
+            raise TrainError(f"{mine} exists: pass --resume to continue that run, "
                              "--overwrite to start again in the same directory, or choose another --out")
         self.hp = self._resolve(state)
         hp = self.hp
@@ -136,6 +174,11 @@ class Trainer:
         self.steps_per_epoch = len(self.data) // B
         if self.steps_per_epoch == 0:
             raise TrainError(f"--batch-size {B} is larger than the data set ({len(self.data)} images)")
+        trained = state["config"].get("steps_per_epoch") if state is not None else None
+        if trained is not None and trained != self.steps_per_epoch:
+            raise TrainError(f"--resume: the data set changed since the checkpoint: {trained} steps per epoch then, "
+                             f"{self.steps_per_epoch} now ({self.data.source}: {len(self.data)} images); resume "
+                             "with the data it was trained on")
         self.total_steps = hp["epochs"] * self.steps_per_epoch
         if hp["max_steps"]:
             self.total_steps = min(self.total_steps, hp["max_steps"])
@@ -224,9 +267,9 @@ class Trainer:
             raise TrainError(f"--r1-gamma: expected a finite number >= 0, got {hp['r1_gamma']!r}")
         if hp["lr_d"] is None:
             hp["lr_d"] = hp["lr"]
-        for key in ("lr", "lr_d"):
-            if not (isinstance(hp[key], (int, float)) and hp[key] > 0 and math.isfinite(hp[key])):
-                raise TrainError(f"--{key.replace('_', '-')}: expected a finite number > 0, got {hp[key]!r}")
+        for key in ("lr", "lr_d"):  # (Adam keeps it in float32)
+            if not (isinstance(hp[key], (int, float)) and 0 < hp[key] <= 1e38):
+                raise TrainError(f"--{key.replace('_', '-')}: expected a number in (0, 1e38], got {hp[key]!r}")
         if not isinstance(hp["r1_every"], int) or hp["r1_every"] < 1:
             raise TrainError(f"--r1-every: expected a positive integer, got {hp['r1_every']!r}")
         for key in ("ms_lambda", "inst_noise"):
@@ -454,11 +497,18 @@ class Trainer:
             G.train(was_training)
             save_grid(imgs, path, nrow=8)
 
+    def _clear_previous_run(self) -> None:
+        """--overwrite: the earlier run's checkpoint, loss plot and sample grids go before this run writes (its
+        metrics file is started afresh), so an interrupted new run never leaves them beside its own files."""
+        for f in [self.out / CHECKPOINT_NAME, self.out / LOSSES_NAME,
+                  *self.out.glob("samples/epoch_*.png"), *self.out.glob("samples/step_*.png")]:
+            f.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
         done = False
         try:
-            with _impl.use_impl(self.cfg.impl):
+            with _out_lock(self.out) if self.is_main else contextlib.nullcontext(), _impl.use_impl(self.cfg.impl):
                 summary = self._run()
             done = True
             return summary
@@ -471,11 +521,16 @@ class Trainer:
         if resumed_from is not None and self.step >= self.total_steps:
             epochs = self.step // self.steps_per_epoch
             if main and not cfg.quiet:
-                print(f"fastgan train: the run in {self.out} is complete ({self.step} steps, {epochs} epochs); to "
-                      f"train it longer: fastgan train --out {self.out} --resume --epochs {epochs + 30} (or more)")
+                longer = (f"--max-steps {self.step + 1000} (or 0: no step limit)"
+                          if self.hp["max_steps"] and self.total_steps == self.hp["max_steps"]
+                          else f"--epochs {epochs + 30} (or more)")
+                print(f"fastgan train: the run in {self.out} is complete ({self.step} steps, {epochs} epoch"
+                      f"{'s' * (epochs != 1)}); to train it longer: fastgan train --out {self.out} --resume {longer}")
             return {"steps": self.step, "elapsed": 0.0, "complete": True, "epochs": [],
                     "checkpoint": str(self.out / CHECKPOINT_NAME), "world_size": self.dist.world_size,
                     "rank": self.dist.rank}
+        if main and cfg.overwrite:
+            self._clear_previous_run()
         log = MetricsLog(self.out / METRICS_NAME, resume_step=resumed_from) if main else None
         show = main and not cfg.quiet
         bar = None
