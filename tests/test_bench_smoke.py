@@ -223,3 +223,15 @@ def test_latency_probe_plumbing(tmp_path, capsys):
         assert [n for n, _ in r["points_us"]] == list(probe.KTILES[:3]) and all(t > 0 for _, t in r["points_us"])
         assert f"== GEMM k-loop, {key} " in out
     assert "predicted" not in out  # the GPU's predictions are not printed beside CPU numbers
+
+
+def test_bench_arguments_are_checked_before_measuring(tmp_path, capsys):
+    for argv in (["--threads", "-1"], ["--time-budget", "nan"], ["--time-budget", "-5"]):
+        with pytest.raises(SystemExit) as e:
+            cli_main(["bench", *argv])
+        assert e.value.code == 2 and argv[0] in capsys.readouterr().err
+    assert cli_main(["bench", "--device", "cpu", "--list", "--cases", "zzz"]) == 2
+    assert "--cases 'zzz' matches no case" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli_main(["bench", "--device", "cpu", "--smoke", "--out", str(tmp_path / "file"), "--cases", "step"]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "file").read_text() == "x"

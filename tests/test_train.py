@@ -522,6 +522,10 @@ def test_corrupt_or_incompatible_checkpoints(tmp_path, capsys):
         ckpt.load(tmp_path / "partial.pt")
     with pytest.raises(ckpt.CheckpointError, match="not found"):
         ckpt.load(tmp_path / "nope.pt")
+    for key, value in (("config", [1]), ("step", "5"), ("step", -1), ("fixed_noise", torch.zeros(3))):
+        ckpt.save({**_state(5), key: value}, tmp_path / "kinds.pt")  # hand-made: each value of the wrong kind
+        with pytest.raises(ckpt.CheckpointError, match=f"wrong kind of value for \\['{key}'\\]"):
+            ckpt.load(tmp_path / "kinds.pt")
     bad = _state()
     bad["G"]["fc1.weight"] = torch.zeros(64, 100)
     ckpt.save(bad, tmp_path / "shape.pt")
@@ -589,6 +593,11 @@ def test_idx_errors(tmp_path):
     write_idx(tmp_path / "f" / "train-labels-idx1-ubyte", np.zeros(3, np.uint8))
     with pytest.raises(DataError, match="3 labels for 4 images"):
         load_idx_dir(tmp_path / "f")
+
+    (tmp_path / "h").mkdir()  # dims whose product is 2^64: no wrapped byte count
+    (tmp_path / "h" / "train-images-idx3-ubyte").write_bytes(struct.pack(">I3I", 0x803, 2 ** 22, 2 ** 21, 2 ** 21))
+    with pytest.raises(DataError, match=r"2097152 = 18446744073709551616 bytes of data, the file has 0"):
+        read_idx(tmp_path / "h" / "train-images-idx3-ubyte", 3)
 
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00")

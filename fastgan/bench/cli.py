@@ -776,7 +776,12 @@ def _cmd_bench(args) -> int:
             return 2
         _allocator.use_caching_cpu_allocator()  # process-wide, for the rest of this process
     if args.list:
-        for c in select_cases(build_cases(device), args.cases):
+        chosen = select_cases(build_cases(device), args.cases)
+        if not chosen:
+            print(f"fastgan bench: --cases {args.cases!r} matches no case; `fastgan bench --list` lists them",
+                  file=sys.stderr)
+            return 2
+        for c in chosen:
             print(f"{c.name:28s} {c.desc}  [default variants: {', '.join(default_variants(c, device, args.quick))}]")
         return 0
     try:

@@ -105,6 +105,15 @@ def load(path, map_location="cpu") -> dict:
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {missing}")
+    wrong = [k for k in ("G", "D", "optG", "optD", "config", "rng") if not isinstance(state[k], dict)]
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        wrong.append("step")
+    noise = state["fixed_noise"]
+    if not isinstance(noise, torch.Tensor) or noise.ndim != 2 or not noise.is_floating_point():
+        wrong.append("fixed_noise")
+    if wrong:
+        raise CheckpointError(f"{path}: not a checkpoint fastgan wrote: wrong kind of value for {wrong}")
     return state
 
 

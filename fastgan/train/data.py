@@ -9,6 +9,7 @@ Y. LeCun, C. Cortes and C. J. C. Burges (CC BY-SA 3.0); the subset is the one bu
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -86,7 +87,7 @@ def read_idx(path, ndim: int) -> np.ndarray:
     if len(buf) < header:
         raise DataError(f"{path}: truncated: {len(buf)} bytes, the IDX header needs {header}")
     dims = struct.unpack(f">{ndim}I", buf[4:header])
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # (Python ints: dims of 2^32 - 1 would wrap around in int64)
     have = len(buf) - header
     if have < size:
         raise DataError(f"{path}: truncated: the header promises {' x '.join(map(str, dims))} = {size} bytes of data, "
