@@ -607,20 +607,28 @@ def test_identity_layer_saves_no_output(impl, layer):
         got.append(g + torch.autograd.grad(sum(t.square().sum() for t in g), (x, w, b)))
     for a, s in zip(*got):
         torch.testing.assert_close(a, s, rtol=1e-9, atol=1e-9)
+    if layer == "bias_act":  # a 1-D input: the bias gradient is the upstream gradient itself
+        v = rnd(4, dtype=torch.float64, device=dev, requires_grad=True)
+        gv, gb = torch.autograd.grad((FF.bias_act(v, b, dim=0) * v).sum(), (v, b))
+        torch.testing.assert_close(gb, v.detach())
 
 
+@pytest.mark.parametrize("route", ["auto", "aten"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("act", ["tanh", "lrelu"])
-def test_half_linear_adds_the_bias_before_rounding(impl, dtype, act):
+def test_half_linear_adds_the_bias_before_rounding(impl, dtype, act, route):
     """A half-type linear with an activation rounds x w^T + b once, as F.linear does, before the activation: where
     the product and the bias nearly cancel, a product rounded to the half type first would be off by half an ulp of
-    the product, many ulps of the result."""
+    the product, many ulps of the result. On CUDA also on the cuBLAS route (the kernels take this shape)."""
     _, dev = impl
+    if route == "aten" and dev.type != "cuda":
+        pytest.skip("the route of CUDA products")
     torch.manual_seed(0)
     x, w = rnd(6, 32, dtype=dtype, device=dev, scale=2), rnd(5, 32, dtype=dtype, device=dev)
     p = x[0].double() @ w.double().T  # row 0 of the product (magnitude ~10), cancelled by the bias to ~0.06-0.2
     b = (-p + torch.linspace(0.06, 0.2, 5, dtype=torch.float64, device=dev)).to(dtype)
-    y = FF.linear(x, w, b, act=act)
+    with fastgan.cuda_gemm_route(route) if route != "auto" else contextlib.nullcontext():
+        y = FF.linear(x, w, b, act=act)
     want = reference(lambda: FF.linear(x.double(), w.double(), b.double(), act=act))
     eps = torch.finfo(dtype).eps
     err = ((y.double() - want).abs() / want.abs().clamp_min(0.01)).max().item()

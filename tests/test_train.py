@@ -891,6 +891,8 @@ def test_a_run_never_overwrites_another_runs_files(tmp_path, tiny, capsys, monke
         assert "another fastgan train is writing there" in capsys.readouterr().err
     assert {f.name: f.read_bytes() for f in a.iterdir() if f.is_file()} == before
     assert run_cli("train", "--out", a / "c", "--resume", a / "checkpoint.pt", "--max-steps", 4, "-q") == 0
+    assert run_cli("train", "--out", a, "--resume", a / "checkpoint.pt", "--max-steps", 4, "-q") == 0  # its own
+    assert ckpt.load(a / "checkpoint.pt")["step"] == 4
     assert run_cli("train", "--out", "", *common) == 1
     assert "--out: expected a directory path" in capsys.readouterr().err
     monkeypatch.setenv("FASTGAN_IMPL", "garbage")  # refused before a run's work, not after it
@@ -935,6 +937,36 @@ def test_damaged_checkpoint_bytes_are_detected(tmp_path, tiny, capsys):
     capsys.readouterr()
     assert run_cli("sample", "--checkpoint", path, "--out", tmp_path / "s.png") == 1
     assert "damaged checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_written_without_crcs_loads(tmp_path):
+    """torch can be told not to compute the zip entries' CRCs (they are stored as 0): not a damaged file."""
+    from torch.utils.serialization import config
+    cfg = config.save
+    before, cfg.compute_crc32 = cfg.compute_crc32, False
+    try:
+        ckpt.save(_state(3), tmp_path / "nocrc.pt")
+    finally:
+        cfg.compute_crc32 = before
+    assert ckpt.load(tmp_path / "nocrc.pt")["step"] == 3
+
+
+def test_a_run_set_up_before_another_wrote_its_folder_refuses(tmp_path, tiny):
+    common = dict(data=tiny, batch_size=32, max_steps=1, device="cpu", quiet=True)
+    late = Trainer(TrainConfig(out=str(tmp_path / "run"), **common))
+    Trainer(TrainConfig(out=str(tmp_path / "run"), **common)).run()  # another run wrote there meanwhile
+    with pytest.raises(TrainError, match="its checkpoint changed since this run was set up"):
+        late.run()
+
+
+def test_cli_follows_fastgan_impl_unless_told(tmp_path, tiny, monkeypatch, capsys):
+    monkeypatch.setenv("FASTGAN_IMPL", "torch")
+    assert run_cli("train", "--out", tmp_path / "run", "--data", tiny, "--batch-size", 32, "--max-steps", 1,
+                   "--device", "cpu") == 0
+    assert "impl=torch" in capsys.readouterr().out
+    assert run_cli("sample", "--checkpoint", tmp_path / "run" / "checkpoint.pt", "--out",
+                   tmp_path / "new" / "dir" / "grid.png") == 0  # (sample creates the folders, as before)
+    assert (tmp_path / "new" / "dir" / "grid.png").exists()
 
 
 def test_eval_and_sample_outputs_are_checked_first(tmp_path, tiny, capsys):

@@ -2,9 +2,11 @@
 // from dy = dL/dy and the saved output y (dz = act_backward(dy, y), folded into the kernels' operand loads and db
 // into the weight gradient's row sums, gemm_glue.h).
 //
-//   CPU    ATen GEMM (MKL/oneDNN), then one fused bias-activation pass over the output, in place.
+//   CPU    ATen GEMM (MKL/oneDNN) with the bias in it (addmm: x w^T + b rounded once, as F.linear), then one
+//          activation pass over the output, in place, where there is one to apply.
 //   CUDA   the tiled GEMM kernel with the epilogue fused (csrc/kernels/gemm.cuh, launched by dense.cu); large
-//          products go to cuBLAS through at::mm (+ the fused pass) per cuda_prefers_aten (gemm_glue.cpp).
+//          products go to cuBLAS the same way as on the CPU (addmm: cuBLASLt's bias epilogue; + the activation
+//          pass) per cuda_prefers_aten (gemm_glue.cpp).
 //   EMU    always the CUDA kernels, under emulation, on CPU tensors.
 // float32 follows torch.backends.cuda.matmul.allow_tf32 (off by default, as in torch): TF32 tensor-core tiles
 // when it is set, the full-precision SIMT tiles otherwise; half types always run on tensor cores (gemm.cuh).

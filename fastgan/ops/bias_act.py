@@ -83,8 +83,9 @@ def _backward(ctx, gy):
     (y,) = ctx.saved_tensors
     dim, act, alpha, gain, clamp = ctx.params
     want_db = ctx.has_b and ctx.needs_input_grad[1] and (weight_gradients_enabled() or not ctx.b_leaf)
-    if ctx.identity:  # dz = gy; db its sum over every dim but the bias's
-        db = gy.sum([d for d in range(gy.ndim) if d != dim]) if want_db else None
+    if ctx.identity:  # dz = gy; db its sum over every dim but the bias's (a 1-D input: gy itself)
+        dims = [d for d in range(gy.ndim) if d != dim]
+        db = (gy.sum(dims) if dims else gy) if want_db else None
         return gy, db, None, None, None, None, None
     dz, db = call("bias_act_backward", gy, y, want_db, dim, act, alpha, gain, clamp)
     return dz, (db if want_db else None), None, None, None, None, None

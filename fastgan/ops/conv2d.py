@@ -66,7 +66,7 @@ def _backward(ctx, gy):
                 w.new_zeros(w.shape[0]) if mask[2] else None, None, None, None, None, None, None, None, None, None)
     # (with dact_y, as dense.py: the same formulas with y = dact_y, and dact_y's own gradient)
     dx, dw, db = call("conv2d_backward", gy, x, w, *ctx.conv, mask, y, *ctx.params)
-    gy_ = dact_y_grad(ctx, gy, lambda: call("conv2d", x, w, None, *ctx.conv, "linear", 0.0, 1.0, -1.0), 1) \
+    gy_ = dact_y_grad(ctx, gy, lambda: call("conv2d", x, w, None, *ctx.conv, "linear", 0.0, 1.0, -1.0, None), 1) \
         if ctx.dact else None
     return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), \
         None, None, None, None, None, None, None, None, gy_

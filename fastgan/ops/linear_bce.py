@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import call, layer_mask, leaves, register
+from ._registry import LAYER_DEFAULTS, call, layer_mask, leaves, register
 
 
 def _fake(x, w, b, target, label, weight, reduction):
@@ -40,7 +40,7 @@ def _backward(ctx, g_loss, g_logits):
                            "linear_bce_with_logits computes those through the unfused ops)")
     mask = layer_mask(ctx)
     if g_loss is None:  # the logits' gradient alone (a penalty's input gradient): the plain one-output dense backward
-        dx, dw, db = call("dense_backward", g_logits.view(-1, 1), x, w, mask)
+        dx, dw, db = call("dense_backward", g_logits.view(-1, 1), x, w, mask, *LAYER_DEFAULTS)
     else:
         dx, dw, db = call("linear_bce_backward", g_loss, g_logits, x, w, logits, target, label, weight, reduction,
                           mask)

@@ -74,6 +74,23 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _damaged_entry(data: bytes):
+    """The first zip entry whose bytes do not match their stored CRC-32, else None. torch.load does not check them:
+    flipped bytes inside a tensor would load as wrong numbers. (An entry stored with CRC 0 is skipped: torch writes
+    none when told not to compute them, torch.utils.serialization.config.save.compute_crc32.)"""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return None  # torch.load says what it is not
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            if info.CRC == 0:
+                continue
+            try:
+                z.read(info)  # checks the CRC
+            except zipfile.BadZipFile:
+                return info.filename
+    return None
+
+
 def load(path, map_location="cpu") -> dict:
     """Load and validate a checkpoint; :class:`CheckpointError` with the reason when it cannot be used."""
     path = Path(path)
@@ -81,9 +98,7 @@ def load(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         data = path.read_bytes()
-        # torch.load does not check the zip entries' checksums: flipped bytes inside a tensor would load as wrong
-        # numbers
-        damaged = zipfile.ZipFile(io.BytesIO(data)).testzip() if zipfile.is_zipfile(io.BytesIO(data)) else None
+        damaged = _damaged_entry(data)
         if damaged is not None:
             raise CheckpointError(f"{path}: damaged checkpoint (the checksum of its entry {damaged!r} does not "
                                   "match its bytes)")

@@ -55,7 +55,8 @@ def _add_generator_args(p) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
     p.add_argument("--layers", choices=("fused", "stock"), default="fused",
                    help="layer kind to rebuild the generator with (checkpoints load in either)")
-    p.add_argument("--impl", choices=_IMPLS, default="auto", help="fastgan op implementation")
+    p.add_argument("--impl", choices=_IMPLS, default=None,
+                   help="fastgan op implementation (default: FASTGAN_IMPL's, else auto)")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw trained generator; by default a checkpoint's EMA generator (--ema-beta) is used "
                         "when it has one")
@@ -82,12 +83,15 @@ def add_parser(subparsers) -> None:
                    help="auto: CUDA when available, else CPU")
     p.add_argument("--layers", choices=("fused", "stock"), default=d.layers,
                    help="fused: fastgan.nn layers and loss; stock: the same networks from torch.nn")
-    p.add_argument("--impl", choices=_IMPLS, default=d.impl, help="fastgan op implementation (see fastgan doctor)")
+    p.add_argument("--impl", choices=_IMPLS, default=d.impl,
+                   help="fastgan op implementation (see fastgan doctor; default: FASTGAN_IMPL's, else auto)")
     p.add_argument("--seed", type=_int_ge(0), default=None, help=f"random seed (default {DEFAULTS['seed']})")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="continue a run from CHECKPOINT (default: DIR/checkpoint.pt); settings not given are "
                         "taken from the checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start a new run even if DIR has a checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if DIR has one (its checkpoint, metrics, loss plot and sample grids "
+                        "are replaced)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="directory with MNIST or Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]; also "
                         "DIR/raw or torchvision's DIR/MNIST/raw); default: the embedded 5k MNIST subset")
@@ -218,16 +222,17 @@ def _load(args):
     return G, state, device
 
 
-def _check_output(arg: str, path, checkpoint, suffixes=None) -> None:
+def _check_output(arg: str, path, checkpoint, suffixes=None, parent_must_exist=True) -> None:
     """An output path that can be written: not a directory, not the checkpoint being read, an existing parent
-    directory, one of ``suffixes``; checked before the work that produces it."""
+    directory (where the writer does not create it), one of ``suffixes``; checked before the work that produces
+    it."""
     import os
     if os.path.isdir(path):
         raise ValueError(f"{arg} {path}: is a directory; expected a file path")
     if os.path.exists(path) and os.path.exists(checkpoint) and os.path.samefile(path, checkpoint):
         raise ValueError(f"{arg} {path}: is the checkpoint being read; expected another file")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
+    if parent_must_exist and not os.path.isdir(parent):
         raise ValueError(f"{arg} {path}: directory {parent} does not exist")
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if suffixes is not None and ext not in suffixes:
@@ -249,11 +254,11 @@ def cmd_sample(args) -> int:
         import os
         args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples.png")
     try:
-        _check_output("--out", args.out, args.checkpoint, _image_suffixes())
+        _check_output("--out", args.out, args.checkpoint, _image_suffixes(), parent_must_exist=False)
     except ValueError as e:
         return _fail("sample", e)
     try:
-        with _impl.use_impl(args.impl):
+        with _impl.use_impl(args.impl or _impl.current()):
             G, state, device = _load(args)
             imgs = generate(G, args.n, seed=args.seed, device=device)
             save_grid(imgs, args.out, nrow=args.nrow)
@@ -274,7 +279,7 @@ def cmd_eval(args) -> int:
         except ValueError as e:
             return _fail("eval", e)
     try:
-        with _impl.use_impl(args.impl):
+        with _impl.use_impl(args.impl or _impl.current()):
             G, state, device = _load(args)
             data_dir = args.data if args.data is not None else state["config"].get("data")
             real = load_data(data_dir)

@@ -27,7 +27,7 @@ class TrainConfig:
     batch_size: Optional[int] = None
     device: str = "auto"
     layers: str = "fused"
-    impl: str = "auto"
+    impl: Optional[str] = None  # None: FASTGAN_IMPL's, else auto
     seed: Optional[int] = None
     resume: Optional[str] = None  # a checkpoint path, or "auto" = OUT/checkpoint.pt
     overwrite: bool = False

@@ -83,6 +83,15 @@ def _warn_if_busy(threads: int) -> None:
               f"{threads} torch threads will wait for each other: --threads 1 may be much faster", file=sys.stderr)
 
 
+def _file_id(path: Path):
+    """(device, inode, size, mtime) of a file, None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -99,18 +108,25 @@ def _out_lock(out: Path):
     except ImportError:  # not POSIX: no lock
         yield
         return
+    created = not out.exists()
+    lock = out / ".fastgan-train.lock"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        f = open(out / ".fastgan-train.lock", "a+")
+        f = open(lock, "a+")
     except OSError as e:
         raise TrainError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise TrainError(f"--out {out}: another fastgan train is writing there; wait for it or choose another "
-                             "--out") from None
-        yield
+    try:
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise TrainError(f"--out {out}: another fastgan train is writing there; wait for it or choose "
+                                 "another --out") from None
+            yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [lock.name]:  # a run refused before writing anything
+            lock.unlink(missing_ok=True)
+            out.rmdir()
 
 
 def _seed_from(*keys: int) -> int:
@@ -139,11 +155,15 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if cfg.impl not in _impl.NAMES:
-            raise TrainError(f"--impl: unknown implementation {cfg.impl!r}; expected one of {list(_impl.NAMES)}")
-        if cfg.impl not in _impl.available_impls():
-            raise TrainError(f"--impl: implementation {cfg.impl!r} is not available in this build: "
-                             f"{_impl.unavailable_reason(cfg.impl)}")
+        try:
+            self.impl = cfg.impl if cfg.impl is not None else _impl.current()  # (FASTGAN_IMPL's, else auto)
+        except RuntimeError as e:
+            raise TrainError(str(e)) from None
+        if self.impl not in _impl.NAMES:
+            raise TrainError(f"--impl: unknown implementation {self.impl!r}; expected one of {list(_impl.NAMES)}")
+        if self.impl not in _impl.available_impls():
+            raise TrainError(f"--impl: implementation {self.impl!r} is not available in this build: "
+                             f"{_impl.unavailable_reason(self.impl)}")
 
         if not str(cfg.out):
             raise TrainError("--out: expected a directory path, got ''")
@@ -151,6 +171,7 @@ class Trainer:
             raise TrainError("--resume continues the run in --out and --overwrite starts it again: pass one of them")
         state = None
         mine = self.out / CHECKPOINT_NAME
+        self._found = _file_id(mine)  # what --out held when it was checked (run() makes sure it still does)
         if cfg.resume:
             path = mine if cfg.resume == "auto" else Path(cfg.resume)
             state = ckpt.load(path)  # CheckpointError: clear message
@@ -508,7 +529,10 @@ class Trainer:
     def run(self) -> dict:
         done = False
         try:
-            with _out_lock(self.out) if self.is_main else contextlib.nullcontext(), _impl.use_impl(self.cfg.impl):
+            with _out_lock(self.out) if self.is_main else contextlib.nullcontext(), _impl.use_impl(self.impl):
+                if self.is_main and _file_id(self.out / CHECKPOINT_NAME) != self._found:
+                    raise TrainError(f"--out {self.out}: its checkpoint changed since this run was set up (another "
+                                     "run?); set it up again")
                 summary = self._run()
             done = True
             return summary
