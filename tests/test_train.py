@@ -918,6 +918,12 @@ def test_resume_refuses_a_changed_data_set(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("train", "--out", out, "--resume", "--max-steps", 0, "--device", "cpu", "-q") == 1
     assert "the data set changed since the checkpoint: 2 steps per epoch then, 4 now" in capsys.readouterr().err
+    emb = tmp_path / "embedded"
+    assert run_cli("train", "--out", emb, "--max-steps", 1, "--device", "cpu", "-q") == 0
+    assert run_cli("train", "--out", emb, "--resume", "--data", data, "--device", "cpu", "-q") == 1
+    assert "trained with the embedded data (no --data), got --data" in capsys.readouterr().err
+    with pytest.raises(ckpt.CheckpointError, match="is a directory; expected a checkpoint file, such as .*checkpoint.pt"):
+        ckpt.load(emb)
 
 
 def test_damaged_checkpoint_bytes_are_detected(tmp_path, tiny, capsys):

@@ -28,6 +28,8 @@ import traceback
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..train.cli import _float_pos, _int_ge  # the command line's shared argument types
+
 __all__ = ["add_parser", "run_suite", "format_table", "write_outputs", "SCHEMA"]
 
 SCHEMA = 1
@@ -711,9 +713,9 @@ def add_parser(subparsers) -> None:
                         "the order of the first pattern they match")
     p.add_argument("--variants", default=None, metavar="LIST",
                    help="comma-separated variants to run instead of the defaults (see below)")
-    p.add_argument("--time-budget", type=_seconds, default=None, metavar="S",
+    p.add_argument("--time-budget", type=_float_pos, default=None, metavar="S",
                    help="stop starting new cases / compile variants after S seconds (what was measured is kept)")
-    p.add_argument("--threads", type=_threads, default=None, help="torch.set_num_threads for the run")
+    p.add_argument("--threads", type=_int_ge(1, 1 << 16), default=None, help="torch.set_num_threads for the run")
     p.add_argument("--smoke", action="store_true", help="every case once, one iteration, no statistics (CI)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--no-plot", action="store_true", help="do not draw bench.png")
@@ -727,26 +729,6 @@ def add_parser(subparsers) -> None:
                         "tiles when allowed, full-precision FP32 tiles when not; products it routes to cuBLAS / "
                         "cuDNN follow the setting too); default: torch's settings as they are")
     p.set_defaults(func=cmd_bench)
-
-
-def _seconds(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {s}")
-    return v
-
-
-def _threads(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if not 1 <= v <= 1 << 16:
-        raise argparse.ArgumentTypeError(f"expected an integer in [1, 65536], got {v}")
-    return v
 
 
 def cmd_bench(args) -> int:

@@ -94,6 +94,9 @@ def _damaged_entry(data: bytes):
 def load(path, map_location="cpu") -> dict:
     """Load and validate a checkpoint; :class:`CheckpointError` with the reason when it cannot be used."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; expected a checkpoint file, such as "
+                              f"{path / 'checkpoint.pt'}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

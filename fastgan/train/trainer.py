@@ -276,8 +276,10 @@ class Trainer:
             else:
                 if key in _MUST_MATCH and state is not None and key in saved and saved[key] != given:
                     opt = "--" + key.replace("_", "-")
-                    raise TrainError(f"--resume: the checkpoint was trained with {opt} {saved[key]!r}, got "
-                                     f"{given!r}; drop {opt} to continue that run exactly")
+                    was = "the embedded data (no --data)" if key == "data" and saved[key] is None else \
+                        f"{opt} {saved[key]!r}"
+                    raise TrainError(f"--resume: the checkpoint was trained with {was}, got {opt} {given!r}; drop "
+                                     f"{opt} to continue that run exactly")
                 hp[key] = given
         for key in ("batch_size", "epochs"):
             if not isinstance(hp[key], int) or hp[key] < 1:
