@@ -922,7 +922,7 @@ def test_resume_refuses_a_changed_data_set(tmp_path, capsys):
     assert run_cli("train", "--out", emb, "--max-steps", 1, "--device", "cpu", "-q") == 0
     assert run_cli("train", "--out", emb, "--resume", "--data", data, "--device", "cpu", "-q") == 1
     assert "trained with the embedded data (no --data), got --data" in capsys.readouterr().err
-    with pytest.raises(ckpt.CheckpointError, match="is a directory; expected a checkpoint file, such as .*checkpoint.pt"):
+    with pytest.raises(ckpt.CheckpointError, match="is a directory; expected a checkpoint file, such as .*\\.pt"):
         ckpt.load(emb)
 
 

@@ -41,7 +41,8 @@ def _backward(ctx, gy):
     x, w, y = ctx.saved_tensors
     mask = layer_mask(ctx)
     dx, dw, db = call("dense_backward", gy, x, w, mask, y, *ctx.params)
-    gy_ = dact_y_grad(ctx, gy, lambda: call("dense", x, w, None, "linear", 0.0, 1.0, -1.0, None), -1) if ctx.dact else None
+    gy_ = dact_y_grad(ctx, gy, lambda: call("dense", x, w, None, "linear", 0.0, 1.0, -1.0, None), -1) \
+        if ctx.dact else None
     return (dx if mask[0] else None), (dw if mask[1] else None), (db if mask[2] else None), None, None, None, None, \
         gy_
 
