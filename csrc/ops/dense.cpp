@@ -123,7 +123,7 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
     at::addmm_out(y, *b, x2, w.t());
   else
     at::mm_out(y, x2, w.t());
-  if (!(a == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0))
+  if (!is_identity(a, gain, clamp))
     bias_act_into(ex, y, c10::nullopt, y, 1, a, alpha, gain, clamp);
   return as_shape(y, out_shape);
 }

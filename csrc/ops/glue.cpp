@@ -165,7 +165,7 @@ void check_act_args(const char* op, double alpha, double gain, double clamp) {
 
 at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy, c10::string_view act, int code,
                         double gain, double clamp, const char* op) {
-  const bool identity = code == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0;
+  const bool identity = is_identity(code, gain, clamp);
   const bool given = y.has_value() && y->defined();
   TORCH_CHECK_VALUE(given || identity, op, ": y: the layer's saved output is required for act='", act, "', gain=",
                     gain, ", clamp=", clamp, " (only a linear layer with gain 1 and no clamp needs none)");

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "../kernels/activation.cuh"
 #include "../kernels/launchers.h"
 
 namespace fastgan {
@@ -51,6 +52,11 @@ void check_float(const at::Tensor& t, const char* op, const char* arg);
 void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* arg, const char* ref_arg);
 int act_code(c10::string_view act, const char* op);
 void check_act_args(const char* op, double alpha, double gain, double clamp);
+// Whether act(z) * gain, clamped (clamp < 0: none), is z itself: nothing for a pass to apply, no y for a gradient
+// (fastgan/_activations.py's is_identity).
+inline bool is_identity(int code, double gain, double clamp) {
+  return code == static_cast<int>(Act::linear) && gain == 1.0 && clamp < 0;
+}
 // The optional bias b: same device/dtype as x, 1-D of length n (`what` names where n comes from). True if given.
 bool check_bias(const c10::optional<at::Tensor>& b, const at::Tensor& x, int64_t n, const char* op,
                 const std::string& what);

@@ -102,10 +102,7 @@ def load(path, map_location="cpu") -> dict:
     try:
         data = path.read_bytes()
         damaged = _damaged_entry(data)
-        if damaged is not None:
-            raise CheckpointError(f"{path}: damaged checkpoint (the checksum of its entry {damaged!r} does not "
-                                  "match its bytes)")
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        state = None if damaged else torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, KeyError, IndexError, TypeError) as e:
         # torch's own text may suggest weights_only=False: wrong for a file that is not a checkpoint, and unsafe
@@ -115,6 +112,9 @@ def load(path, map_location="cpu") -> dict:
             first = f"{type(e).__name__}: not a checkpoint torch can read safely"
         raise CheckpointError(f"{path}: not a fastgan checkpoint, or a damaged one (reading it failed: {first})") \
             from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint (the checksum of its entry {damaged!r} does not match its "
+                              "bytes)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fastgan GAN checkpoint (no '{FORMAT}' format tag)")
     if state.get("version") != VERSION:
