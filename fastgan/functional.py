@@ -13,6 +13,7 @@ implementation runs), the choice of implementation (:mod:`fastgan._impl`), then 
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Optional, Sequence, Tuple, Union
@@ -338,6 +339,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
             _cast(pos_weight, torch.float32)
         if isinstance(target, torch.Tensor):
             target = _cast(target, torch.float32)
+    input, target, weight, pos_weight = _promote(input, target, weight, pos_weight)
     target, label = _bce_checks(input, target, weight, pos_weight, reduction)
     impl = _impl.resolve(input.device)
     if impl == "torch":
@@ -400,6 +402,16 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     loss, logits = _fn("linear_bce").apply(input, weight, bias, target, label, loss_weight,
                                            _REDUCTION_CODE[reduction])
     return loss, logits
+
+
+def _promote(*tensors):
+    """Floating tensors among ``tensors`` in their common (promoted) dtype, as stock's loss mixes a float32 input
+    with a float64 target; anything else is returned as it is, for the checks to name."""
+    dtypes = [t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES]
+    if len(set(dtypes)) < 2:
+        return tensors
+    common = functools.reduce(torch.promote_types, dtypes)
+    return tuple(t.to(common) if isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES else t for t in tensors)
 
 
 def _bce_checks(input, target, weight, pos_weight, reduction):

@@ -75,6 +75,29 @@ def test_bce_module_matches_stock(impl):
         assert_close(ours(x, 1.0), ref(x.double(), torch.ones_like(t).double()), torch.float32, red + " label")
 
 
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64, None), (torch.float32, torch.float32, torch.float64),
+                                    (torch.bfloat16, torch.float32, None)])
+def test_bce_mixed_dtypes_promote_as_stock(impl, dtypes):
+    """Mixed dtypes compute in their common dtype: a float64 target with a float32 input gives a float64 loss, as
+    stock's does (stock rounds parts of its composition to the narrower dtype first; the reference here is the
+    promoted computation in float64). The input's gradient comes back in the input's dtype."""
+    _, dev = impl
+    xd, td, wd = dtypes
+    x = torch.randn(6, 3, device=dev).to(xd).requires_grad_()
+    t = torch.rand(6, 3, device=dev, dtype=td)
+    w = None if wd is None else torch.rand(3, device=dev, dtype=wd)
+    ours = FF.binary_cross_entropy_with_logits(x, t, w)
+    xr = x.detach().double().requires_grad_()
+    stock = nn.functional.binary_cross_entropy_with_logits(xr, t.double(), None if w is None else w.double())
+    common = torch.promote_types(torch.promote_types(xd, td), wd or xd)
+    assert ours.dtype == common
+    assert_close(ours, stock, common, "loss")
+    (g,) = torch.autograd.grad(ours, x)
+    (gs,) = torch.autograd.grad(stock, xr)
+    assert g.dtype == xd
+    assert_close(g, gs, xd, "input gradient")
+
+
 # ----------------------------------------------------------------------------------------------- fuse/unfuse
 def test_fuse_sequential_same_outputs_grads_and_keys(impl):
     _, dev = impl

@@ -369,10 +369,16 @@ def test_ema_generator_is_saved_used_and_optional(tmp_path, tiny, capsys):
     assert torch.equal(G_raw.fc1.weight, state["G"]["fc1.weight"])
     fids = {}
     for extra in ([], ["--no-ema"]):
-        assert run_cli("eval", "--checkpoint", out / "checkpoint.pt", "--n", 50, "--json", "-", *extra) == 0
+        assert run_cli("eval", "--checkpoint", out / "checkpoint.pt", "--n", 80, "--json", "-", *extra) == 0
         res = json.loads(capsys.readouterr().out)
         fids[res["generator"]] = res["fid"]
     assert set(fids) == {"ema", "raw"} and fids["ema"] != fids["raw"]
+    # FID of 64 features from fewer than 65 samples: a singular covariance, refused before any work
+    assert run_cli("eval", "--checkpoint", out / "checkpoint.pt", "--n", 64) == 1
+    assert "--n: expected at least 65" in capsys.readouterr().err
+    from fastgan.train.metrics import evaluate_images
+    with pytest.raises(ValueError, match="40 real images: FID needs at least 65"):
+        evaluate_images(torch.rand(80, 1, 28, 28), torch.rand(40, 1, 28, 28))
     # --ema-beta 0: no EMA generator in the checkpoint
     assert run_cli("train", "--out", tmp_path / "raw", "--data", tiny, "--batch-size", 32, "--max-steps", 1,
                    "--ema-beta", 0, "-q") == 0

@@ -151,7 +151,8 @@ def add_parser(subparsers) -> None:
         description="FID on the features of the small MNIST classifier shipped with fastgan, a classifier "
                     "(Inception-Score-like) score and per-digit coverage of generated samples.")
     e.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
-    e.add_argument("--n", type=_int_ge(2), default=5000, help="generated samples")
+    e.add_argument("--n", type=_int_ge(1), default=5000,
+                   help="generated samples (at least 65: FID needs more samples than its 64 features)")
     e.add_argument("--data", default=None, metavar="DIR",
                    help="real reference images (IDX directory); default: the checkpoint's training data")
     e.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
@@ -271,8 +272,11 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
     from .. import _impl
     from .data import load_data
-    from .metrics import evaluate_generator
+    from .metrics import MIN_FID_SAMPLES, evaluate_generator
 
+    if args.n < MIN_FID_SAMPLES:
+        return _fail("eval", ValueError(f"--n: expected at least {MIN_FID_SAMPLES} samples (FID's covariance of "
+                                        f"{MIN_FID_SAMPLES - 1} features is singular with fewer), got {args.n}"))
     if args.json not in (None, "-"):
         try:
             _check_output("--json", args.json, args.checkpoint)

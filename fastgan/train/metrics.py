@@ -88,6 +88,9 @@ def load_classifier(path=None, device=None):
     return clf.to(device).eval(), meta
 
 
+MIN_FID_SAMPLES = MNISTClassifier.num_features + 1
+
+
 @torch.no_grad()
 def generate(G: nn.Module, n: int, batch_size: int = 500, seed: int = 0, device=None) -> torch.Tensor:
     """``n`` samples of ``G`` (on ``device``) from standard-normal noise drawn with ``seed`` on the CPU."""
@@ -106,6 +109,10 @@ def evaluate_images(fake: torch.Tensor, real: torch.Tensor, clf: Optional[MNISTC
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
 
+    for name, images in (("generated", fake), ("real", real)):
+        if len(images) < MIN_FID_SAMPLES:
+            raise ValueError(f"{len(images)} {name} images: FID needs at least {MIN_FID_SAMPLES} (one more than the "
+                             f"classifier's {MNISTClassifier.num_features} features), else its covariance is singular")
     if clf is None:
         clf, _ = load_classifier(device=fake.device)
     device = next(clf.parameters()).device
