@@ -17,24 +17,29 @@
 #                    skipped when the tree holds a _C built from these very sources for this torch and GPU
 #                    (benchmarks/gpu_prebuild.sh on this side, the .so carried in: see that script)
 #   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/mma_grid/ldmatrix layouts, cp.async = the emulation -> tensorcore.txt
-#   pytest  30-80 s  the tests that take a CUDA path (-k cuda), no -x, -v, 30 s per test and 8 workers where
+#   pytest  30-75 s  the tests that take a CUDA path (-k cuda), no -x, -v, 30 s per test and 8 workers where
 #                    pytest-timeout / pytest-xdist are installed there                       -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
-#   racecheck  30 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
-#                    With a prebuilt _C every stage gets its cap (~355 s in all). When it must build, the caps add
-#                    up to more than the budget: pytest gets what the build leaves (30-80 s), memcheck 30 s, and
+#   racecheck  25 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
+#                    With a prebuilt _C every stage up to compile gets its cap (~365 s in all). When it must build,
+#                    the caps add up to more than the budget: pytest gets what the build leaves, memcheck 30 s, and
 #                    racecheck is the stage skipped (the emulator's race check covers shared memory in CI).
 #   probe      20 s  benchmarks/latency_probe.py: a CUDA graph's per-node cost for dependent small kernels (PDL
 #                    off / on), the GEMM tiles' time per k-tile (SIMT, TF32, BF16): the design's two latencies
 #                                                                                               -> probe.txt
-#   bench-fp32 50 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both) -> bench_fp32/
+#   bench-fp32 45 s  fastgan bench --device cuda --quick --tf32 off (equal precision: FP32 both), the step and
+#                    the large shapes first, no torch.compile                                   -> bench_fp32/
 #   bench-tf32 35 s  the same with TF32 allowed for stock and fastgan alike                     -> bench_tf32/
-#   bench-pdl  30 s  the training step again, TF32, programmatic dependent launch on (FASTGAN_CUDA_PDL=1)
-#                                                                                               -> bench_pdl/
-#   trace      25 s  benchmarks/trace_step.py: kernels, count and device time per training step  -> trace.txt
-# Everything lands in one folder: $OUT when set (the device tool brings it back), else gpu_check_out/; the last
-# lines of log.txt are the stage summary. benchmarks/RESULTS.md says how to read them into the results table.
-# Exit status: 0 when every stage passed, 1 otherwise.
+#   trace      20 s  benchmarks/trace_step.py: kernels, count and device time per training step  -> trace.txt
+#   compile    45 s  the stock step under torch.compile (mode default), TF32, beside eager     -> bench_compile/
+#   bench-pdl  20 s  fastgan's step again, TF32, programmatic dependent launch on (FASTGAN_CUDA_PDL=1): compare
+#                    with bench_tf32's fastgan rows                                             -> bench_pdl/
+#   compile-ro  rest torch.compile mode reduce-overhead, in what the budget has left             -> bench_compile_ro/
+#                    (max-autotune does not fit a call: its autotuning takes minutes)
+# Everything is written to one folder: gpu_check_out/ in the tree, or with $OUT set (the device tool, which brings
+# back at most 8 files) a scratch folder packed after every stage into $OUT/results.tgz, with log.txt beside it.
+# The last lines of log.txt are the stage summary. benchmarks/RESULTS.md says how to read them into the results
+# table. Exit status: 0 when every stage passed, 1 otherwise.
 #
 # Knobs (environment): GPU_CHECK_BUDGET (s), PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0),
 # MAX_JOBS (default: all cores), GPU_CHECK_SAN_FILTER (compute-sanitizer --kernel-name filter, default
@@ -51,15 +56,23 @@ case "${1:-}" in
   *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
 esac
 
-OUTDIR="${OUT:-$ROOT/gpu_check_out}"
-mkdir -p "$OUTDIR"
-OUTDIR="$(cd "$OUTDIR" && pwd)"
+# The device tool brings back at most 8 files from $OUT: with $OUT set, the results are written to a scratch folder
+# and packed into $OUT/results.tgz after every stage (publish, below); log.txt is copied beside it.
+if [[ -n "${OUT:-}" ]]; then
+  mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
+  OUTDIR="$(mktemp -d "${TMPDIR:-/tmp}/fastgan_gpu_check.XXXXXX")"
+else
+  OUTDIR="$ROOT/gpu_check_out"
+  mkdir -p "$OUTDIR"
+  OUTDIR="$(cd "$OUTDIR" && pwd)"
+fi
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/fastgan_gpu_scratch.XXXXXX")"  # built binaries: not results
 LOG="$OUTDIR/log.txt"
 : > "$LOG"; : > "$OUTDIR/pytest.txt"; : > "$OUTDIR/sanitizer.txt"; : > "$OUTDIR/env.txt"
 : > "$OUTDIR/build.txt"; : > "$OUTDIR/trace.txt"; : > "$OUTDIR/tensorcore.txt"; : > "$OUTDIR/probe.txt"
-rm -rf "$OUTDIR/bench_fp32" "$OUTDIR/bench_tf32" "$OUTDIR/bench_pdl"
+rm -rf "$OUTDIR"/bench_*
 BUDGET="${GPU_CHECK_BUDGET:-375}"
-BENCH_RESERVE=160   # seconds kept for the probe, the benchmarks (fp32, tf32, pdl) and the trace during the others
+BENCH_RESERVE=185   # seconds kept for the probe, benchmarks (fp32, tf32), trace, compile and pdl during the others
 T0=$(date +%s)
 PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || PY=python
@@ -69,6 +82,13 @@ export MPLBACKEND=Agg
 STAGES=()
 
 log() { echo "$*" | tee -a "$LOG"; }
+# with $OUT: the results so far, packed (a new archive replaces the old one whole: a call cut short keeps the last)
+publish() {
+  [[ -n "${OUT:-}" ]] || return 0
+  tar -czf "$OUT/results.tgz.part" -C "$OUTDIR" . 2>/dev/null && mv -f "$OUT/results.tgz.part" "$OUT/results.tgz"
+  cp -f "$LOG" "$OUT/log.txt" 2>/dev/null
+  return 0
+}
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( BUDGET - $(date +%s) + T0 )); }
 
@@ -97,6 +117,7 @@ stage() {
   if (( rc == 124 || rc == 137 )); then st="TIMEOUT"; elif (( rc != 0 )); then st="FAILED(rc=$rc)"; fi
   log "== $name: $st after ${dt}s"
   STAGES+=("$name|$st|$dt")
+  publish
   return 0
 }
 
@@ -166,7 +187,7 @@ stage env 20 0 "$OUTDIR/env.txt" bash -c env_report
 if [[ $DRY == 1 ]]; then
   log "== build: SKIPPED (dry run: using the fastgan already importable here)"
   STAGES+=("build|skipped(dry)|0")
-elif "$PY" - >> "$OUTDIR/build.txt" 2>&1 <<'EOF'
+elif timeout -k 5 60 "$PY" - >> "$OUTDIR/build.txt" 2>&1 <<'EOF'
 # A _C already in the tree, built ahead of time from exactly these sources for this torch and this GPU
 # (benchmarks/gpu_prebuild.sh on a machine without one, carried in): used as it is, no device time on compiling.
 import torch, fastgan._ext as e
@@ -180,8 +201,10 @@ EOF
 then
   log "== build: SKIPPED (a prebuilt _C of these sources for this torch and GPU is in the tree: build.txt)"
   STAGES+=("build|skipped(prebuilt)|0")
-  "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
+  timeout -k 5 60 "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
 else
+  log "== build: no usable prebuilt _C (why, from build.txt):"
+  tail -3 "$OUTDIR/build.txt" | sed 's/^/   /' | tee -a "$LOG"
   export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc --all)}"
   export FASTGAN_EMU=0 FASTGAN_CUDA=1
   stage build 120 $(( BENCH_RESERVE + 60 )) "$OUTDIR/build.txt" \
@@ -193,14 +216,15 @@ print(e.build_info())
 assert e.C is not None, e.load_error
 assert e.has_cuda(), 'fastgan._C has no CUDA kernels'
 "
-  "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
+  timeout -k 5 60 "$PY" -m fastgan doctor 2>&1 | tee -a "$LOG" > /dev/null || true
 fi
+publish
 
 # ---- tensor-core layouts: the emulated mma.sync / ldmatrix fragment layouts (csrc/kernels/mma.cuh) against the
 # hardware, with the scalar models of tests/emu/emu_tests.cpp's `tensor_cores` case (a dry run only compiles)
 NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
 TC_BUILD=("$NVCC" -std=c++17 -O2 -I csrc -I tests/emu -gencode arch=compute_90,code=sm_90 tests/emu/tensorcore.cu
-          tests/emu/tensorcore_gpu.cu -o "$OUTDIR/tensorcore_check")
+          tests/emu/tensorcore_gpu.cu -o "$SCRATCH/tensorcore_check")
 if [[ $DRY == 1 ]]; then
   stage tensor-cores 60 0 "$OUTDIR/tensorcore.txt" "${TC_BUILD[@]}"
 else
@@ -220,9 +244,9 @@ EXTRA=()
 if [[ $DRY == 1 ]]; then
   CAP=120 RESERVE=0
 else
-  CAP=80 RESERVE=$(( BENCH_RESERVE + 30 ))
-  "$PY" -c "import pytest_timeout" >/dev/null 2>&1 && EXTRA+=(--timeout 30)
-  "$PY" -c "import xdist" >/dev/null 2>&1 && EXTRA+=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
+  CAP=75 RESERVE=$(( BENCH_RESERVE + 30 ))
+  timeout 20 "$PY" -c "import pytest_timeout" >/dev/null 2>&1 && EXTRA+=(--timeout 30)
+  timeout 20 "$PY" -c "import xdist" >/dev/null 2>&1 && EXTRA+=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
 fi
 stage pytest "$CAP" "$RESERVE" "$OUTDIR/pytest.txt" \
   "$PY" -m pytest -v --tb=short -p no:cacheprovider -rfEs ${EXTRA[@]+"${EXTRA[@]}"} -k cuda tests
@@ -233,9 +257,10 @@ SAN_DEV=cuda; [[ $DRY == 1 ]] && SAN_DEV=cpu
 if [[ -n "$SAN" && $DRY == 0 ]]; then
   FILTER="${GPU_CHECK_SAN_FILTER:-kns=fastgan}"
   for tool in memcheck racecheck; do
-    args=(--tool "$tool" --error-exitcode 9 --print-limit 50)
+    # (--report-api-errors no: this checks kernels; torch's own harmless failed API calls would count as errors)
+    args=(--tool "$tool" --error-exitcode 9 --print-limit 50 --report-api-errors no)
     [[ -n "$FILTER" ]] && args+=(--kernel-name "$FILTER")
-    limit=35; [[ $tool == racecheck ]] && limit=30
+    limit=35; [[ $tool == racecheck ]] && limit=25
     stage "$tool" "$limit" "$BENCH_RESERVE" "$OUTDIR/sanitizer.txt" \
       env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" "${args[@]}" "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
   done
@@ -250,27 +275,38 @@ fi
 # ---- the two latencies the step prediction rests on (benchmarks/notes_kernels.md), before the benchmarks: cheap
 PROBE_DEV=cuda; [[ $DRY == 1 ]] && PROBE_DEV=cpu
 PROBE_ARGS=(--device "$PROBE_DEV" --out "$OUTDIR"); [[ $DRY == 1 ]] && PROBE_ARGS+=(--quick)
-stage probe 20 $(( BENCH_RESERVE - 20 )) "$OUTDIR/probe.txt" "$PY" benchmarks/latency_probe.py "${PROBE_ARGS[@]}"
+stage probe 20 100 "$OUTDIR/probe.txt" "$PY" benchmarks/latency_probe.py "${PROBE_ARGS[@]}"
 
-# ---- benchmarks: equal precision first (FP32 on both sides), then TF32 allowed on both sides
+# ---- benchmarks: equal precision first (FP32 on both sides), then TF32 allowed on both sides. The step and the
+# large shapes first (the routing decisions need the large ones; a budget that ends early cuts the small ones); no
+# torch.compile in these (it compiles last and would run into the stage's cap): its own stages follow the trace.
+NOCOMPILE="stock,bare,fastgan,fastgan-kernels,fastgan-aten,fastgan+graph,eager,eager+graph"
+ORDER="step,*/large/*,*"
 if [[ $DRY == 1 ]]; then
   stage bench-fp32 120 0 "$LOG" "$PY" -m fastgan bench --device cpu --quick --smoke --threads 1 \
     --out "$OUTDIR/bench_fp32"
 else
-  stage bench-fp32 50 90 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
-    --out "$OUTDIR/bench_fp32" --time-budget 40
-  # (the large shapes first here: the routing decisions need them, and bench-fp32's budget may end before them)
-  stage bench-tf32 35 55 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
-    --cases "step,*/large/*,*" --out "$OUTDIR/bench_tf32" --time-budget 28
-  # the training step again with programmatic dependent launch (off by default until this measures it): compare
-  # its step rows with bench_tf32's (same precision, same run)
-  stage bench-pdl 30 25 "$LOG" env FASTGAN_CUDA_PDL=1 "$PY" -m fastgan bench --device cuda --quick --tf32 on \
-    --cases step --no-plot --out "$OUTDIR/bench_pdl" --time-budget 22
+  stage bench-fp32 45 55 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 off --no-plot \
+    --cases "$ORDER" --variants "$NOCOMPILE" --out "$OUTDIR/bench_fp32" --time-budget 36
+  stage bench-tf32 35 20 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot \
+    --cases "$ORDER" --variants "$NOCOMPILE" --out "$OUTDIR/bench_tf32" --time-budget 27
 fi
 
 # ---- the training step's kernels: names, count, device time per kernel, device time vs wall time
 TRACE_DEV=cuda; [[ $DRY == 1 ]] && TRACE_DEV=cpu
-stage trace 25 0 "$OUTDIR/trace.txt" "$PY" benchmarks/trace_step.py --device "$TRACE_DEV" --steps 2 --out "$OUTDIR"
+stage trace 20 0 "$OUTDIR/trace.txt" "$PY" benchmarks/trace_step.py --device "$TRACE_DEV" --steps 2 --out "$OUTDIR"
+
+# ---- stock's step under torch.compile (TF32, the precision its best case is quoted at), beside eager in the same
+# run (no --time-budget: it counts the ceilings' probes, and a compile that starts is let run to the stage's cap);
+# fastgan's step with programmatic dependent launch; then reduce-overhead with what is left
+if [[ $DRY == 0 ]]; then
+  stage compile 45 20 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases step \
+    --variants eager,eager+graph,compile --out "$OUTDIR/bench_compile"
+  stage bench-pdl 20 0 "$LOG" env FASTGAN_CUDA_PDL=1 "$PY" -m fastgan bench --device cuda --quick --tf32 on \
+    --cases step --variants fastgan,fastgan+graph --no-plot --out "$OUTDIR/bench_pdl" --time-budget 12
+  stage compile-ro 60 0 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases step \
+    --variants eager+graph,compile-ro --out "$OUTDIR/bench_compile_ro"
+fi
 
 # ---- summary (last, so the end of the output carries it)
 log ""
@@ -281,12 +317,19 @@ for s in "${STAGES[@]}"; do
   log "$(printf '  %-20s %-32s %5ss' "$n" "$st" "$dt")"
   [[ "$st" == ok || "$st" == skipped* || "$st" == "not run"* ]] || FAIL=1
 done
-grep -E "passed|failed|error" "$OUTDIR/pytest.txt" | tail -1 | sed 's/^/  pytest: /' | tee -a "$LOG" || true
+# pytest's own last line when it finished; else the outcomes its -v lines recorded before it was stopped
+PT="$(grep -E '^=+ .*(passed|failed|error|skipped|deselected).* in [0-9.]+s' "$OUTDIR/pytest.txt" | tail -1)"
+if [[ -z "$PT" ]]; then
+  PT="cut short: $(grep -E '::.* PASSED|PASSED .*::' "$OUTDIR/pytest.txt" | wc -l) passed, $(grep -E '::.* FAILED|FAILED .*::' \
+    "$OUTDIR/pytest.txt" | grep -vc '^FAILED ') failed, $(grep -E '::.* SKIPPED|SKIPPED .*::' "$OUTDIR/pytest.txt" \
+    | wc -l) skipped so far"
+fi
+log "  pytest: $PT"
 grep -E "ERROR SUMMARY|all checks passed|FAILED" "$OUTDIR/sanitizer.txt" | sed 's/^/  sanitizer: /' | tee -a "$LOG" || true
-for b in bench_fp32 bench_tf32 bench_pdl; do
+for b in bench_fp32 bench_tf32 bench_compile bench_pdl bench_compile_ro; do
   [[ -s "$OUTDIR/$b/bench.json" ]] || continue
   log "  $b:"
-  "$PY" - "$OUTDIR/$b/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true
+  timeout 30 "$PY" - "$OUTDIR/$b/bench.json" <<'EOF' 2>/dev/null | tee -a "$LOG" || true
 import json, sys
 d = json.load(open(sys.argv[1]))
 for c in d["cases"]:
@@ -309,4 +352,10 @@ done
 grep -E "^== (per|GEMM)" "$OUTDIR/probe.txt" | sed 's/^/  probe: /' | tee -a "$LOG" || true
 grep -E "^== " "$OUTDIR/trace.txt" | sed 's/^/  trace: /' | tee -a "$LOG" || true
 log "files: $(cd "$OUTDIR" && ls | tr '\n' ' ')"
+if [[ -n "${OUT:-}" ]]; then
+  log "packed into $OUT/results.tgz (tar -xzf results.tgz); log.txt beside it"
+fi
+publish
+rm -rf "$SCRATCH"
+[[ -n "${OUT:-}" && -s "$OUT/results.tgz" ]] && rm -rf "$OUTDIR"
 exit $FAIL

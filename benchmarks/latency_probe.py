@@ -126,7 +126,8 @@ def chains(device: torch.device, n: int, reps: int) -> dict:
     return res
 
 
-def ktile(device: torch.device, launches: int, reps: int, ktiles=KTILES) -> dict:
+def ktile(device: torch.device, launches: int, reps: int, ktiles=KTILES, on_row=None) -> dict:
+    """The k-loop rows (see the module docstring); ``on_row(key, row)`` is called as each is measured."""
     cuda = device.type == "cuda"
     sm = torch.cuda.get_device_properties(device).multi_processor_count if cuda else 1
     precisions = (("float32", torch.float32, False), ("tf32", torch.float32, True), ("bfloat16", torch.bfloat16, False))
@@ -152,8 +153,11 @@ def ktile(device: torch.device, launches: int, reps: int, ktiles=KTILES) -> dict
 
                         pts.append((n, per_launch_us(gemms, launches, device, reps)))
                     a, b = fit_line([p[0] for p in pts], [p[1] for p in pts])
-                    out[f"{name}, {wave}"] = {"precision": name, "rows": rows, "points_us": pts, "intercept_us": a,
-                                              "per_ktile_us": b, "predicted_per_ktile_us": PREDICTED["ktile_us"][name]}
+                    key = f"{name}, {wave}"
+                    out[key] = {"precision": name, "rows": rows, "points_us": pts, "intercept_us": a,
+                                "per_ktile_us": b, "predicted_per_ktile_us": PREDICTED["ktile_us"][name]}
+                    if on_row is not None:
+                        on_row(key, out[key])
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev_tf32
     return out
@@ -169,9 +173,16 @@ def main(argv=None) -> int:
     reps = 3 if a.quick else 15
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}
+    def save():  # after each section: a run cut short keeps what it measured
+        if a.out:
+            os.makedirs(a.out, exist_ok=True)
+            with open(os.path.join(a.out, "latency_probe.json"), "w") as f:
+                json.dump(res, f, indent=1)
+
     if device.type != "cuda":
         print("== CPU: eager calls on the CPU kernels, the plumbing only (these are not the GPU's numbers)")
     c = res["chains"] = chains(device, 10 if a.quick else 100, reps)
+    save()
     cuda = device.type == "cuda"
     lo, hi = PREDICTED["node_us"]
     print(f"== per node of a chain of {c['chain_length']} dependent small kernels, "
@@ -181,16 +192,16 @@ def main(argv=None) -> int:
     if cuda and not c.get("pdl_launches"):
         print("== WARNING: the 'PDL on' rows made no programmatic launch (fastgan's kernels are not sm_90+ code "
               "here): they measure PDL off")
-    res["ktile"] = ktile(device, 4 if a.quick else 20, reps, KTILES[:3] if a.quick else KTILES)
-    for key, r in res["ktile"].items():
+    res["ktile"] = {}
+
+    def row(key, r):
+        res["ktile"][key] = r
         pts = " ".join(f"{n}:{t:.2f}" for n, t in r["points_us"])
         pred = f"  [predicted {r['predicted_per_ktile_us']} per k-tile]" if cuda else ""
         print(f"== GEMM k-loop, {key} (x {r['rows']}x16n, 64 outputs): {r['per_ktile_us']:.3f} us per 16-deep k-tile "
-              f"+ {r['intercept_us']:.2f} us per launch{pred}  (k-tiles:us {pts})")
-    if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "latency_probe.json"), "w") as f:
-            json.dump(res, f, indent=1)
+              f"+ {r['intercept_us']:.2f} us per launch{pred}  (k-tiles:us {pts})", flush=True)
+        save()
+    ktile(device, 4 if a.quick else 20, reps, KTILES[:3] if a.quick else KTILES, on_row=row)
     return 0
 
 

@@ -225,6 +225,26 @@ def test_latency_probe_plumbing(tmp_path, capsys):
     assert "predicted" not in out  # the GPU's predictions are not printed beside CPU numbers
 
 
+def test_graph_rows_are_measured_against_stock_in_a_graph(tmp_path):
+    """A step in a CUDA graph is compared with stock's step in a CUDA graph (the graph's own gain is not fastgan's);
+    bench.json stays strict JSON when a check's error is infinite (a non-finite output)."""
+    from fastgan.bench.cli import _derive, environment, write_outputs
+    peaks = {"tiny": False, "copy_Bps": 20e9, "compute_flops": 100e9, "gemm_flops": 100e9}
+    times = {"fastgan": 4e-4, "eager": 8e-4, "fastgan+graph": 1e-4, "eager+graph": 3e-4}
+    case = {"name": "step/seed", "family": "step", "desc": "a training step", "flops": 1e9, "bytes": 1e6,
+            "results": [{"variant": v, "median_s": t} for v, t in times.items()]}
+    _derive(case, peaks)
+    by = {r["variant"]: r for r in case["results"]}
+    assert by["fastgan"]["baseline"] == "eager" and by["fastgan"]["ratio_vs_stock"] == pytest.approx(2.0)
+    assert by["fastgan+graph"]["baseline"] == "eager+graph"
+    assert by["fastgan+graph"]["ratio_vs_stock"] == pytest.approx(3.0)
+    by["fastgan"]["check_rel_err"] = float("inf")
+    write_outputs({"peaks": peaks, "cases": [case], "env": environment(CPU), "mode": "quick", "notes": [],
+                   "variants_legend": {}}, tmp_path, plot=False)
+    text = (tmp_path / "bench.json").read_text()
+    assert "Infinity" not in text and json.loads(text)["cases"][0]["results"][0]["check_rel_err"] is None
+
+
 def test_bench_arguments_are_checked_before_measuring(tmp_path, capsys):
     for argv in (["--threads", "-1"], ["--time-budget", "nan"], ["--time-budget", "-5"]):
         with pytest.raises(SystemExit) as e:
@@ -235,3 +255,8 @@ def test_bench_arguments_are_checked_before_measuring(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli_main(["bench", "--device", "cpu", "--smoke", "--out", str(tmp_path / "file"), "--cases", "step"]) == 2
     assert "--out" in capsys.readouterr().err and (tmp_path / "file").read_text() == "x"
+    # variants that no selected case has: an error, not an empty table
+    assert cli_main(["bench", "--device", "cpu", "--smoke", "--cases", "step", "--variants", "stock",
+                     "--out", str(tmp_path / "none")]) == 2
+    assert "no selected case supports them" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "bench.json").exists()

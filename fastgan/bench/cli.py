@@ -214,12 +214,17 @@ def _derive(case_res: dict, peaks: dict) -> None:
     # fastgan's own pure-PyTorch reference path (ops: the `eager` variant): a labelled extra, never a headline
     ref = None if case_res["family"] == "step" else \
         next((r for r in case_res["results"] if r["variant"] == BASELINE and r.get("median_s")), None)
+    # a row in a CUDA graph is measured against stock's step in a CUDA graph where that ran: the graph's own gain
+    # is not fastgan's
+    stock_graph = next((r for r in case_res["results"] if r["variant"] == stock_name + "+graph" and r.get("median_s")),
+                       None)
     for r in case_res["results"]:
         med = r.get("median_s")
         if not med:
             continue
-        r["baseline"] = stock_name
-        r["ratio_vs_stock"] = stock["median_s"] / med if stock else None
+        base = stock_graph if stock_graph is not None and r["variant"].endswith("+graph") else stock
+        r["baseline"] = base["variant"] if base is not None else stock_name
+        r["ratio_vs_stock"] = base["median_s"] / med if base else None
         r["ratio_vs_reference"] = ref["median_s"] / med if ref else None
         r["flops_per_s"] = flops / med if flops else None
         r["bytes_per_s"] = nbytes / med if nbytes else None
@@ -261,7 +266,7 @@ def settle_ceilings(doc: dict) -> None:
         elif c.get("bound") == "memory":
             c["best_Bps"] = max([r["bytes_per_s"] for r in c["results"] if r.get("bytes_per_s")], default=0.0)
     if best[0] > peaks["compute_flops"]:
-        peaks["compute_flops_probes"] = peaks["compute_flops"]
+        peaks.setdefault("compute_flops_probes", peaks["compute_flops"])
         peaks["compute_flops"], peaks["compute_flops_of"] = best[0], "the best row of this run: " + best[1]
     for c in doc["cases"]:
         if c.get("results") and "bound" in c:
@@ -457,16 +462,6 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
     for n in notes:
         log("note: " + n)
 
-    t0 = time.perf_counter()
-    peaks = T.measure_peaks(device, quick, tiny=smoke)
-    doc["peaks"] = peaks
-    if not smoke:  # each memory-bound case's footprint, copied: its ceiling where a cache holds it
-        sizes = {c.bytes for c in chosen if _memory_bound(c.flops, c.bytes, peaks)}
-        peaks["copy_at_bytes"] = {_bytes_key(n): T.copy_rate(device, n, quick) for n in sorted(sizes)}
-    log(f"ceilings: copy {peaks['copy_Bps'] / 1e9:.3g} GB/s (read + write), float32 compute "
-        f"{peaks['compute_flops'] / 1e9:.4g} GFLOP/s (best of {', '.join(peaks['compute_rates'])}: "
-        f"{peaks['compute_flops_of']}) [{time.perf_counter() - t0:.1f} s]")
-
     plan = []
     for c in chosen:
         vs = default_variants(c, device, quick or smoke) if want is None else [v for v in want if c.supports(v, device)]
@@ -474,6 +469,20 @@ def run_suite(device: Optional[str] = None, quick: bool = False, cases: Optional
             vs = [v for v in vs if not v.startswith("compile")]
         if vs:
             plan.append((c, vs))
+    if not plan:
+        raise ValueError(f"--variants {variants!r}: no selected case supports them on {device.type} (`fastgan bench "
+                         "--list` gives each case's variants)")
+
+    t0 = time.perf_counter()
+    peaks = T.measure_peaks(device, quick, tiny=smoke)
+    doc["peaks"] = peaks
+    if not smoke:  # each memory-bound case's footprint, copied: its ceiling where a cache holds it
+        sizes = {c.bytes for c in chosen if _memory_bound(c.flops, c.bytes, peaks)}
+        peaks["copy_at_bytes"] = {_bytes_key(n): T.copy_rate(device, n, quick) for n in sorted(sizes)}
+    log(f"ceilings: copy {peaks['copy_Bps'] / 1e9:.3g} GB/s (read + write), {_compute_label(peaks)} "
+        f"{peaks['compute_flops'] / 1e9:.4g} GFLOP/s (best of {', '.join(peaks['compute_rates'])}: "
+        f"{peaks['compute_flops_of']}) [{time.perf_counter() - t0:.1f} s]")
+
     from tqdm.auto import tqdm
     bar = tqdm(total=sum(len(vs) for _, vs in plan), unit="variant", desc="bench", dynamic_ncols=True,
                disable=(not sys.stderr.isatty()) if progress is None else not progress, file=sys.stderr)
@@ -588,6 +597,14 @@ def format_table(doc: dict, markdown: bool = False) -> str:
     return "\n".join(out)
 
 
+def _compute_label(peaks: dict) -> str:
+    """What the compute ceiling is: float32 through the vendor libraries, with TF32 where the run allowed it (a
+    convolution's rate counts a direct convolution's FLOPs: an algorithm doing fewer, as cuDNN may choose, shows
+    an effective rate, which is still what the rows are bounded by)."""
+    tf32 = [k for k, key in (("matmul", "gemm_tf32"), ("cuDNN", "conv_tf32")) if peaks.get(key)]
+    return "float32 compute" + (f" (TF32 allowed: {', '.join(tf32)})" if tf32 else "")
+
+
 def _header(doc: dict) -> List[str]:
     e, p = doc["env"], doc.get("peaks", {})
     dev = e.get("gpu") or f"{e['cpu']}, {e['cpu_cores']} cores ({e['torch_threads']} torch threads)"
@@ -601,7 +618,7 @@ def _header(doc: dict) -> List[str]:
     if p:
         lines.append(f"measured ceilings: copy {p['copy_Bps'] / 1e9:.3g} GB/s (read + write, "
                      f"{_fmt_bytes(p.get('copy_bytes'))}; a memory-bound case's own: the copy of its byte count, "
-                     f"in the Cases table), float32 compute "
+                     f"in the Cases table), {_compute_label(p)} "
                      f"{p.get('compute_flops', p['gemm_flops']) / 1e9:.4g} GFLOP/s "
                      f"({p.get('compute_flops_of', 'GEMM')}; the probes: the best of the vendor GEMMs and "
                      f"convolutions measured" + (f", {p['compute_flops_probes'] / 1e9:.4g} GFLOP/s"
@@ -613,7 +630,8 @@ def format_markdown(doc: dict) -> str:
     lines = ["# fastgan bench", ""] + [f"- {x}" for x in _header(doc)] + [f"- note: {n}" for n in doc["notes"]]
     lines += ["", "Median over interleaved blocks; IQR = (p75 - p25) / median; `vs stock` = the stock baseline's "
               "median / this median, at the same precision (`baseline`: `stock` = the idiomatic torch.nn.functional "
-              "composition for the ops, `eager` = the stock torch.nn model for the training step); rate and "
+              "composition for the ops, `eager` = the stock torch.nn model for the training step, `eager+graph` = that model in a CUDA graph for "
+              "the rows in a CUDA graph); rate and "
               "% ceiling against the measured ceilings (FLOP/s for compute-bound cases, GB/s for "
               "memory-bound ones: the header and the Cases table; no row exceeds its ceiling, a rate this run "
               "reached above the probes being the ceiling itself); peak mem = extra memory "
@@ -640,7 +658,7 @@ def plot_speedups(doc: dict, path) -> bool:
     import matplotlib.pyplot as plt
 
     def shown(c, r):  # not the baseline itself, nor fastgan's reference path (no stock comparison)
-        return r.get("ratio_vs_stock") and r["variant"] != c.get("baseline") and \
+        return r.get("ratio_vs_stock") and r["variant"] != r.get("baseline") and \
             not (c["family"] != "step" and r["variant"] == "eager")
 
     cases = [c for c in doc["cases"] if any(shown(c, r) for r in c["results"])]
@@ -679,11 +697,26 @@ def plot_speedups(doc: dict, path) -> bool:
     return True
 
 
+def _json_safe(obj):
+    """``obj`` with NaN / infinite floats as None (JSON has no such numbers; a check of a non-finite output gives
+    an infinite error), so bench.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def write_outputs(doc: dict, out, plot: bool = True) -> None:
+    """bench.json, bench.md (and bench.png), with the ceilings settled first: also a run cut short leaves files
+    whose rows are all within their ceilings."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    settle_ceilings(doc)
     tmp = out / "bench.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.write_text(json.dumps(_json_safe(doc), indent=1, default=str, allow_nan=False))
     tmp.replace(out / "bench.json")
     (out / "bench.md").write_text(format_markdown(doc))
     if plot:
