@@ -18,8 +18,7 @@ dy_from_y  derivative of ``act`` expressed through its own output ``a = act(x)``
 d2         ``d(act'(x))/d a`` written through ``a`` — non-zero only for smooth activations; ``None`` when the
            derivative is piecewise constant in ``a``.
 module     the ``torch.nn`` module computing it (``fastgan.fuse`` / ``unfuse``), None for linear; ``alpha_attr``: its
-           attribute (and the functions' keyword) holding alpha
-functions  torch functions computing it, ``f(x)`` or ``f(x, alpha)`` (``fastgan.fuse`` of ``torch.fx`` graphs)
+           attribute (and constructor keyword) holding alpha
 """
 from __future__ import annotations
 
@@ -44,7 +43,6 @@ class Activation:
     d2: Optional[Callable[[torch.Tensor, float], torch.Tensor]]
     module: Optional[type] = None
     alpha_attr: Optional[str] = None
-    functions: tuple = ()
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -58,22 +56,22 @@ ACTIVATIONS: dict[str, Activation] = {
                    lambda x, al: torch.relu(x),
                    lambda a, al: (~(a <= 0)).to(a.dtype),  # NaN passes the gradient, as torch.relu
                    None,
-                   nn.ReLU, None, (torch.relu, F.relu)),
+                   nn.ReLU, None),
         Activation("lrelu", 2, 0.2, math.sqrt(2),
                    lambda x, al: F.leaky_relu(x, al),  # stock's op: one pass, as fast as stock
                    lambda a, al: torch.where(a > 0, torch.ones_like(a), torch.full_like(a, al)),
                    None,
-                   nn.LeakyReLU, "negative_slope", (F.leaky_relu,)),
+                   nn.LeakyReLU, "negative_slope"),
         Activation("sigmoid", 3, 0.0, 1.0,
                    lambda x, al: torch.sigmoid(x),
                    lambda a, al: a * (1 - a),
                    lambda a, al: 1 - 2 * a,
-                   nn.Sigmoid, None, (torch.sigmoid, F.sigmoid)),
+                   nn.Sigmoid, None),
         Activation("tanh", 4, 0.0, 1.0,
                    lambda x, al: torch.tanh(x),
                    lambda a, al: 1 - a * a,
                    lambda a, al: -2 * a,
-                   nn.Tanh, None, (torch.tanh, F.tanh)),
+                   nn.Tanh, None),
     ]
 }
 

@@ -1,17 +1,24 @@
 """Convert an existing model to fused layers and back.
 
 ``fastgan.fuse(model)`` rewrites Linear / Conv2d / ConvTranspose2d followed by LeakyReLU / ReLU / Sigmoid /
-Tanh into one fused layer with the same weights; a remaining standalone ``LeakyReLU`` becomes
-:class:`fastgan.nn.LeakyReLU` and ``BCEWithLogitsLoss`` becomes :class:`fastgan.nn.BCEWithLogitsLoss`.
-Inside ``nn.Sequential`` (at any nesting depth) the activation's slot is kept as an identity placeholder, so
-``state_dict`` keys do not change and ``fastgan.unfuse`` restores the original structure exactly. Other
-modules whose ``forward`` is ``torch.fx``-traceable are rewritten on their graph (the result is a
-``GraphModule``); modules that cannot be traced are left as they are, with their children still converted.
+Tanh inside an ``nn.Sequential`` (at any depth, also inside custom modules) into one fused layer with the same
+weights; the activation's slot is kept as an identity placeholder, so ``state_dict`` keys do not change and
+``fastgan.unfuse`` restores the original structure exactly. Anywhere in the model, a remaining ``LeakyReLU``
+becomes :class:`fastgan.nn.LeakyReLU` and ``BCEWithLogitsLoss`` :class:`fastgan.nn.BCEWithLogitsLoss` (the same
+module state, hooks included).
+
+What is never rewritten, so that the converted model computes what the original did:
+- a custom module's ``forward`` code (its ``F.leaky_relu(self.conv(x))``): rewriting it means tracing it, and a
+  trace freezes its Python state -- a fade-in weight, ``self.training``, an optional argument's branch -- and drops
+  what the trace did not touch (buffers, other methods). Use ``fastgan.nn`` / ``fastgan.functional`` there;
+- an ``nn.Sequential`` subclass with its own ``forward`` (it is not a chain);
+- a pair where either module has hooks (a hook on the layer would see the activation's output).
+Within a fused chain the layer's slot yields the activation's output and the activation's slot passes it on:
+code that walks the ``Sequential`` collecting each slot's output sees that.
 """
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from typing import List, Optional, Tuple
 
@@ -38,16 +45,9 @@ def _act_of(m) -> Optional[Tuple[str, Optional[float]]]:
     return None
 
 
-# torch function -> activation name, for torch.fx graphs
-_FX_FUNCS = {f: spec.name for spec in _activations.ACTIVATIONS.values() for f in spec.functions}
-
-
-def _fx_defaults(func) -> dict:
-    """func's keyword defaults (F.leaky_relu's slope: 0.01, not the table's 0.2; inplace False)."""
-    try:
-        return {k: v.default for k, v in inspect.signature(func).parameters.items()}
-    except (TypeError, ValueError):  # a builtin without a signature: positional input only
-        return {}
+def _has_hooks(m: nn.Module) -> bool:
+    return any(getattr(m, name, None) for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                                                   "_backward_pre_hooks"))
 
 
 class _Placeholder(nn.Identity):
@@ -83,10 +83,11 @@ def _stock_copy(layer: nn.Module) -> nn.Module:
     return new
 
 
-def _bce(loss: nn.BCEWithLogitsLoss) -> nn.Module:
-    new = fnn.BCEWithLogitsLoss.__new__(fnn.BCEWithLogitsLoss)
-    new.__dict__ = loss.__dict__.copy()
-    new._buffers = dict(loss._buffers)
+def _retyped(module: nn.Module, cls) -> nn.Module:
+    """``module``'s state (buffers, hooks, flags) as an instance of ``cls``, a drop-in subclass or twin of it."""
+    new = cls.__new__(cls)
+    new.__dict__ = module.__dict__.copy()
+    new._buffers = dict(module._buffers)
     return new
 
 
@@ -96,7 +97,8 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: List[str]) -> None
     while i < len(names):
         m = seq._modules[names[i]]
         nxt = seq._modules[names[i + 1]] if i + 1 < len(names) else None
-        if type(m) in _LAYER_TO_FUSED and nxt is not None and _act_of(nxt) is not None:
+        if type(m) in _LAYER_TO_FUSED and nxt is not None and _act_of(nxt) is not None \
+                and not _has_hooks(m) and not _has_hooks(nxt):
             act, alpha = _act_of(nxt)
             seq._modules[names[i]] = _fused_copy(m, act, alpha)
             seq._modules[names[i + 1]] = _Placeholder(nxt)
@@ -107,81 +109,20 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: List[str]) -> None
         i += 1
 
 
-def _fuse_fx(module: nn.Module, prefix: str, report: List[str]) -> nn.Module:
-    """Rewrite a traceable module's graph: layer -> activation pairs become one fused layer."""
-    try:
-        gm = torch.fx.symbolic_trace(module)
-    except Exception as e:  # noqa: BLE001 - any tracing failure means: leave it as it is
-        log.info("fastgan.fuse: %s is not fx-traceable (%s); left unchanged", prefix or type(module).__name__, e)
-        return module
-    changed = False
-    modules = dict(gm.named_modules())
-    calls: dict = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(modules.get(node.target)) not in _LAYER_TO_FUSED:
-            continue
-        if len(node.users) != 1 or calls[node.target] != 1:  # a layer called twice keeps its stock form
-            continue
-        (user,) = node.users
-        act = alpha = None
-        if user.op == "call_module" and _act_of(modules.get(user.target)) is not None:
-            act, alpha = _act_of(modules[user.target])
-        elif user.op == "call_function" and user.target in _FX_FUNCS:
-            args, kwargs = list(user.args), dict(user.kwargs)
-            if not args and "input" in kwargs:  # torch.tanh(input=h)
-                args.append(kwargs.pop("input"))
-            if not args or args[0] is not node:
-                continue
-            act = _FX_FUNCS[user.target]
-            spec = _activations.get(act)
-            defaults = _fx_defaults(user.target)
-            # other keywords (inplace=...) only at their defaults
-            if any(k != spec.alpha_attr and defaults.get(k, object()) != v for k, v in kwargs.items()):
-                continue
-            if spec.alpha_attr:
-                alpha = kwargs.get(spec.alpha_attr, args[1] if len(args) > 1 else defaults.get(spec.alpha_attr))
-                if not isinstance(alpha, (int, float)) or alpha < 0 or len(args) > 2:
-                    continue
-            elif len(args) > 1:
-                continue
-        if act is None:
-            continue
-        layer = modules[node.target]
-        gm.get_submodule(node.target)  # exists
-        parent, _, leaf = node.target.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, leaf, _fused_copy(layer, act, alpha))
-        user.replace_all_uses_with(node)
-        gm.graph.erase_node(user)
-        report.append(f"{prefix}{node.target}+{user.target if user.op == 'call_module' else user.target.__name__}: "
-                      f"{type(layer).__name__}+activation -> {_LAYER_TO_FUSED[type(layer)].__name__}(act={act!r})")
-        changed = True
-    if not changed:
-        return module
-    gm.graph.lint()
-    gm.recompile()
-    return gm
-
-
 def _fuse(module: nn.Module, prefix: str, report: List[str]) -> nn.Module:
-    if isinstance(module, nn.Sequential):
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:  # a chain
         _fuse_sequential(module, prefix, report)
     for name, child in list(module._modules.items()):
         if child is None:
             continue
         if type(child) is nn.LeakyReLU and child.negative_slope >= 0:
-            module._modules[name] = fnn.LeakyReLU(child.negative_slope, child.inplace)
+            module._modules[name] = _retyped(child, fnn.LeakyReLU)
             report.append(f"{prefix}{name}: LeakyReLU -> fastgan.nn.LeakyReLU")
         elif type(child) is nn.BCEWithLogitsLoss:
-            module._modules[name] = _bce(child)
+            module._modules[name] = _retyped(child, fnn.BCEWithLogitsLoss)
             report.append(f"{prefix}{name}: BCEWithLogitsLoss -> fastgan.nn.BCEWithLogitsLoss")
         else:
             module._modules[name] = _fuse(child, f"{prefix}{name}.", report)
-    if not isinstance(module, nn.Sequential) and type(module).forward is not nn.Module.forward \
-            and type(module).__module__.split(".")[0] not in ("torch", "fastgan"):
-        module = _fuse_fx(module, prefix, report)
     return module
 
 
@@ -247,11 +188,9 @@ def unfuse(model: nn.Module, inplace: bool = False) -> nn.Module:
                 else:
                     module._modules[name] = nn.Sequential(stock, act)
             elif type(child) is fnn.LeakyReLU:
-                module._modules[name] = nn.LeakyReLU(child.negative_slope, child.inplace)
+                module._modules[name] = _retyped(child, nn.LeakyReLU)
             elif type(child) is fnn.BCEWithLogitsLoss:
-                new = nn.BCEWithLogitsLoss.__new__(nn.BCEWithLogitsLoss)
-                new.__dict__ = child.__dict__.copy()
-                module._modules[name] = new
+                module._modules[name] = _retyped(child, nn.BCEWithLogitsLoss)
             elif isinstance(child, _Placeholder):
                 continue  # restored together with its layer
             else:

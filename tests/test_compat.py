@@ -137,41 +137,80 @@ def test_fuse_training_continues_identically():
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11), k
 
 
-def test_fuse_fx_traceable_module_and_untraceable():
-    class Net(nn.Module):
+def test_fuse_keeps_custom_forward_code_and_state():
+    """A custom module's forward is not rewritten (a trace would freeze its Python state: a fade-in weight set later,
+    the training flag, an optional argument's branch; and drop what the trace does not touch): only its Sequential
+    chains are fused. The module keeps its type, parameters, buffers, methods and hooks; fuse(inplace=True) converts
+    it in place; unfuse round-trips exactly."""
+    class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc1, self.fc2, self.fc3 = nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3)
-            self.fc4, self.fc5 = nn.Linear(4, 4), nn.Linear(4, 4)
-            self.act = nn.Tanh()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2))
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.old, self.new = nn.Conv2d(3, 2, 1), nn.Conv2d(4, 2, 1)
+            self.embed = nn.Embedding(10, 4)
+            self.register_buffer("w_avg", torch.zeros(4))
+            self.extra = nn.Parameter(torch.zeros(3))
+            self.alpha = 0.0
 
-        def forward(self, x):
-            h = nn.functional.leaky_relu(self.fc1(x), 0.1)
-            h = self.act(self.fc2(h))
-            h = torch.tanh(input=self.fc4(h))  # the input as a keyword
-            h = nn.functional.leaky_relu(input=self.fc5(h), negative_slope=0.3)
-            return torch.sigmoid(self.fc3(h)) + self.fc3(h)  # fc3 used twice: not fusable
+        def forward(self, x, y=None):
+            h = nn.functional.leaky_relu(self.conv(self.body(x)), 0.2)  # left as written
+            h = nn.functional.dropout(h, 0.5, training=self.training)
+            if y is not None:
+                h = h + self.embed(y)[:, :, None, None]
+            return self.alpha * self.new(h) + (1 - self.alpha) * self.old(x)
 
-    class Untraceable(nn.Module):
+        def truncate(self, w, psi):
+            return self.w_avg + psi * (w - self.w_avg)
+
+    torch.manual_seed(0)
+    m = Block().eval()
+    seen = []
+    m.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    f, report = fastgan.fuse(m, return_report=True)
+    assert type(f) is Block and report == ["body.0+body.1: Conv2d+LeakyReLU -> FusedConv2d(act='lrelu')"]
+    assert isinstance(f.body[0], fastgan.nn.FusedConv2d) and type(f.conv) is nn.Conv2d
+    assert list(f.state_dict()) == list(m.state_dict()) and f.truncate(torch.ones(4), 0.5).shape == (4,)
+    x, y = torch.randn(2, 3, 5, 5), torch.tensor([1, 7])
+    for alpha in (0.0, 0.5):  # state set after fusing is honoured
+        m.alpha = f.alpha = alpha
+        for args in ((x,), (x, y)):
+            torch.testing.assert_close(f(*args), m(*args), rtol=1e-5, atol=1e-6)
+    f.train()
+    assert not torch.equal(f(x), f(x)), "dropout follows the training flag"
+    assert len(seen) == 10  # 4 calls of m, 4 + 2 of f: the hook came along
+    same = fastgan.fuse(m, inplace=True)
+    assert same is m and isinstance(m.body[0], fastgan.nn.FusedConv2d)
+    back = fastgan.unfuse(f)
+    assert type(back.body[0]) is nn.Conv2d and type(back.body[1]) is nn.LeakyReLU
+    assert list(back.state_dict()) == list(Block().state_dict())
+
+
+def test_fuse_leaves_non_chains_and_hooked_pairs():
+    """An nn.Sequential subclass with its own forward is not a chain; a pair where either module has a hook is not
+    fused (the hook would see the activation's output); a standalone LeakyReLU keeps its hooks when converted."""
+    class Residual(nn.Sequential):
         def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(6, 4), nn.ReLU())
+            super().__init__(nn.Linear(5, 5), nn.LeakyReLU(0.2))
 
         def forward(self, x):
-            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
-                return self.body(x)
-            return -self.body(x)
+            h = self[0](x)
+            return self[1](h) + h
 
-    net = Net()
-    fused, report = fastgan.fuse(net, return_report=True)
-    assert len(report) == 4, report
-    assert (fused.fc4.act, fused.fc5.act, fused.fc5.alpha) == ("tanh", "lrelu", 0.3)
-    x = torch.randn(7, 6)
-    assert torch.allclose(fused(x), net(x), atol=1e-6)
-    u = Untraceable()
-    fu, rep = fastgan.fuse(u, return_report=True)
-    assert type(fu) is Untraceable and isinstance(fu.body[0], fastgan.nn.FusedLinear) and len(rep) == 1
-    assert torch.allclose(fu(x), u(x), atol=1e-6)
+    torch.manual_seed(0)
+    r = Residual()
+    fr, rep = fastgan.fuse(r, return_report=True)
+    x = torch.randn(3, 5)
+    assert type(fr[0]) is nn.Linear and torch.equal(fr(x), r(x)) and rep == ["1: LeakyReLU -> fastgan.nn.LeakyReLU"]
+    seq = nn.Sequential(nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5), nn.Tanh(), nn.LeakyReLU(0.1))
+    pre = []
+    seq[0].register_forward_hook(lambda mod, i, o: pre.append(o.min().item()))
+    seq[4].register_forward_hook(lambda mod, i, o: pre.append("lrelu"))
+    f = fastgan.fuse(seq)
+    assert type(f[0]) is nn.Linear and isinstance(f[2], fastgan.nn.FusedLinear)
+    assert type(f[4]) is fastgan.nn.LeakyReLU
+    torch.testing.assert_close(f(x), seq(x))
+    assert pre[-1] == "lrelu" and pre[-2] == pre[0], "hooks on the converted copy still fire"
 
 
 def test_fuse_leaves_other_modules_and_converts_loss():
@@ -351,6 +390,30 @@ def test_torch_compile_dynamic_shapes():
         g0, g1 = (torch.autograd.grad(y.sum(), [x, model[0].weight]) for y in (y0, y1))
         for a, b in zip(g0, g1):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["spectral_norm", "autocast"])
+def test_torch_compile_fullgraph_with_computed_weights(case):
+    """A fused layer whose weight is computed, not a parameter (spectral norm's parametrization; autocast's cast
+    to bfloat16), under torch.compile(fullgraph=True): no graph break, the same outputs and gradients as eager."""
+    torch.manual_seed(0)
+    conv = fastgan.nn.FusedConv2d(3, 4, 3, act="lrelu", alpha=0.2)
+    if case == "spectral_norm":
+        conv = nn.utils.parametrizations.spectral_norm(conv).eval()  # eval: no power iteration between the runs
+    model = nn.Sequential(conv, nn.Flatten(1), fastgan.nn.FusedLinear(64, 1))
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    ac = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast")
+    outs = []
+    for m in (model, compiled):
+        with ac:
+            y = m(x)
+        outs.append((y, torch.autograd.grad(y.float().sum(), [x, model[2].weight])))
+    (y0, g0), (y1, g1) = outs
+    tol = 1e-5 if case == "spectral_norm" else 2e-2
+    assert y0.dtype == y1.dtype and torch.allclose(y0.float(), y1.float(), atol=tol, rtol=tol)
+    for a, b in zip(g0, g1):
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
 
 
 def test_torch_func_grad_and_vmap_bias_act(impl):

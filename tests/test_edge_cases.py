@@ -18,11 +18,11 @@ ACTS = list(_activations.ACTIVATIONS)  # every activation of the one table
 
 
 def _stock(act: str, z: torch.Tensor) -> torch.Tensor:
-    """The activation as stock torch computes it: the table's torch function (torch's own NaN handling), or z."""
+    """The activation as stock torch computes it: the table's torch.nn module (torch's own NaN handling), or z."""
     spec = _activations.get(act)
-    if not spec.functions:
+    if spec.module is None:
         return z
-    return spec.functions[0](z, 0.2) if spec.alpha_attr else spec.functions[0](z)
+    return spec.module(**({spec.alpha_attr: 0.2} if spec.alpha_attr else {}))(z)
 
 
 def _same_nan_mask(a: torch.Tensor, b: torch.Tensor, what: str) -> None:

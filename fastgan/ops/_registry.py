@@ -125,7 +125,7 @@ def leaves(*params) -> tuple:
     nn.Parameter, not computed from other tensors): only a leaf's gradient may be skipped inside
     :func:`no_weight_gradients` -- a computed weight (a modulated convolution's) carries the gradient on to the
     tensors it came from, the images included. Set by the layer ops' setup_context as ctx.leaves."""
-    return tuple(p is None or p.grad_fn is None for p in params)
+    return tuple(p is None or p.is_leaf for p in params)  # (is_leaf: torch.compile traces it; grad_fn it cannot)
 
 
 def layer_mask(ctx) -> list:
