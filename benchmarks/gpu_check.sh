@@ -320,9 +320,9 @@ done
 # pytest's own last line when it finished; else the outcomes its -v lines recorded before it was stopped
 PT="$(grep -E '^=+ .*(passed|failed|error|skipped|deselected).* in [0-9.]+s' "$OUTDIR/pytest.txt" | tail -1)"
 if [[ -z "$PT" ]]; then
-  PT="cut short: $(grep -E '::.* PASSED|PASSED .*::' "$OUTDIR/pytest.txt" | wc -l) passed, $(grep -E '::.* FAILED|FAILED .*::' \
-    "$OUTDIR/pytest.txt" | grep -vc '^FAILED ') failed, $(grep -E '::.* SKIPPED|SKIPPED .*::' "$OUTDIR/pytest.txt" \
-    | wc -l) skipped so far"
+  f="$OUTDIR/pytest.txt"
+  PT="cut short: $(grep -E '::.* PASSED|PASSED .*::' "$f" | wc -l) passed, $(grep -E '::.* FAILED|FAILED .*::' "$f" \
+    | grep -vc '^FAILED ') failed, $(grep -E '::.* SKIPPED|SKIPPED .*::' "$f" | wc -l) skipped so far"
 fi
 log "  pytest: $PT"
 grep -E "ERROR SUMMARY|all checks passed|FAILED" "$OUTDIR/sanitizer.txt" | sed 's/^/  sanitizer: /' | tee -a "$LOG" || true

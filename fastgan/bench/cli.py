@@ -630,8 +630,8 @@ def format_markdown(doc: dict) -> str:
     lines = ["# fastgan bench", ""] + [f"- {x}" for x in _header(doc)] + [f"- note: {n}" for n in doc["notes"]]
     lines += ["", "Median over interleaved blocks; IQR = (p75 - p25) / median; `vs stock` = the stock baseline's "
               "median / this median, at the same precision (`baseline`: `stock` = the idiomatic torch.nn.functional "
-              "composition for the ops, `eager` = the stock torch.nn model for the training step, `eager+graph` = that model in a CUDA graph for "
-              "the rows in a CUDA graph); rate and "
+              "composition for the ops, `eager` = the stock torch.nn model for the training step, `eager+graph` = "
+              "that model in a CUDA graph for the rows in a CUDA graph); rate and "
               "% ceiling against the measured ceilings (FLOP/s for compute-bound cases, GB/s for "
               "memory-bound ones: the header and the Cases table; no row exceeds its ceiling, a rate this run "
               "reached above the probes being the ceiling itself); peak mem = extra memory "
