@@ -7,6 +7,7 @@ activation that is applied in the same pass as the bias.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -42,8 +43,9 @@ class FusedBiasAct(_ActMixin, nn.Module):
     def __init__(self, channels: int, act: str = "lrelu", alpha: Optional[float] = None, gain: float = 1.0,
                  clamp: Optional[float] = None, bias: bool = True, dim: int = 1, device=None, dtype=None):
         super().__init__()
-        if not isinstance(channels, int) or channels < 1:
+        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
             raise ValueError(f"channels: expected a positive int, got {channels!r}")
+        channels = int(channels)  # (a NumPy integer too, as torch.nn's layers take)
         self._set_act(act, alpha, gain, clamp)
         self.channels, self.dim = channels, dim
         if bias:

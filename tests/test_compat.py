@@ -60,6 +60,11 @@ def test_fused_leaky_relu_and_leaky_relu_module(impl):
     x = torch.randn(3, 5, 4, device=dev)
     assert_close(m(x), nn.functional.leaky_relu(x.double() + m.bias.double()[:, None], 0.1), torch.float32, "fused")
     assert "lrelu" in repr(m) and m.negative_slope == 0.1
+    import numpy as np
+    assert fastgan.nn.FusedLeakyReLU(np.int64(5)).bias.shape == (5,)  # a NumPy integer, as torch.nn's layers take
+    for bad in (True, 2.0, 0):
+        with pytest.raises(ValueError, match="channels: expected a positive int"):
+            fastgan.nn.FusedBiasAct(bad)
     lr = fastgan.nn.LeakyReLU(0.3)
     assert torch.equal(lr(x), nn.LeakyReLU(0.3)(x)) or torch.allclose(lr(x), nn.LeakyReLU(0.3)(x))
 
