@@ -12,7 +12,8 @@ What is never rewritten, so that the converted model computes what the original 
   trace freezes its Python state -- a fade-in weight, ``self.training``, an optional argument's branch -- and drops
   what the trace did not touch (buffers, other methods). Use ``fastgan.nn`` / ``fastgan.functional`` there;
 - an ``nn.Sequential`` subclass with its own ``forward`` (it is not a chain);
-- a pair where either module has hooks (a hook on the layer would see the activation's output).
+- a pair where either module has hooks that would see a different tensor (a forward hook on the layer would see
+  the activation's output; a forward pre-hook, as ``torch.nn.utils.spectral_norm``'s, is fine).
 Within a fused chain the layer's slot yields the activation's output and the activation's slot passes it on:
 code that walks the ``Sequential`` collecting each slot's output sees that.
 """
@@ -45,9 +46,11 @@ def _act_of(m) -> Optional[Tuple[str, Optional[float]]]:
     return None
 
 
-def _has_hooks(m: nn.Module) -> bool:
-    return any(getattr(m, name, None) for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                                                   "_backward_pre_hooks"))
+def _has_hooks(m: nn.Module, pre: bool = True) -> bool:
+    """Whether ``m`` has hooks that fusing would change: any on an activation; on a layer, those that see its output
+    or its gradients (a forward pre-hook sees the same input either way: torch.nn.utils.spectral_norm's)."""
+    names = ("_forward_hooks", "_backward_hooks", "_backward_pre_hooks") + (("_forward_pre_hooks",) if pre else ())
+    return any(getattr(m, name, None) for name in names)
 
 
 class _Placeholder(nn.Identity):
@@ -98,7 +101,7 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: List[str]) -> None
         m = seq._modules[names[i]]
         nxt = seq._modules[names[i + 1]] if i + 1 < len(names) else None
         if type(m) in _LAYER_TO_FUSED and nxt is not None and _act_of(nxt) is not None \
-                and not _has_hooks(m) and not _has_hooks(nxt):
+                and not _has_hooks(m, pre=False) and not _has_hooks(nxt):
             act, alpha = _act_of(nxt)
             seq._modules[names[i]] = _fused_copy(m, act, alpha)
             seq._modules[names[i + 1]] = _Placeholder(nxt)

@@ -13,7 +13,6 @@ implementation runs), the choice of implementation (:mod:`fastgan._impl`), then 
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Optional, Sequence, Tuple, Union
@@ -339,12 +338,14 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
             _cast(pos_weight, torch.float32)
         if isinstance(target, torch.Tensor):
             target = _cast(target, torch.float32)
-    input, target, weight, pos_weight = _promote(input, target, weight, pos_weight)
+    input, target, weight, pos_weight, out_dtype = _bce_dtypes(input, target, weight, pos_weight)
     target, label = _bce_checks(input, target, weight, pos_weight, reduction)
     impl = _impl.resolve(input.device)
     if impl == "torch":
-        return reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
-    return _fn("sigmoid_bce").apply(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
+        loss = reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
+    else:
+        loss = _fn("sigmoid_bce").apply(input, target, label, weight, pos_weight, _REDUCTION_CODE[reduction])
+    return loss if out_dtype is None else loss.to(out_dtype)
 
 
 def sum_squares(input: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -392,6 +393,10 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     # the logits' shape, dtype (float32 under autocast: the loss's) and device (no memory)
     loss_dtype = torch.float32 if ac is not None and input.dtype != torch.float64 else input.dtype
     like = input.new_empty((), dtype=loss_dtype).expand(input.shape[0])
+    if any(isinstance(t, torch.Tensor) and t.dtype != loss_dtype and t.dtype in _FLOAT_DTYPES
+           for t in (target, loss_weight)):  # mixed dtypes: the composition, whose loss takes them as stock's does
+        logits = linear(input, weight, bias)[:, 0]
+        return binary_cross_entropy_with_logits(logits, target, loss_weight, reduction=reduction), logits
     target, label = _bce_checks(like, target, loss_weight, None, reduction)
     impl = _impl.resolve(input.device)
     grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))
@@ -404,14 +409,20 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     return loss, logits
 
 
-def _promote(*tensors):
-    """Floating tensors among ``tensors`` in their common (promoted) dtype, as stock's loss mixes a float32 input
-    with a float64 target; anything else is returned as it is, for the checks to name."""
-    dtypes = [t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES]
-    if len(set(dtypes)) < 2:
-        return tensors
-    common = functools.reduce(torch.promote_types, dtypes)
-    return tuple(t.to(common) if isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES else t for t in tensors)
+def _bce_dtypes(input, target, weight, pos_weight):
+    """Mixed dtypes as stock's loss takes them: the input and a floating target computed in their common dtype, and
+    weights of any real dtype in it too; also returns the result's dtype where it differs: the target's, as stock's
+    (its loss is built in place on ``1 - target``). Other dtypes are left for the checks to name."""
+    out_dtype = None
+    if input.dtype not in _FLOAT_DTYPES:
+        return input, target, weight, pos_weight, out_dtype
+    if isinstance(target, torch.Tensor) and target.dtype in _FLOAT_DTYPES and target.dtype != input.dtype:
+        out_dtype = target.dtype
+        common = torch.promote_types(input.dtype, target.dtype)
+        input, target = input.to(common), target.to(common)
+    weight, pos_weight = (w.to(input.dtype) if isinstance(w, torch.Tensor) and w.dtype != input.dtype
+                          and not w.is_complex() else w for w in (weight, pos_weight))
+    return input, target, weight, pos_weight, out_dtype
 
 
 def _bce_checks(input, target, weight, pos_weight, reduction):

@@ -65,7 +65,7 @@ x4, w4 = (lambda: torch.randn(2, 3, 4, 4)), (lambda: torch.randn(5, 3, 3, 3))  #
      ["weight", "broadcast"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4, 3), torch.ones(4, 3, dtype=torch.long)),
      TypeError, ["target", "floating-point"]),
-    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4, 3), 1.0, pos_weight=torch.ones(3, dtype=torch.int32)),
+    (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4, 3), 1.0, pos_weight=torch.ones(3, dtype=torch.complex64)),
      TypeError, ["pos_weight", "floating-point"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randint(0, 2, (4,)), 1.0), TypeError,
      ["input", "floating-point"]),

@@ -225,6 +225,27 @@ def test_latency_probe_plumbing(tmp_path, capsys):
     assert "predicted" not in out  # the GPU's predictions are not printed beside CPU numbers
 
 
+def test_settling_the_ceilings_is_idempotent():
+    """One settle leaves nothing for a second to change, also where raising the compute ceiling turns a
+    compute-bound case memory-bound (each per-case write settles once; a run cut short keeps that write)."""
+    from fastgan.bench.cli import _derive, settle_ceilings
+    peaks = {"tiny": False, "copy_Bps": 20e9, "compute_flops": 100e9, "compute_flops_of": "gemm 2048",
+             "gemm_flops": 100e9}
+    fast = {"name": "fast", "family": "dense", "flops": 1e10, "bytes": 1e3,
+            "results": [{"variant": "fastgan", "median_s": 1e-2}]}                    # 1 TFLOP/s: the new ceiling
+    flip = {"name": "flip", "family": "dense", "flops": 1e9, "bytes": 1e8,
+            "results": [{"variant": "fastgan", "median_s": 2e-3}]}                    # then memory-bound, 50 GB/s
+    doc = {"peaks": peaks, "cases": [fast, flip]}
+    for c in doc["cases"]:
+        _derive(c, peaks)
+    assert flip["bound"] == "compute"
+    settle_ceilings(doc)
+    once = json.dumps(doc, sort_keys=True)
+    settle_ceilings(doc)
+    assert json.dumps(doc, sort_keys=True) == once
+    assert flip["bound"] == "memory" and not flip["results"][0]["above_ceiling"]
+
+
 def test_graph_rows_are_measured_against_stock_in_a_graph(tmp_path):
     """A step in a CUDA graph is compared with stock's step in a CUDA graph (the graph's own gain is not fastgan's);
     bench.json stays strict JSON when a check's error is infinite (a non-finite output)."""

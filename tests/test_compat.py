@@ -80,27 +80,38 @@ def test_bce_module_matches_stock(impl):
         assert_close(ours(x, 1.0), ref(x.double(), torch.ones_like(t).double()), torch.float32, red + " label")
 
 
-@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64, None), (torch.float32, torch.float32, torch.float64),
-                                    (torch.bfloat16, torch.float32, None)])
-def test_bce_mixed_dtypes_promote_as_stock(impl, dtypes):
-    """Mixed dtypes compute in their common dtype: a float64 target with a float32 input gives a float64 loss, as
-    stock's does (stock rounds parts of its composition to the narrower dtype first; the reference here is the
-    promoted computation in float64). The input's gradient comes back in the input's dtype."""
+@pytest.mark.parametrize("xd, td, wd, which", [
+    (torch.float32, torch.float64, None, None), (torch.float64, torch.float32, None, None),
+    (torch.float32, torch.float32, torch.float64, "weight"), (torch.float32, torch.float32, torch.float64, "pos_weight"),
+    (torch.float32, torch.bfloat16, None, None), (torch.float32, torch.float32, torch.int64, "weight"),
+    (torch.float32, torch.float32, torch.bool, "weight")])
+def test_bce_mixed_dtypes_as_stock(impl, xd, td, wd, which):
+    """Mixed dtypes give stock's result dtype (the target's: stock builds its loss in place on 1 - target); the
+    value is the computation in the common dtype of input and target (stock rounds parts of its composition to
+    the narrower one first; the reference here is float64); the input's gradient comes back in the input's dtype."""
     _, dev = impl
-    xd, td, wd = dtypes
+    torch.manual_seed(0)
     x = torch.randn(6, 3, device=dev).to(xd).requires_grad_()
-    t = torch.rand(6, 3, device=dev, dtype=td)
-    w = None if wd is None else torch.rand(3, device=dev, dtype=wd)
-    ours = FF.binary_cross_entropy_with_logits(x, t, w)
+    t = torch.rand(6, 3, device=dev).to(td)
+    w = None if wd is None else (torch.rand(3, device=dev) * 3).to(wd)
+    kw = {} if which is None else {which: w}
+    ours = FF.binary_cross_entropy_with_logits(x, t, **kw)
+    assert ours.dtype == nn.functional.binary_cross_entropy_with_logits(x, t, **kw).dtype == td
     xr = x.detach().double().requires_grad_()
-    stock = nn.functional.binary_cross_entropy_with_logits(xr, t.double(), None if w is None else w.double())
-    common = torch.promote_types(torch.promote_types(xd, td), wd or xd)
-    assert ours.dtype == common
-    assert_close(ours, stock, common, "loss")
-    (g,) = torch.autograd.grad(ours, x)
-    (gs,) = torch.autograd.grad(stock, xr)
+    ref = nn.functional.binary_cross_entropy_with_logits(
+        xr, t.double(), **{k: v.to(torch.promote_types(xd, td)).double() for k, v in kw.items()})
+    assert_close(ours, ref, td, "loss")
+    (g,), (gr,) = torch.autograd.grad(ours, x), torch.autograd.grad(ref, xr)
     assert g.dtype == xd
-    assert_close(g, gs, xd, "input gradient")
+    assert_close(g, gr, xd, "input gradient")
+    if which is None:  # the fused head and loss: the same promotion (through the unfused composition)
+        hw = torch.randn(1, 3, device=dev, dtype=xd)
+        loss, logits = FF.linear_bce_with_logits(x.detach(), hw, None, t[:, 0])
+        stock = nn.functional.binary_cross_entropy_with_logits((x.detach() @ hw.T)[:, 0], t[:, 0])
+        assert loss.dtype == stock.dtype and logits.dtype == xd
+        assert_close(logits, (x.detach().double() @ hw.double().T)[:, 0], xd, "linear_bce logits")
+        ref = nn.functional.binary_cross_entropy_with_logits(logits.double(), t[:, 0].double())
+        assert_close(loss, ref, td, "linear_bce loss")
 
 
 # ----------------------------------------------------------------------------------------------- fuse/unfuse
@@ -216,6 +227,17 @@ def test_fuse_leaves_non_chains_and_hooked_pairs():
     assert type(f[4]) is fastgan.nn.LeakyReLU
     torch.testing.assert_close(f(x), seq(x))
     assert pre[-1] == "lrelu" and pre[-2] == pre[0], "hooks on the converted copy still fire"
+    # a forward pre-hook (torch.nn.utils.spectral_norm's) sees the same input fused or not: the pair is fused
+    torch.manual_seed(1)
+    sn = nn.Sequential(nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)), nn.LeakyReLU(0.2))
+    fsn = fastgan.fuse(sn)
+    assert isinstance(fsn[0], fastgan.nn.FusedConv2d) and list(fsn.state_dict()) == list(sn.state_dict())
+    img = torch.randn(2, 3, 6, 6)
+    for mode in ("train", "eval"):  # train: one power iteration per call on each (same start, same steps)
+        getattr(sn, mode)(), getattr(fsn, mode)()
+        torch.testing.assert_close(fsn(img), sn(img), rtol=1e-5, atol=1e-6)
+    g0, g1 = (torch.autograd.grad(m(img).square().sum(), m[0].weight_orig) for m in (sn, fsn))
+    torch.testing.assert_close(g0[0], g1[0], rtol=1e-5, atol=1e-6)
 
 
 def test_fuse_leaves_other_modules_and_converts_loss():

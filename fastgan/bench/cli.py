@@ -263,7 +263,7 @@ def settle_ceilings(doc: dict) -> None:
             for r in c["results"]:
                 if r.get("flops_per_s") and r["flops_per_s"] > best[0]:
                     best = (r["flops_per_s"], f"{c['name']} ({r['variant']})")
-        elif c.get("bound") == "memory":
+        if c.get("results"):  # every case's: a raised compute ceiling can make a compute-bound case memory-bound
             c["best_Bps"] = max([r["bytes_per_s"] for r in c["results"] if r.get("bytes_per_s")], default=0.0)
     if best[0] > peaks["compute_flops"]:
         peaks.setdefault("compute_flops_probes", peaks["compute_flops"])
