@@ -17,11 +17,11 @@
 #                    skipped when the tree holds a _C built from these very sources for this torch and GPU
 #                    (benchmarks/gpu_prebuild.sh on this side, the .so carried in: see that script)
 #   tensor-cores 30 s  tests/emu/tensorcore_gpu.cu: mma/mma_grid/ldmatrix layouts, cp.async = the emulation -> tensorcore.txt
-#   pytest  30-75 s  the tests that take a CUDA path (-k cuda), no -x, -v, 30 s per test and 8 workers where
+#   pytest  30-65 s  the tests that take a CUDA path (-k cuda), no -x, -v, 30 s per test and 8 workers where
 #                    pytest-timeout / pytest-xdist are installed there                       -> pytest.txt
 #   memcheck   35 s  compute-sanitizer --tool memcheck  python benchmarks/sanitize_ops.py       -> sanitizer.txt
 #   racecheck  25 s  compute-sanitizer --tool racecheck python benchmarks/sanitize_ops.py       -> sanitizer.txt
-#                    With a prebuilt _C every stage up to compile gets its cap (~365 s in all). When it must build,
+#                    With a prebuilt _C every stage up to bench-pdl gets its cap (~360 s in all). When it must build,
 #                    the caps add up to more than the budget: pytest gets what the build leaves, memcheck 30 s, and
 #                    racecheck is the stage skipped (the emulator's race check covers shared memory in CI).
 #   probe      20 s  benchmarks/latency_probe.py: a CUDA graph's per-node cost for dependent small kernels (PDL
@@ -238,13 +238,13 @@ fi
 # Gloo DDP tests (CI runs those). No -x: one failure must not hide the rest. -v: each test's outcome is in
 # pytest.txt as it finishes, so a stage cut short by its cap still says which tests passed and failed. A dry run
 # runs the same selection (on a machine without a GPU most of it skips: ~15 s); on the GPU, a per-test timeout when
-# pytest-timeout is installed and pytest-xdist over 8 cores when it is, 80 s after a prebuilt _C, 30-80 s after a
+# pytest-timeout is installed and pytest-xdist over 8 cores when it is, 65 s after a prebuilt _C, 30-65 s after a
 # build (what it leaves).
 EXTRA=()
 if [[ $DRY == 1 ]]; then
   CAP=120 RESERVE=0
 else
-  CAP=75 RESERVE=$(( BENCH_RESERVE + 30 ))
+  CAP=65 RESERVE=$(( BENCH_RESERVE + 30 ))
   timeout 20 "$PY" -c "import pytest_timeout" >/dev/null 2>&1 && EXTRA+=(--timeout 30)
   timeout 20 "$PY" -c "import xdist" >/dev/null 2>&1 && EXTRA+=(-n "${GPU_CHECK_PYTEST_WORKERS:-8}")
 fi
@@ -268,7 +268,8 @@ else
   why="compute-sanitizer not found (looked on PATH, \$CUDA_HOME/bin, /usr/local/cuda*/bin, nvidia pip packages)"
   [[ $DRY == 1 ]] && why="dry run"
   echo "compute-sanitizer not run: $why; running the workload without it" >> "$OUTDIR/sanitizer.txt"
-  stage sanitizer-workload 90 0 "$OUTDIR/sanitizer.txt" "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
+  stage sanitizer-workload 90 "$(( DRY == 1 ? 0 : BENCH_RESERVE ))" "$OUTDIR/sanitizer.txt" \
+    "$PY" benchmarks/sanitize_ops.py --device "$SAN_DEV"
   STAGES+=("compute-sanitizer|not run ($why)|0")
 fi
 
@@ -300,12 +301,13 @@ stage trace 20 0 "$OUTDIR/trace.txt" "$PY" benchmarks/trace_step.py --device "$T
 # run (no --time-budget: it counts the ceilings' probes, and a compile that starts is let run to the stage's cap);
 # fastgan's step with programmatic dependent launch; then reduce-overhead with what is left
 if [[ $DRY == 0 ]]; then
-  stage compile 45 20 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases step \
+  STEP="step/*/train"  # the plain step: the R1 step has no compile variant
+  stage compile 45 20 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases "$STEP" \
     --variants eager,eager+graph,compile --out "$OUTDIR/bench_compile"
   stage bench-pdl 20 0 "$LOG" env FASTGAN_CUDA_PDL=1 "$PY" -m fastgan bench --device cuda --quick --tf32 on \
-    --cases step --variants fastgan,fastgan+graph --no-plot --out "$OUTDIR/bench_pdl" --time-budget 12
-  stage compile-ro 60 0 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases step \
-    --variants eager+graph,compile-ro --out "$OUTDIR/bench_compile_ro"
+    --cases "$STEP" --variants fastgan,fastgan+graph --no-plot --out "$OUTDIR/bench_pdl" --time-budget 12
+  stage compile-ro 60 0 "$LOG" "$PY" -m fastgan bench --device cuda --quick --tf32 on --no-plot --cases "$STEP" \
+    --variants eager,eager+graph,compile-ro --out "$OUTDIR/bench_compile_ro"
 fi
 
 # ---- summary (last, so the end of the output carries it)

@@ -176,8 +176,10 @@ def main(argv=None) -> int:
     def save():  # after each section: a run cut short keeps what it measured
         if a.out:
             os.makedirs(a.out, exist_ok=True)
-            with open(os.path.join(a.out, "latency_probe.json"), "w") as f:
+            path = os.path.join(a.out, "latency_probe.json")
+            with open(path + ".tmp", "w") as f:
                 json.dump(res, f, indent=1)
+            os.replace(path + ".tmp", path)
 
     if device.type != "cuda":
         print("== CPU: eager calls on the CPU kernels, the plumbing only (these are not the GPU's numbers)")
