@@ -82,7 +82,8 @@ def test_bce_module_matches_stock(impl):
 
 @pytest.mark.parametrize("xd, td, wd, which", [
     (torch.float32, torch.float64, None, None), (torch.float64, torch.float32, None, None),
-    (torch.float32, torch.float32, torch.float64, "weight"), (torch.float32, torch.float32, torch.float64, "pos_weight"),
+    (torch.float32, torch.float32, torch.float64, "weight"),
+    (torch.float32, torch.float32, torch.float64, "pos_weight"),
     (torch.float32, torch.bfloat16, None, None), (torch.float32, torch.float32, torch.int64, "weight"),
     (torch.float32, torch.float32, torch.bool, "weight")])
 def test_bce_mixed_dtypes_as_stock(impl, xd, td, wd, which):
