@@ -1006,3 +1006,25 @@ def test_metrics_of_a_diverged_run_stay_valid_json(tmp_path):
     log.close()
     assert json.loads((tmp_path / "m.jsonl").read_text()) == {"step": 1, "loss_d": None, "loss_g": None,
                                                               "d_real": 0.5}
+
+
+def test_unreadable_data_is_named_and_a_failed_picture_keeps_the_checkpoint(tmp_path, tiny, monkeypatch, capsys):
+    """An OSError reading --data is the data's error (it was reported as '--out: cannot write there'); a sample
+    grid that cannot be written stops the run after the checkpoint of that step is saved, not before."""
+    from fastgan.train import data as data_mod
+    from fastgan.train.trainer import Trainer
+
+    def denied(root, split="train"):
+        raise PermissionError(13, "Permission denied", os.path.join(root, "train-images-idx3-ubyte"))
+    with monkeypatch.context() as m:
+        m.setattr(data_mod, "load_idx_dir", denied)
+        assert run_cli("train", "--out", tmp_path / "a", "--data", tiny, "--max-steps", 1, "-q") == 1
+    err = capsys.readouterr().err
+    assert f"--data {tiny}: cannot read it" in err and "--out" not in err
+
+    def no_picture(self, path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(Trainer, "save_samples", no_picture)
+    out = tmp_path / "b"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 6, "-q") == 1
+    assert ckpt.load(out / "checkpoint.pt")["step"] == 3  # the end of epoch 1, where the picture failed

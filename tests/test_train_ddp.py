@@ -43,8 +43,8 @@ def _write_tiny(root: Path) -> str:
 
 def _config(data: str, out: str, **kw) -> TrainConfig:
     # lr pinned: the parameter tolerance below is a fraction of one Adam step (~lr per element)
-    return TrainConfig(out=out, data=data, batch_size=32, max_steps=4, seed=3, device="cpu", quiet=True,
-                       r1_gamma=1.0, lr=2e-4, **kw)
+    return TrainConfig(out=out, data=data, device="cpu", quiet=True,
+                       **{"batch_size": 32, "max_steps": 4, "seed": 3, "r1_gamma": 1.0, "lr": 2e-4, **kw})
 
 
 def _flat(t: Trainer) -> dict:
@@ -121,3 +121,49 @@ def test_torchrun_cli(tmp_path):
     proc = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
     assert proc.returncode != 0
     assert "--batch-size 33 is the global batch and must be divisible by the number of processes (2)" in proc.stderr
+
+
+def _setup_worker(rank: int, world: int, port: int, data: str, out: str, result: str, per_rank: dict) -> None:
+    """Sets up a Trainer with rank-specific settings; writes the error it raised (or 'ok')."""
+    from fastgan.train.trainer import TrainError
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        t = Trainer(_config(data, out, **per_rank.get(rank, {}), **per_rank.get("all", {})))
+        msg = "ok"
+        from fastgan.train import distributed
+        distributed.cleanup(t.dist)
+    except TrainError as e:
+        msg = str(e)
+    Path(result, f"setup{rank}.txt").write_text(msg)
+
+
+@pytest.mark.parametrize("per_rank, words", [
+    ({0: {"max_steps": 3}, 1: {"max_steps": 5}}, "different settings: max_steps 3 (rank 0), 5 (rank 1)"),
+    ({0: {"seed": 1}}, "different settings: seed"),
+    ({"all": {"ms_lambda": 1.0, "batch_size": 6}}, "--ms-lambda pairs samples"),
+])
+def test_processes_refuse_inconsistent_settings(tmp_path, per_rank, words):
+    """A hand-made launch with different settings per process (a different step count hung at the last
+    collective; a different seed trained on inconsistent data), or a mode-seeking term whose pairs would straddle
+    two processes (an odd share: a silently different loss): every process stops at setup with the reason."""
+    data = _write_tiny(tmp_path / "data")
+    mp.spawn(_setup_worker, args=(2, _free_port(), data, str(tmp_path / "run"), str(tmp_path), per_rank), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        msg = (tmp_path / f"setup{rank}.txt").read_text()
+        assert words in msg, (rank, msg)
+
+
+@pytest.mark.parametrize("env, words", [({"RANK": "1"}, "RANK=1: expected 0 .. WORLD_SIZE - 1 = 0"),
+                                        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: expected the number of processes"),
+                                        ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK=-1")])
+def test_bad_process_environment_is_a_clear_error(tmp_path, monkeypatch, env, words):
+    from fastgan.train.trainer import TrainError
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(TrainError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        Trainer(_config(_write_tiny(tmp_path / "data"), str(tmp_path / "run")))

@@ -111,7 +111,8 @@ def add_parser(subparsers) -> None:
                         "steps) for samples and eval; 0: off (default " + f"{DEFAULTS['ema_beta']:g})")
     p.add_argument("--ms-lambda", type=_float_ge0, default=None, metavar="LAMBDA",
                    help="weight of the mode-seeking term in G's loss (Mao et al. 2019): penalises G for mapping "
-                        f"different noise to similar images; 0: off (default {DEFAULTS['ms_lambda']:g})")
+                        f"different noise to similar images; 0: off (default {DEFAULTS['ms_lambda']:g}); under "
+                        "torchrun each process's share of the batch must be even (samples are paired)")
     p.add_argument("--arch", choices=("wide", "seed"), default=None,
                    help="G's hidden widths: wide (100-256-512-784) or seed (the classic 100-128-256-784; D is the "
                         f"same conv 32/64/128 + dense in both) (default {DEFAULTS['arch']})")

@@ -142,4 +142,7 @@ def load_data(data=None) -> Dataset:
     """The embedded subset when ``data`` is None, else the IDX files under the directory ``data``."""
     if data is None or data == "":
         return load_embedded()
-    return load_idx_dir(os.fspath(data))
+    try:
+        return load_idx_dir(os.fspath(data))
+    except OSError as e:  # a folder or file it may not read: the data's error, not the run's output folder's
+        raise DataError(f"--data {data}: cannot read it ({e})") from None

@@ -46,6 +46,13 @@ def setup(device_arg: str) -> tuple[DistInfo, torch.device]:
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", rank)
+    if world < 1:
+        raise ValueError(f"environment variable WORLD_SIZE={world}: expected the number of processes (>= 1)")
+    if not 0 <= rank < world:
+        raise ValueError(f"environment variable RANK={rank}: expected 0 .. WORLD_SIZE - 1 = {world - 1} "
+                         "(launch the processes with torchrun, which sets both)")
+    if local_rank < 0:
+        raise ValueError(f"environment variable LOCAL_RANK={local_rank}: expected an integer >= 0")
     if device_arg not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {device_arg!r}")
     use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())

@@ -189,9 +189,17 @@ class Trainer:
         world = self.dist.world_size
         B = hp["batch_size"]
         if B % world:
+            if state is not None and cfg.batch_size is None:
+                raise TrainError(f"the checkpoint's global batch ({B}; it stays as it was on resume) must be "
+                                 f"divisible by the number of processes ({world}): continue it with a process "
+                                 f"count that divides {B}")
             raise TrainError(f"--batch-size {B} is the global batch and must be divisible by the number of "
                              f"processes ({world})")
         self.local_b = B // world
+        if hp["ms_lambda"] > 0 and world > 1 and self.local_b % 2:
+            raise TrainError(f"--ms-lambda pairs samples (0, 1), (2, 3), ... within each process: its share of the "
+                             f"batch ({B} / {world} processes = {self.local_b}) must be even for the pairs to be "
+                             "those of one process")
         self.steps_per_epoch = len(self.data) // B
         if self.steps_per_epoch == 0:
             raise TrainError(f"--batch-size {B} is larger than the data set ({len(self.data)} images)")
@@ -255,8 +263,26 @@ class Trainer:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
-        if dev.type == "cpu" and not cfg.quiet:  # (after every check: an error is never preceded by this)
+        if self.dist.enabled:
+            self._check_same_settings()
+        if dev.type == "cpu" and not cfg.quiet and self.is_main:  # (after every check: no error follows this)
             _warn_if_busy(torch.get_num_threads())
+
+    def _check_same_settings(self) -> None:
+        """Every process must run the same recipe from the same step (torchrun starts them with the same
+        arguments; a hand-made launch may not): different step counts or logging intervals would pair up the
+        collectives wrongly and hang, a different seed or batch would train on inconsistent data silently."""
+        cfg = self.cfg
+        mine = {**{k: v for k, v in self.hp.items() if k != "data"}, "images": len(self.data), "step": self.step,
+                "total_steps": self.total_steps, "log_every": self.log_every,
+                "checkpoint_every": cfg.checkpoint_every, "layers": cfg.layers, "impl": self.impl}
+        every = [None] * self.dist.world_size
+        dist.all_gather_object(every, mine)
+        diff = [f"{k} " + ", ".join(f"{theirs.get(k)!r} (rank {r})" for r, theirs in enumerate(every))
+                for k in mine if any(theirs.get(k) != every[0].get(k) for theirs in every)]
+        if diff:  # (the same message on every process)
+            raise TrainError("the processes were started with different settings: " + "; ".join(diff) +
+                             ". Start every process with the same arguments, as torchrun does")
 
     def _resolve(self, state) -> dict:
         cfg = self.cfg
@@ -631,6 +657,9 @@ class Trainer:
                 ck = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                 if len(pending) >= self.log_every or epoch_end or last or ck:
                     flush()
+                if epoch_end or last or ck:  # the checkpoint first: a failed picture must not cost it
+                    log and log.flush()
+                    self.save_checkpoint()
                 if main and (epoch_end or last):
                     epoch = (self.step - 1) // self.steps_per_epoch + 1
                     name = f"epoch_{epoch:04d}.png" if epoch_end else f"step_{self.step:07d}.png"
@@ -638,9 +667,6 @@ class Trainer:
                         self.save_samples(self.out / "samples" / name)
                     if last or epoch % 10 == 0:  # (re-reading and plotting every step's metrics: ~0.3 s)
                         plot_losses(read_metrics(self.out / METRICS_NAME), self.out / LOSSES_NAME)
-                if epoch_end or last or ck:
-                    log and log.flush()
-                    self.save_checkpoint()
                 if main and (epoch_end or last):
                     now = time.perf_counter()
                     n_ep = (self.step - 1) % self.steps_per_epoch + 1
