@@ -3,9 +3,10 @@
 ``fastgan.fuse(model)`` rewrites Linear / Conv2d / ConvTranspose2d followed by LeakyReLU / ReLU / Sigmoid /
 Tanh inside an ``nn.Sequential`` (at any depth, also inside custom modules) into one fused layer with the same
 weights; the activation's slot is kept as an identity placeholder, so ``state_dict`` keys do not change and
-``fastgan.unfuse`` restores the original structure exactly. Anywhere in the model, a remaining ``LeakyReLU``
-becomes :class:`fastgan.nn.LeakyReLU` and ``BCEWithLogitsLoss`` :class:`fastgan.nn.BCEWithLogitsLoss` (the same
-module state, hooks included).
+``fastgan.unfuse`` restores the original structure exactly. A layer under torch's parametrizations
+(``parametrizations.spectral_norm`` / ``weight_norm``) fuses with them kept. Anywhere in the model, a remaining
+``LeakyReLU`` becomes :class:`fastgan.nn.LeakyReLU` and ``BCEWithLogitsLoss``
+:class:`fastgan.nn.BCEWithLogitsLoss` (the same module state, hooks included).
 
 What is never rewritten, so that the converted model computes what the original did:
 - a custom module's ``forward`` code (its ``F.leaky_relu(self.conv(x))``): rewriting it means tracing it, and a
@@ -25,6 +26,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import _activations
 from . import nn as fnn
@@ -64,9 +66,24 @@ class _Placeholder(nn.Identity):
         return f"fused into the previous layer: {self.original[0]}"
 
 
+def _layer_type(m: nn.Module) -> type:
+    """``m``'s layer class; for a layer with torch parametrizations (``parametrizations.spectral_norm`` /
+    ``weight_norm``, whose class torch derives per module), the class it was made from."""
+    return parametrize.type_before_parametrizations(m)
+
+
+def _as_class(m: nn.Module, cls: type) -> type:
+    """``cls``, or for a parametrized ``m`` torch's derived class rebased on ``cls``: the same properties (the
+    parametrized ``weight``) and copy / pickle rules over the other layer class."""
+    if type(m) is _layer_type(m):
+        return cls
+    extra = {k: v for k, v in vars(type(m)).items() if k not in ("__dict__", "__weakref__")}
+    return type(f"Parametrized{cls.__name__}", (cls,), extra)
+
+
 def _fused_copy(layer: nn.Module, act: str, alpha: Optional[float]) -> nn.Module:
-    """A fused layer sharing ``layer``'s parameters (same tensors, same names)."""
-    cls = _LAYER_TO_FUSED[type(layer)]
+    """A fused layer sharing ``layer``'s parameters (same tensors, same names; its parametrizations too)."""
+    cls = _as_class(layer, _LAYER_TO_FUSED[_layer_type(layer)])
     new = cls.__new__(cls)
     new.__dict__ = layer.__dict__.copy()
     new._parameters = dict(layer._parameters)
@@ -77,7 +94,7 @@ def _fused_copy(layer: nn.Module, act: str, alpha: Optional[float]) -> nn.Module
 
 
 def _stock_copy(layer: nn.Module) -> nn.Module:
-    cls = _FUSED_TO_LAYER[type(layer)]
+    cls = _as_class(layer, _FUSED_TO_LAYER[_layer_type(layer)])
     new = cls.__new__(cls)
     new.__dict__ = {k: v for k, v in layer.__dict__.items() if k not in ("act", "alpha", "gain", "clamp")}
     new._parameters = dict(layer._parameters)
@@ -100,13 +117,13 @@ def _fuse_sequential(seq: nn.Sequential, prefix: str, report: List[str]) -> None
     while i < len(names):
         m = seq._modules[names[i]]
         nxt = seq._modules[names[i + 1]] if i + 1 < len(names) else None
-        if type(m) in _LAYER_TO_FUSED and nxt is not None and _act_of(nxt) is not None \
+        if _layer_type(m) in _LAYER_TO_FUSED and nxt is not None and _act_of(nxt) is not None \
                 and not _has_hooks(m, pre=False) and not _has_hooks(nxt):
             act, alpha = _act_of(nxt)
             seq._modules[names[i]] = _fused_copy(m, act, alpha)
             seq._modules[names[i + 1]] = _Placeholder(nxt)
             report.append(f"{prefix}{names[i]}+{prefix}{names[i + 1]}: {type(m).__name__}+{type(nxt).__name__} "
-                          f"-> {_LAYER_TO_FUSED[type(m)].__name__}(act={act!r})")
+                          f"-> {_LAYER_TO_FUSED[_layer_type(m)].__name__}(act={act!r})")
             i += 2
             continue
         i += 1
@@ -176,7 +193,7 @@ def unfuse(model: nn.Module, inplace: bool = False) -> nn.Module:
             child = module._modules[name]
             if child is None:
                 continue
-            if type(child) in _FUSED_TO_LAYER:
+            if _layer_type(child) in _FUSED_TO_LAYER:
                 if child.gain != 1.0 or child.clamp is not None:
                     raise ValueError(f"unfuse: {name} uses gain={child.gain}, clamp={child.clamp}, which has no "
                                      "stock torch layer equivalent")
@@ -200,6 +217,6 @@ def unfuse(model: nn.Module, inplace: bool = False) -> nn.Module:
                 module._modules[name] = visit(child)
         return module
 
-    if type(model) in _FUSED_TO_LAYER:
+    if _layer_type(model) in _FUSED_TO_LAYER:
         return visit(nn.Sequential(model))[0]
     return visit(model)

@@ -241,6 +241,31 @@ def test_fuse_leaves_non_chains_and_hooked_pairs():
     torch.testing.assert_close(g0[0], g1[0], rtol=1e-5, atol=1e-6)
 
 
+def test_fuse_layers_with_torch_parametrizations():
+    """Layers under torch.nn.utils.parametrizations (spectral_norm, weight_norm: GAN discriminators' usual
+    form) fuse with their parametrization kept: the same outputs in train and eval mode, the same gradients of the
+    original weight, the same state_dict keys; unfuse gives torch's parametrized layers back."""
+    P = nn.utils.parametrizations
+    torch.manual_seed(0)
+    m = nn.Sequential(P.spectral_norm(nn.Conv2d(3, 4, 3)), nn.LeakyReLU(0.2), nn.Flatten(),
+                      P.weight_norm(nn.Linear(64, 8)), nn.Tanh())
+    f, report = fastgan.fuse(m, return_report=True)
+    assert report == ["0+1: ParametrizedConv2d+LeakyReLU -> FusedConv2d(act='lrelu')",
+                      "3+4: ParametrizedLinear+Tanh -> FusedLinear(act='tanh')"]
+    assert isinstance(f[0], fastgan.nn.FusedConv2d) and nn.utils.parametrize.is_parametrized(f[0], "weight")
+    assert list(f.state_dict()) == list(m.state_dict())
+    x = torch.randn(2, 3, 6, 6)
+    for mode in ("train", "eval"):  # train: one power iteration per call on each (same start, same steps)
+        getattr(m, mode)(), getattr(f, mode)()
+        torch.testing.assert_close(f(x), m(x), rtol=1e-5, atol=1e-6)
+    g0, g1 = (torch.autograd.grad(k(x).square().sum(), k[0].parametrizations.weight.original)[0] for k in (m, f))
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
+    back = fastgan.unfuse(f)
+    assert nn.utils.parametrize.type_before_parametrizations(back[0]) is nn.Conv2d and type(back[1]) is nn.LeakyReLU
+    assert list(back.state_dict()) == list(m.state_dict())
+    torch.testing.assert_close(back(x), m(x), rtol=1e-5, atol=1e-6)
+
+
 def test_fuse_leaves_other_modules_and_converts_loss():
     m = nn.ModuleDict({"bn": nn.BatchNorm1d(4), "lrelu": nn.LeakyReLU(0.3), "loss": nn.BCEWithLogitsLoss(),
                        "neg": nn.LeakyReLU(-0.1)})
