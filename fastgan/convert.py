@@ -81,34 +81,26 @@ def _as_class(m: nn.Module, cls: type) -> type:
     return type(f"Parametrized{cls.__name__}", (cls,), extra)
 
 
-def _fused_copy(layer: nn.Module, act: str, alpha: Optional[float]) -> nn.Module:
-    """A fused layer sharing ``layer``'s parameters (same tensors, same names; its parametrizations too)."""
-    cls = _as_class(layer, _LAYER_TO_FUSED[_layer_type(layer)])
+def _retyped(module: nn.Module, cls: type, drop=()) -> nn.Module:
+    """``module``'s state (parameters, buffers, submodules, hooks, flags; less the attributes ``drop``) as an
+    instance of ``cls``, a drop-in twin of its class: the same tensors under the same names."""
     new = cls.__new__(cls)
-    new.__dict__ = layer.__dict__.copy()
-    new._parameters = dict(layer._parameters)
-    new._buffers = dict(layer._buffers)
-    new._modules = dict(layer._modules)
+    new.__dict__ = {k: v for k, v in module.__dict__.items() if k not in drop}
+    for d in ("_parameters", "_buffers", "_modules"):
+        setattr(new, d, dict(getattr(module, d)))
+    return new
+
+
+def _fused_copy(layer: nn.Module, act: str, alpha: Optional[float]) -> nn.Module:
+    """A fused layer sharing ``layer``'s parameters (and its parametrizations)."""
+    new = _retyped(layer, _as_class(layer, _LAYER_TO_FUSED[_layer_type(layer)]))
     new._set_act(act, alpha, 1.0, None)
     return new
 
 
 def _stock_copy(layer: nn.Module) -> nn.Module:
     cls = _as_class(layer, _FUSED_TO_LAYER[_layer_type(layer)])
-    new = cls.__new__(cls)
-    new.__dict__ = {k: v for k, v in layer.__dict__.items() if k not in ("act", "alpha", "gain", "clamp")}
-    new._parameters = dict(layer._parameters)
-    new._buffers = dict(layer._buffers)
-    new._modules = dict(layer._modules)
-    return new
-
-
-def _retyped(module: nn.Module, cls) -> nn.Module:
-    """``module``'s state (buffers, hooks, flags) as an instance of ``cls``, a drop-in subclass or twin of it."""
-    new = cls.__new__(cls)
-    new.__dict__ = module.__dict__.copy()
-    new._buffers = dict(module._buffers)
-    return new
+    return _retyped(layer, cls, drop=("act", "alpha", "gain", "clamp"))
 
 
 def _fuse_sequential(seq: nn.Sequential, prefix: str, report: List[str]) -> None:

@@ -697,26 +697,15 @@ def plot_speedups(doc: dict, path) -> bool:
     return True
 
 
-def _json_safe(obj):
-    """``obj`` with NaN / infinite floats as None (JSON has no such numbers; a check of a non-finite output gives
-    an infinite error), so bench.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_outputs(doc: dict, out, plot: bool = True) -> None:
     """bench.json, bench.md (and bench.png), with the ceilings settled first: also a run cut short leaves files
     whose rows are all within their ceilings."""
+    from ..train.outputs import json_safe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settle_ceilings(doc)
     tmp = out / "bench.json.tmp"
-    tmp.write_text(json.dumps(_json_safe(doc), indent=1, default=str, allow_nan=False))
+    tmp.write_text(json.dumps(json_safe(doc), indent=1, default=str, allow_nan=False))
     tmp.replace(out / "bench.json")
     (out / "bench.md").write_text(format_markdown(doc))
     if plot:

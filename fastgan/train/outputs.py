@@ -16,10 +16,21 @@ import torch
 __all__ = ["MetricsLog", "make_grid", "save_grid", "plot_losses", "read_metrics"]
 
 
+def json_safe(obj):
+    """``obj`` with NaN / infinite floats (a diverged run, an infinite error) as None, at any depth: JSON has no
+    such numbers (strict parsers refuse Python's NaN / Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _json_line(record: dict) -> str:
-    """One JSON line; a NaN or infinite value (a diverged run) as null: JSON has no such numbers."""
-    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()},
-                      allow_nan=False) + "\n"
+    """One JSON line (strict JSON: see json_safe)."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"
 
 
 class MetricsLog:
