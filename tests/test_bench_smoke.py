@@ -281,3 +281,6 @@ def test_bench_arguments_are_checked_before_measuring(tmp_path, capsys):
                      "--out", str(tmp_path / "none")]) == 2
     assert "no selected case supports them" in capsys.readouterr().err
     assert not (tmp_path / "none" / "bench.json").exists()
+    if not torch.cuda.is_available():  # --device cuda without a GPU: refused before --out is made
+        assert cli_main(["bench", "--device", "cuda", "--out", str(tmp_path / "cuda")]) == 2
+        assert "no CUDA device is visible" in capsys.readouterr().err and not (tmp_path / "cuda").exists()

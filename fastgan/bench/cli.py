@@ -788,6 +788,9 @@ def _cmd_bench(args) -> int:
         for c in chosen:
             print(f"{c.name:28s} {c.desc}  [default variants: {', '.join(default_variants(c, device, args.quick))}]")
         return 0
+    if device.type == "cuda" and not torch.cuda.is_available():  # (before --out is made: nothing to leave behind)
+        print("fastgan bench: --device cuda: no CUDA device is visible to torch", file=sys.stderr)
+        return 2
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)  # before the measurements, not after them
     except OSError as e:
@@ -807,7 +810,9 @@ def _cmd_bench(args) -> int:
         print("note: " + n)
     print()
     print(format_table(doc))
-    print(f"\n{doc['elapsed_s']:.0f} s; results in {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}"
+    print("\nvs stock: the baseline's median / this row's (above 1: faster than stock at the same precision); "
+          "the columns are explained in bench.md")
+    print(f"{doc['elapsed_s']:.0f} s; results in {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}"
           + ("" if args.no_plot else f", {Path(args.out) / 'bench.png'}"))
     failed = [f"{c['name']} [{r['variant']}]" for c in doc["cases"] for r in c["results"] if r.get("status") == "error"]
     if failed:
