@@ -159,6 +159,46 @@ def test_bias_act_clamp_gradgradcheck(impl):
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
 
+@pytest.mark.parametrize("op", ["bias_act", "linear", "conv2d"])
+@pytest.mark.parametrize("dtype,clamp", [(torch.bfloat16, 0.7), (torch.float16, 0.1)], ids=["bfloat16", "float16"])
+def test_half_clamp_rounded_down_still_stops_the_gradient(impl, op, dtype, clamp):
+    """A clamp that the half type rounds down (bfloat16(0.7) = 0.6992, float16(0.1) = 0.09998): the clamped
+    outputs hold the rounded value, and the backward tests |y| against that value, so every clamped output passes no
+    gradient, as with stock's clamp (testing against 0.7 itself passed them all)."""
+    _, dev = impl
+    assert float(torch.tensor(clamp, dtype=dtype)) < clamp
+    if op == "bias_act":
+        fn = lambda x, b, **kw: FF.bias_act(x, b, dim=1, act="lrelu", gain=2.0, **kw)  # noqa: E731
+        inputs = [rnd(4, 6, 5, dtype=dtype, device=dev, scale=clamp, requires_grad=True)]
+    elif op == "linear":
+        fn = lambda x, w, b, **kw: FF.linear(x, w, b, act="lrelu", gain=2.0, **kw)  # noqa: E731
+        inputs = [rnd(6, 8, dtype=dtype, device=dev, scale=clamp, requires_grad=True),
+                  rnd(6, 8, dtype=dtype, device=dev, scale=8 ** -0.5, requires_grad=True)]
+    else:
+        fn = lambda x, w, b, **kw: FF.conv2d(x, w, b, padding=1, act="lrelu", gain=2.0, **kw)  # noqa: E731
+        inputs = [rnd(2, 3, 5, 5, dtype=dtype, device=dev, scale=clamp, requires_grad=True),
+                  rnd(6, 3, 3, 3, dtype=dtype, device=dev, scale=27 ** -0.5, requires_grad=True)]
+    inputs.append(rnd(6, dtype=dtype, device=dev, scale=clamp, requires_grad=True))
+    v = reference(fn, *[t.detach().cpu().double() for t in inputs])  # the unclamped output
+    clamped = v.abs() > clamp
+    assert 0 < int(clamped.sum()) < v.numel()
+    # (outputs within 5% of the clamp: whether they are clamped depends on the rounding of the inputs)
+    check_fwd_bwd(lambda *a: fn(*a, clamp=clamp), inputs, dtype, f"{op}[clamp={clamp}]",
+                  g_mask=(v.abs() - clamp).abs() > 0.05 * clamp)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_conv2d_half_adds_the_bias_before_rounding(impl, dtype):
+    """A half-precision convolution's bias is added to the float32 product before it is rounded, as stock's is on
+    the CPU (oneDNN): rounding the product first would lose what the bias cancels (bfloat16: 1 + 2^-9 - 1)."""
+    _, dev = impl
+    eps = 2.0 ** -9 if dtype == torch.bfloat16 else 2.0 ** -12
+    x = torch.tensor([1.0, eps], dtype=dtype, device=dev).reshape(1, 2, 1, 1)
+    w, b = torch.ones(1, 2, 1, 1, dtype=dtype, device=dev), torch.tensor([-1.0], dtype=dtype, device=dev)
+    for act in ("linear", "relu"):
+        assert FF.conv2d(x, w, b, act=act).item() == eps, act
+
+
 def test_leaky_relu_matches_torch(impl):
     _, dev = impl
     x = rnd(4, 6, device=dev, requires_grad=True)

@@ -88,7 +88,7 @@ at::Tensor bias_act(const at::Tensor& x, const c10::optional<at::Tensor>& b, int
   const char* op = "fastgan::bias_act";
   check_float(x, op, "x");
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, x.scalar_type());
   dim = check_dim(x, dim, op);
   const bool has_b = b.has_value() && b->defined();
   if (has_b) {
@@ -113,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& dy, const
   check_same(dy, y, op, "dy", "y");
   TORCH_CHECK_VALUE(dy.sizes() == y.sizes(), op, ": dy: expected shape ", y.sizes(), " like y, got ", dy.sizes());
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, y.scalar_type());
   dim = check_dim(y, dim, op);
   const Exec ex = exec_for(y, op);
   c10::OptionalDeviceGuard guard(y.device());

@@ -315,7 +315,7 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, x.scalar_type());
   check_conv_args(op, x, w, stride, padding, dilation, groups);
   const bool has_b = check_bias(b, x, w.size(0), op, "w's out_channels");
   const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
@@ -345,9 +345,16 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
       if (run_gemm(ex, p, y)) return y;
     }
   }
-  at::Tensor y = at::convolution(x, w, c10::nullopt, stride, padding, dilation, false, {0, 0}, groups);
+  // On the CPU the bias goes inside ATen's convolution, as in stock's: oneDNN adds it before rounding, and a
+  // half-precision product rounded before a separate bias pass would round twice (bfloat16: 1 + 2^-9 - 1 gives 0,
+  // not 2^-9). On CUDA stock adds the bias after cuDNN's convolution too: the fused pass gives its numbers.
+  const bool bias_in_conv = has_b && ex.backend == Backend::CPU;
+  at::Tensor y = at::convolution(x, w, bias_in_conv ? b : c10::nullopt, stride, padding, dilation, false, {0, 0},
+                                 groups);
   if (dy.defined()) return dact_apply(ex, y, dy, a, alpha, gain, clamp);
-  bias_act_into(ex, y, b, y, 1, a, alpha, gain, clamp);
+  const bool bias_pass = has_b && !bias_in_conv;
+  if (bias_pass || !is_identity(a, gain, clamp))
+    bias_act_into(ex, y, bias_pass ? b : c10::nullopt, y, 1, a, alpha, gain, clamp);
   return y;
 }
 
@@ -385,7 +392,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   check_same(w, x, op, "w", "x");
   check_same(dy, x, op, "dy", "x");
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, x.scalar_type());
   check_conv_args(op, x, w, stride, padding, dilation, groups);
   const ConvGeom g = geometry(x, w, stride, padding, dilation, groups);
   TORCH_CHECK_VALUE(dy.dim() == 4 && dy.size(0) == g.N && dy.size(1) == g.Co && dy.size(2) == g.OH &&

@@ -83,7 +83,7 @@ at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const c10::optional<a
   check_float(x, op, "x");
   check_same(w, x, op, "w", "x");
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, x.scalar_type());
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w: expected a 2-D tensor (out_features, in_features), got shape ", w.sizes());
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": x: expected last dimension ", w.size(1),
                     " (w's in_features), got shape ", x.sizes());
@@ -138,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dense_backward(const at::Tensor& 
   check_same(w, x, op, "w", "x");
   check_same(dy, x, op, "dy", "x");
   const int a = act_code(act, op);
-  check_act_args(op, alpha, gain, clamp);
+  clamp = checked_clamp(op, alpha, gain, clamp, x.scalar_type());
   TORCH_CHECK_VALUE(w.dim() == 2, op, ": w: expected a 2-D tensor (out_features, in_features), got shape ", w.sizes());
   const int64_t K = w.size(1), N = w.size(0);
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == K, op, ": x: expected last dimension ", K, ", got shape ",

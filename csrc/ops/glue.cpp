@@ -5,6 +5,8 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <atomic>
 #include <limits>
@@ -156,11 +158,16 @@ int act_code(c10::string_view act, const char* op) {
   TORCH_CHECK_VALUE(false, op, ": act: unknown activation '", std::string(act), "'; expected one of ", names);
 }
 
-void check_act_args(const char* op, double alpha, double gain, double clamp) {
+double checked_clamp(const char* op, double alpha, double gain, double clamp, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha >= 0, op, ": alpha: expected a finite number >= 0, got ", alpha);
   TORCH_CHECK_VALUE(std::isfinite(gain) && gain > 0, op, ": gain: expected a finite number > 0, got ", gain);
   TORCH_CHECK_VALUE(!std::isnan(clamp) && !std::isinf(clamp), op,
                     ": clamp: expected a finite number (negative = no clamp), got ", clamp);
+  if (clamp < 0) return clamp;
+  // (the kernels hold the clamp as a float for the half types, and round their float result to the type)
+  if (dtype == at::kHalf) return static_cast<float>(c10::Half(static_cast<float>(clamp)));
+  if (dtype == at::kBFloat16) return static_cast<float>(c10::BFloat16(static_cast<float>(clamp)));
+  return clamp;
 }
 
 at::Tensor layer_output(const c10::optional<at::Tensor>& y, const at::Tensor& dy, c10::string_view act, int code,

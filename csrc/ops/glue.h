@@ -51,7 +51,11 @@ DType to_dtype(const at::Tensor& t, const char* op, const char* arg);
 void check_float(const at::Tensor& t, const char* op, const char* arg);
 void check_same(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* arg, const char* ref_arg);
 int act_code(c10::string_view act, const char* op);
-void check_act_args(const char* op, double alpha, double gain, double clamp);
+// Checks alpha, gain and clamp; returns the clamp as an output of `dtype` stores it, the value the kernels compare
+// with. Half types round it (bfloat16(0.7) = 0.69921875) and a clamped output holds the rounded value, so the
+// backward's test |y| >= clamp needs it: with 0.7 every clamped bfloat16 output would pass its gradient. The
+// forward's outputs are the same with either value.
+double checked_clamp(const char* op, double alpha, double gain, double clamp, at::ScalarType dtype);
 // Whether act(z) * gain, clamped (clamp < 0: none), is z itself: nothing for a pass to apply, no y for a gradient
 // (fastgan/_activations.py's is_identity).
 inline bool is_identity(int code, double gain, double clamp) {
