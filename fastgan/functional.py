@@ -78,9 +78,10 @@ def _check_bias(bias, n: int, x: torch.Tensor, what: str) -> None:
 def _as_int(v):
     """v as an int when torch's int arguments take it (ints, NumPy ints, integer 0-d tensors), else None. Type tests,
     not operator.index in try/except: torch.compile (2.11) cannot trace an exception caught inside the graph."""
-    if isinstance(v, numbers.Integral):
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):  # (torch refuses bools there)
         return int(v)
-    if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_floating_point() and not v.is_complex():
+    if (isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_floating_point() and not v.is_complex()
+            and v.dtype != torch.bool):
         return int(v)
     return None
 
@@ -97,7 +98,17 @@ def _pair(v, name: str, allow_zero: bool) -> tuple:
     lo = 0 if allow_zero else 1
     if len(ints) != 2 or any(i < lo for i in ints):
         raise ValueError(f"{name}: expected an int or a pair of ints >= {lo}, got {v!r}")
+    if any(i >= 2 ** 63 for i in ints):
+        raise ValueError(f"{name}: expected ints below 2**63 (torch's int64), got {v!r}")
     return tuple(ints)
+
+
+def _groups(v) -> int:
+    """conv's groups as an int (as torch takes it: an int, a NumPy int or an integer 0-d tensor)."""
+    i = _as_int(v)
+    if i is None or not 1 <= i < 2 ** 63:
+        raise ValueError(f"groups: expected an int >= 1, got {v!r}")
+    return i
 
 
 def bias_act(x: torch.Tensor, bias: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
@@ -186,15 +197,13 @@ def _same_padding(weight: torch.Tensor, stride, dilation):
     return tuple(pads)
 
 
-def _check_conv_operands(input, weight, groups, weight_layout: str) -> None:
+def _check_conv_operands(input, weight, weight_layout: str) -> None:
     _check_tensor(weight, "weight", input)
     if input.ndim not in (3, 4):
         raise ValueError(f"input: expected a 4-D (N, C, H, W) or unbatched 3-D (C, H, W) tensor, "
                          f"got shape {tuple(input.shape)}")
     if weight.ndim != 4:
         raise ValueError(f"weight: expected a 4-D tensor {weight_layout}, got shape {tuple(weight.shape)}")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
 
 
 def _check_conv_size(input, weight, padding, dilation) -> None:
@@ -209,7 +218,7 @@ def _conv2d_checks(input, weight, bias, stride, padding, dilation, groups):
     """conv2d's argument checks (the spatial size too when ``padding`` is given as numbers); returns the
     normalised (stride, dilation)."""
     _check_tensor(input, "input")
-    _check_conv_operands(input, weight, groups, "(out_channels, in_channels/groups, kH, kW)")
+    _check_conv_operands(input, weight, "(out_channels, in_channels/groups, kH, kW)")
     if weight.shape[0] == 0:  # as torch, at the forward
         raise ValueError(f"weight: expected at least 1 output channel (dimension 0), got shape {tuple(weight.shape)}")
     cin = input.shape[-3]
@@ -231,6 +240,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
            alpha: Optional[float] = None, gain: float = 1.0, clamp: Optional[float] = None) -> torch.Tensor:
     """``act(conv2d(input, weight, stride, padding, dilation, groups) + bias) * gain``; 4-D or unbatched 3-D."""
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    groups = _groups(groups)
     _check_tensor(input, "input")
     ac = _autocast_dtype(input)
     if ac is not None:
@@ -275,10 +285,11 @@ def conv_transpose2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     """
     _check_tensor(input, "input")
     spec, alpha, gain, clamp = _activations.resolve(act, alpha, gain, clamp)
+    groups = _groups(groups)
     ac = _autocast_dtype(input)
     if ac is not None:
         input, weight, bias = _cast(input, ac), _cast(weight, ac), _cast(bias, ac)
-    _check_conv_operands(input, weight, groups, "(in_channels, out_channels/groups, kH, kW)")
+    _check_conv_operands(input, weight, "(in_channels, out_channels/groups, kH, kW)")
     if input.shape[-3] != weight.shape[0]:
         raise ValueError(f"input: expected {weight.shape[0]} channels (weight.shape[0]), got {input.shape[-3]}")
     if weight.shape[0] % groups:
@@ -393,11 +404,12 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     # the logits' shape, dtype (float32 under autocast: the loss's) and device (no memory)
     loss_dtype = torch.float32 if ac is not None and input.dtype != torch.float64 else input.dtype
     like = input.new_empty((), dtype=loss_dtype).expand(input.shape[0])
-    if any(isinstance(t, torch.Tensor) and t.dtype != loss_dtype and t.dtype in _FLOAT_DTYPES
-           for t in (target, loss_weight)):  # mixed dtypes: the composition, whose loss takes them as stock's does
+    if (isinstance(target, torch.Tensor) and target.dtype != loss_dtype and target.dtype in _FLOAT_DTYPES or
+            isinstance(loss_weight, torch.Tensor) and loss_weight.dtype != loss_dtype and
+            not loss_weight.is_complex()):  # mixed dtypes: the composition, whose loss takes them as stock's does
         logits = linear(input, weight, bias)[:, 0]
         return binary_cross_entropy_with_logits(logits, target, loss_weight, reduction=reduction), logits
-    target, label = _bce_checks(like, target, loss_weight, None, reduction)
+    target, label = _bce_checks(like, target, loss_weight, None, reduction, weight_name="loss_weight")
     impl = _impl.resolve(input.device)
     grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))
     if impl == "torch" or grads_of_targets or ac is not None:
@@ -425,8 +437,9 @@ def _bce_dtypes(input, target, weight, pos_weight):
     return input, target, weight, pos_weight, out_dtype
 
 
-def _bce_checks(input, target, weight, pos_weight, reduction):
-    """binary_cross_entropy_with_logits' argument checks; returns (target tensor or None, constant label)."""
+def _bce_checks(input, target, weight, pos_weight, reduction, weight_name="weight"):
+    """binary_cross_entropy_with_logits' argument checks; returns (target tensor or None, constant label).
+    ``weight_name``: the weight argument's name in the caller's signature."""
     _check_tensor(input, "input")
     if reduction not in _REDUCTION_CODE:
         raise ValueError(f"reduction: expected one of {list(_REDUCTION_CODE)}, got {reduction!r}")
@@ -442,7 +455,7 @@ def _bce_checks(input, target, weight, pos_weight, reduction):
         target = None
     else:
         raise TypeError(f"target: expected a tensor or a number, got {type(target).__name__}")
-    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
+    for name, t in ((weight_name, weight), ("pos_weight", pos_weight)):
         if t is None:
             continue
         _check_tensor(t, name, input)

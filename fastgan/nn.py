@@ -38,7 +38,9 @@ class _ActMixin:
 
 
 class FusedBiasAct(_ActMixin, nn.Module):
-    """Learned per-channel bias followed by an activation, in one pass: ``act(x + bias) * gain``."""
+    """Learned per-channel bias followed by an activation, in one pass: ``act(x + bias) * gain``. ``gain`` defaults
+    to 1, as for FusedLinear / FusedConv2d (``fastgan.functional.bias_act`` follows StyleGAN's defaults instead:
+    sqrt(2) for relu and lrelu)."""
 
     def __init__(self, channels: int, act: str = "lrelu", alpha: Optional[float] = None, gain: float = 1.0,
                  clamp: Optional[float] = None, bias: bool = True, dim: int = 1, device=None, dtype=None):
@@ -52,6 +54,10 @@ class FusedBiasAct(_ActMixin, nn.Module):
             self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return FF.bias_act(x, self.bias, self.dim, self.act, self.alpha, self.gain, self.clamp)

@@ -33,6 +33,8 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alp
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + b.reshape(shape)
+    elif _activations.is_identity(act, gain, clamp):
+        return x.clone()  # a new tensor, as the kernels' (an in-place change of the result must not change x)
     return _epilogue(x, act, alpha, gain, clamp)
 
 

@@ -73,6 +73,11 @@ x4, w4 = (lambda: torch.randn(2, 3, 4, 4)), (lambda: torch.randn(5, 3, 3, 3))  #
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), float("nan")), ValueError, ["target", "finite"]),
     (lambda: FF.binary_cross_entropy_with_logits(torch.randn(4), True), TypeError, ["target", "bool"]),
     (lambda: FF.conv2d(x4(), w4(), groups=True), ValueError, ["groups"]),
+    (lambda: FF.conv2d(x4(), w4(), stride=True), TypeError, ["stride", "int"]),  # torch refuses bools too
+    (lambda: FF.conv2d(x4(), w4(), padding=(1, False)), TypeError, ["padding", "int"]),
+    (lambda: FF.conv2d(x4(), w4(), stride=10 ** 20), ValueError, ["stride", "2**63"]),
+    (lambda: FF.linear_bce_with_logits(torch.randn(4, 3), torch.randn(1, 3), None, 1.0,
+                                       loss_weight=torch.rand(4, 1)), ValueError, ["loss_weight", "broadcast"]),
     (lambda: FF.linear(torch.randn(2, 4).to_sparse(), torch.randn(3, 4)), TypeError, ["input", "dense", "sparse"]),
 ])
 def test_bad_inputs_name_the_argument(impl, call, exc, words):
@@ -98,6 +103,13 @@ def test_argument_normalisation_matches_on_every_path(impl):
         # integer-like values as torch takes them for int[2] arguments (operator.index): NumPy ints, 0-d int tensors
         torch.testing.assert_close(FF.conv2d(x, w, None, (np.int64(2), torch.tensor(1)), [np.int32(1), 0]), ref)
         torch.testing.assert_close(FF.bias_act(x, torch.ones(5), dim=np.int64(-1)), x + 1)
+        wg = w[:3, :1]  # groups as an integer 0-d tensor, as torch takes it
+        torch.testing.assert_close(FF.conv2d(x, wg, groups=torch.tensor(3)),
+                                   torch.nn.functional.conv2d(x, wg, groups=3))
+        h, hw, lw = torch.randn(4, 3), torch.randn(1, 3), torch.tensor([1, 2, 0, 3])  # integer loss weights too
+        torch.testing.assert_close(FF.linear_bce_with_logits(h, hw, None, 1.0, loss_weight=lw)[0],
+                                   torch.nn.functional.binary_cross_entropy_with_logits((h @ hw.T)[:, 0],
+                                                                                        torch.ones(4), lw))
         logits = torch.randn(6)
         torch.testing.assert_close(FF.binary_cross_entropy_with_logits(logits, 1),
                                    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(6)))

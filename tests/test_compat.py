@@ -60,6 +60,10 @@ def test_fused_leaky_relu_and_leaky_relu_module(impl):
     x = torch.randn(3, 5, 4, device=dev)
     assert_close(m(x), nn.functional.leaky_relu(x.double() + m.bias.double()[:, None], 0.1), torch.float32, "fused")
     assert "lrelu" in repr(m) and m.negative_slope == 0.1
+    m.reset_parameters()  # as torch.nn's layers have it (a model's re-initialisation calls it)
+    assert torch.equal(m.bias, torch.zeros(5, device=dev))
+    y = fastgan.nn.FusedBiasAct(5, act="linear", bias=False).to(dev)(x)  # nothing to apply: still a new tensor
+    assert torch.equal(y, x) and y.data_ptr() != x.data_ptr()
     import numpy as np
     assert fastgan.nn.FusedLeakyReLU(np.int64(5)).bias.shape == (5,)  # a NumPy integer, as torch.nn's layers take
     for bad in (True, 2.0, 0):

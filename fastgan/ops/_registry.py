@@ -106,7 +106,8 @@ def no_weight_gradients():
     the gradient w.r.t. the images only: autograd cannot tell a Python-defined backward which of its gradients one
     ``grad`` call will use, so without this each layer computes its weight gradient too and it is discarded (stock
     torch ops skip it on their own). The penalty's own backward, run after the context, computes every gradient as
-    usual. Process-wide (not per thread); read when a backward runs, so not inside a torch.compile'd region."""
+    usual. Process-wide (not per thread); read when a backward runs in eager mode, and under torch.compile when the
+    compiled forward runs (its backward is compiled with the value)."""
     global _weight_gradients
     before, _weight_gradients = _weight_gradients, False
     try:
