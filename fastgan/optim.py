@@ -45,7 +45,8 @@ class Adam(torch.optim.Adam):
     step, for every parameter the step updated, ``ema.lerp_(param, ema_weight(t, ema_beta))``, t the parameter's
     step count. On the kernel path inside the update's launch; on torch's path after torch's step. Either way the
     weight comes from the step counter where it lives (the device, for the kernel and torch's fused / capturable
-    steps), so nothing waits for the device and a captured CUDA graph replays the ramp right."""
+    steps), so nothing waits for the device and a captured CUDA graph replays the ramp right. Only parameters are
+    averaged: a model's buffers (BatchNorm's running statistics) are the caller's to copy."""
 
     _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

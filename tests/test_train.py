@@ -474,6 +474,14 @@ def test_checkpoint_write_failing_midway_keeps_the_old_one(tmp_path, monkeypatch
     monkeypatch.setattr(ckpt.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         ckpt.save(_state(2), path)
+
+    def torch_writer_fails(obj, f, *a, **k):  # what torch's zip writer raises on a full disk
+        f.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(ckpt.torch, "save", torch_writer_fails)
+    with pytest.raises(OSError, match="writing .*checkpoint.pt failed"):  # the CLI's '--out: cannot write there'
+        ckpt.save(_state(2), path)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
     assert ckpt.load(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
@@ -632,6 +640,7 @@ def test_data_error_through_cli(tmp_path, capsys):
     (["--r1-every", "0"], "--r1-every: expected an integer >= 1, got 0"),
     (["--inst-noise", "-0.1"], "--inst-noise: expected a finite number >= 0, got -0.1"),
     (["--ms-lambda", "nan"], "--ms-lambda: expected a finite number >= 0, got nan"),
+    (["--threads", "65536"], "--threads: expected an integer in [0, 1024], got 65536"),  # (libgomp crashed)
 ])
 def test_bad_arguments(tmp_path, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:
@@ -1028,3 +1037,97 @@ def test_unreadable_data_is_named_and_a_failed_picture_keeps_the_checkpoint(tmp_
     out = tmp_path / "b"
     assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 6, "-q") == 1
     assert ckpt.load(out / "checkpoint.pt")["step"] == 3  # the end of epoch 1, where the picture failed
+
+
+def test_resume_writes_the_pictures_a_stopped_run_missed(tmp_path, tiny):
+    """A run stopped between a checkpoint and its pictures (killed right after the write) never drew them: --resume
+    draws the missing grid -- the same picture: the checkpoint holds the weights and the fixed noise -- and the loss
+    plot, also when the run is complete."""
+    out, common = tmp_path / "run", ("--data", tiny, "--batch-size", 32, "--device", "cpu", "-q")
+    assert run_cli("train", "--out", out, "--epochs", 2, *common) == 0
+    grid = out / "samples" / "epoch_0002.png"
+    want = grid.read_bytes()
+    grid.unlink()
+    (out / "losses.png").unlink()
+    assert run_cli("train", "--out", out, "--resume", "-q") == 0
+    assert grid.read_bytes() == want and (out / "losses.png").stat().st_size > 0
+
+
+def test_a_folder_with_pictures_but_no_checkpoint_is_not_mixed_into(tmp_path, tiny, capsys):
+    """A run's folder whose checkpoint was moved away: a new run (or a continuation of another checkpoint) there
+    would cut its metrics and leave its later grids beside the new ones; refused, --overwrite replaces them."""
+    out, common = tmp_path / "run", ("--data", tiny, "--batch-size", 32, "--device", "cpu", "-q")
+    assert run_cli("train", "--out", out, "--epochs", 2, *common) == 0
+    (out / "checkpoint.pt").rename(tmp_path / "moved.pt")
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    capsys.readouterr()
+    for argv in (["--epochs", 1], ["--resume", tmp_path / "moved.pt", "--epochs", 3]):
+        assert run_cli("train", "--out", out, *argv, *common) == 1
+        assert "holds a run's outputs (losses.png, samples) but no checkpoint.pt" in capsys.readouterr().err
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    assert run_cli("train", "--out", out, "--overwrite", "--epochs", 1, *common) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_0001.png"]
+    assert [r["step"] for r in records(out)] == [1, 2, 3]
+
+
+def test_a_diverging_run_stops_before_its_checkpoint(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--out", out, "--lr", "1e30", "--data", tiny, "--batch-size", 32, "--epochs", 2,
+                   "--device", "cpu", "-q") == 1
+    assert "training diverged at step 1" in capsys.readouterr().err
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_resume_follows_moved_data_and_refuses_changed_images(tmp_path, capsys):
+    data, out = tmp_path / "d1", tmp_path / "run"
+    write_mnist(data, 64)
+    common = ("--device", "cpu", "-q")
+    assert run_cli("train", "--out", out, "--data", data, "--batch-size", 32, "--max-steps", 2, *common) == 0
+    moved = tmp_path / "d2"
+    data.rename(moved)
+    capsys.readouterr()
+    assert run_cli("train", "--out", out, "--resume", "--max-steps", 3, *common) == 1
+    assert "if it moved, pass --data with its new place" in capsys.readouterr().err
+    assert run_cli("train", "--out", out, "--resume", "--data", moved, "--max-steps", 3, *common) == 0
+    images = moved / "train-images-idx3-ubyte"
+    raw = bytearray(images.read_bytes())
+    raw[-1] ^= 0xFF  # one pixel of the same-sized data set
+    images.write_bytes(bytes(raw))
+    assert run_cli("train", "--out", out, "--resume", "--max-steps", 4, *common) == 1
+    assert "holds other images than the checkpoint was trained on" in capsys.readouterr().err
+    assert ckpt.load(out / "checkpoint.pt")["step"] == 3
+
+
+def test_metrics_lines_that_are_no_step_record_are_skipped(tmp_path, tiny):
+    out, common = tmp_path / "run", ("--data", tiny, "--batch-size", 32, "--device", "cpu", "-q")
+    assert run_cli("train", "--out", out, "--epochs", 1, *common) == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"note": 1}\n3.5\n')
+    assert run_cli("train", "--out", out, "--resume", "--epochs", 2, "-q") == 0
+    assert [r["step"] for r in records(out)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_eval_replaces_only_its_own_json_and_does_not_depend_on_the_batch(tmp_path, tiny, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", "--out", out, "--data", tiny, "--batch-size", 32, "--max-steps", 1, "--device", "cpu",
+                   "-q") == 0
+    path, metrics = out / "checkpoint.pt", (out / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert run_cli("eval", "--checkpoint", path, "--n", 70, "--json", out / "metrics.jsonl") == 1
+    assert "is not an earlier eval's results" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_bytes() == metrics
+    res, fids = tmp_path / "res.json", []
+    for batch in (70, 9):  # the second replaces the first's file
+        assert run_cli("eval", "--checkpoint", path, "--n", 70, "--batch-size", batch, "--json", res) == 0
+        fids.append(json.loads(res.read_text())["fid"])
+    assert fids[0] == fids[1]
+    state = ckpt.load(path)  # a diverged run's weights: a clear error, not scores of NaN images
+    for key in ("G", "G_ema"):
+        for t in state.get(key, {}).values():
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    ckpt.save(state, tmp_path / "nan.pt")
+    capsys.readouterr()
+    for cmd in ("eval", "sample"):
+        assert run_cli(cmd, "--checkpoint", tmp_path / "nan.pt", "--n", 70) == 1
+        assert "the generator's outputs are not finite" in capsys.readouterr().err

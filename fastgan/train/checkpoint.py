@@ -42,7 +42,10 @@ def save(state: dict, path) -> None:
         if hasattr(os, "fchmod"):  # mkstemp creates 0600; give the checkpoint the usual umask-based mode
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
+                raise OSError(f"writing {path} failed: {e}") from e
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -130,7 +130,7 @@ def add_parser(subparsers) -> None:
                    help="read metrics back every STEPS steps (0: every step on CPU, 50 on CUDA)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture the whole training step in a CUDA graph (CUDA, single process)")
-    p.add_argument("--threads", type=_int_ge(0, 1 << 16), default=d.threads, metavar="N",
+    p.add_argument("--threads", type=_int_ge(0, 1024), default=d.threads, metavar="N",
                    help="torch CPU threads (0: torch's default, one per core; a CPU run repeats exactly for the same "
                         "seed and thread count)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no messages")
@@ -139,10 +139,10 @@ def add_parser(subparsers) -> None:
     s = subparsers.add_parser("sample", formatter_class=fmt, help="write a grid of samples from a checkpoint",
                               description="Write a PNG grid of generator samples from a training checkpoint.")
     s.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
-    s.add_argument("--n", type=_int_ge(1), default=64, help="number of samples")
+    s.add_argument("--n", type=_int_ge(1, 10000), default=64, help="number of samples")
     s.add_argument("--out", default=None, metavar="PNG",
                    help="where to write the grid (default: samples.png in the checkpoint's folder)")
-    s.add_argument("--nrow", type=_int_ge(0), default=0, help="images per row (0: square grid)")
+    s.add_argument("--nrow", type=_int_ge(0, 10000), default=0, help="images per row (0: square grid)")
     s.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
     _add_generator_args(s)
     s.set_defaults(func=cmd_sample)
@@ -152,14 +152,17 @@ def add_parser(subparsers) -> None:
         description="FID on the features of the small MNIST classifier shipped with fastgan, a classifier "
                     "(Inception-Score-like) score and per-digit coverage of generated samples.")
     e.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint written by fastgan train")
-    e.add_argument("--n", type=_int_ge(1), default=5000,
+    e.add_argument("--n", type=_int_ge(1, 200000), default=5000,
                    help="generated samples (at least 65: FID needs more samples than its 64 features)")
     e.add_argument("--data", default=None, metavar="DIR",
                    help="real reference images (IDX directory); default: the checkpoint's training data")
     e.add_argument("--seed", type=_int_ge(0), default=0, help="noise seed")
-    e.add_argument("--batch-size", type=_int_ge(1), default=500, help="images per forward pass")
+    e.add_argument("--batch-size", type=_int_ge(1, 200000), default=500,
+                   help="images per forward pass (the scores do not depend on it)")
     _add_generator_args(e)
-    e.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-': stdout only)")
+    e.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the results as JSON ('-': stdout only); an existing file is replaced only if it "
+                        "holds an earlier eval's results")
     e.set_defaults(func=cmd_eval)
 
 
@@ -263,9 +266,12 @@ def cmd_sample(args) -> int:
         with _impl.use_impl(args.impl or _impl.current()):
             G, state, device = _load(args)
             imgs = generate(G, args.n, seed=args.seed, device=device)
-            save_grid(imgs, args.out, nrow=args.nrow)
     except _errors() + (RuntimeError, ValueError, OSError) as e:
         return _fail("sample", e)
+    try:
+        save_grid(imgs, args.out, nrow=args.nrow)  # (atomically: a failed write leaves an earlier grid as it was)
+    except OSError as e:
+        return _fail("sample", f"--out {args.out}: cannot write it ({e})")
     print(f"wrote {args.n} samples of {args.checkpoint} (step {int(state['step'])}) to {args.out}")
     return 0
 
@@ -281,6 +287,7 @@ def cmd_eval(args) -> int:
     if args.json not in (None, "-"):
         try:
             _check_output("--json", args.json, args.checkpoint)
+            _check_replaceable_json(args.json)
         except ValueError as e:
             return _fail("eval", e)
     try:
@@ -294,6 +301,8 @@ def cmd_eval(args) -> int:
         return _fail("eval", e)
     res.update(checkpoint=str(args.checkpoint), step=int(state["step"]), reference=real.source,
                generator="ema" if state.get("G_ema") is not None and not args.no_ema else "raw")
+    from .outputs import json_safe
+    res = json_safe(res)  # (strict JSON: no NaN)
     if args.json == "-":
         print(json.dumps(res, indent=2))
         return 0
@@ -313,9 +322,24 @@ def cmd_eval(args) -> int:
         lines.append(f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)")
     print("\n".join(lines))
     if args.json:
+        from .outputs import write_text_atomically
         try:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=2)
+            write_text_atomically(args.json, json.dumps(res, indent=2) + "\n")
         except OSError as e:
             return _fail("eval", f"--json {args.json}: {e}")
     return 0
+
+
+def _check_replaceable_json(path) -> None:
+    """``eval --json`` replaces only what an earlier eval wrote (a JSON object with its keys), never another file
+    (training data, a run's metrics) given by mistake."""
+    import os
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        old = None
+    if not (isinstance(old, dict) and {"fid", "checkpoint"} <= old.keys()):
+        raise ValueError(f"--json {path}: exists and is not an earlier eval's results; choose another path")

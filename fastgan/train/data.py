@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import hashlib
 import os
 import struct
 import zlib
@@ -43,6 +44,10 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def digest(self) -> str:
+        """SHA-256 of the images (what training reads): a resumed run checks its data against the checkpoint's."""
+        return hashlib.sha256(self.images.contiguous().numpy().tobytes()).hexdigest()
 
 
 def load_embedded() -> Dataset:

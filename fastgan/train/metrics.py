@@ -93,13 +93,14 @@ MIN_FID_SAMPLES = MNISTClassifier.num_features + 1
 
 @torch.no_grad()
 def generate(G: nn.Module, n: int, batch_size: int = 500, seed: int = 0, device=None) -> torch.Tensor:
-    """``n`` samples of ``G`` (on ``device``) from standard-normal noise drawn with ``seed`` on the CPU."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, n, batch_size):
-        z = torch.randn(min(batch_size, n - i), G.z_dim, generator=gen).to(device)
-        out.append(G(z).float())
-    return torch.cat(out)
+    """``n`` samples of ``G`` (on ``device``) from standard-normal noise drawn with ``seed`` on the CPU, all of it
+    at once (the same samples for any ``batch_size``). A ValueError if they are not finite (a diverged run)."""
+    z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    out = torch.cat([G(z_all[i:i + batch_size].to(device)).float() for i in range(0, n, batch_size)])
+    if not torch.isfinite(out).all():
+        raise ValueError("the generator's outputs are not finite (NaN or inf): the checkpoint's weights are "
+                         "(a diverged run)")
+    return out
 
 
 @torch.no_grad()

@@ -59,14 +59,17 @@ class MetricsLog:
 
 
 def read_metrics(path) -> List[dict]:
-    """The records of a metrics file; a torn last line (a killed run) is skipped."""
+    """The step records of a metrics file; a torn last line (a killed run) and lines that are no step record (an
+    edit) are skipped."""
     out = []
     with open(path) as f:
         for line in f:
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+                out.append(rec)
     return out
 
 
@@ -90,9 +93,28 @@ def save_grid(images: torch.Tensor, path, nrow: int = 0, scale: int = 2) -> None
     grid = make_grid(images, nrow)
     if scale > 1:
         grid = np.kron(grid, np.ones((scale, scale), dtype=grid.dtype))
+    _write_atomically(path, lambda tmp: imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0, format=_format(path)))
+
+
+def write_text_atomically(path, text: str) -> None:
+    _write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _format(path) -> str:
+    return Path(path).suffix.lstrip(".").lower() or "png"
+
+
+def _write_atomically(path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then renamed over it: a failed write (a full disk, a
+    killed process) leaves the previous file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _smooth(y: np.ndarray, k: int) -> np.ndarray:
@@ -115,14 +137,14 @@ def plot_losses(records: List[dict], path) -> None:
         step = np.array([r["step"] for r in records])
         k = max(1, len(records) // 100)
         for key, label, color in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):
-            y = np.array([r[key] for r in records], dtype=float)
+            y = np.array([r.get(key, np.nan) for r in records], dtype=float)
             ax1.plot(step, y, color=color, alpha=0.25, lw=0.8)
             ax1.plot(step, _smooth(y, k), color=color, label=label)
         if any("r1" in r for r in records):
             ax1.plot(step, _smooth(np.array([r.get("r1", np.nan) for r in records], float), k), color="tab:green",
                      label="R1 penalty")
         for key, label, color in (("d_real", "D(x)", "tab:green"), ("d_fake", "D(G(z))", "tab:red")):
-            y = np.array([r[key] for r in records], dtype=float)
+            y = np.array([r.get(key, np.nan) for r in records], dtype=float)
             ax2.plot(step, _smooth(y, k), color=color, label=label)
         ax1.legend()
         ax2.legend()
@@ -133,8 +155,4 @@ def plot_losses(records: List[dict], path) -> None:
     ax2.set_xlabel("step")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format=_format(path)))

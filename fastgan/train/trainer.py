@@ -49,7 +49,7 @@ from .. import optim as fg_optim
 from .config import _LEGACY, _MUST_MATCH, DEFAULT_EPOCHS, DEFAULTS, TrainConfig
 from . import checkpoint as ckpt
 from . import distributed
-from .data import load_data
+from .data import DataError, load_data
 from .models import G_ARCHS, G_INITS, LAYER_KINDS, Z_DIM, build_models, d_loss_r1, make_loss
 from .outputs import MetricsLog, plot_losses, read_metrics, save_grid
 
@@ -182,10 +182,25 @@ class Trainer:
         elif mine.exists() and not cfg.overwrite:
             raise TrainError(f"{mine} exists: pass --resume to continue that run, "
                              "--overwrite to start again in the same directory, or choose another --out")
+        # a run's pictures without its checkpoint (moved or deleted); a run stopped before its first checkpoint
+        # leaves only a metrics file, which starting again replaces
+        others = [p.name for p in (self.out / LOSSES_NAME, self.out / "samples")
+                  if p.is_file() or any(p.glob("*.png"))]
+        if others and not mine.exists() and not cfg.overwrite:
+            raise TrainError(f"--out {self.out} holds a run's outputs ({', '.join(others)}) but no {CHECKPOINT_NAME}: "
+                             "this run would mix its own with them; "
+                             + ("choose another --out" if cfg.resume else "pass --overwrite to replace them, or "
+                                "choose another --out"))
         self.hp = self._resolve(state)
         hp = self.hp
 
-        self.data = load_data(hp["data"])
+        try:
+            self.data = load_data(hp["data"])
+        except DataError as e:
+            if state is None or cfg.data is not None:
+                raise
+            raise TrainError(f"--resume: the checkpoint's data set cannot be read ({e}); if it moved, pass --data "
+                             "with its new place (its images are checked against the checkpoint's)") from None
         world = self.dist.world_size
         B = hp["batch_size"]
         if B % world:
@@ -208,6 +223,11 @@ class Trainer:
             raise TrainError(f"--resume: the data set changed since the checkpoint: {trained} steps per epoch then, "
                              f"{self.steps_per_epoch} now ({self.data.source}: {len(self.data)} images); resume "
                              "with the data it was trained on")
+        self.data_digest = self.data.digest()
+        trained_on = state["config"].get("data_digest") if state is not None else None
+        if trained_on is not None and trained_on != self.data_digest:
+            raise TrainError(f"--resume: {self.data.source} holds other images than the checkpoint was trained on; "
+                             "resume with the data it was trained on")
         self.total_steps = hp["epochs"] * self.steps_per_epoch
         if hp["max_steps"]:
             self.total_steps = min(self.total_steps, hp["max_steps"])
@@ -300,7 +320,9 @@ class Trainer:
                 else:
                     hp[key] = default
             else:
-                if key in _MUST_MATCH and state is not None and key in saved and saved[key] != given:
+                # (another path to the data is fine when its images are the checkpoint's: checked in _setup)
+                moved = key == "data" and saved.get(key) is not None and saved.get("data_digest") is not None
+                if key in _MUST_MATCH and state is not None and key in saved and saved[key] != given and not moved:
                     opt = "--" + key.replace("_", "-")
                     was = "the embedded data (no --data)" if key == "data" and saved[key] is None else \
                         f"{opt} {saved[key]!r}"
@@ -529,6 +551,7 @@ class Trainer:
             "rng": rng, "fixed_noise": self.fixed_noise.cpu(),
             "config": {**{k: self.hp[k] for k in (*DEFAULTS, "z_dim")}, "layers": self.cfg.layers,
                        "world_size": self.dist.world_size, "data_source": self.data.source,
+                       "data_digest": self.data_digest,
                        "steps_per_epoch": self.steps_per_epoch},
         }
 
@@ -546,10 +569,25 @@ class Trainer:
             G.train(was_training)
             save_grid(imgs, path, nrow=8)
 
+    def _pictures(self, missing_only: bool = False) -> None:
+        """The sample grid and loss plot due at this step (an epoch's end, the run's last step). ``missing_only``
+        (on resume): the grid only if it is missing -- a run stopped between its checkpoint and its pictures -- and
+        the plot again."""
+        epoch_end = self.step % self.steps_per_epoch == 0
+        last = self.step == self.total_steps
+        if not self.is_main or self.step == 0 or not (epoch_end or last):
+            return
+        epoch = (self.step - 1) // self.steps_per_epoch + 1
+        grid = self.out / "samples" / (f"epoch_{epoch:04d}.png" if epoch_end else f"step_{self.step:07d}.png")
+        if (self.cfg.samples_every_epoch or last) and not (missing_only and grid.exists()):
+            self.save_samples(grid)
+        if last or epoch % 10 == 0:  # (re-reading and plotting every step's metrics: ~0.3 s)
+            plot_losses(read_metrics(self.out / METRICS_NAME), self.out / LOSSES_NAME)
+
     def _clear_previous_run(self) -> None:
-        """--overwrite: the earlier run's checkpoint, loss plot and sample grids go before this run writes (its
-        metrics file is started afresh), so an interrupted new run never leaves them beside its own files."""
-        for f in [self.out / CHECKPOINT_NAME, self.out / LOSSES_NAME,
+        """--overwrite: the earlier run's checkpoint, metrics, loss plot and sample grids go before this run writes,
+        so an interrupted new run never leaves them beside its own files."""
+        for f in [self.out / CHECKPOINT_NAME, self.out / LOSSES_NAME, self.out / METRICS_NAME,
                   *self.out.glob("samples/epoch_*.png"), *self.out.glob("samples/step_*.png")]:
             f.unlink(missing_ok=True)
 
@@ -570,6 +608,8 @@ class Trainer:
     def _run(self) -> dict:
         cfg, dev, main = self.cfg, self.device, self.is_main
         resumed_from = self.step if cfg.resume else None
+        if resumed_from is not None:
+            self._pictures(missing_only=True)
         if resumed_from is not None and self.step >= self.total_steps:
             epochs = self.step // self.steps_per_epoch
             if main and not cfg.quiet:
@@ -631,7 +671,15 @@ class Trainer:
                 bar.set_postfix(loss_d=f"{last_rec['loss_d']:.3f}", loss_g=f"{last_rec['loss_g']:.3f}",
                                 d_x=f"{last_rec['d_real']:.2f}", d_gz=f"{last_rec['d_fake']:.2f}", refresh=False)
                 bar.update(len(recs))
+            steps = [p[0] for p in pending]
             pending.clear()
+            # a diverged run stops before its next checkpoint would replace the last good one with NaN weights (every
+            # process sees the same averaged values, so all stop)
+            for s, v in zip(steps, vals):
+                if not (math.isfinite(v[0]) and math.isfinite(v[1])):
+                    raise TrainError(f"training diverged at step {s}: loss_D {v[0]}, loss_G {v[1]}; stopped before "
+                                     "the next checkpoint (the last one, if any, is from before it). Lower the "
+                                     "learning rates (--lr, --lr-d) or add the R1 penalty (--r1-gamma)")
 
         try:
             while self.step < self.total_steps:
@@ -660,14 +708,9 @@ class Trainer:
                 if epoch_end or last or ck:  # the checkpoint first: a failed picture must not cost it
                     log and log.flush()
                     self.save_checkpoint()
+                self._pictures()
                 if main and (epoch_end or last):
                     epoch = (self.step - 1) // self.steps_per_epoch + 1
-                    name = f"epoch_{epoch:04d}.png" if epoch_end else f"step_{self.step:07d}.png"
-                    if cfg.samples_every_epoch or last:
-                        self.save_samples(self.out / "samples" / name)
-                    if last or epoch % 10 == 0:  # (re-reading and plotting every step's metrics: ~0.3 s)
-                        plot_losses(read_metrics(self.out / METRICS_NAME), self.out / LOSSES_NAME)
-                if main and (epoch_end or last):
                     now = time.perf_counter()
                     n_ep = (self.step - 1) % self.steps_per_epoch + 1
                     ep = {"epoch": epoch, "step": self.step, "seconds": now - epoch_t0,
