@@ -343,6 +343,12 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
     if size_average is not None or reduce is not None:
         from torch.nn import _reduction
         reduction = _reduction.legacy_get_string(size_average, reduce)
+    return _bce(input, target, weight, pos_weight, reduction)
+
+
+def _bce(input, target, weight, pos_weight, reduction, weight_name="weight"):
+    """The loss of :func:`binary_cross_entropy_with_logits`; ``weight_name`` names ``weight`` in errors as the
+    caller's signature does."""
     _check_tensor(input, "input")
     if _autocast_dtype(input) is not None:  # autocast runs this loss in float32
         input, weight, pos_weight = _cast(input, torch.float32), _cast(weight, torch.float32), \
@@ -350,7 +356,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: Union[torch.Te
         if isinstance(target, torch.Tensor):
             target = _cast(target, torch.float32)
     input, target, weight, pos_weight, out_dtype = _bce_dtypes(input, target, weight, pos_weight)
-    target, label = _bce_checks(input, target, weight, pos_weight, reduction)
+    target, label = _bce_checks(input, target, weight, pos_weight, reduction, weight_name)
     impl = _impl.resolve(input.device)
     if impl == "torch":
         loss = reference.sigmoid_bce(input, target, label, weight, pos_weight, reduction)
@@ -408,14 +414,13 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
             isinstance(loss_weight, torch.Tensor) and loss_weight.dtype != loss_dtype and
             not loss_weight.is_complex()):  # mixed dtypes: the composition, whose loss takes them as stock's does
         logits = linear(input, weight, bias)[:, 0]
-        return binary_cross_entropy_with_logits(logits, target, loss_weight, reduction=reduction), logits
+        return _bce(logits, target, loss_weight, None, reduction, "loss_weight"), logits
     target, label = _bce_checks(like, target, loss_weight, None, reduction, weight_name="loss_weight")
     impl = _impl.resolve(input.device)
     grads_of_targets = any(t is not None and t.requires_grad for t in (target, loss_weight))
     if impl == "torch" or grads_of_targets or ac is not None:
         logits = linear(input, weight, bias)[:, 0]
-        return binary_cross_entropy_with_logits(logits, label if target is None else target, loss_weight,
-                                                reduction=reduction), logits
+        return _bce(logits, label if target is None else target, loss_weight, None, reduction, "loss_weight"), logits
     loss, logits = _fn("linear_bce").apply(input, weight, bias, target, label, loss_weight,
                                            _REDUCTION_CODE[reduction])
     return loss, logits

@@ -78,6 +78,9 @@ x4, w4 = (lambda: torch.randn(2, 3, 4, 4)), (lambda: torch.randn(5, 3, 3, 3))  #
     (lambda: FF.conv2d(x4(), w4(), stride=10 ** 20), ValueError, ["stride", "2**63"]),
     (lambda: FF.linear_bce_with_logits(torch.randn(4, 3), torch.randn(1, 3), None, 1.0,
                                        loss_weight=torch.rand(4, 1)), ValueError, ["loss_weight", "broadcast"]),
+    (lambda: FF.linear_bce_with_logits(torch.randn(4, 3), torch.randn(1, 3), None, 1.0,  # (the unfused route)
+                                       loss_weight=torch.ones(5, dtype=torch.long)), ValueError,
+     ["loss_weight", "broadcast"]),
     (lambda: FF.linear(torch.randn(2, 4).to_sparse(), torch.randn(3, 4)), TypeError, ["input", "dense", "sparse"]),
 ])
 def test_bad_inputs_name_the_argument(impl, call, exc, words):

@@ -1051,6 +1051,11 @@ def test_resume_writes_the_pictures_a_stopped_run_missed(tmp_path, tiny):
     (out / "losses.png").unlink()
     assert run_cli("train", "--out", out, "--resume", "-q") == 0
     assert grid.read_bytes() == want and (out / "losses.png").stat().st_size > 0
+    other = tmp_path / "other"  # a continuation into a fresh folder draws only its own steps' pictures there
+    assert run_cli("train", "--out", other, "--resume", out / "checkpoint.pt", "-q") == 0  # (complete: nothing)
+    assert not other.exists() or not any(other.rglob("*.png"))
+    assert run_cli("train", "--out", other, "--resume", out / "checkpoint.pt", "--epochs", 3, "-q") == 0
+    assert sorted(p.name for p in (other / "samples").iterdir()) == ["epoch_0003.png"]
 
 
 def test_a_folder_with_pictures_but_no_checkpoint_is_not_mixed_into(tmp_path, tiny, capsys):
@@ -1095,7 +1100,13 @@ def test_resume_follows_moved_data_and_refuses_changed_images(tmp_path, capsys):
     images.write_bytes(bytes(raw))
     assert run_cli("train", "--out", out, "--resume", "--max-steps", 4, *common) == 1
     assert "holds other images than the checkpoint was trained on" in capsys.readouterr().err
-    assert ckpt.load(out / "checkpoint.pt")["step"] == 3
+    state = ckpt.load(out / "checkpoint.pt")
+    assert state["step"] == 3
+    del state["config"]["data_digest"]  # a checkpoint from before the check: --data cannot name a new place
+    ckpt.save(state, out / "checkpoint.pt")
+    moved.rename(tmp_path / "d3")
+    assert run_cli("train", "--out", out, "--resume", "--max-steps", 4, *common) == 1
+    assert "put it back there" in capsys.readouterr().err
 
 
 def test_metrics_lines_that_are_no_step_record_are_skipped(tmp_path, tiny):
@@ -1121,6 +1132,13 @@ def test_eval_replaces_only_its_own_json_and_does_not_depend_on_the_batch(tmp_pa
         assert run_cli("eval", "--checkpoint", path, "--n", 70, "--batch-size", batch, "--json", res) == 0
         fids.append(json.loads(res.read_text())["fid"])
     assert fids[0] == fids[1]
+    link, empty = tmp_path / "link.json", tmp_path / "empty.json"
+    link.symlink_to(res)
+    empty.write_text("")  # (a placeholder, as mktemp makes)
+    for target in (link, empty):
+        assert run_cli("eval", "--checkpoint", path, "--n", 70, "--json", target) == 0
+    assert link.is_symlink() and json.loads(res.read_text())["fid"] == fids[0]  # written through the link
+    assert json.loads(empty.read_text())["fid"] == fids[0]
     state = ckpt.load(path)  # a diverged run's weights: a clear error, not scores of NaN images
     for key in ("G", "G_ema"):
         for t in state.get(key, {}).values():

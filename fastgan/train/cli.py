@@ -246,8 +246,10 @@ def _check_output(arg: str, path, checkpoint, suffixes=None, parent_must_exist=T
 
 
 def _image_suffixes() -> set:
+    """The picture formats matplotlib's imsave writes: its figure formats less those imsave hands to Pillow under
+    a name Pillow does not know (it raises KeyError for them, after the work)."""
     from matplotlib.figure import Figure
-    return set(Figure().canvas.get_supported_filetypes())
+    return set(Figure().canvas.get_supported_filetypes()) - {"pgf", "raw", "rgba", "svgz", "tif"}
 
 
 def cmd_sample(args) -> int:
@@ -334,7 +336,7 @@ def _check_replaceable_json(path) -> None:
     """``eval --json`` replaces only what an earlier eval wrote (a JSON object with its keys), never another file
     (training data, a run's metrics) given by mistake."""
     import os
-    if not os.path.exists(path):
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:  # (a device such as /dev/stdout, an empty file)
         return
     try:
         with open(path) as f:

@@ -98,8 +98,7 @@ def generate(G: nn.Module, n: int, batch_size: int = 500, seed: int = 0, device=
     z_all = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     out = torch.cat([G(z_all[i:i + batch_size].to(device)).float() for i in range(0, n, batch_size)])
     if not torch.isfinite(out).all():
-        raise ValueError("the generator's outputs are not finite (NaN or inf): the checkpoint's weights are "
-                         "(a diverged run)")
+        raise ValueError("the generator's outputs are not finite (NaN or inf): the weights of a diverged run?")
     return out
 
 

@@ -4,6 +4,7 @@ Matplotlib is imported only when a picture is written (Agg canvas, no pyplot, no
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -62,6 +63,8 @@ def read_metrics(path) -> List[dict]:
     """The step records of a metrics file; a torn last line (a killed run) and lines that are no step record (an
     edit) are skipped."""
     out = []
+    if not os.path.exists(path):  # (a run that has written none yet)
+        return out
     with open(path) as f:
         for line in f:
             try:
@@ -106,9 +109,15 @@ def _format(path) -> str:
 
 def _write_atomically(path, write) -> None:
     """``write(tmp)`` into a temporary file beside ``path``, then renamed over it: a failed write (a full disk, a
-    killed process) leaves the previous file as it was."""
-    path = Path(path)
+    killed process) leaves the previous file as it was. Through a symbolic link, its target is replaced; a device or
+    a pipe (/dev/stdout) is written directly."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        write(path)
+        return
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)

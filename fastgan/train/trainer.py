@@ -199,6 +199,10 @@ class Trainer:
         except DataError as e:
             if state is None or cfg.data is not None:
                 raise
+            if state["config"].get("data_digest") is None:  # (--data elsewhere is refused for it: _resolve)
+                raise TrainError(f"--resume: the checkpoint's data set cannot be read ({e}); put it back there (the "
+                                 "checkpoint is older than the check of its images that lets --data name a new "
+                                 "place)") from None
             raise TrainError(f"--resume: the checkpoint's data set cannot be read ({e}); if it moved, pass --data "
                              "with its new place (its images are checked against the checkpoint's)") from None
         world = self.dist.world_size
@@ -556,6 +560,13 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        # weights a diverging update made non-finite (its loss, computed before the update, was still finite) must
+        # not replace the last good checkpoint; every process holds the same weights, so all stop
+        models = [m for m in (self.G, self.D, self.G_ema) if m is not None]
+        if not bool(torch.stack([torch.isfinite(p).all() for m in models for p in m.parameters()]).all()):
+            raise TrainError(f"training diverged at step {self.step}: the weights are no longer finite; stopped "
+                             "before this checkpoint (the last one, if any, is from before it). Lower the learning "
+                             "rates (--lr, --lr-d) or add the R1 penalty (--r1-gamma)")
         if self.is_main:
             ckpt.save(self.state_dict(), self.out / CHECKPOINT_NAME)
 
@@ -608,7 +619,10 @@ class Trainer:
     def _run(self) -> dict:
         cfg, dev, main = self.cfg, self.device, self.is_main
         resumed_from = self.step if cfg.resume else None
-        if resumed_from is not None:
+        # the pictures of the checkpoint's step, where a run stopped right after its checkpoint missed them (only
+        # for --out's own checkpoint: a continuation into another folder starts that folder's pictures afresh)
+        in_place = resumed_from is not None and _same_file(self.resume_path, self.out / CHECKPOINT_NAME)
+        if in_place and self.step >= self.total_steps:
             self._pictures(missing_only=True)
         if resumed_from is not None and self.step >= self.total_steps:
             epochs = self.step // self.steps_per_epoch
@@ -624,6 +638,8 @@ class Trainer:
         if main and cfg.overwrite:
             self._clear_previous_run()
         log = MetricsLog(self.out / METRICS_NAME, resume_step=resumed_from) if main else None
+        if in_place:  # (after the metrics past the checkpoint are dropped: the plot shows the resumed run's)
+            self._pictures(missing_only=True)
         show = main and not cfg.quiet
         bar = None
         if main:
