@@ -297,7 +297,8 @@ class Trainer:
         arguments; a hand-made launch may not): different step counts or logging intervals would pair up the
         collectives wrongly and hang, a different seed or batch would train on inconsistent data silently."""
         cfg = self.cfg
-        mine = {**{k: v for k, v in self.hp.items() if k != "data"}, "images": len(self.data), "step": self.step,
+        mine = {**{k: v for k, v in self.hp.items() if k != "data"}, "images": len(self.data),
+                "data_digest": self.data_digest, "step": self.step,
                 "total_steps": self.total_steps, "log_every": self.log_every,
                 "checkpoint_every": cfg.checkpoint_every, "layers": cfg.layers, "impl": self.impl}
         every = [None] * self.dist.world_size
@@ -305,6 +306,10 @@ class Trainer:
         diff = [f"{k} " + ", ".join(f"{theirs.get(k)!r} (rank {r})" for r, theirs in enumerate(every))
                 for k in mine if any(theirs.get(k) != every[0].get(k) for theirs in every)]
         if diff:  # (the same message on every process)
+            # every process leaves the collective before any tears its connections down (one closing them while a
+            # peer still finishes the gather aborted that peer at exit: "terminate called without an active
+            # exception")
+            dist.barrier()
             raise TrainError("the processes were started with different settings: " + "; ".join(diff) +
                              ". Start every process with the same arguments, as torchrun does")
 
