@@ -138,6 +138,16 @@ def _fuse(module: nn.Module, prefix: str, report: List[str]) -> nn.Module:
     return module
 
 
+def _copy(model: nn.Module, what: str) -> nn.Module:
+    """The copy fuse / unfuse convert (inplace=False); torch's deepcopy refuses some models (old-style spectral_norm
+    or weight_norm after a forward holds a computed weight): the error then says how to go on."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as e:
+        raise RuntimeError(f"{what}: the model cannot be copied ({e}); pass inplace=True to convert it in place") \
+            from None
+
+
 def fuse(model: nn.Module, inplace: bool = False, return_report: bool = False):
     """Rewrite ``model`` to use fastgan's fused layers (same weights). See the module docstring.
 
@@ -147,7 +157,7 @@ def fuse(model: nn.Module, inplace: bool = False, return_report: bool = False):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
-        model = copy.deepcopy(model)
+        model = _copy(model, "fuse")
     report: List[str] = []
     if type(model) in _LAYER_TO_FUSED or type(model) is nn.BCEWithLogitsLoss or type(model) is nn.LeakyReLU:
         holder = nn.Sequential(model)
@@ -169,7 +179,7 @@ def unfuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
-        model = copy.deepcopy(model)
+        model = _copy(model, "unfuse")
 
     def act_module(m):
         spec = _activations.get(m.act)

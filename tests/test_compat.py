@@ -243,6 +243,10 @@ def test_fuse_leaves_non_chains_and_hooked_pairs():
         torch.testing.assert_close(fsn(img), sn(img), rtol=1e-5, atol=1e-6)
     g0, g1 = (torch.autograd.grad(m(img).square().sum(), m[0].weight_orig) for m in (sn, fsn))
     torch.testing.assert_close(g0[0], g1[0], rtol=1e-5, atol=1e-6)
+    # after a forward its computed weight makes torch's deepcopy refuse the model: the error says how to go on
+    with pytest.raises(RuntimeError, match="fuse: the model cannot be copied .*pass inplace=True"):
+        fastgan.fuse(sn)
+    assert isinstance(fastgan.fuse(sn, inplace=True)[0], fastgan.nn.FusedConv2d)
 
 
 def test_fuse_layers_with_torch_parametrizations():

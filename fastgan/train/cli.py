@@ -94,7 +94,8 @@ def add_parser(subparsers) -> None:
                         "are replaced)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="directory with MNIST or Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz]; also "
-                        "DIR/raw or torchvision's DIR/MNIST/raw); default: the embedded 5k MNIST subset")
+                        "DIR/raw or torchvision's DIR/MNIST/raw); default: the embedded 5k MNIST subset. With "
+                        "--resume: the place the run's images moved to (they are checked against the checkpoint's)")
     p.add_argument("--r1-gamma", type=_float_ge0, default=None,
                    help="R1 gradient penalty weight gamma on real images, gamma/2 * E||grad_x D(x)||^2 "
                         f"(0: off; default {DEFAULTS['r1_gamma']:g})")
