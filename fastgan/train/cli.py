@@ -240,6 +240,8 @@ def _check_output(arg: str, path, checkpoint, suffixes=None, parent_must_exist=T
     parent = os.path.dirname(os.path.abspath(path))
     if parent_must_exist and not os.path.isdir(parent):
         raise ValueError(f"{arg} {path}: directory {parent} does not exist")
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK):  # (before the work, not after it)
+        raise ValueError(f"{arg} {path}: directory {parent} is not writable")
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if suffixes is not None and ext not in suffixes:
         raise ValueError(f"{arg} {path}: expected a file name ending in one of "
