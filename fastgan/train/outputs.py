@@ -42,11 +42,9 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
-        elif self.path.exists():
-            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(_json_line(r) for r in keep))
-            os.replace(tmp, self.path)
+        else:
+            keep = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            write_text_atomically(self.path, "".join(_json_line(r) for r in keep))
         self._f = open(self.path, "a", buffering=1)
 
     def write(self, records: Iterable[dict]) -> None:

@@ -129,6 +129,12 @@ def _out_lock(out: Path):
             out.rmdir()
 
 
+def _diverged(step: int, what: str) -> TrainError:
+    return TrainError(f"training diverged at step {step}: {what}; stopped before the next checkpoint (the last one, "
+                      "if any, is from before it). Lower the learning rates (--lr, --lr-d) or add the R1 penalty "
+                      "(--r1-gamma)")
+
+
 def _seed_from(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
 
@@ -569,9 +575,7 @@ class Trainer:
         # not replace the last good checkpoint; every process holds the same weights, so all stop
         models = [m for m in (self.G, self.D, self.G_ema) if m is not None]
         if not bool(torch.stack([torch.isfinite(p).all() for m in models for p in m.parameters()]).all()):
-            raise TrainError(f"training diverged at step {self.step}: the weights are no longer finite; stopped "
-                             "before this checkpoint (the last one, if any, is from before it). Lower the learning "
-                             "rates (--lr, --lr-d) or add the R1 penalty (--r1-gamma)")
+            raise _diverged(self.step, "the weights are no longer finite")
         if self.is_main:
             ckpt.save(self.state_dict(), self.out / CHECKPOINT_NAME)
 
@@ -698,9 +702,7 @@ class Trainer:
             # process sees the same averaged values, so all stop)
             for s, v in zip(steps, vals):
                 if not (math.isfinite(v[0]) and math.isfinite(v[1])):
-                    raise TrainError(f"training diverged at step {s}: loss_D {v[0]}, loss_G {v[1]}; stopped before "
-                                     "the next checkpoint (the last one, if any, is from before it). Lower the "
-                                     "learning rates (--lr, --lr-d) or add the R1 penalty (--r1-gamma)")
+                    raise _diverged(s, f"loss_D {v[0]}, loss_G {v[1]}")
 
         try:
             while self.step < self.total_steps:
