@@ -162,6 +162,33 @@ def test_nan_weight_does_not_reach_padding_outputs(impl, case, precision):
         assert torch.equal(a, b), f"{what}: {int((~a).sum())} not finite, torch {int((~b).sum())}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_activation_gradient_beyond_the_dtype_keeps_padding_out(impl, dtype):
+    """The CUDA kernels apply act' (and the gain) to the upstream gradient as they fetch it, in float32: a product
+    past the half type's range becomes inf only when rounded for the tensor cores. Such a tile must take the masked
+    path like an inf, or 0 x inf on the padding taps turns the weight gradient into NaN where the float64 answer is
+    finite."""
+    name, dev = impl
+    if not (name == "emu" or dev.type == "cuda"):
+        pytest.skip("the CUDA kernels' fetch-time activation gradient")
+    # float16: 30000 x 4 = 120000 > 65504; bfloat16: 2^126 x 3.998 = 3.4011e38, a float32 that rounds to inf
+    big, gain = (30000.0, 4.0) if dtype == torch.float16 else (2.0 ** 126, 3.998)
+    x = torch.full((1, 2, 4, 4), 0.01, dtype=torch.float64)
+    w = torch.full((3, 2, 3, 3), 0.01, dtype=torch.float64)
+    b = torch.ones(3, dtype=torch.float64)  # every output positive: act' = 1
+    gy = torch.full((1, 3, 4, 4), 1e-3, dtype=torch.float64)
+    gy[0, 0, 0, 0] = big  # the corner: five of its nine taps read padding
+    gy = gy.to(dtype).double()
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    want = torch.autograd.grad(F.leaky_relu(F.conv2d(xr, wr, b, padding=1), 0.2) * gain, wr, gy)[0].to(dtype)
+    xf, wf = x.to(dev, dtype), w.to(dev, dtype).requires_grad_()
+    y = FF.conv2d(xf, wf, b.to(dev, dtype), padding=1, act="lrelu", gain=gain)
+    got = torch.autograd.grad(y, wf, gy.to(dev, dtype))[0].cpu()
+    assert not torch.isnan(got).any(), got[0]
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    torch.testing.assert_close(got.double(), want.double(), rtol=2e-2, atol=1e-3)
+
+
 def test_fused_leaky_relu_refuses_rosinality_positional_arguments():
     """rosinality's FusedLeakyReLU(channel, bias, negative_slope, scale): a positional bool here would have become
     the slope (1.0: a plain bias add) without a word."""

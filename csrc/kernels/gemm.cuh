@@ -188,6 +188,13 @@ using Tc128For = TcCfg<128, 128, 16, sizeof(T) == 2 ? 4 : 8, 1>;
 // Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
 // from there into shared memory laid out [BK][ROWS + PAD] (r contiguous). DACT: the operand may carry an activation
 // gradient (DevOperand::y; the A operand).
+// The smallest magnitude that becomes inf when a fetched value is rounded for the tensor cores: to TF32 (cvt.rna)
+// for float, to T itself for the 16-bit types (an activation gradient applied on the fly, DACT, can leave T's range,
+// and 0 x inf on a padding tap would then give NaN). Round to nearest: the midpoint above the largest finite value.
+template <typename T> struct FiniteBelow { static constexpr float value = 0x1.ffep+127f; };
+template <> struct FiniteBelow<__half> { static constexpr float value = 65520.0f; };
+template <> struct FiniteBelow<__nv_bfloat16> { static constexpr float value = 0x1.ffp+127f; };
+
 template <typename T, OperandKind KIND, int ROWS, int BK, int NT, bool DACT = false>
 struct TileLoader {
   using M = typename OpMath<T>::type;
@@ -262,12 +269,13 @@ struct TileLoader {
     }
   }
 
-  // inf, NaN, and finite values that TF32 rounding (cvt.rna) turns into inf: |v| >= 0x1.ffep+127 (flagging
-  // those on the exact paths too only costs the masked loop).
+  // inf, NaN, and finite values that the tensor cores' rounding turns into inf (FiniteBelow; flagging those on the
+  // exact paths too only costs the masked loop).
   __device__ __forceinline__ void check_finite() {
     nonfinite = false;
+    constexpr M lim = M(FiniteBelow<T>::value);
 #pragma unroll
-    for (int e = 0; e < E; ++e) nonfinite |= !(v[e] < M(0x1.ffep+127) && v[e] > -M(0x1.ffep+127));
+    for (int e = 0; e < E; ++e) nonfinite |= !(v[e] < lim && v[e] > -lim);
   }
 
   __device__ __forceinline__ void fetch(const DevOperand<T>& op, int64_t k0, int64_t kend) {
