@@ -1473,8 +1473,11 @@ def test_bce_reference_equals_torch():
 def test_transcendental_forward_elementwise_accuracy(impl, act):
     """float32 sigmoid and tanh to within 4 units of 2^-24 relative error at every point (not just against the
     tensor's largest value) over [-20, 20], tiny magnitudes down to 1e-30 and the branch points (results in the
-    subnormal range: within 8 subnormal steps); exact special values. The CPU loops use their own vectorised exp and tanh (csrc/ops/cpu_math.h, bias_act.cpp)."""
+    subnormal range: within 8 subnormal steps); exact special values. The CPU loops use their own vectorised exp and
+    tanh (csrc/cpu/cpu_math.h, bias_act.cpp). On a GPU the kernels call CUDA's expf / tanhf, documented to within
+    2 ulp (<= 4 units of 2^-24): sigmoid's e / (1 + e) adds 1 + e's and the division's roundings, <= 6 units."""
     _, dev = impl
+    bound = 6 if dev == "cuda" else 4
     x = torch.cat([torch.linspace(-20, 20, 400001), torch.logspace(-30, 0, 2001), -torch.logspace(-30, 0, 2001),
                    torch.tensor([0.625, -0.625, 0.62499994, -0.62499994, 88.5, -88.5, -103.0])]).float().to(dev)
     y = FF.bias_act(x, None, act=act)
@@ -1482,7 +1485,7 @@ def test_transcendental_forward_elementwise_accuracy(impl, act):
     err = (y.double().cpu() - ref).abs()
     normal = ref.abs() >= 2.0 ** -126  # below: float32 subnormals, judged by absolute error
     rel = (err / ref.abs())[normal]
-    assert rel.max().item() <= 4 * 2.0 ** -24, (act, rel.max().item(), x.cpu()[normal][rel.argmax()].item())
+    assert rel.max().item() <= bound * 2.0 ** -24, (act, rel.max().item(), x.cpu()[normal][rel.argmax()].item())
     assert err[~normal].max().item() <= 2.0 ** -146 if (~normal).any() else True
     special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan")], device=dev)
     got = FF.bias_act(special, None, act=act).cpu()
