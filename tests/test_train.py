@@ -757,7 +757,10 @@ def test_cuda_graph_matches_eager(tmp_path, tiny, impl):
     """--cuda-graph trains what eager trains, lazy R1 schedule included: one graph per kind of step (13 steps: both
     kinds warmed up, captured and replayed); the EMA generator, updated by G's optimiser (inside fastgan's Adam
     launch natively, after torch's fused step with impl torch; inside the graphs either way, the ramp computed from
-    the device's step counter), ends the same."""
+    the device's step counter), ends the same. cuDNN deterministic (impl torch: its convolutions), which also keeps
+    the trainer from timing algorithms (cudnn.benchmark) run by run: Adam's first steps move a weight by about lr
+    whatever its gradient's size, so a near-zero gradient rounded to the other sign would move it by 2 lr (4e-3)."""
+    torch.backends.cudnn.deterministic = True  # (the autouse fixture restores it)
     outs, emas = {}, {}
     for graph in (False, True):
         cfg = TrainConfig(out=str(tmp_path / str(graph)), data=tiny, batch_size=32, max_steps=13, device="cuda",

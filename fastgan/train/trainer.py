@@ -290,7 +290,9 @@ class Trainer:
         self._one, self._zero = torch.ones((), device=dev), torch.zeros((), device=dev)
         self._perm_epoch, self._epoch_images = -1, None
         self.r1_one_pass = dev.type == "cuda"  # R1 steps: D once over cat(real, fake) on CUDA (models.d_loss_r1)
-        if dev.type == "cuda":
+        # cuDNN times its algorithms (the choice may differ from run to run) unless determinism was asked for
+        deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
+        if dev.type == "cuda" and not deterministic:
             torch.backends.cudnn.benchmark = True
         self.log_every = cfg.log_every or (50 if dev.type == "cuda" else 1)
         if self.dist.enabled:
