@@ -163,7 +163,8 @@ def _instrument_flags(cxx: str) -> list:
         flags = ["-fsanitize=thread", "-mllvm", "-tsan-distinguish-volatile=1", "-mllvm",
                  "-tsan-instrument-func-entry-exit=0"]
     else:
-        flags = ["-fsanitize=thread", "--param=tsan-distinguish-volatile=1", "--param=tsan-instrument-func-entry-exit=0"]
+        flags = ["-fsanitize=thread", "--param=tsan-distinguish-volatile=1",
+                 "--param=tsan-instrument-func-entry-exit=0"]
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "probe.cpp")
         with open(src, "w") as f:
@@ -292,7 +293,7 @@ def build_extension():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # registration + pybind module, the glue, the C++ CPU kernels (csrc/kernels/ is compiled by compile_kernels, in
     # BuildExt below: by nvcc for the GPU and, wrapped, by the host compiler for the emulation)
-    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/ops/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = [f for d in ("csrc", "csrc/ops", "csrc/cpu") for f in sorted(glob.glob(f"{d}/*.cpp"))]
     if not cuda_home:
         sources.remove(os.path.join("csrc", "ops", "cuda_stream.cpp"))
     defines = [("FASTGAN_TORCH_VERSION", f'"{torch.__version__}"'), ("TORCH_ASSERT_ONLY_METHOD_OPERATORS", None)]

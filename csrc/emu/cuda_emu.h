@@ -3,7 +3,8 @@
 //
 //   * every CUDA thread is a cooperative fiber; a block runs on the calling host thread, blocks run one after another;
 //   * __syncthreads() and the warp intrinsics really wait for the threads they name; misuse (a barrier reached by part
-//     of the block, two different barriers, warp-exchange deadlocks) is reported as std::runtime_error naming the kernel;
+//     of the block, two different barriers, warp-exchange deadlocks) is reported as std::runtime_error naming the
+//     kernel;
 //   * __shared__ memory (static and `extern __shared__`) exists once per block and is filled with 0xFF bytes (NaN for
 //     floating point) when each block starts, so reading shared memory before writing it shows up in results;
 //   * launch limits of sm_90 (1024 threads/block, block and grid extents, 48 KB dynamic shared memory without opt-in,
@@ -62,11 +63,11 @@
 #define __cluster_dims__(...)
 // __restrict__ is a GCC keyword already.
 
-// Shared memory. `thread_local` is the one storage class that is valid both in `__shared__ T x[N];` (block scope: static
-// storage, shared by all fibers of the block because they run on one host thread), in `static __shared__ T x[N];` and in
-// `extern __shared__ T x[];` (which then names the per-block dynamic shared memory; see extern_shared.cpp for how the
-// name is bound). The runtime fills the launch's part of the kernel module's TLS block (less the other kernels'
-// variables) with 0xFF at every block start and restores it after the launch.
+// Shared memory. `thread_local` is the one storage class that is valid both in `__shared__ T x[N];` (block scope:
+// static storage, shared by all fibers of the block because they run on one host thread), in
+// `static __shared__ T x[N];` and in `extern __shared__ T x[];` (which then names the per-block dynamic shared memory;
+// see extern_shared.cpp for how the name is bound). The runtime fills the launch's part of the kernel module's TLS
+// block (less the other kernels' variables) with 0xFF at every block start and restores it after the launch.
 #define __shared__ thread_local
 
 #include "cuda_emu_types.h"

@@ -7,8 +7,8 @@
 //     of instrumented kernel code (memcheck.cpp -> mem_access, gc_access).
 //   * Every CUDA thread of a block is a cooperative fiber. A thread runs until it reaches a synchronisation point
 //     (__syncthreads*, a warp intrinsic, __nanosleep) or exits; then the next runnable thread is switched in.
-//   * Fibers are started lazily and a finished thread hands its stack to the next unstarted thread, so a block that never
-//     synchronises runs all its threads as plain calls on one stack, without any context switch.
+//   * Fibers are started lazily and a finished thread hands its stack to the next unstarted thread, so a block that
+//     never synchronises runs all its threads as plain calls on one stack, without any context switch.
 //   * Stacks (FGEMU_STACK_KB, default 256 KB each, guard page below) are allocated on demand and reused for ever.
 //   * Shared memory is thread_local storage (see cuda_emu.h): the launch's part of the kernel module's TLS block of the
 //     launching thread (the block less the other kernels' function-local variables: smem_skip) is saved, filled with
@@ -2319,7 +2319,8 @@ void launch(const LaunchDesc& d) {
       lp.pages.clear();
     }
     std::vector<uint8_t>& learned = lp.pages;
-    R.full_scan = learned.empty() || g_racecheck_full;  // first launch of this kernel under the check: compare everything in block 0
+    // first launch of this kernel under the check: compare everything in block 0
+    R.full_scan = learned.empty() || g_racecheck_full;
     learned.resize(R.total / kPage, 0);
     R.learned = &learned;
     R.scan_pages.clear();
@@ -2443,7 +2444,8 @@ void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
                    std::to_string(src_bytes) + " from the source): sizes 4, 8, 16 with addresses aligned to the size");
     abandon_fiber();
   }
-  if (E.d->programmatic && !t->grid_dep_synced && src_bytes > 0) grid_dep_fail(src, (size_t)src_bytes, "copies (cp.async)");
+  if (E.d->programmatic && !t->grid_dep_synced && src_bytes > 0)
+    grid_dep_fail(src, (size_t)src_bytes, "copies (cp.async)");
   AsyncQueue& q = g_async[t];
   AsyncCopy c;
   c.dst = static_cast<unsigned char*>(dst);

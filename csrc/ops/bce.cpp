@@ -92,9 +92,11 @@ at::Tensor sigmoid_bce_backward(const at::Tensor& grad, const at::Tensor& logits
   const Args a = prepare(op, logits, target, label, weight, pos_weight, reduction);
   check_same(grad, logits, op, "grad", "logits");
   if (reduction == 0) {
-    TORCH_CHECK_VALUE(grad.sizes() == logits.sizes(), op, ": grad: expected shape ", logits.sizes(), ", got ", grad.sizes());
+    TORCH_CHECK_VALUE(grad.sizes() == logits.sizes(), op, ": grad: expected shape ", logits.sizes(), ", got ",
+                      grad.sizes());
   } else {
-    TORCH_CHECK_VALUE(grad.numel() == 1, op, ": grad: expected one element for a reduced loss, got shape ", grad.sizes());
+    TORCH_CHECK_VALUE(grad.numel() == 1, op, ": grad: expected one element for a reduced loss, got shape ",
+                      grad.sizes());
   }
   const Exec ex = exec_for(logits, op);
   c10::OptionalDeviceGuard guard(logits.device());

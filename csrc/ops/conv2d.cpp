@@ -281,8 +281,8 @@ bool use_kernels(const Exec& ex, const at::Tensor& t, int64_t M, int64_t N, doub
 void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": x: expected a 4-D tensor (N, C, H, W), got shape ", x.sizes());
-  TORCH_CHECK_VALUE(w.dim() == 4, op, ": w: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), got shape ",
-                    w.sizes());
+  TORCH_CHECK_VALUE(w.dim() == 4, op,
+                    ": w: expected a 4-D tensor (out_channels, in_channels/groups, kH, kW), got shape ", w.sizes());
   TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, op,
                     ": stride, padding and dilation must have 2 elements each");
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
@@ -296,8 +296,9 @@ void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& w, a
                     padding, ", dilation ", dilation);
   TORCH_CHECK_VALUE(w.size(0) >= 1, op, ": w: expected at least one output channel, got shape ", w.sizes());
   TORCH_CHECK_VALUE(groups >= 1 && x.size(1) == w.size(1) * groups && w.size(0) % groups == 0, op,
-                    ": x: expected ", w.size(1) * groups, " channels (w.shape[1] * groups) and out_channels divisible by groups=",
-                    groups, ", got x.shape ", x.sizes(), " and w.shape ", w.sizes());
+                    ": x: expected ", w.size(1) * groups,
+                    " channels (w.shape[1] * groups) and out_channels divisible by groups=", groups, ", got x.shape ",
+                    x.sizes(), " and w.shape ", w.sizes());
   for (int i = 0; i < 2; ++i)
     TORCH_CHECK_VALUE(x.size(2 + i) + 2 * padding[i] >= dilation[i] * (w.size(2 + i) - 1) + 1, op,
                       ": x: spatial size ", x.sizes().slice(2), " (padded by ", padding,
@@ -330,8 +331,8 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const c10::optional<
       // on CUDA not for float64 (cuDNN's rule: cudnn_conv_suggest_memory_format)
       const bool cl = (channels_last(x) || channels_last(w)) &&
                       !(ex.backend == Backend::CUDA && x.scalar_type() == at::kDouble);
-      at::Tensor y = at::empty({g.N, g.Co, g.OH, g.OW},
-                               x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+      const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+      at::Tensor y = at::empty({g.N, g.Co, g.OH, g.OW}, x.options().memory_format(format));
       poisoned(y);
       GemmParams p = fwd_params(g, x, w, y);
       at::Tensor bc = has_b ? b->contiguous() : at::Tensor();
@@ -415,7 +416,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   if (ex.backend != Backend::CPU) {
     const double m = double(g.N * g.OH * g.OW) * double(g.Co) * double(g.Cg * g.KH * g.KW);
     // (per stride phase: M ~ N*H*W / (sh*sw), K ~ Cout/G*KH*KW / (sh*sw); the phases together issue m MACs)
-    const int64_t phases = g.sh * g.sw, Mp = g.N * g.H * g.W / phases, Kp = std::max<int64_t>(1, g.Cog * g.KH * g.KW / phases);
+    const int64_t phases = g.sh * g.sw, Mp = g.N * g.H * g.W / phases;
+    const int64_t Kp = std::max<int64_t>(1, g.Cog * g.KH * g.KW / phases);
     // The weight gradient and the input gradient's stride phases go to the kernels as parts of one launch (the
     // weight gradient first: gemm.cuh). Outside the kernels' limits: both to ATen.
     std::vector<GemmParams> ps;
