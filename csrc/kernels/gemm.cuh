@@ -185,9 +185,6 @@ using Tc64For = TcCfg<64, 64, 16, sizeof(T) == 2 ? 4 : 8, 2>;
 template <typename T>
 using Tc128For = TcCfg<128, 128, 16, sizeof(T) == 2 ? 4 : 8, 1>;
 
-// Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
-// from there into shared memory laid out [BK][ROWS + PAD] (r contiguous). DACT: the operand may carry an activation
-// gradient (DevOperand::y; the A operand).
 // The smallest magnitude that becomes inf when a fetched value is rounded for the tensor cores: to TF32 (cvt.rna)
 // for float, to T itself for the 16-bit types (an activation gradient applied on the fly, DACT, can leave T's range,
 // and 0 x inf on a padding tap would then give NaN). Round to nearest: the midpoint above the largest finite value.
@@ -195,6 +192,9 @@ template <typename T> struct FiniteBelow { static constexpr float value = 0x1.ff
 template <> struct FiniteBelow<__half> { static constexpr float value = 65520.0f; };
 template <> struct FiniteBelow<__nv_bfloat16> { static constexpr float value = 0x1.ffp+127f; };
 
+// Loads a ROWS x BK slice of one operand (k in [k0, k0 + BK), r in [row0, row0 + ROWS)) into registers and
+// from there into shared memory laid out [BK][ROWS + PAD] (r contiguous). DACT: the operand may carry an activation
+// gradient (DevOperand::y; the A operand).
 template <typename T, OperandKind KIND, int ROWS, int BK, int NT, bool DACT = false>
 struct TileLoader {
   using M = typename OpMath<T>::type;
