@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 __all__ = ["add_parser", "cmd_train", "cmd_sample", "cmd_eval"]
@@ -198,7 +199,6 @@ def cmd_train(args) -> int:
     except OSError as e:  # writing the run's files
         return _fail("train", f"--out {args.out}: cannot write there ({e})")
     except KeyboardInterrupt:
-        import os
         from .trainer import CHECKPOINT_NAME
         if os.path.isfile(os.path.join(args.out, CHECKPOINT_NAME)):
             msg = f"continue with --resume (the last checkpoint in {args.out} is intact)"
@@ -232,7 +232,6 @@ def _check_output(arg: str, path, checkpoint, suffixes=None, parent_must_exist=T
     """An output path that can be written: not a directory, not the checkpoint being read, an existing parent
     directory (where the writer does not create it), one of ``suffixes``; checked before the work that produces
     it."""
-    import os
     if os.path.isdir(path):
         raise ValueError(f"{arg} {path}: is a directory; expected a file path")
     if os.path.exists(path) and os.path.exists(checkpoint) and os.path.samefile(path, checkpoint):
@@ -261,7 +260,6 @@ def cmd_sample(args) -> int:
     from .outputs import save_grid
 
     if args.out is None:
-        import os
         args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples.png")
     try:
         _check_output("--out", args.out, args.checkpoint, _image_suffixes(), parent_must_exist=False)
@@ -285,6 +283,7 @@ def cmd_eval(args) -> int:
     from .. import _impl
     from .data import load_data
     from .metrics import MIN_FID_SAMPLES, evaluate_generator
+    from .outputs import json_safe, write_text_atomically
 
     if args.n < MIN_FID_SAMPLES:
         return _fail("eval", ValueError(f"--n: expected at least {MIN_FID_SAMPLES} samples (FID's covariance of "
@@ -306,7 +305,6 @@ def cmd_eval(args) -> int:
         return _fail("eval", e)
     res.update(checkpoint=str(args.checkpoint), step=int(state["step"]), reference=real.source,
                generator="ema" if state.get("G_ema") is not None and not args.no_ema else "raw")
-    from .outputs import json_safe
     res = json_safe(res)  # (strict JSON: no NaN)
     if args.json == "-":
         print(json.dumps(res, indent=2))
@@ -327,7 +325,6 @@ def cmd_eval(args) -> int:
         lines.append(f"classifier        held-out accuracy {acc * 100:.2f}% (scripts/train_classifier.py)")
     print("\n".join(lines))
     if args.json:
-        from .outputs import write_text_atomically
         try:
             write_text_atomically(args.json, json.dumps(res, indent=2) + "\n")
         except OSError as e:
@@ -338,7 +335,6 @@ def cmd_eval(args) -> int:
 def _check_replaceable_json(path) -> None:
     """``eval --json`` replaces only what an earlier eval wrote (a JSON object with its keys), never another file
     (training data, a run's metrics) given by mistake."""
-    import os
     if not os.path.isfile(path) or os.path.getsize(path) == 0:  # (a device such as /dev/stdout, an empty file)
         return
     try:

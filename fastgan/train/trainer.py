@@ -633,9 +633,9 @@ class Trainer:
         # the pictures of the checkpoint's step, where a run stopped right after its checkpoint missed them (only
         # for --out's own checkpoint: a continuation into another folder starts that folder's pictures afresh)
         in_place = resumed_from is not None and _same_file(self.resume_path, self.out / CHECKPOINT_NAME)
-        if in_place and self.step >= self.total_steps:
-            self._pictures(missing_only=True)
         if resumed_from is not None and self.step >= self.total_steps:
+            if in_place:
+                self._pictures(missing_only=True)
             epochs = self.step // self.steps_per_epoch
             if main and not cfg.quiet:
                 longer = (f"--max-steps {self.step + 1000} (or 0: no step limit)"
