@@ -7,9 +7,9 @@ Covers every kernel family and mode the ops launch: bias + activation (each acti
 and along the last dim, an odd size for the vector tail, channels_last, a non-contiguous view, float32,
 float16, bfloat16), dense (M = 1, N = 1, K not a multiple of a tile), conv2d (strided, padded, grouped,
 channels_last), sigmoid + BCE (constant label, target tensor, weight and pos_weight, every reduction), one
-double backward (the R1 penalty path) and fastgan's Adam (two launches of tensors, the step counters). Each result is compared with the pure-PyTorch reference as well, so a
-kernel that writes the wrong place fails here even where the sanitizer cannot see it. Prints one line per
-check and exits 1 on any mismatch.
+double backward (the R1 penalty path) and fastgan's Adam (two launches of tensors, the step counters). Each result
+is compared with the pure-PyTorch reference as well, so a kernel that writes the wrong place fails here even where
+the sanitizer cannot see it. Prints one line per check and exits 1 on any mismatch.
 
 Run it with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` under the sanitizer: with PyTorch's caching allocator a read
 past the end of a tensor usually lands inside a larger cached block and memcheck cannot see it.

@@ -32,7 +32,8 @@ def _load() -> None:
             load_error = ("fastgan._C is not built (pure-Python install or source checkout without a build); "
                           "install with `pip install --no-build-isolation .`")
         else:
-            load_error = f"fastgan._C failed to load ({msg.splitlines()[0]}); probably built against another torch: {_FIX}"
+            load_error = (f"fastgan._C failed to load ({msg.splitlines()[0]}); probably built against another torch: "
+                          f"{_FIX}")
         return
     except Exception as e:  # pragma: no cover - any other loader failure
         load_error = f"fastgan._C failed to load ({type(e).__name__}: {e}); {_FIX}"

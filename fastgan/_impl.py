@@ -153,7 +153,8 @@ def resolve(device: torch.device) -> str:
         return "torch"
     if name == "emu":
         if device.type != "cpu":
-            raise RuntimeError(f"impl 'emu' runs the CUDA kernels on the CPU and takes CPU tensors; got a tensor on {device}")
+            raise RuntimeError(f"impl 'emu' runs the CUDA kernels on the CPU and takes CPU tensors; got a tensor on "
+                               f"{device}")
         return "emu"
     if _ext.C is None:
         if name == "native":

@@ -400,7 +400,8 @@ def linear_bce_with_logits(input: torch.Tensor, weight: torch.Tensor, bias: Opti
         raise ValueError(f"input: expected a 2-D tensor (batch, in_features), got shape {tuple(input.shape)}")
     _check_tensor(weight, "weight", input)
     if tuple(weight.shape) != (1, input.shape[1]):
-        raise ValueError(f"weight: expected shape (1, {input.shape[1]}) (one output feature), got {tuple(weight.shape)}")
+        raise ValueError(f"weight: expected shape (1, {input.shape[1]}) (one output feature), "
+                         f"got {tuple(weight.shape)}")
     if bias is not None:
         _check_tensor(bias, "bias", input)
         if tuple(bias.shape) != (1,):

@@ -63,7 +63,8 @@ class FusedBiasAct(_ActMixin, nn.Module):
         return FF.bias_act(x, self.bias, self.dim, self.act, self.alpha, self.gain, self.clamp)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, {_act_repr(self.act, self.alpha, self.gain, self.clamp)}, bias={self.bias is not None}"
+        act = _act_repr(self.act, self.alpha, self.gain, self.clamp)
+        return f"{self.channels}, {act}, bias={self.bias is not None}"
 
 
 class FusedLeakyReLU(FusedBiasAct):

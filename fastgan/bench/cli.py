@@ -643,8 +643,9 @@ def format_markdown(doc: dict) -> str:
     for c in doc["cases"]:
         ceil = f"{_fmt_rate(c['ceiling'], 'FLOP/s' if c.get('bound') == 'compute' else 'B/s')} " \
                f"({c['ceiling_of']})" if c.get("ceiling") else "-"
+        floor_flop = _fmt_time(c.get('floor_flop_s')) if c['flops'] else '-'
         lines.append(f"| {c['name']} | {c['desc']} | {c['flops'] / 1e9:.4g} G | {_fmt_bytes(c['bytes'])} | "
-                     f"{_fmt_time(c.get('floor_flop_s')) if c['flops'] else '-'} | {_fmt_time(c.get('floor_byte_s'))} | "
+                     f"{floor_flop} | {_fmt_time(c.get('floor_byte_s'))} | "
                      f"{c.get('sets', '-')} | {ceil} |")
     lines += ["", "## Variants", ""] + [f"- `{k}`: {v}" for k, v in doc["variants_legend"].items()]
     return "\n".join(lines) + "\n"

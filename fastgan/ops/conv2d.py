@@ -2,9 +2,10 @@
 
 y = act(conv2d(x, w) + b) * gain; with ``dact_y`` (the double backward's product): act_grad(conv2d(x, w), dact_y),
 dz's adjoint in the product's epilogue (no bias). The backward is one op:
-``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives dx = conv_transpose(dz, w), dw = correlate(x, dz) and db = sum of dz, dz = act_grad(dy, y) (computed inside the
-products' operand loads on the GEMM kernels). Its own backward (the double backward of R1 / WGAN-GP penalties) is
-conv2d and conv2d_backward again, through dz's adjoint (_registry.layer_backward_double).
+``conv2d_backward(dy, x, w, ..., mask, y, act...)`` gives dx = conv_transpose(dz, w), dw = correlate(x, dz) and
+db = sum of dz, dz = act_grad(dy, y) (computed inside the products' operand loads on the GEMM kernels). Its own
+backward (the double backward of R1 / WGAN-GP penalties) is conv2d and conv2d_backward again, through dz's adjoint
+(_registry.layer_backward_double).
 """
 from __future__ import annotations
 
