@@ -716,11 +716,11 @@ def test_short_training_improves_fid_and_sample_eval_cli(tmp_path, capsys, short
 
 
 def test_short_training_draws_digits_not_blobs(short_run):
-    """The bar-style check of the default recipe, shortened to 390 steps (an eighth of the default 80 epochs): most
+    """The bar-style check of the default recipe, shortened to 390 steps (ten epochs; the default is 100): most
     digits present, none dominating, and far from the untrained generator. Measured (CPU, 1 thread, seed 0,
     2026-12-05, Adam beta1 0): FID 653 (untrained 3320), 8/10 digits, largest share 22%, 42% confident (beta1 0.5,
     2026-12-04: FID 1133, 28%). The defaults before 2026-12-04 (lr 2e-4) gave FID 2458 and 3 digits here -- blobs --
-    and fail this. The full bar (README, "What training writes") is the default 80-epoch run."""
+    and fail this. The full bar (README, "What training writes") is the default run."""
     _, before, after = short_run
     assert after["classes_covered"] >= 8, after["class_share"]
     assert after["fid"] < 0.4 * before["fid"], (after["fid"], before["fid"])

@@ -6,7 +6,7 @@ from typing import Optional
 
 __all__ = ["TrainConfig", "DEFAULTS", "DEFAULT_EPOCHS"]
 
-DEFAULT_EPOCHS = 80
+DEFAULT_EPOCHS = 100  # 80 until 2026-12-08: docs/recipe.md
 # Settings that shape the trajectory: None in a TrainConfig means "the checkpoint's value when resuming, else this".
 DEFAULTS = {"batch_size": 128, "seed": 0, "r1_gamma": 0.3, "r1_every": 4, "lr": 2e-3, "lr_d": None,
             "beta1": 0.0, "beta2": 0.999, "ema_beta": 0.999, "ms_lambda": 0.0, "inst_noise": 0.0, "g_init": "he",
